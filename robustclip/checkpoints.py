@@ -1,0 +1,154 @@
+"""Safe checkpoints: one ``.safetensors`` file per model, JSON metadata inside.
+
+The file holds the weights as safetensors tensors and, under the metadata key
+``robustclip``, a JSON document with the model spec, dataset, training config
+and history, final metrics, package versions and a SHA-256 of the weights.
+Loading parses only that JSON and raw tensor bytes: no code in the file is ever
+executed, and pickles are refused before anything is read from them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import nn
+
+from . import models
+from ._io import versions, write_bytes
+from .errors import CheckpointError, RobustclipError
+
+FORMAT = "robustclip-checkpoint"
+FORMAT_VERSION = 1
+_META_KEY = "robustclip"
+_MAX_HEADER = 100 * 1024 * 1024
+
+
+def weights_digest(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over names, dtypes, shapes and bytes of the tensors, in sorted order."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def save(model: nn.Module, path: str | os.PathLike[str], meta: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` and ``meta`` to ``path`` atomically; return the path.
+
+    ``model`` must carry a ``spec`` (models built by :func:`robustclip.models.build`
+    do). ``meta`` is any JSON-serialisable dict: dataset, training config and
+    history, metrics. Spec, versions and the weights' digest are added here.
+    """
+    spec = getattr(model, "spec", None)
+    if spec is None:
+        raise RobustclipError("the model has no spec, so a checkpoint could not rebuild it",
+                              "build it with robustclip.models.build(spec)")
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    doc = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": spec,
+        **(meta or {}),
+        "versions": versions(),
+        "weights_sha256": weights_digest(state),
+    }
+    blob = st_save(state, metadata={_META_KEY: json.dumps(doc, default=_jsonable)})
+    target = Path(path)
+    write_bytes(target, blob)
+    return target
+
+
+def _jsonable(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"checkpoint metadata is not JSON-serialisable: {type(obj).__name__}")
+
+
+def _sniff(raw: bytes, path: Path) -> None:
+    """Refuse anything that is not a well-formed safetensors file, without parsing it."""
+    if raw[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05") or raw[:4] == b"PK\x03\x04":
+        raise CheckpointError(
+            f"{path} is a pickle or torch.save file; robustclip never unpickles files",
+            "re-save the weights as a robustclip .safetensors checkpoint (robustclip.checkpoints.save)",
+        )
+    if len(raw) < 8:
+        raise CheckpointError(f"{path} is truncated ({len(raw)} bytes)", "re-create the checkpoint")
+    (n,) = struct.unpack("<Q", raw[:8])
+    if n > _MAX_HEADER or 8 + n > len(raw):
+        raise CheckpointError(f"{path} is not a complete safetensors file (bad header length)",
+                              "re-create the checkpoint; it may be truncated or not a checkpoint")
+
+
+def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read only the JSON metadata of a checkpoint."""
+    return _read(Path(path))[1]
+
+
+def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path} does not exist", "check the path") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"checkpoint {path} is a folder", "pass a .safetensors file") from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}", "check the path and permissions") from None
+    _sniff(raw, path)
+    try:
+        (n,) = struct.unpack("<Q", raw[:8])
+        header = json.loads(raw[8 : 8 + n])
+        state = st_load(raw)
+    except (SafetensorError, ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path} is not a valid safetensors file: {str(exc).splitlines()[0]}",
+                              "re-create the checkpoint; it may be truncated or corrupt") from None
+    text = (header.get("__metadata__") or {}).get(_META_KEY)
+    if text is None:
+        raise CheckpointError(f"{path} has no robustclip metadata",
+                              "it was not written by robustclip; save it with robustclip.checkpoints.save")
+    try:
+        meta = json.loads(text)
+    except ValueError:
+        raise CheckpointError(f"{path} has corrupt robustclip metadata (not JSON)", "re-create the checkpoint") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or "model" not in meta:
+        raise CheckpointError(f"{path} metadata is not a robustclip checkpoint document", "re-create the checkpoint")
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(f"{path} was written by a newer robustclip (format {meta['format_version']})",
+                              "upgrade robustclip")
+    return state, meta
+
+
+def load(path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model stored at ``path``: ``(model in eval mode, metadata)``.
+
+    Raises :class:`CheckpointError` for a pickle, a truncated or tampered file,
+    missing metadata, or weights that do not fit the spec.
+    """
+    path = Path(path)
+    state, meta = _read(path)
+    if weights_digest(state) != meta.get("weights_sha256"):
+        raise CheckpointError(f"{path} weights do not match the digest in its metadata (tampered or corrupt)",
+                              "re-create the checkpoint from its training run")
+    try:
+        model = models.build(meta["model"])
+    except RobustclipError as exc:
+        raise CheckpointError(f"{path} has an invalid model spec: {exc.problem}", "re-create the checkpoint") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+        raise CheckpointError(f"{path} weights do not fit its model spec: {first}",
+                              "the spec and weights come from different models; re-create the checkpoint") from None
+    model.to(map_location).eval()
+    return model, meta

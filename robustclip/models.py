@@ -1,0 +1,157 @@
+"""Models built from plain, JSON-serialisable specs.
+
+A spec is a dict ``{"arch": NAME, **arguments}``; :func:`build` turns it into a
+``torch.nn.Sequential`` and attaches the spec as ``model.spec``, so a checkpoint
+can rebuild the model without pickled code. Every model takes inputs in
+``[0, 1]``; normalisation, when asked for, is the model's first layer.
+
+Architectures:
+
+``fc``
+    Fully connected net. ``sizes`` lists layer widths, input first: the paper's
+    MNIST net is ``[784, 200, 80, 10]`` with ``activation="sigmoid"``. The
+    authors' code also squashes the output with a sigmoid; set
+    ``output_activation="sigmoid"`` to reproduce that.
+``cnn``
+    A small CNN for ``(N, 1, 28, 28)`` input: two stride-2 convolutions
+    (16 and 32 channels), a 100-unit hidden layer, ``num_classes`` outputs.
+``mlp1d``
+    The 1-D regression MLP, ``(N, 1) -> (N, 1)``: ``fc`` with
+    ``sizes=[1, 64, 64, 1]`` and tanh by default.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import RobustclipError
+
+ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh}
+ARCHITECTURES = ("fc", "cnn", "mlp1d")
+
+
+class Normalize(nn.Module):
+    """``(x - mean) / std`` with scalar constants: ``(N, ...) -> (N, ...)``.
+
+    Its Lipschitz constant (any norm) is ``1 / std``.
+    """
+
+    def __init__(self, mean: float, std: float) -> None:
+        super().__init__()
+        if std <= 0:
+            raise RobustclipError(f"normalisation std must be positive, got {std}", "use e.g. std=0.3081")
+        self.mean = float(mean)
+        self.std = float(std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def extra_repr(self) -> str:
+        return f"mean={self.mean}, std={self.std}"
+
+
+def paper_spec(*, output_sigmoid: bool = False) -> dict[str, Any]:
+    """The paper's MNIST net: 784-200-80-10, sigmoid hidden activations."""
+    return {"arch": "fc", "sizes": [784, 200, 80, 10], "activation": "sigmoid",
+            "output_activation": "sigmoid" if output_sigmoid else None}
+
+
+def default_spec(arch: str, dataset: str) -> dict[str, Any]:
+    """A sensible spec of ``arch`` for ``dataset``."""
+    if dataset == "regression":
+        if arch not in ("mlp1d", "fc"):
+            raise RobustclipError(f"model {arch!r} does not fit the 1-D regression data", "use --model mlp1d")
+        return {"arch": "mlp1d", "sizes": [1, 64, 64, 1], "activation": "tanh"}
+    if arch == "fc":
+        return paper_spec()
+    if arch == "cnn":
+        return {"arch": "cnn", "num_classes": 10}
+    raise RobustclipError(f"model {arch!r} does not fit image data", "use --model fc or --model cnn")
+
+
+def _activation(name: str | None) -> nn.Module | None:
+    if name is None:
+        return None
+    if name not in ACTIVATIONS:
+        raise RobustclipError(f"unknown activation {name!r}", f"use one of {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+def _norm_layer(spec: dict[str, Any]) -> list[nn.Module]:
+    if spec.get("mean") is None and spec.get("std") is None:
+        return []
+    return [Normalize(spec.get("mean", 0.0), spec.get("std", 1.0))]
+
+
+def _fc(spec: dict[str, Any]) -> nn.Sequential:
+    sizes = spec.get("sizes")
+    if not isinstance(sizes, list) or len(sizes) < 2 or not all(isinstance(s, int) and s > 0 for s in sizes):
+        raise RobustclipError(f"fc spec needs 'sizes', a list of >= 2 positive ints, got {sizes!r}",
+                              "e.g. sizes=[784, 200, 80, 10]")
+    layers: list[nn.Module] = [nn.Flatten(), *_norm_layer(spec)]
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(fan_in, fan_out))
+        if i < len(sizes) - 2:
+            layers.append(_activation(spec.get("activation", "sigmoid")))
+    out_act = _activation(spec.get("output_activation"))
+    if out_act is not None:
+        layers.append(out_act)
+    return nn.Sequential(*layers)
+
+
+def _cnn(spec: dict[str, Any]) -> nn.Sequential:
+    k = int(spec.get("num_classes", 10))
+    act = spec.get("activation", "relu")
+    return nn.Sequential(
+        *_norm_layer(spec),
+        nn.Conv2d(1, 16, 4, stride=2, padding=1), _activation(act),
+        nn.Conv2d(16, 32, 4, stride=2, padding=1), _activation(act),
+        nn.Flatten(),
+        nn.Linear(32 * 7 * 7, 100), _activation(act),
+        nn.Linear(100, k),
+    )
+
+
+def build(spec: dict[str, Any]) -> nn.Sequential:
+    """Build the model that ``spec`` describes; the result carries ``model.spec``."""
+    if not isinstance(spec, dict) or "arch" not in spec:
+        raise RobustclipError(f"a model spec must be a dict with an 'arch' key, got {spec!r}",
+                              f"use one of {', '.join(ARCHITECTURES)}")
+    arch = spec["arch"]
+    if arch == "fc":
+        model = _fc(spec)
+    elif arch == "mlp1d":
+        model = _fc({"sizes": [1, 64, 64, 1], "activation": "tanh", **spec})
+    elif arch == "cnn":
+        model = _cnn(spec)
+    else:
+        raise RobustclipError(f"unknown architecture {arch!r}", f"use one of {', '.join(ARCHITECTURES)}")
+    model.spec = copy.deepcopy(spec)  # type: ignore[attr-defined]
+    return model
+
+
+def input_shape(spec: dict[str, Any]) -> tuple[int, ...]:
+    """The per-sample input shape a spec expects, e.g. ``(1, 28, 28)`` or ``(1,)``."""
+    if spec["arch"] == "mlp1d":
+        return (1,)
+    if spec["arch"] == "fc":
+        n = spec["sizes"][0]
+        return (1, 28, 28) if n == 784 else (n,)
+    return (1, 28, 28)
+
+
+def output_size(spec: dict[str, Any]) -> int:
+    """Number of outputs (classes, or 1 for regression)."""
+    if spec["arch"] in ("fc", "mlp1d"):
+        return int(spec.get("sizes", [1, 64, 64, 1])[-1])
+    return int(spec.get("num_classes", 10))
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable scalars."""
+    return sum(math.prod(p.shape) for p in model.parameters())

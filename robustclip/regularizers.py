@@ -1,0 +1,282 @@
+"""Regularisers and the λ schedule.
+
+The trainer minimises ``data_loss + λ · penalty`` and knows nothing about any
+one method. Each regulariser may ask for extra input rows to be appended to
+the batch (so one forward pass serves both), returns its unscaled penalty, and
+may update its own state after the optimiser step.
+
+Methods: ``none`` (plain training), ``weight`` (``Σ ||W||_F^2``) and ``clip``
+(the CLIP penalty: the largest difference quotient over a set of input pairs
+that chases the steepest directions of the network by gradient ascent).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import lipschitz
+from .errors import RobustclipError
+
+REGULARIZERS = ("none", "weight", "clip")
+
+
+class Regularizer:
+    """Base class: no penalty at all (plain training)."""
+
+    name = "none"
+
+    def extra_inputs(self, x: torch.Tensor, step: int) -> torch.Tensor | None:
+        """Rows ``(r, *in_shape)`` to append to batch ``x`` for this step, or None."""
+        return None
+
+    def penalty(self, model: nn.Module, extra_out: torch.Tensor | None) -> torch.Tensor | None:
+        """The unscaled penalty (a scalar with graph) given outputs of the extra rows."""
+        return None
+
+    def after_step(self) -> None:
+        """Update internal state once the optimiser step is done."""
+
+    def estimate(self) -> float | None:
+        """The largest quotient seen since the last call (CLIP), else None."""
+        return None
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+
+class WeightRegularizer(Regularizer):
+    """``Σ ||W||_F^2`` over the weight matrices of every ``nn.Linear`` and the
+    kernels of every ``nn.Conv2d``; biases and normalisation constants do not count.
+    """
+
+    name = "weight"
+
+    def penalty(self, model: nn.Module, extra_out: torch.Tensor | None) -> torch.Tensor:
+        weights = [m.weight for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+        return torch.stack([w.square().sum() for w in weights]).sum()
+
+
+@dataclass
+class ClipConfig:
+    """Settings of the CLIP regulariser (defaults are the measured cheap ones).
+
+    pairs: number m of pairs in X_Lip. init: ``partial_random``, ``plain`` or
+    ``noise`` (see :func:`robustclip.lipschitz.init_pairs`). radius: L2 distance
+    of ``partial_random`` pairs. ascent_steps: ascent moves of the pairs per
+    weight step; the first is fused with the weight step, further ones run
+    before it on the current weights. eta: initial ascent step (L2, per pair),
+    grown ×1.2 when a pair's quotient rose since the last step and halved when
+    it fell. reduce: ``max`` (the paper) or ``mean``. cap: skip the penalty
+    in a step whose largest quotient exceeds it. refresh_every: redraw the pairs
+    from the current batch every this many steps. every: apply the penalty every
+    k-th step, scaled by k so the average strength is λ.
+    """
+
+    pairs: int = 16
+    init: str = "partial_random"
+    radius: float = 0.5
+    ascent_steps: int = 1
+    eta: float = 0.1
+    reduce: str = "max"
+    cap: float = 1e4
+    refresh_every: int = 200
+    every: int = 1
+
+    def validate(self) -> None:
+        if self.pairs < 1:
+            raise RobustclipError(f"CLIP needs at least one pair, got pairs={self.pairs}", "use e.g. pairs=16")
+        if self.init not in ("plain", "partial_random", "noise"):
+            raise RobustclipError(f"unknown CLIP pair init {self.init!r}", "use plain, partial_random or noise")
+        if self.reduce not in ("max", "mean"):
+            raise RobustclipError(f"unknown CLIP reduction {self.reduce!r}", "use max or mean")
+        for key in ("ascent_steps", "refresh_every", "every"):
+            if getattr(self, key) < 1:
+                raise RobustclipError(f"CLIP {key} must be >= 1, got {getattr(self, key)}", f"set {key} to 1 or more")
+        if self.eta <= 0 or self.radius <= 0 or self.cap <= 0:
+            raise RobustclipError("CLIP eta, radius and cap must be positive", "use the defaults or positive values")
+
+
+# Weight of the non-maximal pairs in the "max" penalty. It lets the single
+# backward pass deliver an ascent direction for every pair (each direction is
+# normalised per pair, so its scale is irrelevant), while the weights feel the
+# other pairs 10^4 times less than the maximal one: the penalty is max(q) up to
+# a relative 1e-4, far below the noise of a stochastic gradient.
+_TIE = 1e-4
+
+
+class ClipRegularizer(Regularizer):
+    """CLIP: penalise the largest difference quotient over an adaptive pair set.
+
+    Per weight step (cost: ``2·pairs`` extra rows in the forward and backward
+    pass the batch needs anyway):
+
+    1. the pairs ``P`` ``(2m, ...)`` ride along in the batch's forward pass;
+    2. the penalty is ``max_i q_i`` (or the mean), and its backward pass also
+       yields each pair's gradient;
+    3. after the optimiser step each pair moves by its adaptive step along its
+       normalised gradient (projected to [0,1], kept apart so ``x != x'``).
+
+    So the pairs used at step t+1 have ascended on the weights of step t: the
+    paper's "ascend, then descend" with a one-step lag, for half the cost.
+    """
+
+    name = "clip"
+
+    def __init__(self, cfg: ClipConfig | None = None, *, seed: int = 0) -> None:
+        self.cfg = cfg or ClipConfig()
+        self.cfg.validate()
+        self.gen = torch.Generator().manual_seed(seed + 7919)
+        self.P: torch.Tensor | None = None
+        self.eta: torch.Tensor | None = None
+        self.q_prev: torch.Tensor | None = None
+        self._active = False
+        self._max_seen = 0.0
+        self._skipped = 0
+        self._model: nn.Module | None = None
+
+    def reset(self, x: torch.Tensor) -> None:
+        """Draw a fresh pair set from data ``x`` ``(N, ...)``."""
+        self.P = lipschitz.init_pairs(x, self.cfg.pairs, mode=self.cfg.init, radius=self.cfg.radius,
+                                      generator=self.gen)
+        self.eta = torch.full((self.cfg.pairs,), self.cfg.eta, device=x.device)
+        self.q_prev = None
+
+    def bind(self, model: nn.Module) -> None:
+        """Tell the regulariser which model it serves (for extra ascent steps)."""
+        self._model = model
+
+    def extra_inputs(self, x: torch.Tensor, step: int) -> torch.Tensor | None:
+        self._active = step % self.cfg.every == 0
+        if not self._active:
+            return None
+        if self.P is None or step % self.cfg.refresh_every == 0:
+            self.reset(x)
+        assert self.P is not None and self.eta is not None
+        if self.cfg.ascent_steps > 1 and self._model is not None:
+            self.P, _ = lipschitz.pair_ascent(self._model, self.P, steps=self.cfg.ascent_steps - 1, eta=self.eta)
+        self.P.requires_grad_(True)
+        return self.P
+
+    def penalty(self, model: nn.Module, extra_out: torch.Tensor | None) -> torch.Tensor | None:
+        if not self._active or extra_out is None:
+            return None
+        assert self.P is not None
+        q = lipschitz.quotients_from_outputs(extra_out, self.P)
+        qd = q.detach()
+        self._q = qd
+        qmax = float(qd.max())
+        self._max_seen = max(self._max_seen, qmax)
+        if not math.isfinite(qmax) or qmax > self.cfg.cap:
+            self._skipped += 1  # unstable pairs: no penalty now, redraw them next step
+            return None
+        if self.cfg.reduce == "mean":
+            pen = q.mean()
+        else:
+            pen = q.max() + _TIE * q.sum()
+        return pen * self.cfg.every
+
+    def after_step(self) -> None:
+        if not self._active or self.P is None:
+            return
+        P, grad = self.P, self.P.grad
+        self.P = P.detach()
+        if grad is None:  # penalty skipped by the cap: redraw from the next batch
+            self.P = None
+            return
+        assert self.eta is not None
+        if self.q_prev is not None:
+            up = self._q > self.q_prev
+            self.eta = torch.where(up, self.eta * 1.2, self.eta * 0.5).clamp_(1e-4, 2.0)
+        self.q_prev = self._q
+        self.P = lipschitz.ascent_move(self.P, grad, self.eta)
+        lipschitz.separate(self.P, generator=self.gen)
+
+    def estimate(self) -> float | None:
+        v, self._max_seen = self._max_seen, 0.0
+        return v
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, **asdict(self.cfg)}
+
+
+def make(name: str, *, seed: int = 0, **params: Any) -> Regularizer:
+    """Build the regulariser ``name`` (``none``, ``weight`` or ``clip``)."""
+    if name == "none":
+        return Regularizer()
+    if name == "weight":
+        return WeightRegularizer()
+    if name == "clip":
+        try:
+            cfg = ClipConfig(**params)
+        except TypeError as exc:
+            raise RobustclipError(f"bad CLIP setting: {exc}", f"use fields of ClipConfig: {', '.join(ClipConfig.__dataclass_fields__)}") from None
+        return ClipRegularizer(cfg, seed=seed)
+    raise RobustclipError(f"unknown regulariser {name!r}", f"use one of {', '.join(REGULARIZERS)}")
+
+
+# --------------------------------------------------------------------------- λ schedule
+
+
+@dataclass
+class LambdaSchedule:
+    """λ per epoch: fixed, or the paper's discrepancy principle.
+
+    Epochs ``0 .. warmup-1`` train at λ = 0. From epoch ``warmup`` on, λ starts
+    at ``lam``. With a target accuracy τ (``target``), after every ``every``-th
+    epoch λ rises by ``step`` if the epoch's training accuracy is ≥ τ and falls
+    by ``step`` (never below 0) otherwise. Without τ, λ stays fixed.
+    ``history`` holds the λ used in each epoch.
+    """
+
+    lam: float = 0.0
+    target: float | None = None
+    step: float = 0.01
+    every: int = 1
+    warmup: int = 0
+    history: list[float] = field(default_factory=list)
+    _current: float | None = None
+
+    def __post_init__(self) -> None:
+        if not (self.lam >= 0 and math.isfinite(self.lam)):
+            raise RobustclipError(f"λ must be a finite number >= 0, got {self.lam}", "pass e.g. --lam 0.1")
+        if self.target is not None and not 0.0 < self.target <= 1.0:
+            raise RobustclipError(f"target accuracy τ must lie in (0, 1], got {self.target}", "pass e.g. --target-acc 0.97")
+        if self.step < 0:
+            raise RobustclipError(f"λ step must be >= 0, got {self.step}", "pass e.g. --lam-step 0.01")
+        if self.every < 1 or self.warmup < 0:
+            raise RobustclipError("λ update interval must be >= 1 and warm-up >= 0", "fix --lam-every / --warmup")
+
+    def value(self, epoch: int) -> float:
+        """λ to use in ``epoch`` (0-based); records it in ``history``."""
+        if epoch < self.warmup:
+            lam = 0.0
+        else:
+            if self._current is None:
+                self._current = self.lam
+            lam = self._current
+        if len(self.history) <= epoch:
+            self.history.append(lam)
+        return lam
+
+    def update(self, epoch: int, train_acc: float | None) -> None:
+        """Apply the discrepancy rule after ``epoch`` with its training accuracy."""
+        if self.target is None or epoch < self.warmup or self._current is None:
+            return
+        if (epoch - self.warmup + 1) % self.every:
+            return
+        if train_acc is not None and train_acc >= self.target:
+            self._current = self._current + self.step
+        else:
+            self._current = max(0.0, self._current - self.step)
+
+    @property
+    def final(self) -> float:
+        return self._current if self._current is not None else 0.0
+
+    def config(self) -> dict[str, Any]:
+        return {"lam": self.lam, "target": self.target, "step": self.step, "every": self.every, "warmup": self.warmup}

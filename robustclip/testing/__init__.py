@@ -1,0 +1,1 @@
+"""Helpers for robustness regression tests in users' test suites."""
