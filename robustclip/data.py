@@ -159,8 +159,10 @@ def locate(name: str, data_dir: str | os.PathLike[str] | None = None, *, downloa
         if _complete(folder):
             return origin, folder
         tried.append(f"{origin} {folder}")
+    why_not = "not asked for; pass --download"
     if download is None:
         download = os.environ.get("ROBUSTCLIP_NO_DOWNLOAD", "") in ("", "0")
+        why_not = "turned off by ROBUSTCLIP_NO_DOWNLOAD"
     if download:
         target = cache_dir() / name
         try:
@@ -169,7 +171,7 @@ def locate(name: str, data_dir: str | os.PathLike[str] | None = None, *, downloa
         except DataError as exc:
             tried.append(f"download ({exc.problem})")
     else:
-        tried.append("download (turned off by ROBUSTCLIP_NO_DOWNLOAD)")
+        tried.append(f"download ({why_not})")
     raise DataError(
         f"{name} data not found; tried: " + "; ".join(tried),
         f"pass --data-dir D (or set ROBUSTCLIP_DATA=D) where D/{name}/ holds the four IDX files, "

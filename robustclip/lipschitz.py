@@ -96,9 +96,8 @@ def ascent_move(P: torch.Tensor, grad: torch.Tensor, eta: torch.Tensor) -> torch
     """
     m = eta.shape[0]
     g = grad.reshape(2, m, -1)
-    norm = g.square().sum(dim=(0, 2)).sqrt().clamp_min(1e-30)
-    step = (eta / norm).repeat(2).view(-1, *([1] * (P.dim() - 1)))
-    return (P + step * grad).clamp_(0.0, 1.0)
+    scale = eta / g.square().sum(dim=(0, 2)).sqrt_().clamp_min_(1e-30)
+    return P.reshape(2, m, -1).addcmul(g, scale.view(1, m, 1)).clamp_(0.0, 1.0).view_as(P)
 
 
 def pair_ascent(model: nn.Module, P: torch.Tensor, *, steps: int, eta: float | torch.Tensor = 0.1,

@@ -136,6 +136,166 @@ def score(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, regression: boo
     return total / max(x.shape[0], 1)
 
 
+class Trainer:
+    """A training run, one epoch at a time: ``Trainer(cfg).run()`` or ``.epoch()`` in a loop.
+
+    Holds the model, optimiser, regulariser, λ schedule and history. The same
+    seed on the CPU gives bit-identical weights.
+    """
+
+    def __init__(self, cfg: TrainConfig, *, data_dir: str | None = None, progress: bool = True,
+                 splits: tuple[data_mod.Split, data_mod.Split | None] | None = None) -> None:
+        cfg.validate()
+        self.cfg = cfg
+        self.progress = progress
+        self.regression = cfg.dataset == "regression"
+        self.gen = _seed_all(cfg.seed)
+        self.train_split, self.val_split = splits or load_training_data(cfg, data_dir)
+        self.dev = torch.device(cfg.device)
+        self.X, self.Y = self.train_split.x.to(self.dev), self.train_split.y.to(self.dev)
+        if self.val_split is not None and len(self.val_split):
+            self.Xv, self.Yv = self.val_split.x.to(self.dev), self.val_split.y.to(self.dev)
+        else:
+            self.Xv = self.Yv = None
+        self.spec = cfg.model_spec()
+        out = models.output_size(self.spec)
+        if (out == 1) != self.regression:
+            raise RobustclipError(f"model output size {out} does not fit dataset {cfg.dataset}",
+                                  "use a model spec with 10 outputs for images and 1 for regression")
+        self.model = models.build(self.spec).to(self.dev)
+        self.reg = regularizers.make(cfg.reg, seed=cfg.seed, **(cfg.clip if cfg.reg == "clip" else {}))
+        if isinstance(self.reg, regularizers.ClipRegularizer):
+            self.reg.bind(self.model)
+        self.sched = regularizers.LambdaSchedule(lam=cfg.lam, target=cfg.target_acc, step=cfg.lam_step,
+                                                 every=cfg.lam_every, warmup=cfg.warmup)
+        if cfg.optimizer == "sgd":
+            self.opt: torch.optim.Optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+        else:
+            self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.crit: nn.Module = nn.MSELoss() if self.regression else nn.CrossEntropyLoss()
+        self.history: list[dict[str, Any]] = []
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_score, self.best_epoch = -math.inf, -1
+        self.probe_gen = torch.Generator().manual_seed(cfg.seed + 1)
+        self.probe_x = (self.Xv if self.Xv is not None else self.X)[:512]
+        self.step = 0
+        self.t_start = time.perf_counter()
+
+    def epoch(self) -> dict[str, Any]:
+        """Train one epoch; return (and record) its history entry."""
+        from tqdm.auto import tqdm
+
+        cfg, model, reg = self.cfg, self.model, self.reg
+        epoch = len(self.history)
+        lam = self.sched.value(epoch)
+        model.train()
+        n = self.X.shape[0]
+        bs = min(cfg.batch_size, n)
+        t0 = time.perf_counter()
+        perm = torch.randperm(n, generator=self.gen).to(self.dev)
+        loss_sum = torch.zeros((), device=self.dev)
+        correct = torch.zeros((), device=self.dev, dtype=torch.long)
+        bar = tqdm(range(math.ceil(n / bs)), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not self.progress,
+                   leave=False, mininterval=0.5, dynamic_ncols=True)
+        for i in bar:
+            idx = perm[i * bs : (i + 1) * bs]
+            xb, yb = self.X[idx], self.Y[idx]
+            extra = reg.extra_inputs(xb, self.step) if lam > 0 else None
+            out_b = model(xb)
+            # The extra rows get their own forward pass: concatenated with the batch,
+            # autograd would compute the input gradient of every batch row too.
+            out_e = model(extra) if extra is not None else None
+            loss = self.crit(out_b, yb)
+            total = loss
+            if lam > 0:
+                pen = reg.penalty(model, out_e)
+                if pen is not None:
+                    total = loss + lam * pen
+            self.opt.zero_grad(set_to_none=True)
+            total.backward()
+            self.opt.step()
+            if lam > 0:
+                reg.after_step()
+            loss_sum += loss.detach() * xb.shape[0]
+            if not self.regression:
+                correct += (out_b.detach().argmax(1) == yb).sum()
+            self.step += 1
+            if self.progress and i % 50 == 0:
+                bar.set_postfix(loss=f"{float(loss):.3f}", lam=f"{lam:.3g}", refresh=False)
+        bar.close()
+        train_seconds = time.perf_counter() - t0
+        train_loss = float(loss_sum) / n
+        train_acc = None if self.regression else float(correct) / n
+        rec: dict[str, Any] = {"epoch": epoch + 1, "lam": lam, "train_loss": train_loss, "train_acc": train_acc}
+        if self.Xv is not None:
+            v = score(model, self.Xv, self.Yv, regression=self.regression)
+            rec["val_mse" if self.regression else "val_acc"] = v
+            sel = -v if self.regression else v
+        else:
+            sel = -train_loss
+        rec["lip_train"] = reg.estimate() if lam > 0 else None
+        rec["lip_probe"] = _probe(model, self.probe_x, cfg.lip_probe_pairs, self.probe_gen)
+        rec["seconds"] = train_seconds
+        rec["epoch_seconds"] = time.perf_counter() - t0
+        self.history.append(rec)
+        eligible = not (cfg.require_target and cfg.target_acc is not None and (train_acc or 0) < cfg.target_acc)
+        if not cfg.select or self.best_state is None or (eligible and sel >= self.best_score):
+            self.best_state = copy.deepcopy(model.state_dict())
+            self.best_score, self.best_epoch = sel, epoch + 1
+        self.sched.update(epoch, train_acc)
+        if self.progress:
+            msg = f"epoch {epoch + 1}/{cfg.epochs}  loss {train_loss:.4f}"
+            if train_acc is not None:
+                msg += f"  train {train_acc:.4f}"
+            if "val_acc" in rec:
+                msg += f"  val {rec['val_acc']:.4f}"
+            msg += f"  λ {lam:.4g}  Lip≥{rec['lip_probe']:.3g}  {train_seconds:.1f}s"
+            tqdm.write(msg)
+        return rec
+
+    def run(self, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+        """Train the remaining epochs; Ctrl-C stops cleanly with the best weights so far."""
+        interrupted = False
+        try:
+            while len(self.history) < self.cfg.epochs:
+                rec = self.epoch()
+                if on_epoch:
+                    on_epoch(rec)
+        except KeyboardInterrupt:
+            interrupted = True
+        return self.result(interrupted=interrupted)
+
+    def result(self, *, interrupted: bool = False) -> TrainResult:
+        """The model with the selected (best) weights, history and metadata."""
+        cfg, model = self.cfg, self.model
+        if self.best_state is not None:
+            model.load_state_dict(self.best_state)
+        model.eval()
+        best = self.history[self.best_epoch - 1] if self.best_epoch >= 1 else {}
+        meta = {
+            "dataset": cfg.dataset,
+            "data": {"source": self.train_split.source, "n_train": int(self.X.shape[0]),
+                     "n_val": int(self.Xv.shape[0]) if self.Xv is not None else 0,
+                     "val_fraction": cfg.val_fraction, "split_seed": cfg.seed},
+            "train": {
+                **asdict(cfg),
+                "model": self.spec,
+                "method": cfg.reg,
+                "regularizer": self.reg.config(),
+                "lam_schedule": self.sched.config(),
+                "lam_history": list(self.sched.history),
+                "final_lam": self.sched.final if cfg.target_acc is not None else (cfg.lam if cfg.reg != "none" else 0.0),
+                "best_epoch": self.best_epoch,
+                "epochs_run": len(self.history),
+                "interrupted": interrupted,
+                "seconds": sum(h["epoch_seconds"] for h in self.history),
+            },
+            "history": self.history,
+            "metrics": {k: best[k] for k in ("train_acc", "val_acc", "val_mse", "train_loss") if k in best},
+        }
+        return TrainResult(model=model, history=self.history, meta=meta, interrupted=interrupted)
+
+
 def train(cfg: TrainConfig, *, data_dir: str | None = None, progress: bool = True,
           on_epoch: Callable[[dict[str, Any]], None] | None = None,
           splits: tuple[data_mod.Split, data_mod.Split | None] | None = None) -> TrainResult:
@@ -145,129 +305,7 @@ def train(cfg: TrainConfig, *, data_dir: str | None = None, progress: bool = Tru
     loaded from ``data_dir``. A KeyboardInterrupt stops after the current step
     and returns the best weights so far with ``interrupted=True``.
     """
-    from tqdm.auto import tqdm
-
-    cfg.validate()
-    regression = cfg.dataset == "regression"
-    gen = _seed_all(cfg.seed)
-    train_split, val_split = splits or load_training_data(cfg, data_dir)
-    dev = torch.device(cfg.device)
-    X, Y = train_split.x.to(dev), train_split.y.to(dev)
-    spec = cfg.model_spec()
-    model = models.build(spec).to(dev)
-    if models.output_size(spec) == 1 and not regression or (regression and models.output_size(spec) != 1):
-        raise RobustclipError(f"model output size {models.output_size(spec)} does not fit dataset {cfg.dataset}",
-                              "use a model spec with 10 outputs for images and 1 for regression")
-    reg = regularizers.make(cfg.reg, seed=cfg.seed, **(cfg.clip if cfg.reg == "clip" else {}))
-    if isinstance(reg, regularizers.ClipRegularizer):
-        reg.bind(model)
-    sched = regularizers.LambdaSchedule(lam=cfg.lam, target=cfg.target_acc, step=cfg.lam_step,
-                                        every=cfg.lam_every, warmup=cfg.warmup)
-    if cfg.optimizer == "sgd":
-        opt: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
-    else:
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    crit: nn.Module = nn.MSELoss() if regression else nn.CrossEntropyLoss()
-    n = X.shape[0]
-    bs = min(cfg.batch_size, n)
-    steps_per_epoch = math.ceil(n / bs)
-    history: list[dict[str, Any]] = []
-    best_state, best_score, best_epoch = None, -math.inf, -1
-    probe_gen = torch.Generator().manual_seed(cfg.seed + 1)
-    probe_x = (val_split.x if val_split is not None and len(val_split) else train_split.x)[:512].to(dev)
-    step = 0
-    interrupted = False
-    t_start = time.perf_counter()
-    try:
-        for epoch in range(cfg.epochs):
-            lam = sched.value(epoch)
-            model.train()
-            t0 = time.perf_counter()
-            perm = torch.randperm(n, generator=gen).to(dev)
-            loss_sum = torch.zeros((), device=dev)
-            correct = torch.zeros((), device=dev, dtype=torch.long)
-            bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
-                       leave=False, mininterval=0.5, dynamic_ncols=True)
-            for i in bar:
-                idx = perm[i * bs : (i + 1) * bs]
-                xb, yb = X[idx], Y[idx]
-                extra = reg.extra_inputs(xb, step) if lam > 0 else None
-                out = model(torch.cat([xb, extra]) if extra is not None else xb)
-                out_b = out[: xb.shape[0]]
-                loss = crit(out_b, yb)
-                total = loss
-                if lam > 0:
-                    pen = reg.penalty(model, out[xb.shape[0] :] if extra is not None else None)
-                    if pen is not None:
-                        total = loss + lam * pen
-                opt.zero_grad(set_to_none=True)
-                total.backward()
-                opt.step()
-                if lam > 0:
-                    reg.after_step()
-                loss_sum += loss.detach() * xb.shape[0]
-                if not regression:
-                    correct += (out_b.detach().argmax(1) == yb).sum()
-                step += 1
-                if progress and i % 50 == 0:
-                    bar.set_postfix(loss=f"{float(loss):.3f}", lam=f"{lam:.3g}", refresh=False)
-            bar.close()
-            train_seconds = time.perf_counter() - t0
-            train_loss = float(loss_sum) / n
-            train_acc = None if regression else float(correct) / n
-            lip_train = reg.estimate() if lam > 0 else None
-            lip_probe = _probe(model, probe_x, cfg.lip_probe_pairs, probe_gen)
-            rec: dict[str, Any] = {"epoch": epoch + 1, "lam": lam, "train_loss": train_loss, "train_acc": train_acc}
-            if val_split is not None and len(val_split):
-                v = score(model, val_split.x.to(dev), val_split.y.to(dev), regression=regression)
-                rec["val_mse" if regression else "val_acc"] = v
-                sel = -v if regression else v
-            else:
-                sel = -train_loss
-            rec.update({"lip_train": lip_train, "lip_probe": lip_probe, "seconds": train_seconds,
-                        "epoch_seconds": time.perf_counter() - t0})
-            history.append(rec)
-            eligible = not (cfg.require_target and cfg.target_acc is not None and (train_acc or 0) < cfg.target_acc)
-            if not cfg.select or (eligible and sel >= best_score) or best_state is None:
-                best_state = copy.deepcopy(model.state_dict())
-                best_score, best_epoch = sel, epoch + 1
-            sched.update(epoch, train_acc)
-            if progress:
-                msg = f"epoch {epoch + 1}/{cfg.epochs}  loss {train_loss:.4f}"
-                if train_acc is not None:
-                    msg += f"  train {train_acc:.4f}"
-                if "val_acc" in rec:
-                    msg += f"  val {rec['val_acc']:.4f}"
-                msg += f"  λ {lam:.4g}  Lip≥{lip_probe:.3g}  {train_seconds:.1f}s"
-                tqdm.write(msg)
-            if on_epoch:
-                on_epoch(rec)
-    except KeyboardInterrupt:
-        interrupted = True
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    model.eval()
-    meta = {
-        "dataset": cfg.dataset,
-        "data": {"source": train_split.source, "n_train": n, "n_val": len(val_split) if val_split is not None else 0},
-        "train": {
-            **asdict(cfg),
-            "model": spec,
-            "method": cfg.reg,
-            "regularizer": reg.config(),
-            "lam_schedule": sched.config(),
-            "lam_history": sched.history,
-            "final_lam": sched.final if cfg.target_acc is not None else (cfg.lam if cfg.reg != "none" else 0.0),
-            "best_epoch": best_epoch,
-            "epochs_run": len(history),
-            "interrupted": interrupted,
-            "seconds": time.perf_counter() - t_start,
-        },
-        "history": history,
-        "metrics": {k: history[best_epoch - 1][k] for k in ("train_acc", "val_acc", "val_mse", "train_loss")
-                    if best_epoch >= 1 and k in history[best_epoch - 1]},
-    }
-    return TrainResult(model=model, history=history, meta=meta, interrupted=interrupted)
+    return Trainer(cfg, data_dir=data_dir, progress=progress, splits=splits).run(on_epoch)
 
 
 def _probe(model: nn.Module, x: torch.Tensor, pairs: int, gen: torch.Generator) -> float:

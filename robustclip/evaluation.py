@@ -1,0 +1,352 @@
+"""Evaluation: run a suite on a model, per sample, and summarise honestly.
+
+``evaluate(model, x, y, suite=...)`` returns an :class:`EvalResult` whose
+``frame`` is a tidy pandas DataFrame with one row per (attack, norm, ε):
+
+    model, dataset, attack, norm, eps, accuracy, n, ci_low, ci_high
+
+``worst_case`` rows are the per-sample worst case over every norm-bounded
+attack at that (norm, ε), made monotone in ε (a sample broken at ε counts as
+broken at every larger ε of the same norm: the larger ball contains the
+smaller). ``certified`` rows count samples whose logit margin exceeds
+``√2 · L · ε`` for an upper bound L on the L2 Lipschitz constant (for L∞,
+ε is first turned into the L2 radius ``√d · ε``). Then per (norm, ε):
+certified ≤ worst_case ≤ clean, which is checked.
+
+Device, eval mode, seeding and batching live here, once, for every attack.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from . import lipschitz
+from .attacks import AttackSpec, Suite, load_suite
+from .errors import RobustclipError
+
+COLUMNS = ["model", "dataset", "attack", "norm", "eps", "accuracy", "n", "ci_low", "ci_high"]
+_TOL = {"L2": 1e-4, "Linf": 1e-5}
+
+
+def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval for k successes out of n."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return (max(0.0, c - h), min(1.0, c + h))
+
+
+@dataclass
+class EvalResult:
+    """Per-sample outcomes and their summary.
+
+    ``correct[(label, norm, eps)]``: bool ``(n,)``, True where the model is right
+    on that attack's output. ``frame``: the tidy summary. ``flags``: warnings
+    about signs of gradient masking or broken invariants. ``lipschitz``: the
+    bounds used for certification.
+    """
+
+    frame: pd.DataFrame
+    correct: dict[tuple[str, str | None, float | None], torch.Tensor]
+    flags: list[str] = field(default_factory=list)
+    lipschitz: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def accuracy(self, attack: str, norm: str | None = None, eps: float | None = None) -> float:
+        """Accuracy of one row, e.g. ``accuracy('worst_case', 'L2', 2.0)``."""
+        f = self.frame[self.frame.attack == attack]
+        if norm is not None:
+            f = f[f.norm == norm]
+        if eps is not None:
+            f = f[(f.eps - eps).abs() < 1e-9]
+        if len(f) != 1:
+            raise KeyError(f"no unique row for {attack} {norm} {eps}")
+        return float(f.accuracy.iloc[0])
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
+
+
+def check_outputs(model: nn.Module, x: torch.Tensor, n_classes: int | None) -> int:
+    """Check the model's output shape against the data; return the number of classes."""
+    with torch.no_grad():
+        out = model(x[:2].to(_device_of(model)))
+    if out.dim() != 2:
+        raise RobustclipError(f"model output has shape {tuple(out.shape)}, expected (N, classes)",
+                              "evaluate classifiers that return logits of shape (N, classes)")
+    if n_classes is not None and out.shape[1] != n_classes:
+        raise RobustclipError(f"model has {out.shape[1]} outputs but the dataset has {n_classes} classes",
+                              "evaluate the model on the dataset it was trained for")
+    return int(out.shape[1])
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    """Logits ``(N, k)`` in eval mode, batched."""
+    dev = _device_of(model)
+    outs = [model(x[i : i + batch_size].to(dev)) for i in range(0, x.shape[0], batch_size)]
+    return torch.cat(outs).cpu()
+
+
+def run_attack(model: nn.Module, spec: AttackSpec, x: torch.Tensor, y: torch.Tensor, *, n_classes: int,
+               seed: int, batch_size: int, todo: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+    """Per-sample correctness ``(N,)`` of ``model`` on ``spec``'s outputs.
+
+    Only samples flagged in ``todo`` (default: all) are attacked; others count
+    as wrong. Each batch is seeded with ``seed + batch index``, so results do
+    not depend on which other attacks ran. Every output is checked to lie in
+    [0,1] and within ε; a violation raises (it would be a bug, not a result).
+    Returns ``(correct, worst observed perturbation norm)``.
+    """
+    dev = _device_of(model)
+    n = x.shape[0]
+    correct = torch.zeros(n, dtype=torch.bool)
+    idx_all = torch.arange(n) if todo is None else todo.nonzero().flatten()
+    worst = 0.0
+    atk_cache = None
+    for r in range(spec.restarts):
+        for b, start in enumerate(range(0, idx_all.numel(), batch_size)):
+            idx = idx_all[start : start + batch_size]
+            if r > 0:  # a restart only attacks samples that survived so far
+                idx = idx[correct[idx]]
+                if idx.numel() == 0:
+                    continue
+            xb, yb = x[idx].to(dev), y[idx].to(dev)
+            torch.manual_seed(seed + 1000 * r + b)
+            if spec.type == "clean":
+                adv = xb
+            else:
+                if atk_cache is None:
+                    atk_cache = spec.build(model, n_classes=n_classes, seed=seed + r)
+                    atk_cache.set_device(dev)
+                if hasattr(atk_cache, "seed"):
+                    atk_cache.seed = seed + 1000 * r + b
+                adv = atk_cache(xb, yb)
+                worst = max(worst, _verify(spec, xb, adv))
+            with torch.no_grad():
+                ok = (model(adv).argmax(1) == yb).cpu()
+            if r == 0:
+                correct[idx] = ok
+            else:
+                correct[idx] &= ok
+    return correct, worst
+
+
+def _verify(spec: AttackSpec, x: torch.Tensor, adv: torch.Tensor) -> float:
+    if adv.shape != x.shape:
+        raise AssertionError(f"{spec.label} returned shape {tuple(adv.shape)} for input {tuple(x.shape)}")
+    if float(adv.min()) < 0 or float(adv.max()) > 1:
+        raise AssertionError(f"{spec.label} left the input domain [0,1]")
+    if not spec.bounded:
+        return 0.0
+    d = (adv - x).flatten(1)
+    size = float(d.norm(dim=1).max()) if spec.norm == "L2" else float(d.abs().max())
+    if size > spec.eps * (1 + _TOL[spec.norm]) + 1e-6:  # type: ignore[operator]
+        raise AssertionError(f"{spec.label} at eps={spec.eps} produced a {spec.norm} perturbation of {size}")
+    return size
+
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str | Suite = "demo",
+             model_name: str = "model", dataset: str = "unknown", n_classes: int | None = None,
+             batch_size: int | None = None, seed: int | None = None, lip_upper: float | None = None,
+             lip_lower: float | None = None, sanity: bool = True, progress: bool = True) -> EvalResult:
+    """Evaluate ``model`` on ``x`` ``(N, C, H, W)`` in [0,1] and labels ``y`` ``(N,)`` under a suite.
+
+    ``lip_upper``: an upper bound on the model's L2 Lipschitz constant for
+    certification; computed from the layer norms when None. Returns an
+    :class:`EvalResult`. Samples the model gets wrong on clean input are not
+    attacked (they count as wrong under every attack).
+    """
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    s = load_suite(suite)
+    if x.min() < 0 or x.max() > 1:
+        raise RobustclipError("inputs must lie in [0,1]", "put normalisation inside the model, not in the data")
+    k = check_outputs(model, x, n_classes)
+    bs = batch_size or s.batch_size
+    seed = s.seed if seed is None else seed
+    was_training = model.training
+    model.eval()
+    try:
+        logits = predict(model, x)
+        clean_ok = logits.argmax(1) == y
+        correct: dict[tuple[str, str | None, float | None], torch.Tensor] = {("clean", None, None): clean_ok}
+        worst_norm: dict[tuple[str, str | None, float | None], float] = {}
+        todo = [a for a in s.attacks if a.type != "clean"]
+        bar = tqdm(todo, desc=f"attacks on {model_name}", disable=not progress, leave=False)
+        for i, spec in enumerate(bar):
+            bar.set_postfix_str(f"{spec.label} {spec.norm or ''} {spec.eps if spec.eps is not None else ''}")
+            key = (spec.label, spec.norm, spec.eps)
+            if key in correct:
+                raise RobustclipError(f"suite {s.name} lists {spec.label} at {spec.norm} ε={spec.eps} twice",
+                                      "give repeated attacks distinct labels")
+            ok, size = run_attack(model, spec, x, y, n_classes=k, seed=seed + 7 * i, batch_size=bs, todo=clean_ok)
+            correct[key] = ok & clean_ok
+            worst_norm[key] = size
+        bar.close()
+        if lip_upper is None:
+            try:
+                lip_upper = lipschitz.upper_bound(model, tuple(x.shape[1:]))
+            except ValueError as exc:
+                warnings.warn(f"no certificate: {exc}")
+        frame, flags = _summarise(s, correct, logits, y, lip_upper, x[0].numel(), model_name, dataset)
+        if sanity:
+            flags += sanity_flags(model, s, correct, x, y, frame, seed=seed, batch_size=bs)
+    finally:
+        model.train(was_training)
+    for f in flags:
+        warnings.warn(f, stacklevel=2)
+    return EvalResult(frame=frame, correct=correct, flags=flags,
+                      lipschitz={"upper": lip_upper, "lower": lip_lower}, seconds=time.perf_counter() - t0,
+                      meta={"suite": s.name, "suite_path": s.path, "seed": seed, "n": int(x.shape[0]),
+                            "batch_size": bs, "max_perturbation": {f"{a}|{nm}|{e}": v for (a, nm, e), v in worst_norm.items()}})
+
+
+def _summarise(s: Suite, correct, logits: torch.Tensor, y: torch.Tensor, lip_upper: float | None, dim: int,
+               model_name: str, dataset: str) -> tuple[pd.DataFrame, list[str]]:
+    n = int(y.shape[0])
+    rows: list[dict[str, Any]] = []
+    flags: list[str] = []
+
+    def add(attack: str, norm: str | None, eps: float | None, ok: torch.Tensor) -> None:
+        k = int(ok.sum())
+        lo, hi = wilson(k, n)
+        rows.append({"model": model_name, "dataset": dataset, "attack": attack, "norm": norm or "none",
+                     "eps": float(eps) if eps is not None else 0.0, "accuracy": k / n if n else float("nan"),
+                     "n": n, "ci_low": lo, "ci_high": hi})
+
+    clean_ok = correct[("clean", None, None)]
+    add("clean", None, None, clean_ok)
+    for (label, norm, eps), ok in correct.items():
+        if label != "clean":
+            add(label, norm, eps, ok)
+    top2 = logits.topk(2, dim=1).values if logits.shape[1] > 1 else None
+    margin = (top2[:, 0] - top2[:, 1]) if top2 is not None else torch.zeros(n)
+    for norm in ("L2", "Linf"):
+        cells = sorted(e for (nm, e) in s.grid() if nm == norm)
+        running = clean_ok.clone()
+        for eps in cells:
+            for a in s.grid()[(norm, eps)]:
+                running &= correct[(a.label, norm, eps)]
+            add("worst_case", norm, eps, running)
+            if lip_upper is not None and math.isfinite(lip_upper):
+                radius = eps if norm == "L2" else eps * math.sqrt(dim)
+                cert = clean_ok & (margin > math.sqrt(2) * lip_upper * radius)
+                add("certified", norm, eps, cert)
+                if bool((cert & ~running).any()):
+                    flags.append(f"INVARIANT BROKEN: {int((cert & ~running).sum())} samples certified at {norm} "
+                                 f"ε={eps} but broken by an attack; the Lipschitz upper bound is wrong")
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    return frame, flags
+
+
+def sanity_flags(model: nn.Module, s: Suite, correct, x: torch.Tensor, y: torch.Tensor, frame: pd.DataFrame,
+                 *, seed: int, batch_size: int, probe: int = 200) -> list[str]:
+    """Signs of gradient masking, in the spirit of AutoAttack's checks.
+
+    * accuracy that does not fall toward 0 at a very large ε (PGD, 20 steps,
+      L2 ε = 10 / L∞ ε = 0.5 on ``probe`` samples);
+    * zero input gradients of the loss on many inputs;
+    * random noise or one-step FGSM beating iterative PGD at the same (norm, ε).
+    """
+    flags: list[str] = []
+    dev = _device_of(model)
+    xs, ys = x[:probe], y[:probe]
+    norms_used = sorted({a.norm for a in s.attacks if a.bounded}) or ["L2"]
+    big = {"L2": 10.0, "Linf": 0.5}
+    for norm in norms_used:
+        spec = AttackSpec("pgd", "pgd-huge", norm, big[norm], {"steps": 20})
+        ok, _ = run_attack(model, spec, xs, ys, n_classes=int(predict(model, xs[:1]).shape[1]), seed=seed,
+                           batch_size=batch_size)
+        acc = float(ok.float().mean())
+        if acc > 0.15:
+            flags.append(f"GRADIENT MASKING? accuracy stays at {acc:.1%} under PGD-{norm} at a huge ε={big[norm]} "
+                         "(it should fall toward 0); gradient attacks may be failing")
+    xi = xs.to(dev).clone().requires_grad_(True)
+    loss = nn.functional.cross_entropy(model(xi), ys.to(dev), reduction="sum")
+    (g,) = torch.autograd.grad(loss, xi)
+    zero = float((g.flatten(1).abs().max(dim=1).values == 0).float().mean())
+    if zero > 0.1:
+        flags.append(f"GRADIENT MASKING? the loss gradient is exactly zero on {zero:.0%} of inputs "
+                     "(saturated outputs); gradient-based accuracies overstate robustness")
+    for (norm, eps), specs in s.grid().items():
+        accs = {a.type: float(correct[(a.label, norm, eps)].float().mean()) for a in specs}
+        pgd = min((v for t, v in accs.items() if t in ("pgd", "apgd", "apgdt", "autoattack")), default=None)
+        if pgd is None:
+            continue
+        for weak in ("noise", "fgsm"):
+            if weak in accs and accs[weak] < pgd - 0.01:
+                flags.append(f"GRADIENT MASKING? {weak} ({accs[weak]:.1%}) beats iterative attacks ({pgd:.1%}) at "
+                             f"{norm} ε={eps}")
+    return flags
+
+
+def benchmark(model: nn.Module, *, dataset: str = "mnist", suite: str | Suite = "demo", n: int | None = 1000,
+              data_dir: str | None = None, progress: bool = False) -> tuple[float, float]:
+    """RobustBench-style one call: ``(clean accuracy, worst-case accuracy at the suite's headline ε)``."""
+    from . import data
+
+    s = load_suite(suite)
+    split = data.load(dataset, "test", data_dir=data_dir).subset(n or s.n)
+    res = evaluate(model, split.x, split.y, suite=s, dataset=dataset, n_classes=data.NUM_CLASSES.get(dataset),
+                   progress=progress)
+    if s.headline is None:
+        raise RobustclipError(f"suite {s.name} has no norm-bounded attack, so no robust accuracy",
+                              "add a headline or a pgd attack")
+    norm, eps = s.headline
+    return res.accuracy("clean"), res.accuracy("worst_case", norm, eps)
+
+
+def evaluate_checkpoint(path: str, *, suite: str | Suite, data_dir: str | None = None, n: int | None = None,
+                        batch_size: int | None = None, seed: int | None = None, progress: bool = True,
+                        lipschitz_pairs: int = 64) -> tuple[EvalResult, dict[str, Any]]:
+    """Load a checkpoint, evaluate it under ``suite`` on its dataset's test split.
+
+    Returns the :class:`EvalResult` and a Lipschitz report dict (lower bounds
+    from pair and Jacobian ascent, the layer-norm upper bound, their ratio).
+    ``n`` defaults to the suite's ``n`` (else the whole test set).
+    """
+    from . import checkpoints, data
+    from ._io import sha256_file
+
+    model, meta = checkpoints.load(path)
+    dataset = meta.get("dataset", "mnist")
+    s = load_suite(suite)
+    if dataset == "regression":
+        raise RobustclipError(f"{path} is a regression model; attack suites need a classifier",
+                              "use robustclip.lipschitz.estimate(..., exact=True) for regression models")
+    split = data.load(dataset, "test", data_dir=data_dir).subset(n or s.n)
+    from .models import input_shape
+
+    lip = lipschitz.estimate(model, split.x[:512], in_shape=input_shape(meta["model"]), seed=s.seed if seed is None else seed,
+                             pairs=lipschitz_pairs)
+    name = meta.get("name") or _stem(path)
+    res = evaluate(model, split.x, split.y, suite=s, model_name=name, dataset=dataset,
+                   n_classes=data.NUM_CLASSES[dataset], batch_size=batch_size, seed=seed,
+                   lip_upper=lip.upper, lip_lower=lip.lower, progress=progress)
+    res.meta.update({"checkpoint": str(path), "checkpoint_sha256": sha256_file(path), "data_source": split.source,
+                     "train": {k: meta.get("train", {}).get(k) for k in ("method", "lam", "target_acc", "seed", "epochs", "final_lam")}})
+    return res, {"model": name, **lip.to_dict()}
+
+
+def _stem(path: str) -> str:
+    from pathlib import Path
+
+    return Path(path).name.removesuffix(".safetensors")
