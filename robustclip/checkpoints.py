@@ -55,10 +55,10 @@ def save(model: nn.Module, path: str | os.PathLike[str], meta: dict[str, Any] | 
                               "build it with robustclip.models.build(spec)")
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     doc = {
+        **(meta or {}),
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "model": spec,
-        **(meta or {}),
         "versions": versions(),
         "weights_sha256": weights_digest(state),
     }
@@ -123,7 +123,10 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         raise CheckpointError(f"{path} has corrupt robustclip metadata (not JSON)", "re-create the checkpoint") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or "model" not in meta:
         raise CheckpointError(f"{path} metadata is not a robustclip checkpoint document", "re-create the checkpoint")
-    if meta.get("format_version", 0) > FORMAT_VERSION:
+    version = meta.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise CheckpointError(f"{path} metadata has an invalid format_version {version!r}", "re-create the checkpoint")
+    if version > FORMAT_VERSION:
         raise CheckpointError(f"{path} was written by a newer robustclip (format {meta['format_version']})",
                               "upgrade robustclip")
     return state, meta
@@ -144,6 +147,9 @@ def load(path: str | os.PathLike[str], *, map_location: str | torch.device = "cp
         model = models.build(meta["model"])
     except RobustclipError as exc:
         raise CheckpointError(f"{path} has an invalid model spec: {exc.problem}", "re-create the checkpoint") from None
+    except (TypeError, ValueError, RuntimeError, KeyError) as exc:
+        raise CheckpointError(f"{path} has an invalid model spec: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                              "re-create the checkpoint") from None
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

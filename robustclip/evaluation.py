@@ -138,6 +138,7 @@ def run_attack(model: nn.Module, spec: AttackSpec, x: torch.Tensor, y: torch.Ten
                 if hasattr(atk_cache, "seed"):
                     atk_cache.seed = seed + 1000 * r + b
                 adv = atk_cache(xb, yb)
+                adv = adv.detach()
                 worst = max(worst, _verify(spec, xb, adv))
             with torch.no_grad():
                 ok = (model(adv).argmax(1) == yb).cpu()

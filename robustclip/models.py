@@ -43,6 +43,10 @@ class Normalize(nn.Module):
 
     def __init__(self, mean: float, std: float) -> None:
         super().__init__()
+        for name, v in (("mean", mean), ("std", std)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise RobustclipError(f"normalisation {name} must be a finite number, got {v!r}",
+                                      "use e.g. mean=0.1307, std=0.3081")
         if std <= 0:
             raise RobustclipError(f"normalisation std must be positive, got {std}", "use e.g. std=0.3081")
         self.mean = float(mean)
@@ -74,10 +78,10 @@ def default_spec(arch: str, dataset: str) -> dict[str, Any]:
     raise RobustclipError(f"model {arch!r} does not fit image data", "use --model fc or --model cnn")
 
 
-def _activation(name: str | None) -> nn.Module | None:
-    if name is None:
+def _activation(name: str | None, *, optional: bool = False) -> nn.Module | None:
+    if name is None and optional:
         return None
-    if name not in ACTIVATIONS:
+    if not isinstance(name, str) or name not in ACTIVATIONS:
         raise RobustclipError(f"unknown activation {name!r}", f"use one of {', '.join(ACTIVATIONS)}")
     return ACTIVATIONS[name]()
 
@@ -98,14 +102,16 @@ def _fc(spec: dict[str, Any]) -> nn.Sequential:
         layers.append(nn.Linear(fan_in, fan_out))
         if i < len(sizes) - 2:
             layers.append(_activation(spec.get("activation", "sigmoid")))
-    out_act = _activation(spec.get("output_activation"))
+    out_act = _activation(spec.get("output_activation"), optional=True)
     if out_act is not None:
         layers.append(out_act)
     return nn.Sequential(*layers)
 
 
 def _cnn(spec: dict[str, Any]) -> nn.Sequential:
-    k = int(spec.get("num_classes", 10))
+    k = spec.get("num_classes", 10)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise RobustclipError(f"cnn num_classes must be a positive integer, got {k!r}", "e.g. num_classes=10")
     act = spec.get("activation", "relu")
     return nn.Sequential(
         *_norm_layer(spec),

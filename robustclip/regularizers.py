@@ -140,6 +140,7 @@ class ClipRegularizer(Regularizer):
         self._max_seen = 0.0
         self._skipped = 0
         self._moves = 0
+        self._skip = False
         self._model: nn.Module | None = None
 
     def reset(self, x: torch.Tensor) -> None:
@@ -177,7 +178,9 @@ class ClipRegularizer(Regularizer):
             self._max_seen = qmax
         if not math.isfinite(qmax) or qmax > self.cfg.cap:
             self._skipped += 1  # unstable pairs: no penalty now, redraw them next step
+            self._skip = True
             return None
+        self._skip = False
         pen = q.mean() if self.cfg.reduce == "mean" else qmax_t + _TIE * q.sum()
         return pen * self.cfg.every if self.cfg.every > 1 else pen
 
@@ -186,7 +189,7 @@ class ClipRegularizer(Regularizer):
             return
         P, grad = self.P, self.P.grad
         self.P = P.detach()
-        if grad is None:  # penalty skipped by the cap: redraw from the next batch
+        if grad is None or self._skip:  # penalty skipped by the cap: redraw from the next batch
             self.P = None
             return
         assert self.eta is not None

@@ -176,6 +176,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_score, self.best_epoch = -math.inf, -1
+        self.best_eligible = False
         self.probe_gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.probe_x = (self.Xv if self.Xv is not None else self.X)[:512]
         self.step = 0
@@ -239,9 +240,10 @@ class Trainer:
         rec["epoch_seconds"] = time.perf_counter() - t0
         self.history.append(rec)
         eligible = not (cfg.require_target and cfg.target_acc is not None and (train_acc or 0) < cfg.target_acc)
-        if not cfg.select or self.best_state is None or (eligible and sel >= self.best_score):
+        # an epoch that reaches τ always beats a fallback that did not
+        if not cfg.select or self.best_state is None or (eligible and (not self.best_eligible or sel >= self.best_score)):
             self.best_state = copy.deepcopy(model.state_dict())
-            self.best_score, self.best_epoch = sel, epoch + 1
+            self.best_score, self.best_epoch, self.best_eligible = sel, epoch + 1, eligible
         self.sched.update(epoch, train_acc)
         if self.progress:
             msg = f"epoch {epoch + 1}/{cfg.epochs}  loss {train_loss:.4f}"
