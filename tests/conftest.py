@@ -16,13 +16,21 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("ROBUSTCLIP_DATA") or ROOT.parent / "shared" / "data").resolve()
 
 
-@pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch, tmp_path_factory):
-    """No downloads and an empty private cache: tests see only DATA_DIR."""
-    monkeypatch.setenv("ROBUSTCLIP_NO_DOWNLOAD", "1")
-    monkeypatch.setenv("ROBUSTCLIP_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-    monkeypatch.setenv("ROBUSTCLIP_DATA", str(DATA_DIR))
+def pytest_configure(config):
+    """Before any fixture: tests see only DATA_DIR, never download, and use a private cache."""
+    import tempfile
+
+    os.environ["ROBUSTCLIP_DATA"] = str(DATA_DIR)
+    os.environ["ROBUSTCLIP_NO_DOWNLOAD"] = "1"
+    os.environ["ROBUSTCLIP_CACHE"] = tempfile.mkdtemp(prefix="robustclip-cache-")
     torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch):
+    """Undo any test's changes to the data settings."""
+    for key in ("ROBUSTCLIP_DATA", "ROBUSTCLIP_NO_DOWNLOAD", "ROBUSTCLIP_CACHE"):
+        monkeypatch.setenv(key, os.environ[key])
 
 
 @pytest.fixture(scope="session")

@@ -1,1 +1,77 @@
-"""Helpers for robustness regression tests in users' test suites."""
+"""Helpers for robustness regression tests in users' test suites.
+
+    from robustclip.testing import assert_robust, assert_lipschitz_below
+
+    def test_model_stays_robust(robustclip_eval_set):      # fixture from the pytest plugin
+        x, y = robustclip_eval_set
+        assert_robust(model, (x, y), suite="ci-quick", min_accuracy={"clean": 0.95, "worst_case@L2:1": 0.5})
+        assert_lipschitz_below(model, x, 10.0)
+
+Both raise ``AssertionError`` with a readable table.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..attacks import Suite, load_suite
+from ..evaluation import EvalResult, evaluate
+
+__all__ = ["assert_robust", "assert_lipschitz_below"]
+
+
+def _key(row: dict[str, Any]) -> str:
+    return row["attack"] if row["norm"] == "none" else f"{row['attack']}@{row['norm']}:{row['eps']:g}"
+
+
+def assert_robust(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], *, suite: str | Suite = "ci-quick",
+                  min_accuracy: dict[str, float], n_classes: int | None = None, seed: int | None = None) -> EvalResult:
+    """Evaluate ``model`` on ``data`` = ``(x (N,C,H,W) in [0,1], y (N,))`` and assert minimum accuracies.
+
+    Keys of ``min_accuracy`` name rows: ``"clean"``, ``"noise"``, or
+    ``"ATTACK@NORM:EPS"`` such as ``"worst_case@L2:1"`` or ``"pgd@Linf:0.1"``.
+    Returns the :class:`EvalResult` when every minimum holds.
+    """
+    x, y = data
+    s = load_suite(suite)
+    res = evaluate(model, x, y, suite=s, n_classes=n_classes, seed=seed, progress=False, sanity=False)
+    rows = {_key(r): r for r in res.frame.to_dict(orient="records")}
+    unknown = [k for k in min_accuracy if k not in rows]
+    if unknown:
+        raise AssertionError(f"assert_robust: no result named {unknown[0]!r}; available: {', '.join(rows)}")
+    lines, failed = [], []
+    for k, want in min_accuracy.items():
+        got = rows[k]["accuracy"]
+        ok = got >= want
+        failed += [] if ok else [k]
+        lines.append(f"  {k:24s} {100 * got:6.1f}%  (min {100 * want:5.1f}%, 95% CI "
+                     f"[{100 * rows[k]['ci_low']:.1f}, {100 * rows[k]['ci_high']:.1f}])  {'ok' if ok else 'TOO LOW'}")
+    if failed:
+        raise AssertionError(f"robustness below the minimum for {', '.join(failed)} (suite {s.name}, n={len(y)}):\n"
+                             + "\n".join(lines))
+    return res
+
+
+def assert_lipschitz_below(model: nn.Module, x: torch.Tensor, bound: float, *, certify: bool = False,
+                           seed: int = 0) -> dict[str, float]:
+    """Assert the model's L2 Lipschitz constant is below ``bound``.
+
+    Fails when the empirical lower bound (pair and Jacobian ascent from ``x``
+    ``(N, ...)`` in [0,1]) exceeds ``bound``: then the constant provably does.
+    With ``certify=True`` it also fails when the layer-norm upper bound exceeds
+    ``bound`` (so a pass proves the claim). Returns the bounds.
+    """
+    from .. import lipschitz
+
+    rep = lipschitz.estimate(model, x, seed=seed)
+    bad = rep.lower > bound or (certify and rep.upper > bound)
+    if bad:
+        raise AssertionError(
+            f"Lipschitz constant not below {bound:g}:\n"
+            f"  lower bound (ascent)      {rep.lower:10.4g}  {'EXCEEDS' if rep.lower > bound else 'ok'}\n"
+            f"  upper bound (layer norms) {rep.upper:10.4g}  "
+            f"{'EXCEEDS' if rep.upper > bound else 'ok'}{'' if certify else ' (not required)'}")
+    return {"lower": rep.lower, "upper": rep.upper}
