@@ -86,7 +86,8 @@ def summary_table(df: pd.DataFrame, head: tuple[str, float] | None) -> pd.DataFr
                 vals.append(float(sel.accuracy.iloc[0]) if len(sel) else float("nan"))
             return vals
 
-        cols: dict[str, Any] = {"clean": lambda r: r.attack == "clean", "noise": lambda r: r.attack == "noise"}
+        cols: dict[str, Any] = {"clean": lambda r: r.attack == "clean", "clean_full": lambda r: r.attack == "clean_full",
+                                "noise": lambda r: r.attack == "noise"}
         if head:
             n, e = head
             for name, key in (("fgsm", "fgsm"), ("authors_pgd", "authors_pgd"), ("pgd", "pgd"),
@@ -112,7 +113,7 @@ def summary_table(df: pd.DataFrame, head: tuple[str, float] | None) -> pd.DataFr
 def _fmt_table_md(t: pd.DataFrame) -> str:
     if t.empty:
         return "_(no rows)_"
-    show = [c for c in ("dataset", "method", "setting", "seeds", "clean", "noise", "fgsm", "authors_pgd", "pgd",
+    show = [c for c in ("dataset", "method", "setting", "seeds", "clean_full", "clean", "noise", "fgsm", "authors_pgd", "pgd",
                         "worst_case", "certified", "lip_lower", "lip_upper", "lip_exact", "mse", "final_lam",
                         "train_seconds") if c in t.columns]
     lines = ["| " + " | ".join(show) + " |", "|" + "---|" * len(show)]
@@ -124,7 +125,7 @@ def _fmt_table_md(t: pd.DataFrame) -> str:
                 if math.isnan(v):
                     cells.append("")
                     continue
-                if c in ("clean", "noise", "fgsm", "authors_pgd", "pgd", "worst_case", "certified"):
+                if c in ("clean_full", "clean", "noise", "fgsm", "authors_pgd", "pgd", "worst_case", "certified"):
                     sd = r.get(f"{c}_std", 0.0)
                     cells.append(f"{100 * v:.1f}" + (f" ± {100 * sd:.1f}" if sd and r["seeds"] > 1 else ""))
                 elif c == "train_seconds":

@@ -270,6 +270,13 @@ def execute(run: Run, sweep_dir: str, data_dir: str | None = None, progress: boo
         flags = ev.flags
         rows = [{**common, **r, "lip_lower": lip.lower, "lip_upper": lip.upper, "lip_exact": None, "mse": None}
                 for r in ev.frame.drop(columns=["model", "dataset"]).to_dict(orient="records")]
+        full = data.load(cfg.dataset, "test", data_dir=data_dir)
+        if len(full) > len(split):  # clean accuracy is cheap: also report it on the whole test set
+            k = int((evaluation.predict(model, full.x).argmax(1) == full.y).sum())
+            lo, hi = evaluation.wilson(k, len(full))
+            rows.append({**common, "attack": "clean_full", "norm": "none", "eps": 0.0, "accuracy": k / len(full),
+                         "n": len(full), "ci_low": lo, "ci_high": hi, "lip_lower": lip.lower, "lip_upper": lip.upper,
+                         "lip_exact": None, "mse": None})
         lipd = lip.to_dict()
     _io.write_json(d / "eval.json", {"run": run.id, "rows": rows, "lipschitz": lipd, "flags": flags,
                                      "history": res.history, "train": res.meta["train"], "versions": _io.versions()})

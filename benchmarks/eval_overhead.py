@@ -1,0 +1,105 @@
+"""What does robustclip's evaluation layer cost over a bare torchattacks loop?
+
+In one process, on the same model (the paper's MNIST net, trained one epoch)
+and the same test images, it times, alternating, several repetitions of:
+
+* bare:  for each batch, ``torchattacks.PGDL2(...)(x, y)`` then ``model(adv).argmax``;
+* layer: ``robustclip.evaluation.run_attack`` for the same attack on every
+  sample (seeding, batching, ε and [0,1] checks, per-sample bookkeeping);
+* full:  ``robustclip.evaluation.evaluate`` with a one-attack suite (adds the
+  clean pass, skips clean-misclassified samples, worst case, certificates;
+  sanity checks off);
+
+and prints the median times and the ratios layer/bare and full/bare. Then it
+times a full 8-point PGD-L2 curve (attacks/curve-l2.toml) over the whole
+10k test set.
+
+    python benchmarks/eval_overhead.py --data-dir ../shared/data [--n 2000] [--reps 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torchattacks
+
+from robustclip import data, evaluation, models
+from robustclip.attacks import AttackSpec, load_suite, parse_suite
+from robustclip.training import TrainConfig, train
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--n", type=int, default=2000, help="test images for the overhead comparison (default 2000)")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--batch-size", type=int, default=1000)
+    ap.add_argument("--no-curve", action="store_true", help="skip the 10k-image curve timing")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+    model = train(TrainConfig(dataset="mnist", model=models.paper_spec(), epochs=1, lip_probe_pairs=0),
+                  data_dir=args.data_dir, progress=False).model.eval()
+    test = data.load("mnist", "test", data_dir=args.data_dir)
+    x, y = test.x[: args.n], test.y[: args.n]
+    eps, steps, bs = 2.0, args.steps, args.batch_size
+    alpha = 2.5 * eps / steps
+    spec = AttackSpec("pgd", "pgd", "L2", eps, {"steps": steps})
+    suite = parse_suite({"name": "bench", "batch_size": bs, "attack": [{"type": "clean"},
+                                                                        {"type": "pgd", "norm": "L2", "eps": eps, "steps": steps}]})
+
+    def bare() -> float:
+        atk = torchattacks.PGDL2(model, eps=eps, alpha=alpha, steps=steps, random_start=True)
+        correct = 0
+        for i in range(0, len(x), bs):
+            torch.manual_seed(i)
+            adv = atk(x[i : i + bs], y[i : i + bs])
+            with torch.no_grad():
+                correct += int((model(adv).argmax(1) == y[i : i + bs]).sum())
+        return correct / len(x)
+
+    def layer() -> float:
+        ok, _ = evaluation.run_attack(model, spec, x, y, n_classes=10, seed=0, batch_size=bs)
+        return float(ok.float().mean())
+
+    def full() -> float:
+        res = evaluation.evaluate(model, x, y, suite=suite, n_classes=10, progress=False, sanity=False, lip_upper=float("inf"))
+        return res.accuracy("pgd", "L2", eps)
+
+    times: dict[str, list[float]] = {"bare": [], "layer": [], "full": []}
+    accs: dict[str, float] = {}
+    fns = {"bare": bare, "layer": layer, "full": full}
+    print(f"PGD-L2 eps={eps}, {steps} steps, {len(x)} images, batch {bs}, threads {torch.get_num_threads()}")
+    for rep in range(args.reps + 1):  # the first round warms up and is not counted
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            accs[name] = fn()
+            if rep:
+                times[name].append(time.perf_counter() - t)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    for k in fns:
+        print(f"  {k:5s} median {med[k]:.3f}s  accuracy {accs[k]:.4f}")
+    print(f"ratio layer/bare = {med['layer'] / med['bare']:.3f}x   full/bare = {med['full'] / med['bare']:.3f}x")
+
+    if not args.no_curve:
+        curve = load_suite(str(ROOT / "attacks" / "curve-l2.toml"))
+        t = time.perf_counter()
+        res = evaluation.evaluate(model, test.x, test.y, suite=curve, n_classes=10, progress=False, sanity=False,
+                                  lip_upper=float("inf"))
+        wall = time.perf_counter() - t
+        wc = res.frame[res.frame.attack == "worst_case"]
+        print(f"8-point PGD-L2 curve (curve-l2.toml, 50 steps) on all {len(test)} test images: {wall:.1f}s")
+        print("  " + "  ".join(f"eps {e:g}: {a:.3f}" for e, a in zip(wc.eps, wc.accuracy)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""Regenerate reports/paper/: the paper's experiments under an honest evaluation.
+
+``robustclip paper`` runs the preset sweep ``robustclip/presets/paper.toml``
+(resumable), renders the report with the sweep renderer, and adds:
+
+* ``table.csv``: one row per model (dataset, method, λ or τ), averaged over
+  seeds, with the columns of the paper's table plus our strong attacks;
+* the authors' published and re-measured numbers beside ours;
+* the output-sigmoid question: each sigmoid-output model is attacked a second
+  time through its logits (the sigmoid is monotone, so the classifier is the
+  same); a large gap shows that the sigmoid only starves gradient attacks;
+* the best CLIP and the best plain MNIST checkpoints under ``checkpoints/``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from . import _io
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+PAPER_COLUMNS = ["dataset", "method", "lam_or_tau", "seeds", "clean", "noise", "fgsm", "authors_pgd", "pgd_l2",
+                 "worst_case", "certified", "lip_lower", "lip_upper", "train_seconds"]
+
+AUTHORS = """**What the authors report** (their README; MNIST, FC 784-200-80-10 sigmoid, mean of 3 runs; their PGD-L2 at ε = 2):
+
+| model | clean | noise | their PGD-L2 |
+|---|---|---|---|
+| no regularisation | 97.1 | 34.5 | 31.2 |
+| CLIP, τ = 0.95 | 96.4 | 29.8 | 71.4 |
+| CLIP, τ = 0.97 | 97.0 | 34.6 | 72.4 |
+
+**Their code, re-run on our CI machine** (one seed, 100 epochs, 6.9 s per CLIP epoch):
+
+| model | clean | their PGD-L2 | torchattacks PGD-L2 (100 steps, 10k test) | worst case of PGD-L2, APGD-CE, APGD-DLR, targeted APGD (first 1000 test) |
+|---|---|---|---|---|
+| plain | 97.52 | 26.1 | 9.7 | 2.9 |
+| CLIP | 97.51 | 88.6 | 48.6 | 30.3 |
+"""
+
+
+def preset() -> dict[str, Any]:
+    """The paper sweep preset as a dict."""
+    text = resources.files("robustclip").joinpath("presets/paper.toml").read_text(encoding="utf-8")
+    return tomllib.loads(text)
+
+
+def paper_table(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (dataset, method, λ or τ), mean over seeds, in the paper's columns."""
+    from .reports import headline, summary_table
+
+    t = summary_table(df, headline(df))
+    t = t[t.dataset != "regression"].copy()
+    exp = df.drop_duplicates("run").set_index("run")
+    out = pd.DataFrame({
+        "dataset": t.dataset,
+        "method": t.method,
+        "lam_or_tau": t.setting,
+        "seeds": t.seeds,
+        "clean": t.get("clean_full", t.get("clean")),
+        "noise": t.get("noise"),
+        "fgsm": t.get("fgsm"),
+        "authors_pgd": t.get("authors_pgd"),
+        "pgd_l2": t.get("pgd"),
+        "worst_case": t.get("worst_case"),
+        "certified": t.get("certified"),
+        "lip_lower": t.get("lip_lower"),
+        "lip_upper": t.get("lip_upper"),
+        "train_seconds": t.get("train_seconds"),
+    })
+    for c in ("worst_case", "clean"):
+        if f"{c}_std" in t:
+            out[f"{c}_std"] = t[f"{c}_std"] if c != "clean" else t.get("clean_full_std", t.get("clean_std"))
+    del exp
+    return out.reset_index(drop=True)
+
+
+def logits_check(runs_dir: Path, df: pd.DataFrame, *, data_dir: str | None = None) -> pd.DataFrame:
+    """Attack each sigmoid-output model through its logits; compare with the attack through the sigmoid."""
+    from . import checkpoints, data, evaluation
+    from .attacks import load_suite
+    from .reports import headline
+
+    head = headline(df)
+    rows = []
+    sig = df[df.run.str.startswith("mnist-sigmoid")].drop_duplicates("run")
+    for _, r in sig.iterrows():
+        model, meta = checkpoints.load(runs_dir / "runs" / r["run"] / "model.safetensors")
+        logits_model = model[:-1]  # drop the final sigmoid: same argmax, same classifier
+        logits_model.eval()
+        suite = load_suite("paper-mnist")
+        split = data.load("mnist", "test", data_dir=data_dir).subset(suite.n)
+        res = evaluation.evaluate(logits_model, split.x, split.y, suite=suite, n_classes=10, progress=False,
+                                  lip_upper=float("inf"))
+        through = df[(df.run == r["run"])]
+        n, e = head
+
+        def acc(frame: pd.DataFrame, attack: str) -> float:
+            sel = frame[(frame.attack == attack) & (frame.norm == n) & ((frame.eps - e).abs() < 1e-9)]
+            return float(sel.accuracy.iloc[0])
+
+        zero_flag = any("exactly zero" in f for f in json.loads((runs_dir / "runs" / r["run"] / "eval.json").read_text())["flags"])
+        rows.append({"run": r["run"], "method": r["label"], "setting": r["setting"],
+                     "worst_case_through_sigmoid": acc(through, "worst_case"),
+                     "worst_case_through_logits": acc(res.frame, "worst_case"),
+                     "pgd_through_sigmoid": acc(through, "pgd"), "pgd_through_logits": acc(res.frame, "pgd"),
+                     "zero_gradient_flag": zero_flag})
+    return pd.DataFrame(rows)
+
+
+def _pct(v: float) -> str:
+    return "" if v is None or pd.isna(v) else f"{100 * v:.1f}"
+
+
+def _md(t: pd.DataFrame, cols: list[str], pct: set[str]) -> str:
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, r in t.iterrows():
+        cells = []
+        for c in cols:
+            v = r.get(c)
+            if c in pct:
+                sd = r.get(f"{c}_std")
+                cells.append(_pct(v) + (f" ± {100 * sd:.1f}" if sd and r.get("seeds", 1) > 1 else ""))
+            elif isinstance(v, float):
+                cells.append(f"{v:.3g}")
+            else:
+                cells.append(str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def regenerate(out: str | Path = "reports/paper", runs: str | Path = "runs/paper", *, data_dir: str | None = None,
+               jobs: int = 1, progress: bool = True, sweep: dict[str, Any] | None = None) -> Path:
+    """Run the paper sweep (resuming) and write the full report to ``out``."""
+    from .reports import load_results, render
+    from .sweeps import run_sweep
+
+    t0 = time.perf_counter()
+    out, runs = Path(out), Path(runs)
+    raw = sweep or preset()
+    run_sweep(raw, runs, data_dir=data_dir, jobs=jobs, progress=progress, where="robustclip/presets/paper.toml")
+    df = load_results(runs)
+    table = paper_table(df)
+    sig = logits_check(runs, df, data_dir=data_dir) if df.run.str.startswith("mnist-sigmoid").any() else pd.DataFrame()
+    pct = {"clean", "noise", "fgsm", "authors_pgd", "pgd_l2", "worst_case", "certified"}
+    sections = [("The paper's table, ours", "Accuracies in % (mean ± std over seeds). `clean` is on all 10,000 test "
+                 "images; the attacks (L2, ε = 2, 100 steps) on the first 1,000, as in `attacks/paper-mnist.toml`. "
+                 "`worst_case` is the per-sample worst case over noise-free attacks (FGSM, the authors' PGD, PGD-L2, "
+                 "APGD-CE, targeted APGD); `certified` follows from the Lipschitz upper bound.\n\n"
+                 + _md(table, PAPER_COLUMNS, pct)),
+                ("What the authors report", AUTHORS)]
+    if len(sig):
+        sections.append(("The output-sigmoid question", _sigmoid_text(sig)))
+    ckpt_dir = out / "checkpoints"
+    picks = _best_checkpoints(df)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    for name, run in picks.items():
+        with _io.atomic_path(ckpt_dir / f"{name}.safetensors") as tmp:
+            shutil.copyfile(runs / "runs" / run / "model.safetensors", tmp)
+    minutes = (time.perf_counter() - t0) / 60
+    sections.append(("Checkpoints", "\n".join(f"- `checkpoints/{k}.safetensors`: run `{v}`; re-evaluate with "
+                                              f"`robustclip evaluate reports/paper/checkpoints/{k}.safetensors "
+                                              f"--suite attacks/paper-mnist.toml --out runs/re-eval`" for k, v in picks.items())))
+    intro = ("CLIP against weight regularisation and plain training, with the paper's nets, evaluated by "
+             "strong attacks. Regenerate everything with `robustclip paper` (resumable; see "
+             f"`reports/paper/README.md`). This run of the regeneration took {minutes:.0f} minutes.")
+    render(runs, out, title="robustclip: reproducing CLIP under an honest evaluation", intro=intro,
+           extra_sections=sections)
+    _io.write_text(out / "table.csv", table.to_csv(index=False))
+    if len(sig):
+        _io.write_text(out / "sigmoid.csv", sig.to_csv(index=False))
+    _io.write_json(out / "regeneration.json", {"minutes": minutes, "commit": _io.git_commit(), "versions": _io.versions(),
+                                               "command": "robustclip paper", "checkpoints": picks})
+    return out / "index.html"
+
+
+def _best_checkpoints(df: pd.DataFrame) -> dict[str, str]:
+    from .reports import headline
+
+    n, e = headline(df)
+    m = df[(df.dataset == "mnist") & ~df.run.str.startswith("mnist-sigmoid")]
+    wc = m[(m.attack == "worst_case") & (m.norm == n) & ((m.eps - e).abs() < 1e-9)].set_index("run").accuracy
+    clean = m[m.attack == "clean_full"].set_index("run").accuracy if (m.attack == "clean_full").any() else \
+        m[m.attack == "clean"].set_index("run").accuracy
+    method = m.drop_duplicates("run").set_index("run").method
+    picks = {}
+    clip_runs = [r for r in wc.index if method[r] == "clip"]
+    good = [r for r in clip_runs if clean[r] >= 0.97] or clip_runs
+    if good:
+        picks["mnist-clip-best"] = max(good, key=lambda r: wc[r])
+    plain = [r for r in wc.index if method[r] == "none"]
+    if plain:
+        picks["mnist-plain-best"] = max(plain, key=lambda r: clean[r])
+    return picks
+
+
+def _sigmoid_text(sig: pd.DataFrame) -> str:
+    lines = ["Each model below was trained with the authors' sigmoid on the output layer. We attack it twice with "
+             "the full suite: through the sigmoid, as the authors did, and through its logits (the same classifier, "
+             "since the sigmoid keeps the order of the outputs). Worst case at L2 ε = 2, first 1,000 test images:", "",
+             "| model | through the sigmoid | through the logits | PGD-L2 through sigmoid / logits | zero-gradient flag |",
+             "|---|---|---|---|---|"]
+    for _, r in sig.iterrows():
+        lines.append(f"| {r['method']} {r['setting']} | {_pct(r['worst_case_through_sigmoid'])} | "
+                     f"{_pct(r['worst_case_through_logits'])} | {_pct(r['pgd_through_sigmoid'])} / "
+                     f"{_pct(r['pgd_through_logits'])} | {'yes' if r['zero_gradient_flag'] else 'no'} |")
+    gap = (sig.worst_case_through_sigmoid - sig.worst_case_through_logits).max()
+    lines += ["", (f"The largest gap is {100 * gap:.1f} points: attacks through the sigmoid overstate robustness, "
+                   "an artefact of weak gradients, not real robustness." if gap > 0.02 else
+                   f"The largest gap is {100 * gap:.1f} points: the sigmoid does not change the measured robustness "
+                   "under this suite.")]
+    return "\n".join(lines)
