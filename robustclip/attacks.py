@@ -271,11 +271,16 @@ def parse_suite(raw: dict[str, Any], *, where: str = "<suite>") -> Suite:
     if unknown:
         raise SuiteError(f"{where}: unknown key {sorted(unknown)[0]!r}", f"allowed top-level keys: {', '.join(sorted(_SUITE_KEYS))}")
     grids: dict[str, list[float]] = {}
+    if not isinstance(raw.get("eps", {}), dict):
+        raise SuiteError(f"{where}: eps must be a table of grids per norm, got {raw['eps']!r}",
+                         "write it as [eps] with L2 = [...] and/or Linf = [...]")
     for norm, values in (raw.get("eps") or {}).items():
         if norm not in NORMS:
             raise SuiteError(f"{where}: eps.{norm} is not a norm", f"use one of {', '.join(NORMS)}")
         values = values if isinstance(values, list) else [values]
         grids[norm] = [float(_num(where, f"eps.{norm}", v)) for v in values]
+        if not grids[norm]:
+            raise SuiteError(f"{where}: eps.{norm} is an empty list", "give at least one ε, or drop the key")
     items = raw.get("attack")
     if not isinstance(items, list) or not items:
         raise SuiteError(f"{where}: no [[attack]] entries", "add at least one [[attack]] table with a type")
@@ -317,6 +322,8 @@ def parse_suite(raw: dict[str, Any], *, where: str = "<suite>") -> Suite:
             raise SuiteError(f"{at} ({t}): no ε given and the suite has no eps.{norm} grid",
                              f"set eps on the attack or add [eps] {norm} = [...]")
         eps_list = eps_list if isinstance(eps_list, list) else [eps_list]
+        if not eps_list:
+            raise SuiteError(f"{at} ({t}): eps is an empty list", "give at least one ε")
         for e in eps_list:
             specs.append(AttackSpec(t, label, norm, float(_num(at, "eps", e)), params))
     n = raw.get("n")

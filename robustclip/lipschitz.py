@@ -236,19 +236,29 @@ def _jacobian_norm_grad(model: nn.Module, z: torch.Tensor, g: torch.Generator) -
     obj = grad_in.flatten(1).norm(dim=1).sum()
     if not obj.requires_grad:
         return None
-    (gz,) = torch.autograd.grad(obj, z)
+    (gz,) = torch.autograd.grad(obj, z, allow_unused=True)  # None for a linear map: its Jacobian is constant
     return gz
 
 
-def _power_iteration(op, adj, shape: tuple[int, ...], iters: int, generator: torch.Generator) -> float:
-    v = torch.randn(shape, generator=generator)
+def _power_iteration(op, adj, shape: tuple[int, ...], iters: int, generator: torch.Generator,
+                     *, tol: float = 1e-10, max_iters: int = 5000) -> float:
+    """Largest singular value of a linear operator (float64), iterated to convergence.
+
+    Power iteration approaches it from below, so it runs at least ``iters``
+    steps and then until the estimate changes by less than ``tol`` (relative)
+    over 20 steps, or ``max_iters``.
+    """
+    v = torch.randn(shape, generator=generator, dtype=torch.float64)
     v = v / v.norm()
-    sigma = 0.0
-    for _ in range(iters):
+    sigma, history = 0.0, []
+    for i in range(max_iters):
         u = op(v)
         sigma = float(u.norm())
         v = adj(u)
-        v = v / v.norm().clamp_min(1e-30)
+        v = v / v.norm().clamp_min(1e-300)
+        history.append(sigma)
+        if i >= iters and abs(history[-1] - history[-21]) <= tol * history[-1]:
+            break
     return sigma
 
 

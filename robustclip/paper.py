@@ -90,18 +90,22 @@ def paper_table(df: pd.DataFrame) -> pd.DataFrame:
 def logits_check(runs_dir: Path, df: pd.DataFrame, *, data_dir: str | None = None) -> pd.DataFrame:
     """Attack each sigmoid-output model through its logits; compare with the attack through the sigmoid."""
     from . import checkpoints, data, evaluation
-    from .attacks import load_suite
     from .reports import headline
+
+    from .attacks import parse_suite
+    from .sweeps import plan
 
     head = headline(df)
     rows = []
+    planned = {r.id: r for r in plan(json.loads((runs_dir / "sweep.json").read_text())["sweep"])}
     sig = df[df.run.str.startswith("mnist-sigmoid")].drop_duplicates("run")
     for _, r in sig.iterrows():
         model, meta = checkpoints.load(runs_dir / "runs" / r["run"] / "model.safetensors")
         logits_model = model[:-1]  # drop the final sigmoid: same argmax, same classifier
         logits_model.eval()
-        suite = load_suite("paper-mnist")
-        split = data.load("mnist", "test", data_dir=data_dir).subset(suite.n)
+        run = planned[r["run"]]
+        suite = parse_suite(run.suite or {}, where=f"suite of {run.id}")
+        split = data.load("mnist", "test", data_dir=data_dir).subset(run.n_test or suite.n)
         res = evaluation.evaluate(logits_model, split.x, split.y, suite=suite, n_classes=10, progress=False,
                                   lip_upper=float("inf"))
         through = df[(df.run == r["run"])]

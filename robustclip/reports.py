@@ -313,18 +313,27 @@ def render(sweep_dir: str | os.PathLike[str], out: str | os.PathLike[str], *, ti
     title = title or f"robustclip report: {sweep['sweep'].get('name', sweep_dir.name)}"
     seeds = sorted(df.seed.unique().tolist())
     flags = []
-    for ev in sorted(sweep_dir.glob("runs/*/eval.json")):
-        for f in json.loads(ev.read_text()).get("flags", []):
-            flags.append(f"{ev.parent.name}: {f}")
+    from .sweeps import finished_runs
+
+    for d in finished_runs(sweep_dir):
+        for f in json.loads((d / "eval.json").read_text()).get("flags", []):
+            flags.append(f"{d.name}: {f}")
     prov = {"sweep folder": str(sweep_dir), "commit": sweep.get("commit") or _io.git_commit(),
             "report commit": _io.git_commit(), "seeds": ", ".join(map(str, seeds)),
             "versions": ", ".join(f"{k} {v}" for k, v in sweep.get("versions", _io.versions()).items()),
-            "regenerate": f"robustclip sweep SWEEP.toml --out {sweep_dir} && robustclip report {sweep_dir} --out {out}"}
+            "regenerate": _regenerate_command(sweep.get("source"), sweep_dir, out)}
     head_txt = f"{head[0]} ε = {head[1]:g}" if head else "n/a"
+    parts = []
+    for dataset, t in table.groupby("dataset", sort=False):
+        t = t.dropna(axis=1, how="all")
+        parts.append(f"**{dataset}**\n\n" + _fmt_table_md(t))
     sections: list[tuple[str, str]] = [("Summary", f"Accuracies are percentages at {head_txt} (mean ± std over seeds); "
-                                        "`worst_case` is the per-sample worst case over every attack of the suite at "
-                                        "that ε, `certified` is guaranteed by the Lipschitz upper bound. "
-                                        "Lipschitz bounds are for the L2 norm.\n\n" + _fmt_table_md(table))]
+                                        "`clean_full` is clean accuracy on the whole test set, the other columns use "
+                                        "the suite's samples; `worst_case` is the per-sample worst case over every "
+                                        "attack of the suite at that ε, `certified` is guaranteed by the Lipschitz "
+                                        "upper bound. Lipschitz bounds are for the L2 norm; for the regression, "
+                                        "`lip_exact` is max |f'| on a fine grid and `mse` the test error against the "
+                                        "true function.\n\n" + "\n\n".join(parts))]
     sections += extra_sections or []
     if flags:
         sections.append(("Warnings", "\n".join(f"- {f}" for f in flags)))
@@ -340,6 +349,15 @@ def render(sweep_dir: str | os.PathLike[str], out: str | os.PathLike[str], *, ti
     _io.write_text(out / "README.md", "\n".join(md))
     _io.write_text(out / "index.html", _html(title, intro, sections, figs, prov, out))
     return out / "index.html"
+
+
+def _regenerate_command(source: str | None, sweep_dir: Path, out: Path) -> str:
+    if source in ("<demo>",):
+        return "robustclip demo"
+    if source and source.endswith("presets/paper.toml"):
+        return "robustclip paper"
+    src = source if source and not source.startswith("<") else "SWEEP.toml"
+    return f"robustclip sweep {src} --out {sweep_dir} && robustclip report {sweep_dir} --out {out}"
 
 
 def _md_inline(text: str) -> str:

@@ -139,8 +139,10 @@ def plan(raw: dict[str, Any], *, where: str = "<sweep>") -> list[Run]:
             raise SuiteError(f"{at}: seeds must be a non-empty list of integers", "e.g. seeds = [0, 1, 2]")
         suite = None
         if dataset != "regression":
-            s = load_suite(e.get("suite", "demo"))
-            suite = s.raw
+            try:
+                suite = load_suite(e.get("suite", "demo")).raw
+            except SuiteError as exc:
+                raise SuiteError(f"{at}: {exc.problem}", exc.fix) from None
         methods = e.get("method")
         if not isinstance(methods, list) or not methods:
             raise SuiteError(f"{at}: no [[method]] entries", 'add e.g. [[method]] reg = "clip" lam = [0.1]')
@@ -153,6 +155,8 @@ def plan(raw: dict[str, Any], *, where: str = "<sweep>") -> list[Run]:
             if reg not in ("none", "weight", "clip"):
                 raise SuiteError(f"{mat}: reg {reg!r} is missing or unknown", "use none, weight or clip")
             settings: list[tuple[str, dict[str, Any]]] = []
+            if reg == "none" and ("lam" in m or "tau" in m):
+                raise SuiteError(f"{mat}: reg none takes no lam or tau", "drop them, or use reg weight or clip")
             if reg == "none":
                 settings.append(("", {"lam": 0.0}))
             for lam in _as_list(m.get("lam"), mat, "lam") if reg != "none" else []:
@@ -285,12 +289,32 @@ def execute(run: Run, sweep_dir: str, data_dir: str | None = None, progress: boo
     return {"run": run.id, "seconds": time.perf_counter() - t0, "flags": flags}
 
 
-def gather(sweep_dir: str | os.PathLike[str]) -> pd.DataFrame:
-    """One tidy table of every finished run in a sweep folder."""
-    rows: list[dict[str, Any]] = []
-    for man in sorted(Path(sweep_dir).glob("runs/*/manifest.json")):
+def finished_runs(sweep_dir: str | os.PathLike[str]) -> list[Path]:
+    """Folders of the runs that the sweep's current plan holds and that finished under that plan."""
+    p = Path(sweep_dir)
+    try:
+        info = json.loads((p / "sweep.json").read_text())
+    except (OSError, ValueError):
+        info = {}
+    digests = info.get("digests")
+    out = []
+    for man in sorted(p.glob("runs/*/manifest.json")):
         try:
-            ev = json.loads((man.parent / "eval.json").read_text())
+            doc = json.loads(man.read_text())
+        except (OSError, ValueError):
+            continue
+        if digests is not None and digests.get(man.parent.name) != doc.get("digest"):
+            continue  # not in the current plan, or finished under another config
+        out.append(man.parent)
+    return out
+
+
+def gather(sweep_dir: str | os.PathLike[str]) -> pd.DataFrame:
+    """One tidy table of every finished run of the sweep's current plan."""
+    rows: list[dict[str, Any]] = []
+    for d in finished_runs(sweep_dir):
+        try:
+            ev = json.loads((d / "eval.json").read_text())
         except (OSError, ValueError):
             continue
         rows += ev["rows"]
@@ -310,7 +334,10 @@ def run_sweep(raw: dict[str, Any], out: str | os.PathLike[str], *, data_dir: str
     if fresh and out.exists():
         shutil.rmtree(out / "runs", ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
-    _io.write_json(out / "sweep.json", {"sweep": raw, "runs": [r.id for r in runs], "data_dir": data_dir,
+    for stale in out.glob(".*.tmp"):  # left by a writer killed mid-write; never a finished file
+        stale.unlink(missing_ok=True)
+    _io.write_json(out / "sweep.json", {"sweep": raw, "source": where, "runs": [r.id for r in runs],
+                                        "digests": {r.id: r.digest() for r in runs}, "data_dir": data_dir,
                                         "versions": _io.versions(), "commit": _io.git_commit()})
     todo = [r for r in runs if not is_done(out, r)]
     # runs that belong to no plan any more stay on disk but out of the table

@@ -1,0 +1,410 @@
+"""Reports: the HTML/Markdown report of a tiny sweep, its figures, tables and provenance,
+``robustclip report`` and ``robustclip demo`` without MNIST data.
+
+The sweep behind the report is tiny: the 1-D regression (CLIP at two λ, weight
+regularisation at one; 30 epochs) and MNIST (none, CLIP at λ = 0.1 and τ = 0.5;
+two seeds; 500 training images, one epoch, 64 test images, a 3-step PGD-L2).
+Torch runs on one thread (two threads on a busy 2-core machine are ~4x slower).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import copy
+import io
+import json
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from robustclip import _io, cli_more, reports, sweeps
+from robustclip.cli import main
+from robustclip.errors import RobustclipError
+
+SMALL = {"arch": "fc", "sizes": [784, 32, 10], "activation": "sigmoid"}
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+SUITE_TOML = """\
+name = "tiny"
+n = 64
+batch_size = 64
+seed = 0
+
+[eps]
+L2 = [1.0, 2.0]
+
+[[attack]]
+type = "clean"
+
+[[attack]]
+type = "pgd"
+norm = "L2"
+steps = 3
+"""
+EXPECTED_FIGURES = {"curve_mnist_L2.png", "lambda_mnist.png", "lambda_regression.png", "tradeoff_mnist.png",
+                    "regression_fits.png"}
+EXPECTED_ROWS = {("regression", "clip", "λ=0.01"), ("regression", "clip", "λ=0.1"), ("regression", "weight", "λ=0.001"),
+                 ("mnist", "none", "-"), ("mnist", "clip", "λ=0.1"), ("mnist", "clip", "τ=0.5")}
+
+
+@contextlib.contextmanager
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with one_thread():
+        yield
+
+
+def _sweep_raw(suite: Path) -> dict:
+    return {"name": "tiny-report", "experiment": [
+        {"label": "regression", "dataset": "regression", "epochs": 30, "seeds": [0],
+         "method": [{"reg": "clip", "lam": [0.01, 0.1]}, {"reg": "weight", "lam": [0.001]}]},
+        {"label": "mnist", "dataset": "mnist", "epochs": 1, "n_train": 500, "n_test": 64, "seeds": [0, 1],
+         "model": SMALL, "suite": str(suite), "train": {"optimizer": "adam", "lr": 0.005},
+         "method": [{"reg": "none"}, {"reg": "clip", "lam": [0.1], "tau": [0.5], "lam0": 0.05}]},
+    ]}
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory, data_dir):
+    """(sweep folder, raw sweep dict) of the finished tiny sweep."""
+    base = tmp_path_factory.mktemp("report-sweep")
+    (base / "tiny.toml").write_text(SUITE_TOML)
+    raw = _sweep_raw(base / "tiny.toml")
+    with one_thread():
+        sweeps.run_sweep(raw, base / "sweep", data_dir=str(data_dir), progress=False)
+    return base / "sweep", raw
+
+
+@pytest.fixture(scope="module")
+def report(sweep, tmp_path_factory):
+    """(sweep folder, report folder, index.html text, README.md text)."""
+    sweep_dir, _ = sweep
+    out = tmp_path_factory.mktemp("report") / "rep"
+    with one_thread():
+        index = reports.render(sweep_dir, out)
+    assert index == out / "index.html"
+    return sweep_dir, out, index.read_text(encoding="utf-8"), (out / "README.md").read_text(encoding="utf-8")
+
+
+class _Collect(HTMLParser):
+    """Images, links and figure captions of an HTML page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.imgs: list[dict[str, str]] = []
+        self.links: list[str] = []
+        self.srcs: list[str] = []
+        self.figures: list[dict[str, str]] = []
+        self._in: str | None = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if "src" in a:
+            self.srcs.append(a["src"])
+        if tag == "img":
+            self.imgs.append(a)
+            if self.figures:
+                self.figures[-1]["img"] = a.get("data-file", "")
+        elif tag == "a":
+            self.links.append(a.get("href", ""))
+        elif tag == "figure":
+            self.figures.append({"id": a.get("id", ""), "caption": "", "title": ""})
+        elif tag in ("figcaption", "h3") and self.figures:
+            self._in = tag
+
+    def handle_endtag(self, tag):
+        if tag == self._in:
+            self._in = None
+
+    def handle_data(self, data):
+        if self._in == "figcaption":
+            self.figures[-1]["caption"] += data
+        elif self._in == "h3":
+            self.figures[-1]["title"] += data
+
+
+def _parse(html_text: str) -> _Collect:
+    c = _Collect()
+    c.feed(html_text)
+    return c
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def test_every_png_is_in_the_html_and_the_readme(report):
+    _, out, html_text, md = report
+    pngs = {p.name for p in out.glob("*.png")}
+    assert pngs == EXPECTED_FIGURES
+    page = _parse(html_text)
+    assert [i["data-file"] for i in page.imgs] == [f["img"] for f in page.figures]  # one image per figure
+    assert {i["data-file"] for i in page.imgs} == pngs and len(page.imgs) == len(pngs)
+    for name in pngs:
+        assert f"]({name})" in md, name
+
+
+def test_html_embeds_each_png_as_a_data_uri(report):
+    _, out, html_text, _ = report
+    page = _parse(html_text)
+    prefix = "data:image/png;base64,"
+    for img in page.imgs:
+        assert img["src"].startswith(prefix)
+        assert base64.b64decode(img["src"][len(prefix):], validate=True) == (out / img["data-file"]).read_bytes()
+        assert img.get("alt")
+    assert all(s.startswith("data:") for s in page.srcs)  # self-contained: nothing fetched from elsewhere
+
+
+def test_pngs_are_valid_images(report):
+    import matplotlib.image as mpimg
+    from PIL import Image
+
+    _, out, _, _ = report
+    for p in sorted(out.glob("*.png")):
+        blob = p.read_bytes()
+        assert blob[:8] == PNG_SIGNATURE, p.name
+        arr = mpimg.imread(io.BytesIO(blob), format="png")
+        assert arr.ndim == 3 and arr.shape[0] >= 200 and arr.shape[1] >= 300 and arr.shape[2] in (3, 4), p.name
+        assert float(np.ptp(arr[..., :3])) > 0.1, p.name  # not a blank canvas
+        with Image.open(io.BytesIO(blob)) as im:
+            im.verify()
+            assert im.format == "PNG"
+
+
+def test_each_figure_has_a_title_and_a_caption(report):
+    _, out, html_text, md = report
+    page = _parse(html_text)
+    assert len(page.figures) == len(EXPECTED_FIGURES)
+    for f in page.figures:
+        assert f["id"] == f["img"]
+        assert f["title"].strip()
+        cap = f["caption"].strip()
+        assert len(cap) > 30 and cap.endswith("."), f
+    lines = md.splitlines()
+    for name in EXPECTED_FIGURES:
+        i = next(k for k, ln in enumerate(lines) if ln.startswith("![") and ln.endswith(f"]({name})"))
+        assert lines[i - 2].startswith("### ")
+        cap = lines[i + 2]
+        assert cap.startswith("*") and cap.endswith(".*") and len(cap) > 30, (name, cap)
+        assert cap.strip("*") in html_text or cap.strip("*").replace("'", "&#x27;") in html_text
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def test_tables_are_written_and_linked(report):
+    sweep_dir, out, html_text, md = report
+    page = _parse(html_text)
+    assert {"table.csv", "results.csv"} <= set(page.links)
+    assert "[table.csv](table.csv)" in md and "[results.csv](results.csv)" in md
+    assert (out / "table.csv").is_file() and (out / "results.csv").is_file()
+    mine = pd.read_csv(out / "results.csv")
+    theirs = pd.read_csv(sweep_dir / "results.csv")
+    assert set(sweeps.RESULT_COLUMNS) <= set(mine.columns) and "setting" in mine.columns
+    key = ["run", "attack", "norm", "eps"]
+    assert sorted(map(tuple, mine[key].values.tolist())) == sorted(map(tuple, theirs[key].values.tolist()))
+
+
+def test_table_has_one_row_per_dataset_method_setting(report):
+    _, out, html_text, md = report
+    t = pd.read_csv(out / "table.csv", keep_default_na=False, na_values=[""])
+    rows = list(zip(t.dataset, t.method, t.setting))
+    assert len(rows) == len(set(rows)) and set(rows) == EXPECTED_ROWS
+    t = t.set_index(["dataset", "method", "setting"])
+    for (dataset, _, _), r in t.iterrows():
+        assert r.seeds == (2 if dataset == "mnist" else 1)
+    mn = t.loc["mnist"]
+    assert mn.clean_full.between(0, 1).all()  # clean accuracy on all 10,000 test images
+    for col in ("clean", "pgd", "worst_case", "certified"):
+        assert mn[col].between(0, 1).all() and mn[f"{col}_std"].ge(0).all()
+    assert (mn.worst_case <= mn.clean + 1e-12).all() and (mn.certified <= mn.worst_case + 1e-12).all()
+    assert (mn.worst_case <= mn.pgd + 1e-12).all()
+    reg = t.loc["regression"]
+    assert reg[["clean", "worst_case"]].isna().all().all()
+    assert ((reg.lip_lower <= reg.lip_exact * (1 + 1e-3)) & (reg.lip_exact <= reg.lip_upper * (1 + 1e-6))).all()
+    assert (reg.mse > 0).all()
+    assert reg.loc[("clip", "λ=0.1"), "final_lam"] == pytest.approx(0.1)
+    # the same rows in the HTML summary table and the Markdown one
+    for dataset, method, setting in EXPECTED_ROWS:
+        assert f"| {dataset} | {method} | {setting} |" in md
+        assert f"<td>{dataset}</td><td>{method}</td><td>{setting}</td>" in html_text
+
+
+def test_summary_table_averages_over_seeds(sweep):
+    sweep_dir, _ = sweep
+    df = reports.load_results(sweep_dir)
+    head = reports.headline(df)
+    assert head == ("L2", 2.0)
+    t = reports.summary_table(df, head).set_index(["dataset", "method", "setting"])
+    row = t.loc[("mnist", "none", "-")]
+    per_seed = df[(df.dataset == "mnist") & (df.label == "none") & (df.attack == "clean")].accuracy
+    assert len(per_seed) == 2
+    assert row.clean == pytest.approx(per_seed.mean()) and row.clean_std == pytest.approx(per_seed.std(ddof=0))
+    wc = df[(df.label == "none") & (df.attack == "worst_case") & (df.eps == 2.0)].accuracy
+    assert row.worst_case == pytest.approx(wc.mean())
+
+
+def test_headline_and_settings_on_synthetic_rows():
+    rows = pd.DataFrame({"attack": ["clean", "worst_case", "worst_case", "worst_case"],
+                         "norm": ["none", "L2", "L2", "Linf"], "eps": [0.0, 0.5, 1.5, 0.1]})
+    assert reports.headline(rows) == ("L2", 1.5)
+    assert reports.headline(rows[rows.norm != "L2"]) == ("Linf", 0.1)
+    assert reports.headline(pd.DataFrame({"attack": ["fit"], "norm": ["none"], "eps": [0.0]})) is None
+    assert reports._setting(pd.Series({"method": "clip", "lam": None, "tau": 0.97})) == "τ=0.97"
+    assert reports._setting(pd.Series({"method": "clip", "lam": 0.1, "tau": float("nan")})) == "λ=0.1"
+    assert reports._setting(pd.Series({"method": "none", "lam": 0.0, "tau": None})) == "-"
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def test_provenance_in_html_and_readme(report, sweep):
+    sweep_dir, out, html_text, md = report
+    info = json.loads((sweep_dir / "sweep.json").read_text())
+    commit = info["commit"]
+    here = _io.git_commit()
+    assert commit == here  # recorded by the sweep, in this checkout
+    for text in (html_text, md):
+        assert "Provenance" in text
+        assert str(commit) in text
+        for k, v in info["versions"].items():
+            assert f"{k} {v}" in text
+        assert f"torch {torch.__version__}" in text
+    page = _parse(html_text)
+    assert "<b>seeds</b>: <code>0, 1</code>" in html_text
+    assert "**seeds**: `0, 1`" in md
+    assert "<b>commit</b>" in html_text and "<b>versions</b>" in html_text and "<b>regenerate</b>" in html_text
+    regen = f"robustclip report {sweep_dir} --out {out}"
+    assert "robustclip sweep" in html_text and regen in html_text and regen in md
+    assert f"--out {sweep_dir}" in html_text
+    assert page.imgs  # sanity: the page parsed
+
+
+def test_title_and_intro(sweep, tmp_path):
+    sweep_dir, _ = sweep
+    index = reports.render(sweep_dir, tmp_path / "r", title="My <title>", intro="Some **bold** intro.")
+    text = index.read_text(encoding="utf-8")
+    assert "<title>My &lt;title&gt;</title>" in text and "<h1>My &lt;title&gt;</h1>" in text
+    assert "<b>bold</b>" in text
+    md = (tmp_path / "r" / "README.md").read_text(encoding="utf-8")
+    assert md.startswith("# My <title>\n") and "Some **bold** intro." in md
+
+
+def test_default_title_names_the_sweep(report):
+    _, _, html_text, md = report
+    assert "<title>robustclip report: tiny-report</title>" in html_text
+    assert md.startswith("# robustclip report: tiny-report\n")
+
+
+def test_report_leaves_out_runs_that_are_not_in_the_sweep_plan(sweep, tmp_path):
+    """After a rerun with MNIST skipped (the demo without data does this), the sweep's own table
+    drops the MNIST runs kept on disk; the report must show the same runs as that table."""
+    sweep_dir, raw = sweep
+    copy_dir = tmp_path / "sweep"
+    shutil.copytree(sweep_dir, copy_dir)
+    table = sweeps.run_sweep(raw, copy_dir, progress=False, skip_datasets=("mnist",))  # nothing to retrain
+    assert set(table.dataset) == {"regression"}
+    assert set(pd.read_csv(copy_dir / "results.csv").dataset) == {"regression"}
+    reports.render(copy_dir, tmp_path / "rep")
+    assert set(pd.read_csv(tmp_path / "rep" / "results.csv").run) == set(table.run)
+    assert set(pd.read_csv(tmp_path / "rep" / "table.csv").dataset) == {"regression"}
+
+
+def test_render_rejects_folders_without_results(tmp_path):
+    with pytest.raises(RobustclipError, match="not a sweep folder"):
+        reports.render(tmp_path, tmp_path / "r")
+    (tmp_path / "sweep.json").write_text(json.dumps({"sweep": {"name": "x"}, "runs": []}))
+    with pytest.raises(RobustclipError, match="no finished runs"):
+        reports.render(tmp_path, tmp_path / "r")
+    assert not (tmp_path / "r" / "index.html").exists()
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _one_error_line(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("robustclip: error: "), err
+    return lines[0]
+
+
+def test_cli_report_writes_index(sweep, tmp_path, capsys):
+    sweep_dir, _ = sweep
+    out = tmp_path / "cli-report"
+    rc = main(["report", str(sweep_dir), "--out", str(out), "--title", "CLI report"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert (out / "index.html").is_file() and (out / "README.md").is_file() and (out / "table.csv").is_file()
+    assert f"report: {out / 'index.html'}" in captured.out
+    assert "<title>CLI report</title>" in (out / "index.html").read_text(encoding="utf-8")
+    assert {p.name for p in out.glob("*.png")} == EXPECTED_FIGURES
+
+
+@pytest.mark.parametrize("make", ["empty", "missing", "file"])
+def test_cli_report_on_a_non_sweep_folder_exits_2(tmp_path, capsys, make):
+    target = tmp_path / "not-a-sweep"
+    if make == "empty":
+        target.mkdir()
+        (target / "results.csv").write_text("run\n")
+    elif make == "file":
+        target.write_text("hello")
+    rc = main(["report", str(target), "--out", str(tmp_path / "out")])
+    line = _one_error_line(capsys.readouterr().err)
+    assert rc == 2 and "is not a sweep folder" in line and str(target) in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_report_on_a_sweep_without_finished_runs_exits_2(tmp_path, capsys):
+    (tmp_path / "sw").mkdir()
+    (tmp_path / "sw" / "sweep.json").write_text(json.dumps({"sweep": {"name": "x"}, "runs": ["a"]}))
+    rc = main(["report", str(tmp_path / "sw"), "--out", str(tmp_path / "out")])
+    assert rc == 2 and "no finished runs" in _one_error_line(capsys.readouterr().err)
+
+
+def test_demo_without_mnist_skips_it_and_says_how_to_add_it(tmp_path, monkeypatch, capsys):
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    monkeypatch.setenv("ROBUSTCLIP_DATA", str(empty))
+    monkeypatch.setenv("ROBUSTCLIP_CACHE", str(tmp_path / "empty-cache"))
+    demo = copy.deepcopy(cli_more.DEMO_SWEEP)
+    reg = next(e for e in demo["experiment"] if e["dataset"] == "regression")
+    reg["epochs"] = 40  # the real demo trains 500 epochs; the flow is the same
+    monkeypatch.setattr(cli_more, "DEMO_SWEEP", demo)
+    out, runs = tmp_path / "report", tmp_path / "runs"
+
+    rc = main(["demo", "--out", str(out), "--runs", str(runs), "--data-dir", str(empty)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err[-3000:]
+    skipped = [ln for ln in captured.err.splitlines() if "SKIPPED" in ln]
+    assert len(skipped) == 1
+    msg = skipped[0]
+    assert "MNIST" in msg and "--data-dir" in msg and "ROBUSTCLIP_DATA" in msg
+    assert f"report: {out / 'index.html'}" in captured.out
+    assert "regression, clip: exact Lipschitz constant" in captured.out
+
+    html_text = (out / "index.html").read_text(encoding="utf-8")
+    assert "SKIPPED the MNIST part" in html_text
+    table = pd.read_csv(out / "table.csv")
+    assert set(table.dataset) == {"regression"} and len(table) == 6
+    assert set(pd.read_csv(out / "results.csv").dataset) == {"regression"}
+    assert set(pd.read_csv(runs / "results.csv").dataset) == {"regression"}
+    assert "<td>mnist</td>" not in html_text and "| mnist |" not in (out / "README.md").read_text(encoding="utf-8")
+    assert not list(out.glob("*mnist*"))
+    planned = json.loads((runs / "sweep.json").read_text())["runs"]
+    assert len(planned) == 6 and all(r.startswith("regression-") for r in planned)
+    assert {p.name for p in (runs / "runs").iterdir()} == set(planned)
+    assert set(pd.read_csv(runs / "results.csv").epochs) == {40}
