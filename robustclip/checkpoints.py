@@ -23,7 +23,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from . import models
-from ._io import versions, write_bytes
+from ._io import json_default, versions, write_bytes
 from .errors import CheckpointError, RobustclipError
 
 FORMAT = "robustclip-checkpoint"
@@ -62,18 +62,10 @@ def save(model: nn.Module, path: str | os.PathLike[str], meta: dict[str, Any] | 
         "versions": versions(),
         "weights_sha256": weights_digest(state),
     }
-    blob = st_save(state, metadata={_META_KEY: json.dumps(doc, default=_jsonable)})
+    blob = st_save(state, metadata={_META_KEY: json.dumps(doc, default=json_default)})
     target = Path(path)
     write_bytes(target, blob)
     return target
-
-
-def _jsonable(obj: Any) -> Any:
-    if hasattr(obj, "item"):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"checkpoint metadata is not JSON-serialisable: {type(obj).__name__}")
 
 
 def _sniff(raw: bytes, path: Path) -> None:

@@ -174,11 +174,7 @@ def fig_curves(df: pd.DataFrame, out: Path) -> list[Figure]:
             ax.set(xlabel=f"ε ({norm})", ylabel="accuracy (worst case over attacks)", ylim=(0, 1),
                    title=f"{dataset}: accuracy versus ε ({norm})")
             ax.legend(fontsize=8, loc="best")
-            name = f"curve_{dataset}_{norm}.png"
-            fig.tight_layout()
-            _save(fig, out / name)
-            plt.close(fig)
-            figs.append(Figure(name, f"{dataset}: accuracy versus ε ({norm})",
+            figs.append(_finish(fig, out, f"curve_{dataset}_{norm}.png", f"{dataset}: accuracy versus ε ({norm})",
                                f"Per-sample worst-case accuracy over the suite's {norm} attacks as ε grows (ε = 0 is "
                                "clean accuracy), one line per method and λ, mean over seeds, with 95% Wilson bands."))
     return figs
@@ -217,15 +213,12 @@ def fig_lambda(df: pd.DataFrame, head: tuple[str, float] | None, out: Path) -> l
                      errorbar=None)
         ax.set(xscale="log", yscale="log", title=f"{dataset}: Lipschitz bounds versus λ")
         ax.legend(fontsize=7)
-        name = f"lambda_{dataset}.png"
-        fig.tight_layout()
-        _save(fig, out / name)
-        plt.close(fig)
         cap = ("Left: worst-case robust accuracy at the headline ε against the final λ of each run (dashed: no "
                "regularisation); right: " if ncols == 2 else "") + \
               ("empirical lower bound (pair and Jacobian ascent), layer-norm upper bound" +
                (" and exact constant" if dataset == "regression" else "") + " of the Lipschitz constant against λ.")
-        figs.append(Figure(name, f"{dataset}: robustness and Lipschitz bounds versus λ", cap[0].upper() + cap[1:]))
+        figs.append(_finish(fig, out, f"lambda_{dataset}.png", f"{dataset}: robustness and Lipschitz bounds versus λ",
+                            cap[0].upper() + cap[1:]))
     return figs
 
 
@@ -245,11 +238,7 @@ def fig_tradeoff(df: pd.DataFrame, head: tuple[str, float] | None, out: Path) ->
         for _, r in pts.iterrows():
             ax.annotate(r["setting"], (r["clean accuracy"], r.iloc[1]), fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.set(title=f"{dataset}: clean versus robust accuracy")
-        name = f"tradeoff_{dataset}.png"
-        fig.tight_layout()
-        _save(fig, out / name)
-        plt.close(fig)
-        figs.append(Figure(name, f"{dataset}: the clean-versus-robust trade-off",
+        figs.append(_finish(fig, out, f"tradeoff_{dataset}.png", f"{dataset}: the clean-versus-robust trade-off",
                            f"Each point is one run: clean accuracy against worst-case accuracy at {n} ε={e:g}; "
                            "up and to the right is better."))
     return figs
@@ -280,18 +269,20 @@ def fig_regression(sweep_dir: Path, df: pd.DataFrame, out: Path) -> list[Figure]
         ax.scatter(train.x[:, 0], train.y[:, 0], s=14, color="black", alpha=0.6, label="noisy data")
         ax.set(title=METHOD_NAMES.get(label, label), xlabel="x", ylabel="f(x)")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    name = "regression_fits.png"
-    _save(fig, out / name)
-    plt.close(fig)
-    return [Figure(name, "Regression: fitted functions for each λ",
+    return [_finish(fig, out, "regression_fits.png", "Regression: fitted functions for each λ",
                    "The fitted functions over the noisy training data for each method and λ (dotted: the true "
                    "function); the legend gives each fit's exact Lipschitz constant, max |f'|.")]
 
 
-def _save(fig: Any, path: Path) -> None:
-    with _io.atomic_path(path) as tmp:
+def _finish(fig: Any, out: Path, name: str, title: str, caption: str) -> Figure:
+    """Lay out, save atomically as ``out/name`` and close ``fig``; return its :class:`Figure`."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with _io.atomic_path(out / name) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return Figure(name, title, caption)
 
 
 # --------------------------------------------------------------------------- rendering
