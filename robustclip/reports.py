@@ -75,7 +75,7 @@ def headline(df: pd.DataFrame) -> tuple[str, float] | None:
 def summary_table(df: pd.DataFrame, head: tuple[str, float] | None) -> pd.DataFrame:
     """One row per (dataset, method, setting): accuracies at the headline ε and Lipschitz bounds, mean ± std over seeds."""
     recs = []
-    for (dataset, label, setting), g in df.groupby(["dataset", "label", "setting"], sort=False):
+    for (dataset, label, setting), g in df.groupby([_exp(df), "label", "setting"], sort=False):
         runs = g.groupby("run")
         rec: dict[str, Any] = {"dataset": dataset, "method": label, "setting": setting, "seeds": runs.ngroups}
 
@@ -152,11 +152,16 @@ def _plt():
     return plt, sns
 
 
+def _exp(df: pd.DataFrame) -> str:
+    """The column that tells experiments apart (``experiment`` when the sweep recorded it)."""
+    return "experiment" if "experiment" in df else "dataset"
+
+
 def fig_curves(df: pd.DataFrame, out: Path) -> list[Figure]:
     plt, sns = _plt()
     figs = []
     cls = df[df.attack.isin(["worst_case", "clean"])]
-    for dataset, d in cls.groupby("dataset"):
+    for dataset, d in cls.groupby(_exp(cls)):
         wc = d[d.attack == "worst_case"]
         for norm, g in wc.groupby("norm"):
             if g.eps.nunique() < 1:
@@ -183,13 +188,14 @@ def fig_curves(df: pd.DataFrame, out: Path) -> list[Figure]:
 def fig_lambda(df: pd.DataFrame, head: tuple[str, float] | None, out: Path) -> list[Figure]:
     plt, sns = _plt()
     figs = []
-    for dataset, d in df.groupby("dataset"):
+    for dataset, d in df.groupby(_exp(df)):
         reg = d[d.method != "none"].copy()
         if reg.empty:
             continue
         reg["λ"] = reg.final_lam.astype(float)
         per_run = reg.drop_duplicates("run")
-        ncols = 2 if (head and dataset != "regression") else 1
+        is_regression = bool((d.dataset == "regression").all())
+        ncols = 2 if (head and not is_regression) else 1
         fig, axes = plt.subplots(1, ncols, figsize=(6 * ncols, 4.2), squeeze=False)
         ax_i = 0
         if ncols == 2 and head:
@@ -216,7 +222,7 @@ def fig_lambda(df: pd.DataFrame, head: tuple[str, float] | None, out: Path) -> l
         cap = ("Left: worst-case robust accuracy at the headline ε against the final λ of each run (dashed: no "
                "regularisation); right: " if ncols == 2 else "") + \
               ("empirical lower bound (pair and Jacobian ascent), layer-norm upper bound" +
-               (" and exact constant" if dataset == "regression" else "") + " of the Lipschitz constant against λ.")
+               (" and exact constant" if is_regression else "") + " of the Lipschitz constant against λ.")
         figs.append(_finish(fig, out, f"lambda_{dataset}.png", f"{dataset}: robustness and Lipschitz bounds versus λ",
                             cap[0].upper() + cap[1:]))
     return figs
@@ -228,7 +234,7 @@ def fig_tradeoff(df: pd.DataFrame, head: tuple[str, float] | None, out: Path) ->
     plt, sns = _plt()
     figs = []
     n, e = head
-    for dataset, d in df[df.dataset != "regression"].groupby("dataset"):
+    for dataset, d in df[df.dataset != "regression"].groupby(_exp(df)):
         clean = d[d.attack == "clean"].set_index("run").accuracy.rename("clean accuracy")
         rob = d[(d.attack == "worst_case") & (d.norm == n) & ((d.eps - e).abs() < 1e-9)].set_index("run")
         pts = rob.join(clean)[["clean accuracy", "accuracy", "label", "setting"]].rename(

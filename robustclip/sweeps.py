@@ -233,8 +233,12 @@ def execute(run: Run, sweep_dir: str, data_dir: str | None = None, progress: boo
     from . import checkpoints, data, evaluation, lipschitz
     from .attacks import parse_suite
     from .models import input_shape
+    from tqdm.auto import tqdm
+
     from .training import TrainConfig, train
 
+    if progress:
+        tqdm.write(f"  {run.id}: training {run.train['epochs']} epochs, then evaluating")
     if threads:
         torch.set_num_threads(threads)
     d = run_dir(Path(sweep_dir), run)
@@ -310,7 +314,11 @@ def finished_runs(sweep_dir: str | os.PathLike[str]) -> list[Path]:
 
 
 def gather(sweep_dir: str | os.PathLike[str]) -> pd.DataFrame:
-    """One tidy table of every finished run of the sweep's current plan."""
+    """One tidy table of every finished run of the sweep's current plan.
+
+    Columns: :data:`RESULT_COLUMNS`, then ``experiment`` (the experiment's
+    label, which tells apart e.g. MNIST runs with and without an output sigmoid).
+    """
     rows: list[dict[str, Any]] = []
     for d in finished_runs(sweep_dir):
         try:
@@ -318,7 +326,13 @@ def gather(sweep_dir: str | os.PathLike[str]) -> pd.DataFrame:
         except (OSError, ValueError):
             continue
         rows += ev["rows"]
-    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    df = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    try:
+        experiments = json.loads((Path(sweep_dir) / "sweep.json").read_text()).get("experiments") or {}
+    except (OSError, ValueError):
+        experiments = {}
+    df["experiment"] = [experiments.get(r, d) for r, d in zip(df.run, df.dataset)]
+    return df
 
 
 def run_sweep(raw: dict[str, Any], out: str | os.PathLike[str], *, data_dir: str | None = None, jobs: int = 1,
@@ -337,7 +351,8 @@ def run_sweep(raw: dict[str, Any], out: str | os.PathLike[str], *, data_dir: str
     for stale in out.glob(".*.tmp"):  # left by a writer killed mid-write; never a finished file
         stale.unlink(missing_ok=True)
     _io.write_json(out / "sweep.json", {"sweep": raw, "source": where, "runs": [r.id for r in runs],
-                                        "digests": {r.id: r.digest() for r in runs}, "data_dir": data_dir,
+                                        "digests": {r.id: r.digest() for r in runs},
+                                        "experiments": {r.id: r.meta["experiment"] for r in runs}, "data_dir": data_dir,
                                         "versions": _io.versions(), "commit": _io.git_commit()})
     todo = [r for r in runs if not is_done(out, r)]
     # runs that belong to no plan any more stay on disk but out of the table
@@ -348,7 +363,7 @@ def run_sweep(raw: dict[str, Any], out: str | os.PathLike[str], *, data_dir: str
     if jobs == 1 or len(todo) <= 1:
         for r in todo:
             bar.set_postfix_str(r.id)
-            info = execute(r, str(out), data_dir, progress=False)
+            info = execute(r, str(out), data_dir, progress=progress)
             bar.update(1)
             _after(out, info, bar, runs)
     else:
@@ -369,7 +384,7 @@ def run_sweep(raw: dict[str, Any], out: str | os.PathLike[str], *, data_dir: str
 
 def _table(out: Path, runs: list[Run]) -> pd.DataFrame:
     t = gather(out)
-    return t[t.run.isin({r.id for r in runs})].reset_index(drop=True)
+    return t[t.run.isin({r.id for r in runs})].drop(columns=["experiment"]).reset_index(drop=True)
 
 
 def _after(out: Path, info: dict[str, Any], bar: Any, runs: list[Run]) -> None:

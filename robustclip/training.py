@@ -248,7 +248,8 @@ class Trainer:
             self.best_state = copy.deepcopy(model.state_dict())
             self.best_score, self.best_epoch, self.best_eligible = sel, epoch + 1, eligible
         self.sched.update(epoch, train_acc)
-        if self.progress and (rec["lip_probe"] is not None or len(self.history) == cfg.epochs):
+        # tiny epochs (e.g. the full-batch regression) report only their last epoch
+        if self.progress and (steps >= 20 or len(self.history) == cfg.epochs):
             msg = f"epoch {epoch + 1}/{cfg.epochs}  loss {train_loss:.4f}"
             if train_acc is not None:
                 msg += f"  train {train_acc:.4f}"

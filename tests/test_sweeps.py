@@ -468,7 +468,7 @@ def test_results_table_columns_and_one_row_per_run_attack_eps(mixed_sweep):
     csv = pd.read_csv(out / "results.csv")
     assert list(table.columns) == sweeps.RESULT_COLUMNS
     assert list(csv.columns) == sweeps.RESULT_COLUMNS
-    assert list(sweeps.gather(out).columns) == sweeps.RESULT_COLUMNS
+    assert list(sweeps.gather(out).columns) == sweeps.RESULT_COLUMNS + ["experiment"]
     assert len(csv) == len(table)
     assert set(table.run) == {r.id for r in runs}
     assert not table.duplicated(["run", "attack", "norm", "eps"]).any()
