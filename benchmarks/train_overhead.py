@@ -13,6 +13,7 @@ epoch times and their ratio. Then it evaluates both models on the first
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 
@@ -30,11 +31,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lam", type=float, default=0.1, help="CLIP λ (default 0.1)")
     ap.add_argument("--n-test", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--clip", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a CLIP setting, e.g. --clip pairs=128 --clip every=1 (default: the defaults)")
     args = ap.parse_args(argv)
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
     base = dict(dataset="mnist", model=models.paper_spec(), epochs=args.epochs, seed=args.seed, lip_probe_pairs=0)
-    cfgs = {"plain": TrainConfig(reg="none", **base), "clip": TrainConfig(reg="clip", lam=args.lam, **base)}
+    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.clip)}
+    cfgs = {"plain": TrainConfig(reg="none", **base), "clip": TrainConfig(reg="clip", lam=args.lam, clip=overrides, **base)}
+    print(f"CLIP settings: {overrides or 'defaults'}")
     splits = load_training_data(cfgs["plain"], args.data_dir)
     trainers = {k: Trainer(c, splits=splits, progress=False) for k, c in cfgs.items()}
     times: dict[str, list[float]] = {k: [] for k in trainers}
