@@ -45,6 +45,10 @@ class Regularizer:
         """The largest quotient seen since the last call (CLIP), else None."""
         return None
 
+    def peek(self) -> float | None:
+        """The largest quotient seen so far in this epoch, without resetting it."""
+        return None
+
     def config(self) -> dict[str, Any]:
         return {"name": self.name}
 
@@ -205,6 +209,9 @@ class ClipRegularizer(Regularizer):
     def estimate(self) -> float | None:
         v, self._max_seen = self._max_seen, 0.0
         return v
+
+    def peek(self) -> float | None:
+        return self._max_seen or None
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, **asdict(self.cfg)}

@@ -224,7 +224,13 @@ class Trainer:
                 correct += (out_b.detach().argmax(1) == yb).sum()
             self.step += 1
             if self.progress and i % 50 == 0:
-                bar.set_postfix(loss=f"{float(loss):.3f}", lam=f"{lam:.3g}", refresh=False)
+                post = {"loss": f"{float(loss):.3f}", "λ": f"{lam:.3g}"}
+                if not self.regression:
+                    post["acc"] = f"{float(correct) / min((i + 1) * bs, n):.3f}"
+                lip_now = reg.peek() if lam > 0 else None
+                if lip_now:
+                    post["Lip≥"] = f"{lip_now:.3g}"
+                bar.set_postfix(post, refresh=False)
         bar.close()
         train_seconds = time.perf_counter() - t0
         train_loss = float(loss_sum) / n
