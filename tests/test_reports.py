@@ -27,25 +27,8 @@ from robustclip import _io, cli_more, reports, sweeps
 from robustclip.cli import main
 from robustclip.errors import RobustclipError
 
-SMALL = {"arch": "fc", "sizes": [784, 32, 10], "activation": "sigmoid"}
+from tiny import SMALL, SUITE_TOML  # noqa: E402
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-SUITE_TOML = """\
-name = "tiny"
-n = 64
-batch_size = 64
-seed = 0
-
-[eps]
-L2 = [1.0, 2.0]
-
-[[attack]]
-type = "clean"
-
-[[attack]]
-type = "pgd"
-norm = "L2"
-steps = 3
-"""
 EXPECTED_FIGURES = {"curve_mnist_L2.png", "lambda_mnist.png", "lambda_regression.png", "tradeoff_mnist.png",
                     "regression_fits.png"}
 EXPECTED_ROWS = {("regression", "clip", "λ=0.01"), ("regression", "clip", "λ=0.1"), ("regression", "weight", "λ=0.001"),

@@ -31,24 +31,7 @@ from robustclip.cli import main
 from robustclip.errors import RobustclipError, SuiteError
 
 ROOT = Path(__file__).resolve().parent.parent
-SMALL = {"arch": "fc", "sizes": [784, 32, 10], "activation": "sigmoid"}
-SUITE_TOML = """\
-name = "tiny"
-n = 64
-batch_size = 64
-seed = 0
-
-[eps]
-L2 = [1.0, 2.0]
-
-[[attack]]
-type = "clean"
-
-[[attack]]
-type = "pgd"
-norm = "L2"
-steps = 3
-"""
+from tiny import SMALL, SUITE_TOML  # noqa: E402
 # the rows each MNIST run gets from SUITE_TOML: (attack, norm, eps), plus clean accuracy on the
 # whole test set ("clean_full") since the suite uses only 64 test images
 SUITE_ROWS = {("clean", "none", 0.0), ("pgd", "L2", 1.0), ("pgd", "L2", 2.0), ("worst_case", "L2", 1.0),
