@@ -27,22 +27,12 @@ from robustclip import _io, cli_more, reports, sweeps
 from robustclip.cli import main
 from robustclip.errors import RobustclipError
 
-from tiny import SMALL, SUITE_TOML  # noqa: E402
+from tiny import SMALL, SUITE_TOML, one_thread  # noqa: E402
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EXPECTED_FIGURES = {"curve_mnist_L2.png", "lambda_mnist.png", "lambda_regression.png", "tradeoff_mnist.png",
                     "regression_fits.png"}
 EXPECTED_ROWS = {("regression", "clip", "λ=0.01"), ("regression", "clip", "λ=0.1"), ("regression", "weight", "λ=0.001"),
                  ("mnist", "none", "-"), ("mnist", "clip", "λ=0.1"), ("mnist", "clip", "τ=0.5")}
-
-
-@contextlib.contextmanager
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 @pytest.fixture(autouse=True)

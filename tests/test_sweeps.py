@@ -31,22 +31,12 @@ from robustclip.cli import main
 from robustclip.errors import RobustclipError, SuiteError
 
 ROOT = Path(__file__).resolve().parent.parent
-from tiny import SMALL, SUITE_TOML  # noqa: E402
+from tiny import SMALL, SUITE_TOML, one_thread  # noqa: E402
 # the rows each MNIST run gets from SUITE_TOML: (attack, norm, eps), plus clean accuracy on the
 # whole test set ("clean_full") since the suite uses only 64 test images
 SUITE_ROWS = {("clean", "none", 0.0), ("pgd", "L2", 1.0), ("pgd", "L2", 2.0), ("worst_case", "L2", 1.0),
               ("worst_case", "L2", 2.0), ("certified", "L2", 1.0), ("certified", "L2", 2.0),
               ("clean_full", "none", 0.0)}
-
-
-@contextlib.contextmanager
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 @pytest.fixture(autouse=True)
