@@ -131,7 +131,7 @@ def compare(baseline: dict[str, Any], frame: pd.DataFrame, lip: dict[str, Any], 
     return out
 
 
-def format_table(rows: list[Comparison], tolerance: float) -> str:
+def format_table(rows: list[Comparison]) -> str:
     lines = [f"{'metric':28s} {'baseline':>9s} {'current':>9s} {'change':>8s} {'95% CI of current':>19s}  verdict"]
     for r in rows:
         pct = not r.metric.startswith("lipschitz")
@@ -232,7 +232,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     else:
         print(f"robustclip check {args.checkpoint} against {args.baseline} ({info['suite']}, n={info['n']}, "
               f"tolerance {args.tolerance:g})")
-        print(format_table(rows, args.tolerance))
+        print(format_table(rows))
         bad = [r.metric for r in rows if r.regressed]
         print(f"\nREGRESSED: {', '.join(bad)}" if bad else "\nOK: nothing regressed")
         for f in info["flags"]:

@@ -63,7 +63,6 @@ def paper_table(df: pd.DataFrame) -> pd.DataFrame:
 
     t = summary_table(df, headline(df))
     t = t[t.dataset != "regression"].copy()
-    exp = df.drop_duplicates("run").set_index("run")
     out = pd.DataFrame({
         "dataset": t.dataset,
         "method": t.method,
@@ -83,7 +82,6 @@ def paper_table(df: pd.DataFrame) -> pd.DataFrame:
     for c in ("worst_case", "clean"):
         if f"{c}_std" in t:
             out[f"{c}_std"] = t[f"{c}_std"] if c != "clean" else t.get("clean_full_std", t.get("clean_std"))
-    del exp
     return out.reset_index(drop=True)
 
 
