@@ -1,3 +1,5 @@
+"""``python -m robustclip``: the command line."""
+
 import sys
 
 from .cli import main

@@ -7,10 +7,18 @@ import hashlib
 import json
 import os
 import platform
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+TOMLDecodeError = tomllib.TOMLDecodeError
 
 
 @contextlib.contextmanager
@@ -103,3 +111,20 @@ def git_commit(cwd: str | os.PathLike[str] | None = None) -> str | None:
         return out.stdout.strip() or None
     except Exception:
         return None
+
+
+def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Parse a TOML file (``tomllib``, or ``tomli`` before Python 3.11); raises ``tomllib.TOMLDecodeError``."""
+    return loads_toml(Path(path).read_text(encoding="utf-8"))
+
+
+def loads_toml(text: str) -> dict[str, Any]:
+    """Parse TOML text (``tomllib``, or ``tomli`` before Python 3.11)."""
+    return tomllib.loads(text)
+
+
+def preset(name: str) -> dict[str, Any]:
+    """The sweep preset ``robustclip/presets/NAME.toml`` (``demo``, ``paper``) as a dict."""
+    from importlib import resources
+
+    return loads_toml(resources.files("robustclip").joinpath(f"presets/{name}.toml").read_text(encoding="utf-8"))

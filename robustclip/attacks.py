@@ -26,34 +26,19 @@ gets its own row and never enters the worst case.
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torchattacks
 from torch import nn
 
+from . import _io
 from .errors import SuiteError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 NORMS = ("L2", "Linf")
-ATTACK_TYPES = ("clean", "noise", "fgsm", "pgd", "apgd", "apgdt", "autoattack", "authors_pgd")
-_KEYS = {
-    "clean": {"label"},
-    "noise": {"label", "sigma", "norm", "eps", "samples"},
-    "fgsm": {"label", "norm", "eps"},
-    "pgd": {"label", "norm", "eps", "steps", "step_size", "restarts"},
-    "apgd": {"label", "norm", "eps", "steps", "restarts", "loss"},
-    "apgdt": {"label", "norm", "eps", "steps", "restarts"},
-    "autoattack": {"label", "norm", "eps", "version"},
-    "authors_pgd": {"label", "norm", "eps", "steps", "step_size", "restarts"},
-}
 _SUITE_KEYS = {"name", "description", "n", "batch_size", "seed", "eps", "attack", "headline"}
 
 
@@ -147,38 +132,90 @@ class AttackSpec:
 
     def build(self, model: nn.Module, *, n_classes: int, seed: int) -> torchattacks.attack.Attack | None:
         """The torchattacks object (None for ``clean``)."""
-        p, eps = self.params, self.eps
-        t = self.type
-        if t == "clean":
-            return None
-        if t == "noise":
-            return torchattacks.GN(model, std=p["sigma"]) if "sigma" in p else BallNoise(model, eps=eps, norm=self.norm)
-        if t == "fgsm":
-            if self.norm == "Linf":
-                return torchattacks.FGSM(model, eps=eps)
-            return torchattacks.PGDL2(model, eps=eps, alpha=eps, steps=1, random_start=False)
-        if t == "pgd":
-            steps = p.get("steps", 50)
-            alpha = p.get("step_size", 2.5 * eps / steps)
-            cls = torchattacks.PGD if self.norm == "Linf" else torchattacks.PGDL2
-            return cls(model, eps=eps, alpha=alpha, steps=steps, random_start=True)
-        if t == "apgd":
-            return torchattacks.APGD(model, norm=self.norm, eps=eps, steps=p.get("steps", 100),
-                                     n_restarts=p.get("restarts", 1), seed=seed, loss=p.get("loss", "ce"))
-        if t == "apgdt":
-            return torchattacks.APGDT(model, norm=self.norm, eps=eps, steps=p.get("steps", 100),
-                                      n_restarts=p.get("restarts", 1), seed=seed, n_classes=n_classes)
-        if t == "autoattack":
-            return torchattacks.AutoAttack(model, norm=self.norm, eps=eps, version=p.get("version", "standard"),
-                                           n_classes=n_classes, seed=seed)
-        if t == "authors_pgd":
-            return AuthorsPGDL2(model, eps=eps, alpha=p.get("step_size", 0.5), steps=p.get("steps", 100))
-        raise AssertionError(t)
+        return ATTACKS[self.type].build(self, model, n_classes, seed)
 
     @property
     def restarts(self) -> int:
-        """Independent runs with different seeds (only PGD repeats itself; APGD restarts internally)."""
-        return int(self.params.get("restarts", 1)) if self.type in ("pgd", "authors_pgd") else 1
+        """Independent runs with different seeds (for kinds that do not restart internally; else 1)."""
+        return int(self.params.get("restarts", 1)) if ATTACKS[self.type].outer_restarts else 1
+
+
+# --------------------------------------------------------------------------- the registry of attack kinds
+
+Builder = Callable[[AttackSpec, nn.Module, int, int], "torchattacks.attack.Attack | None"]
+
+
+@dataclass(frozen=True)
+class AttackKind:
+    """One attack type of the suite language: adding an attack is one :data:`ATTACKS` entry.
+
+    ``keys``: the settings a suite may give it (besides ``type``). ``build(spec, model, n_classes, seed)``: the
+    torchattacks object. ``label(params)``: its default row label. ``outer_restarts``: the evaluation repeats it
+    ``restarts`` times with new seeds (kinds that restart internally, like APGD, say False).
+    """
+
+    keys: frozenset[str]
+    build: Builder
+    label: Callable[[dict[str, Any]], str] | None = None
+    outer_restarts: bool = False
+
+
+def _pgd(s: AttackSpec, m: nn.Module, k: int, seed: int) -> torchattacks.attack.Attack:
+    eps = float(s.eps or 0.0)
+    steps = s.params.get("steps", 50)
+    cls = torchattacks.PGD if s.norm == "Linf" else torchattacks.PGDL2
+    return cls(m, eps=eps, alpha=s.params.get("step_size", 2.5 * eps / steps), steps=steps, random_start=True)
+
+
+def _fgsm(s: AttackSpec, m: nn.Module, k: int, seed: int) -> torchattacks.attack.Attack:
+    if s.norm == "Linf":
+        return torchattacks.FGSM(m, eps=s.eps)
+    return torchattacks.PGDL2(m, eps=s.eps, alpha=s.eps, steps=1, random_start=False)
+
+
+def _noise(s: AttackSpec, m: nn.Module, k: int, seed: int) -> torchattacks.attack.Attack:
+    if "sigma" in s.params:
+        return torchattacks.GN(m, std=s.params["sigma"])
+    return BallNoise(m, eps=float(s.eps or 0.0), norm=s.norm or "L2")
+
+
+def _apgd(s: AttackSpec, m: nn.Module, k: int, seed: int) -> torchattacks.attack.Attack:
+    return torchattacks.APGD(m, norm=s.norm, eps=s.eps, steps=s.params.get("steps", 100),
+                             n_restarts=s.params.get("restarts", 1), seed=seed, loss=s.params.get("loss", "ce"))
+
+
+def _apgdt(s: AttackSpec, m: nn.Module, k: int, seed: int) -> torchattacks.attack.Attack:
+    return torchattacks.APGDT(m, norm=s.norm, eps=s.eps, steps=s.params.get("steps", 100),
+                              n_restarts=s.params.get("restarts", 1), seed=seed, n_classes=k)
+
+
+def _autoattack(s: AttackSpec, m: nn.Module, k: int, seed: int) -> torchattacks.attack.Attack:
+    return torchattacks.AutoAttack(m, norm=s.norm, eps=s.eps, version=s.params.get("version", "standard"),
+                                   n_classes=k, seed=seed)
+
+
+def _authors_pgd(s: AttackSpec, m: nn.Module, k: int, seed: int) -> torchattacks.attack.Attack:
+    return AuthorsPGDL2(m, eps=float(s.eps or 0.0), alpha=s.params.get("step_size", 0.5),
+                        steps=s.params.get("steps", 100))
+
+
+def _keys(*names: str) -> frozenset[str]:
+    return frozenset({"label", *names})
+
+
+ATTACKS: dict[str, AttackKind] = {
+    "clean": AttackKind(_keys(), lambda s, m, k, seed: None),
+    "noise": AttackKind(_keys("sigma", "norm", "eps", "samples"), _noise),
+    "fgsm": AttackKind(_keys("norm", "eps"), _fgsm),
+    "pgd": AttackKind(_keys("norm", "eps", "steps", "step_size", "restarts"), _pgd, outer_restarts=True),
+    "apgd": AttackKind(_keys("norm", "eps", "steps", "restarts", "loss"), _apgd,
+                       label=lambda p: f"apgd-{p.get('loss', 'ce')}"),
+    "apgdt": AttackKind(_keys("norm", "eps", "steps", "restarts"), _apgdt),
+    "autoattack": AttackKind(_keys("norm", "eps", "version"), _autoattack),
+    "authors_pgd": AttackKind(_keys("norm", "eps", "steps", "step_size", "restarts"), _authors_pgd,
+                              outer_restarts=True),
+}
+ATTACK_TYPES = tuple(ATTACKS)
 
 
 @dataclass
@@ -246,8 +283,8 @@ def load_suite(name_or_path: str | os.PathLike[str] | Suite) -> Suite:
     if isinstance(where, str):
         return parse_suite(BUILTIN_SUITES[where], where=f"<builtin {where}>")
     try:
-        raw = tomllib.loads(where.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
+        raw = _io.loads_toml(where.read_text(encoding="utf-8"))
+    except _io.TOMLDecodeError as exc:
         raise SuiteError(f"{where}: not valid TOML ({exc})", "fix the syntax") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SuiteError(f"{where}: cannot read ({exc})", "check the path") from None
@@ -290,11 +327,13 @@ def parse_suite(raw: dict[str, Any], *, where: str = "<suite>") -> Suite:
         if not isinstance(item, dict):
             raise SuiteError(f"{at} must be a table", "write it as [[attack]]")
         t = item.get("type")
-        if t not in ATTACK_TYPES:
-            raise SuiteError(f"{at}: unknown attack type {t!r}", f"use one of {', '.join(ATTACK_TYPES)}")
-        bad = set(item) - _KEYS[t] - {"type"}
+        if t not in ATTACKS:
+            raise SuiteError(f"{at}: unknown attack type {t!r}", f"use one of {', '.join(ATTACKS)}")
+        kind = ATTACKS[t]
+        bad = set(item) - kind.keys - {"type"}
         if bad:
-            raise SuiteError(f"{at} ({t}): unknown key {sorted(bad)[0]!r}", f"allowed keys: {', '.join(sorted(_KEYS[t]))}")
+            raise SuiteError(f"{at} ({t}): unknown key {sorted(bad)[0]!r}",
+                             f"allowed keys: {', '.join(sorted(kind.keys))}")
         params = {k: v for k, v in item.items() if k not in ("type", "label", "norm", "eps")}
         for key in ("steps", "restarts", "samples"):
             if key in params:
@@ -306,7 +345,7 @@ def parse_suite(raw: dict[str, Any], *, where: str = "<suite>") -> Suite:
             raise SuiteError(f"{at}: loss {params['loss']!r} is not supported", "use ce or dlr")
         if "version" in params and params["version"] not in ("standard", "plus", "rand"):
             raise SuiteError(f"{at}: version {params['version']!r} is not supported", "use standard, plus or rand")
-        label = item.get("label") or _default_label(t, params)
+        label = item.get("label") or (kind.label(params) if kind.label else t)
         if t == "clean" or (t == "noise" and "sigma" in params):
             if t == "noise" and ("norm" in item or "eps" in item):
                 raise SuiteError(f"{at}: noise takes either sigma or norm+eps, not both", "drop one of them")
@@ -343,9 +382,3 @@ def parse_suite(raw: dict[str, Any], *, where: str = "<suite>") -> Suite:
             headline = (bounded[-1].norm, max(a.eps for a in bounded if a.norm == bounded[-1].norm))  # type: ignore
     return Suite(name=str(raw.get("name") or Path(where).stem), path=where, description=str(raw.get("description", "")),
                  attacks=specs, n=n, batch_size=bs, seed=seed, headline=headline, raw=raw)
-
-
-def _default_label(t: str, params: dict[str, Any]) -> str:
-    if t == "apgd":
-        return f"apgd-{params.get('loss', 'ce')}"
-    return t

@@ -13,6 +13,8 @@ import hashlib
 import json
 import os
 import struct
+from collections.abc import Iterator, Mapping, MutableMapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,75 @@ _META_KEY = "robustclip"
 _MAX_HEADER = 100 * 1024 * 1024
 
 
+@dataclass
+class CheckpointMeta(MutableMapping[str, Any]):
+    """The JSON metadata stored in a checkpoint, typed.
+
+    Every writer fills this one record; readers use attributes (``meta.dataset``) or, for older code, the mapping
+    interface (``meta["dataset"]``, ``meta.get("train", {})``). Unknown keys of a file are kept in ``extra``.
+
+    Fields: ``dataset`` (``mnist``, ``fashion-mnist``, ``regression`` or a user's name); ``model`` (the model spec,
+    or None for a user's model rebuilt by a factory); ``name`` (a run label); ``train`` (the training config, λ
+    schedule, best epoch, seconds); ``data`` (source and sizes); ``history`` (one dict per epoch); ``metrics``
+    (the selected epoch's scores); ``command`` (the command line that made it); ``sweep_run`` (the sweep plan entry);
+    ``versions``, ``weights_sha256``, ``format``, ``format_version`` (added by :func:`save`).
+    """
+
+    dataset: str = "unknown"
+    model: dict[str, Any] | None = None
+    name: str | None = None
+    train: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    command: str | None = None
+    sweep_run: dict[str, Any] | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+    weights_sha256: str | None = None
+    format: str = FORMAT
+    format_version: int = FORMAT_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> "CheckpointMeta":
+        """Build from a metadata document; keys that are not fields go to ``extra``."""
+        names = {f.name for f in fields(cls)} - {"extra"}
+        known = {k: v for k, v in doc.items() if k in names}
+        extra = {**dict(doc.get("extra") or {}), **{k: v for k, v in doc.items() if k not in names and k != "extra"}}
+        return cls(**known, extra=extra)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document: the fields, with ``extra``'s keys flattened in (fields win)."""
+        out = {**self.extra}
+        out.update({f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"})
+        return {k: v for k, v in out.items() if v is not None or k in ("model",)}
+
+    def __getitem__(self, key: str) -> Any:
+        d = self.to_dict()
+        return d[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key in _META_FIELDS:
+            setattr(self, key, value)
+        else:
+            self.extra[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        if key in _META_FIELDS:
+            raise KeyError(f"{key} is a field of CheckpointMeta and cannot be deleted")
+        del self.extra[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.to_dict())
+
+    def __len__(self) -> int:
+        return len(self.to_dict())
+
+
+_META_FIELDS = frozenset(f.name for f in fields(CheckpointMeta)) - {"extra"}
+
+
+
 def weights_digest(state: dict[str, torch.Tensor]) -> str:
     """SHA-256 over names, dtypes, shapes and bytes of the tensors, in sorted order."""
     h = hashlib.sha256()
@@ -42,7 +113,7 @@ def weights_digest(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def save(model: nn.Module, path: str | os.PathLike[str], meta: dict[str, Any] | None = None) -> Path:
+def save(model: nn.Module, path: str | os.PathLike[str], meta: Mapping[str, Any] | None = None) -> Path:
     """Write ``model`` and ``meta`` to ``path`` atomically; return the path.
 
     ``model`` must carry a ``spec`` (models built by :func:`robustclip.models.build`
@@ -54,8 +125,9 @@ def save(model: nn.Module, path: str | os.PathLike[str], meta: dict[str, Any] | 
         raise RobustclipError("the model has no spec, so a checkpoint could not rebuild it",
                               "build it with robustclip.models.build(spec)")
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    base = meta.to_dict() if isinstance(meta, CheckpointMeta) else dict(meta or {})
     doc = {
-        **(meta or {}),
+        **base,
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "model": spec,
@@ -83,9 +155,9 @@ def _sniff(raw: bytes, path: Path) -> None:
                               "re-create the checkpoint; it may be truncated or not a checkpoint")
 
 
-def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
+def read_meta(path: str | os.PathLike[str]) -> CheckpointMeta:
     """Read only the JSON metadata of a checkpoint."""
-    return _read(Path(path))[1]
+    return CheckpointMeta.from_dict(_read(Path(path))[1])
 
 
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -124,7 +196,8 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     return state, meta
 
 
-def load(path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+def load(path: str | os.PathLike[str], *,
+         map_location: str | torch.device = "cpu") -> tuple[nn.Module, CheckpointMeta]:
     """Rebuild the model stored at ``path``: ``(model in eval mode, metadata)``.
 
     Raises :class:`CheckpointError` for a pickle, a truncated or tampered file,
@@ -149,4 +222,4 @@ def load(path: str | os.PathLike[str], *, map_location: str | torch.device = "cp
         raise CheckpointError(f"{path} weights do not fit its model spec: {first}",
                               "the spec and weights come from different models; re-create the checkpoint") from None
     model.to(map_location).eval()
-    return model, meta
+    return model, CheckpointMeta.from_dict(meta)

@@ -31,6 +31,7 @@ from torch import nn
 from . import lipschitz
 from .attacks import AttackSpec, Suite, load_suite
 from .errors import RobustclipError
+from .results import select
 
 COLUMNS = ["model", "dataset", "attack", "norm", "eps", "accuracy", "n", "ci_low", "ci_high"]
 _TOL = {"L2": 1e-4, "Linf": 1e-5}
@@ -68,11 +69,7 @@ class EvalResult:
 
     def accuracy(self, attack: str, norm: str | None = None, eps: float | None = None) -> float:
         """Accuracy of one row, e.g. ``accuracy('worst_case', 'L2', 2.0)``."""
-        f = self.frame[self.frame.attack == attack]
-        if norm is not None:
-            f = f[f.norm == norm]
-        if eps is not None:
-            f = f[(f.eps - eps).abs() < 1e-9]
+        f = select(self.frame, attack, norm, eps)
         if len(f) != 1:
             raise KeyError(f"no unique row for {attack} {norm} {eps}")
         return float(f.accuracy.iloc[0])
@@ -315,41 +312,3 @@ def benchmark(model: nn.Module, *, dataset: str = "mnist", suite: str | Suite = 
                               "add a headline or a pgd attack")
     norm, eps = s.headline
     return res.accuracy("clean"), res.accuracy("worst_case", norm, eps)
-
-
-def evaluate_checkpoint(path: str, *, suite: str | Suite, data_dir: str | None = None, n: int | None = None,
-                        batch_size: int | None = None, seed: int | None = None, progress: bool = True,
-                        lipschitz_pairs: int = 64) -> tuple[EvalResult, dict[str, Any]]:
-    """Load a checkpoint, evaluate it under ``suite`` on its dataset's test split.
-
-    Returns the :class:`EvalResult` and a Lipschitz report dict (lower bounds
-    from pair and Jacobian ascent, the layer-norm upper bound, their ratio).
-    ``n`` defaults to the suite's ``n`` (else the whole test set).
-    """
-    from . import checkpoints, data
-    from ._io import sha256_file
-
-    model, meta = checkpoints.load(path)
-    dataset = meta.get("dataset", "mnist")
-    s = load_suite(suite)
-    if dataset == "regression":
-        raise RobustclipError(f"{path} is a regression model; attack suites need a classifier",
-                              "use robustclip.lipschitz.estimate(..., exact=True) for regression models")
-    split = data.load(dataset, "test", data_dir=data_dir).subset(n or s.n)
-    from .models import input_shape
-
-    lip = lipschitz.estimate(model, split.x[:512], in_shape=input_shape(meta["model"]), seed=s.seed if seed is None else seed,
-                             pairs=lipschitz_pairs)
-    name = meta.get("name") or _stem(path)
-    res = evaluate(model, split.x, split.y, suite=s, model_name=name, dataset=dataset,
-                   n_classes=data.NUM_CLASSES[dataset], batch_size=batch_size, seed=seed,
-                   lip_upper=lip.upper, lip_lower=lip.lower, progress=progress)
-    res.meta.update({"checkpoint": str(path), "checkpoint_sha256": sha256_file(path), "data_source": split.source,
-                     "train": {k: meta.get("train", {}).get(k) for k in ("method", "lam", "target_acc", "seed", "epochs", "final_lam")}})
-    return res, {"model": name, **lip.to_dict()}
-
-
-def _stem(path: str) -> str:
-    from pathlib import Path
-
-    return Path(path).name.removesuffix(".safetensors")

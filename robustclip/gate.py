@@ -16,10 +16,8 @@ Exit codes: 0 nothing regressed, 1 a regression, 2 a usage or input error
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
-import sys
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -30,6 +28,7 @@ import pandas as pd
 
 from . import _io
 from .errors import RobustclipError
+from .results import row_key
 
 BASELINE_FORMAT = "robustclip-baseline"
 
@@ -67,7 +66,8 @@ def suite_digest(raw: dict[str, Any]) -> str:
 
 
 def metric_name(row: dict[str, Any]) -> str:
-    return row["attack"] if row["norm"] == "none" else f"{row['attack']}@{row['norm']}:{row['eps']:g}"
+    """The metric's name in tables and baselines (see :func:`robustclip.results.row_key`)."""
+    return row_key(row)
 
 
 def make_baseline(frame: pd.DataFrame, lip: dict[str, Any], *, suite_raw: dict[str, Any], suite_name: str, n: int,
@@ -164,42 +164,21 @@ def junit_xml(rows: list[Comparison], *, name: str, seconds: float) -> str:
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
 
 
-def add_command(sub: Any, fmt: Any) -> None:
-    """Register ``check``."""
-    p = sub.add_parser("check", help="fail when robustness regressed against a baseline (for CI)", formatter_class=fmt,
-                       description="Evaluate a checkpoint under a suite and compare clean, per-attack, worst-case and "
-                       "certified accuracy and the Lipschitz bounds with a baseline. Exit 0: nothing regressed; 1: a "
-                       "regression beyond the tolerance and beyond sampling noise; 2: a usage or input error.",
-                       epilog="examples:\n"
-                       "  robustclip check runs/clip.safetensors --suite attacks/ci-quick.toml \\\n"
-                       "      --baseline reports/baselines/clip.json --update-baseline       # record\n"
-                       "  robustclip check runs/clip.safetensors --suite attacks/ci-quick.toml \\\n"
-                       "      --baseline reports/baselines/clip.json --junit-xml check.xml    # gate\n")
-    p.add_argument("checkpoint", metavar="CKPT")
-    p.add_argument("--suite", required=True, help="attack suite (TOML path, name under ./attacks/, or built-in)")
-    p.add_argument("--baseline", required=True, metavar="B.json")
-    p.add_argument("--tolerance", type=float, default=0.01, help="largest accepted accuracy drop (default 0.01)")
-    p.add_argument("--lip-tolerance", type=float, default=0.05, help="largest accepted relative rise of a Lipschitz bound (default 0.05)")
-    p.add_argument("--n", type=int, default=None, help="test samples (default: the suite's n)")
-    p.add_argument("--update-baseline", action="store_true", help="write the baseline from this evaluation and exit 0")
-    p.add_argument("--json", action="store_true", help="print the comparison as JSON")
-    p.add_argument("--junit-xml", metavar="PATH", default=None, help="also write JUnit XML to PATH")
-    p.add_argument("--data-dir", metavar="D", default=None)
-
-
 def run_check(checkpoint: str, *, suite: str, baseline: str, tolerance: float = 0.01, lip_tolerance: float = 0.05,
               n: int | None = None, update: bool = False, data_dir: str | None = None,
               progress: bool = False) -> tuple[int, list[Comparison], dict[str, Any]]:
     """The check as a function: ``(exit code, comparisons, info)``."""
     from .attacks import load_suite
-    from .evaluation import evaluate_checkpoint
+    from .pipeline import evaluate_checkpoint
 
     if tolerance < 0 or lip_tolerance < 0:
         raise RobustclipError("tolerances must be >= 0", "e.g. --tolerance 0.01")
     s = load_suite(suite)
     base = None if update else read_baseline(baseline)  # fail fast, before the evaluation
     t0 = time.perf_counter()
-    res, lip = evaluate_checkpoint(checkpoint, suite=s, data_dir=data_dir, n=n, progress=progress)
+    ev = evaluate_checkpoint(checkpoint, suite=s, data_dir=data_dir, n=n, progress=progress)
+    res, lip = ev.result, ev.lipschitz_dict()
+    assert res is not None
     nn_ = int(res.meta["n"])
     dataset = res.frame.dataset.iloc[0]
     info = {"checkpoint": checkpoint, "suite": s.name, "n": nn_, "seconds": time.perf_counter() - t0,
@@ -215,26 +194,3 @@ def run_check(checkpoint: str, *, suite: str, baseline: str, tolerance: float = 
     rows = compare(base, res.frame, lip, suite_raw=s.raw, n=nn_, dataset=dataset, tolerance=tolerance,
                    lip_tolerance=lip_tolerance, where=f"baseline {baseline}")
     return (1 if any(r.regressed for r in rows) else 0), rows, info
-
-
-def cmd_check(args: argparse.Namespace) -> int:
-    code, rows, info = run_check(args.checkpoint, suite=args.suite, baseline=args.baseline, tolerance=args.tolerance,
-                                 lip_tolerance=args.lip_tolerance, n=args.n, update=args.update_baseline,
-                                 data_dir=args.data_dir, progress=not args.json)
-    if args.update_baseline:
-        print(f"wrote baseline {info['baseline_written']} ({info['suite']}, n={info['n']})")
-        return 0
-    if args.junit_xml:
-        _io.write_text(args.junit_xml, junit_xml(rows, name=Path(args.checkpoint).stem, seconds=info["seconds"]))
-    if args.json:
-        print(json.dumps({**info, "status": "regressed" if code else "ok", "comparisons": [r.to_dict() for r in rows]},
-                         indent=2))
-    else:
-        print(f"robustclip check {args.checkpoint} against {args.baseline} ({info['suite']}, n={info['n']}, "
-              f"tolerance {args.tolerance:g})")
-        print(format_table(rows))
-        bad = [r.metric for r in rows if r.regressed]
-        print(f"\nREGRESSED: {', '.join(bad)}" if bad else "\nOK: nothing regressed")
-        for f in info["flags"]:
-            print(f"WARNING {f}", file=sys.stderr)
-    return code

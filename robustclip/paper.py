@@ -16,20 +16,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import time
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from . import _io
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from .results import markdown_table, select
 
 PAPER_COLUMNS = ["dataset", "method", "lam_or_tau", "seeds", "clean", "noise", "fgsm", "authors_pgd", "pgd_l2",
                  "worst_case", "certified", "lip_lower", "lip_upper", "train_seconds"]
@@ -53,8 +47,7 @@ AUTHORS = """**What the authors report** (their README; MNIST, FC 784-200-80-10 
 
 def preset() -> dict[str, Any]:
     """The paper sweep preset as a dict."""
-    text = resources.files("robustclip").joinpath("presets/paper.toml").read_text(encoding="utf-8")
-    return tomllib.loads(text)
+    return _io.preset("paper")
 
 
 def paper_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -110,7 +103,7 @@ def logits_check(runs_dir: Path, df: pd.DataFrame, *, data_dir: str | None = Non
         n, e = head
 
         def acc(frame: pd.DataFrame, attack: str) -> float:
-            sel = frame[(frame.attack == attack) & (frame.norm == n) & ((frame.eps - e).abs() < 1e-9)]
+            sel = select(frame, attack, n, e)
             return float(sel.accuracy.iloc[0])
 
         twin = r["run"].replace("mnist-sigmoid-", "mnist-", 1)  # the same method and seed without the sigmoid
@@ -132,20 +125,14 @@ def _pct(v: float) -> str:
 
 
 def _md(t: pd.DataFrame, cols: list[str], pct: set[str]) -> str:
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, r in t.iterrows():
-        cells = []
-        for c in cols:
-            v = r.get(c)
-            if c in pct:
-                sd = r.get(f"{c}_std")
-                cells.append(_pct(v) + (f" ± {100 * sd:.1f}" if sd and r.get("seeds", 1) > 1 else ""))
-            elif isinstance(v, float):
-                cells.append(f"{v:.3g}")
-            else:
-                cells.append(str(v))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    def cell(r: pd.Series, c: str) -> str:
+        v = r.get(c)
+        if c in pct:
+            sd = r.get(f"{c}_std")
+            return _pct(v) + (f" ± {100 * sd:.1f}" if sd and r.get("seeds", 1) > 1 else "")
+        return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+    return markdown_table(t, cols, cell)
 
 
 def regenerate(out: str | Path = "reports/paper", runs: str | Path = "runs/paper", *, data_dir: str | None = None,
@@ -216,7 +203,7 @@ def _best_checkpoints(df: pd.DataFrame) -> dict[str, str]:
 
     n, e = headline(df)
     m = df[(df.dataset == "mnist") & ~df.run.str.startswith("mnist-sigmoid")]
-    wc = m[(m.attack == "worst_case") & (m.norm == n) & ((m.eps - e).abs() < 1e-9)].set_index("run").accuracy
+    wc = select(m, "worst_case", n, e).set_index("run").accuracy
     clean = m[m.attack == "clean_full"].set_index("run").accuracy if (m.attack == "clean_full").any() else \
         m[m.attack == "clean"].set_index("run").accuracy
     method = m.drop_duplicates("run").set_index("run").method

@@ -1,9 +1,14 @@
 """Regularisers and the λ schedule.
 
 The trainer minimises ``data_loss + λ · penalty`` and knows nothing about any
-one method. Each regulariser may ask for extra input rows to be appended to
-the batch (so one forward pass serves both), returns its unscaled penalty, and
-may update its own state after the optimiser step.
+one method. Each regulariser may ask for extra input rows to pass through the
+model beside the batch (CLIP's pairs, or adversarial examples built from the
+batch and its labels), returns its unscaled penalty on their outputs, and may
+update its own state after the optimiser step. Stateful regularisers save and
+restore that state with ``state_dict()`` / ``load_state_dict()``.
+
+Methods live in :data:`REGISTRY`: adding one is one entry (a name, a factory
+and the :class:`~robustclip.training.TrainConfig` field that holds its settings).
 
 Methods: ``none`` (plain training), ``weight`` (``Σ ||W||_F^2``) and ``clip``
 (the CLIP penalty: the largest difference quotient over a set of input pairs
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -22,16 +28,24 @@ from torch import nn
 from . import lipschitz
 from .errors import RobustclipError
 
-REGULARIZERS = ("none", "weight", "clip")
-
-
 class Regularizer:
-    """Base class: no penalty at all (plain training)."""
+    """Base class: no penalty at all (plain training).
+
+    The protocol the trainer drives, once per weight step:
+
+    1. ``bind(model)`` once, before the first step;
+    2. ``extra_inputs(x, step, y=y)``: rows ``(r, *in_shape)`` in [0,1] to run through the model, or None;
+    3. ``penalty(model, model(extra))``: the unscaled penalty (a scalar with graph), or None to skip;
+    4. after the optimiser step, ``after_step()``.
+    """
 
     name = "none"
 
-    def extra_inputs(self, x: torch.Tensor, step: int) -> torch.Tensor | None:
-        """Rows ``(r, *in_shape)`` to pass through the model beside batch ``x``, or None."""
+    def bind(self, model: nn.Module) -> None:
+        """Tell the regulariser which model it serves (some build their extra rows with it)."""
+
+    def extra_inputs(self, x: torch.Tensor, step: int, y: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Rows ``(r, *in_shape)`` to pass through the model beside batch ``x`` (labels ``y``), or None."""
         return None
 
     def penalty(self, model: nn.Module, extra_out: torch.Tensor | None) -> torch.Tensor | None:
@@ -50,7 +64,15 @@ class Regularizer:
         return None
 
     def config(self) -> dict[str, Any]:
+        """The settings, as stored in a checkpoint's metadata."""
         return {"name": self.name}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Internal state (tensors and numbers) to resume a run; empty for stateless methods."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
 
 
 class WeightRegularizer(Regularizer):
@@ -158,7 +180,7 @@ class ClipRegularizer(Regularizer):
         """Tell the regulariser which model it serves (for extra ascent steps)."""
         self._model = model
 
-    def extra_inputs(self, x: torch.Tensor, step: int) -> torch.Tensor | None:
+    def extra_inputs(self, x: torch.Tensor, step: int, y: torch.Tensor | None = None) -> torch.Tensor | None:
         self._active = step % self.cfg.every == 0
         if not self._active:
             return None
@@ -216,20 +238,64 @@ class ClipRegularizer(Regularizer):
     def config(self) -> dict[str, Any]:
         return {"name": self.name, **asdict(self.cfg)}
 
+    def state_dict(self) -> dict[str, Any]:
+        """Pairs, step sizes, last quotients, counters and the generator state: enough to resume exactly."""
+        return {"P": None if self.P is None else self.P.detach().clone(),
+                "eta": None if self.eta is None else self.eta.clone(),
+                "q_prev": None if self.q_prev is None else self.q_prev.clone(),
+                "gen": self.gen.get_state(), "max_seen": self._max_seen, "skipped": self._skipped,
+                "moves": self._moves}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.P, self.eta, self.q_prev = state["P"], state["eta"], state["q_prev"]
+        self.gen.set_state(state["gen"])
+        self._max_seen, self._skipped, self._moves = state["max_seen"], state["skipped"], state["moves"]
+
+
+def _clip_factory(params: dict[str, Any], seed: int) -> Regularizer:
+    try:
+        cfg = ClipConfig(**params)
+    except TypeError as exc:
+        raise RobustclipError(f"bad CLIP setting: {exc}",
+                              f"use fields of ClipConfig: {', '.join(ClipConfig.__dataclass_fields__)}") from None
+    return ClipRegularizer(cfg, seed=seed)
+
+
+@dataclass(frozen=True)
+class RegularizerEntry:
+    """One method of the registry.
+
+    ``factory(params, seed)`` builds it; ``params_field`` names the TrainConfig field (a dict) that holds its
+    settings, or None; ``takes_lam`` says whether λ means anything for it.
+    """
+
+    factory: Callable[[dict[str, Any], int], Regularizer]
+    params_field: str | None = None
+    takes_lam: bool = True
+    doc: str = ""
+
+
+REGISTRY: dict[str, RegularizerEntry] = {
+    "none": RegularizerEntry(lambda p, s: Regularizer(), takes_lam=False, doc="plain training"),
+    "weight": RegularizerEntry(lambda p, s: WeightRegularizer(), doc="λ·Σ‖W‖² over Linear and Conv2d weights"),
+    "clip": RegularizerEntry(_clip_factory, params_field="clip", doc="CLIP: λ·(largest difference quotient)"),
+}
+REGULARIZERS = tuple(REGISTRY)
+
 
 def make(name: str, *, seed: int = 0, **params: Any) -> Regularizer:
-    """Build the regulariser ``name`` (``none``, ``weight`` or ``clip``)."""
-    if name == "none":
-        return Regularizer()
-    if name == "weight":
-        return WeightRegularizer()
-    if name == "clip":
-        try:
-            cfg = ClipConfig(**params)
-        except TypeError as exc:
-            raise RobustclipError(f"bad CLIP setting: {exc}", f"use fields of ClipConfig: {', '.join(ClipConfig.__dataclass_fields__)}") from None
-        return ClipRegularizer(cfg, seed=seed)
-    raise RobustclipError(f"unknown regulariser {name!r}", f"use one of {', '.join(REGULARIZERS)}")
+    """Build the regulariser ``name`` of :data:`REGISTRY` with its settings ``params``.
+
+    Example:
+        >>> make("clip", pairs=4).cfg.pairs
+        4
+    """
+    entry = REGISTRY.get(name)
+    if entry is None:
+        raise RobustclipError(f"unknown regulariser {name!r}", f"use one of {', '.join(REGISTRY)}")
+    if params and entry.params_field is None:
+        raise RobustclipError(f"regulariser {name!r} takes no settings, got {sorted(params)}", "drop them")
+    return entry.factory(dict(params), seed)
 
 
 # --------------------------------------------------------------------------- λ schedule

@@ -23,6 +23,7 @@ import pandas as pd
 
 from . import _io
 from .errors import RobustclipError
+from .results import markdown_table, select
 
 METHOD_NAMES = {"none": "no regularisation", "weight": "weight regularisation", "clip": "CLIP"}
 
@@ -92,7 +93,7 @@ def summary_table(df: pd.DataFrame, head: tuple[str, float] | None) -> pd.DataFr
             n, e = head
             for name, key in (("fgsm", "fgsm"), ("authors_pgd", "authors_pgd"), ("pgd", "pgd"),
                               ("worst_case", "worst_case"), ("certified", "certified")):
-                cols[name] = (lambda k: (lambda r: (r.attack == k) & (r.norm == n) & ((r.eps - e).abs() < 1e-9)))(key)
+                cols[name] = (lambda k: (lambda r: r.index.isin(select(r, k, n, e).index)))(key)
         for name, fn in cols.items():
             v = np.array(per_run(fn), dtype=float)
             if np.all(np.isnan(v)):
@@ -110,32 +111,25 @@ def summary_table(df: pd.DataFrame, head: tuple[str, float] | None) -> pd.DataFr
     return pd.DataFrame(recs)
 
 
+_PCT_COLUMNS = ("clean_full", "clean", "noise", "fgsm", "authors_pgd", "pgd", "worst_case", "certified")
+
+
+def _md_cell(r: pd.Series, c: str) -> str:
+    v = r[c]
+    if not isinstance(v, float):
+        return str(v)
+    if math.isnan(v):
+        return ""
+    if c in _PCT_COLUMNS:
+        sd = r.get(f"{c}_std", 0.0)
+        return f"{100 * v:.1f}" + (f" ± {100 * sd:.1f}" if sd and r["seeds"] > 1 else "")
+    return f"{v:.0f}" if c == "train_seconds" else f"{v:.3g}"
+
+
 def _fmt_table_md(t: pd.DataFrame) -> str:
-    if t.empty:
-        return "_(no rows)_"
-    show = [c for c in ("dataset", "method", "setting", "seeds", "clean_full", "clean", "noise", "fgsm", "authors_pgd", "pgd",
-                        "worst_case", "certified", "lip_lower", "lip_upper", "lip_exact", "mse", "final_lam",
-                        "train_seconds") if c in t.columns]
-    lines = ["| " + " | ".join(show) + " |", "|" + "---|" * len(show)]
-    for _, r in t.iterrows():
-        cells = []
-        for c in show:
-            v = r[c]
-            if isinstance(v, float):
-                if math.isnan(v):
-                    cells.append("")
-                    continue
-                if c in ("clean_full", "clean", "noise", "fgsm", "authors_pgd", "pgd", "worst_case", "certified"):
-                    sd = r.get(f"{c}_std", 0.0)
-                    cells.append(f"{100 * v:.1f}" + (f" ± {100 * sd:.1f}" if sd and r["seeds"] > 1 else ""))
-                elif c == "train_seconds":
-                    cells.append(f"{v:.0f}")
-                else:
-                    cells.append(f"{v:.3g}")
-            else:
-                cells.append(str(v))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    show = [c for c in ("dataset", "method", "setting", "seeds", *_PCT_COLUMNS, "lip_lower", "lip_upper", "lip_exact",
+                        "mse", "final_lam", "train_seconds") if c in t.columns]
+    return markdown_table(t, show, _md_cell)
 
 
 # --------------------------------------------------------------------------- figures
@@ -200,10 +194,10 @@ def fig_lambda(df: pd.DataFrame, head: tuple[str, float] | None, out: Path) -> l
         ax_i = 0
         if ncols == 2 and head:
             n, e = head
-            rob = reg[(reg.attack == "worst_case") & (reg.norm == n) & ((reg.eps - e).abs() < 1e-9)]
+            rob = select(reg, "worst_case", n, e)
             sns.lineplot(data=rob, x="λ", y="accuracy", hue="label", style="label", markers=True, ax=axes[0, 0],
                          errorbar=("sd", 1) if rob.seed.nunique() > 1 else None)
-            base = d[(d.method == "none") & (d.attack == "worst_case") & (d.norm == n) & ((d.eps - e).abs() < 1e-9)]
+            base = select(d[d.method == "none"], "worst_case", n, e)
             if len(base):
                 axes[0, 0].axhline(base.accuracy.mean(), color="grey", ls="--", label="no regularisation")
             axes[0, 0].set(xscale="log", ylabel=f"worst-case accuracy at {n} ε={e:g}", ylim=(0, 1),
@@ -236,7 +230,7 @@ def fig_tradeoff(df: pd.DataFrame, head: tuple[str, float] | None, out: Path) ->
     n, e = head
     for dataset, d in df[df.dataset != "regression"].groupby(_exp(df)):
         clean = d[d.attack == "clean"].set_index("run").accuracy.rename("clean accuracy")
-        rob = d[(d.attack == "worst_case") & (d.norm == n) & ((d.eps - e).abs() < 1e-9)].set_index("run")
+        rob = select(d, "worst_case", n, e).set_index("run")
         pts = rob.join(clean)[["clean accuracy", "accuracy", "label", "setting"]].rename(
             columns={"accuracy": f"worst-case accuracy ({n} ε={e:g})"})
         fig, ax = plt.subplots(figsize=(6.5, 4.5))

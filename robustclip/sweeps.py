@@ -49,7 +49,6 @@ import json
 import math
 import os
 import shutil
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -60,11 +59,7 @@ import pandas as pd
 
 from . import _io
 from .errors import RobustclipError, SuiteError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from .regularizers import REGISTRY
 
 _EXP_KEYS = {"name", "dataset", "model", "epochs", "seeds", "n_train", "suite", "n_test", "train", "method",
              "experiment", "description", "output_sigmoid", "label"}
@@ -101,8 +96,8 @@ def load_sweep(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not p.is_file():
         raise SuiteError(f"sweep file {p} does not exist", "pass the path of a sweep TOML file")
     try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
+        raw = _io.loads_toml(p.read_text(encoding="utf-8"))
+    except _io.TOMLDecodeError as exc:
         raise SuiteError(f"{p}: not valid TOML ({exc})", "fix the syntax") from None
     raw.setdefault("name", p.stem)
     return raw
@@ -152,16 +147,17 @@ def plan(raw: dict[str, Any], *, where: str = "<sweep>") -> list[Run]:
             if badm:
                 raise SuiteError(f"{mat}: unknown key {sorted(badm)[0]!r}", f"allowed keys: {', '.join(sorted(_METHOD_KEYS))}")
             reg = m.get("reg")
-            if reg not in ("none", "weight", "clip"):
-                raise SuiteError(f"{mat}: reg {reg!r} is missing or unknown", "use none, weight or clip")
+            if reg not in REGISTRY:
+                raise SuiteError(f"{mat}: reg {reg!r} is missing or unknown", f"use one of {', '.join(REGISTRY)}")
             settings: list[tuple[str, dict[str, Any]]] = []
-            if reg == "none" and ("lam" in m or "tau" in m):
-                raise SuiteError(f"{mat}: reg none takes no lam or tau", "drop them, or use reg weight or clip")
-            if reg == "none":
+            takes_lam = REGISTRY[reg].takes_lam
+            if not takes_lam and ("lam" in m or "tau" in m):
+                raise SuiteError(f"{mat}: reg {reg} takes no lam or tau", "drop them, or use reg weight or clip")
+            if not takes_lam:
                 settings.append(("", {"lam": 0.0}))
-            for lam in _as_list(m.get("lam"), mat, "lam") if reg != "none" else []:
+            for lam in _as_list(m.get("lam"), mat, "lam") if takes_lam else []:
                 settings.append((f"lam{_fmt_num(lam)}", {"lam": lam}))
-            for tau in _as_list(m.get("tau"), mat, "tau") if reg != "none" else []:
+            for tau in _as_list(m.get("tau"), mat, "tau") if takes_lam else []:
                 settings.append((f"tau{_fmt_num(tau)}", {"lam": m.get("lam0", 0.05), "target_acc": tau,
                                                            "lam_step": m.get("lam_step", 0.01),
                                                            "lam_every": m.get("lam_every", 1)}))
@@ -227,15 +223,13 @@ def is_done(sweep_dir: Path, run: Run) -> bool:
 
 def execute(run: Run, sweep_dir: str, data_dir: str | None = None, progress: bool = False,
             threads: int | None = None) -> dict[str, Any]:
-    """Train, save and evaluate one run; write its manifest last. Returns a summary."""
+    """Train, save and evaluate one run through :mod:`robustclip.pipeline`; write its manifest last."""
     import torch
-
-    from . import checkpoints, data, evaluation, lipschitz
-    from .attacks import parse_suite
-    from .models import input_shape
     from tqdm.auto import tqdm
 
-    from .training import TrainConfig, train
+    from . import pipeline
+    from .attacks import parse_suite
+    from .training import TrainConfig
 
     if progress:
         tqdm.write(f"  {run.id}: training {run.train['epochs']} epochs, then evaluating")
@@ -247,47 +241,21 @@ def execute(run: Run, sweep_dir: str, data_dir: str | None = None, progress: boo
     d.mkdir(parents=True)
     cfg = TrainConfig(**run.train)
     t0 = time.perf_counter()
-    res = train(cfg, data_dir=data_dir, progress=progress)
+    res = pipeline.train_to_checkpoint(cfg, d / "model.safetensors", data_dir=data_dir, progress=progress,
+                                       name=run.id, sweep_run={**run.meta, "digest": run.digest()})
     train_seconds = time.perf_counter() - t0
-    res.meta["name"] = run.id
-    res.meta["sweep_run"] = {**run.meta, "digest": run.digest()}
-    ckpt = d / "model.safetensors"
-    checkpoints.save(res.model, ckpt, res.meta)
-    model = res.model
-    final_lam = res.meta["train"]["final_lam"]
     common = {"run": run.id, "label": run.meta["label"], "dataset": cfg.dataset, "method": cfg.reg,
               "lam": run.meta["lam"], "tau": run.meta["tau"], "seed": cfg.seed, "train_seconds": train_seconds,
-              "final_lam": final_lam, "epochs": cfg.epochs}
-    flags: list[str] = []
-    if cfg.dataset == "regression":
-        test = data.regression("test")
-        lip = lipschitz.estimate(model, data.regression("train").x, in_shape=(1,), seed=cfg.seed, exact=True, pairs=32)
-        with torch.no_grad():
-            mse = float(((model(test.x) - test.y) ** 2).mean())
-        rows = [{**common, "attack": "fit", "norm": "none", "eps": 0.0, "accuracy": float("nan"), "n": len(test),
-                 "ci_low": float("nan"), "ci_high": float("nan"), "lip_lower": lip.lower, "lip_upper": lip.upper,
-                 "lip_exact": lip.exact, "mse": mse}]
-        lipd = lip.to_dict()
-    else:
-        suite = parse_suite(run.suite or {}, where=f"sweep suite of {run.id}")
-        split = data.load(cfg.dataset, "test", data_dir=data_dir).subset(run.n_test or suite.n)
-        lip = lipschitz.estimate(model, split.x[:512], in_shape=input_shape(cfg.model_spec()), seed=cfg.seed, pairs=32)
-        ev = evaluation.evaluate(model, split.x, split.y, suite=suite, model_name=run.id, dataset=cfg.dataset,
-                                 n_classes=data.NUM_CLASSES[cfg.dataset], lip_upper=lip.upper, lip_lower=lip.lower,
-                                 progress=progress)
-        flags = ev.flags
-        rows = [{**common, **r, "lip_lower": lip.lower, "lip_upper": lip.upper, "lip_exact": None, "mse": None}
-                for r in ev.frame.drop(columns=["model", "dataset"]).to_dict(orient="records")]
-        full = data.load(cfg.dataset, "test", data_dir=data_dir)
-        if len(full) > len(split):  # clean accuracy is cheap: also report it on the whole test set
-            k = int((evaluation.predict(model, full.x).argmax(1) == full.y).sum())
-            lo, hi = evaluation.wilson(k, len(full))
-            rows.append({**common, "attack": "clean_full", "norm": "none", "eps": 0.0, "accuracy": k / len(full),
-                         "n": len(full), "ci_low": lo, "ci_high": hi, "lip_lower": lip.lower, "lip_upper": lip.upper,
-                         "lip_exact": None, "mse": None})
-        lipd = lip.to_dict()
-    _io.write_json(d / "eval.json", {"run": run.id, "rows": rows, "lipschitz": lipd, "flags": flags,
-                                     "history": res.history, "train": res.meta["train"], "versions": _io.versions()})
+              "final_lam": res.meta.train["final_lam"], "epochs": cfg.epochs}
+    suite = None if cfg.dataset == "regression" else parse_suite(run.suite or {}, where=f"sweep suite of {run.id}")
+    ev = pipeline.evaluate_model(res.model, res.meta, suite=suite, data_dir=data_dir, n=run.n_test,
+                                 progress=progress, name=run.id, clean_full=True)
+    lip = ev.lipschitz
+    flags = ev.result.flags if ev.result is not None else []
+    rows = [{**common, "lip_lower": lip.lower, "lip_upper": lip.upper, "lip_exact": lip.exact, "mse": None, **r}
+            for r in ev.rows]
+    _io.write_json(d / "eval.json", {"run": run.id, "rows": rows, "lipschitz": lip.to_dict(), "flags": flags,
+                                     "history": res.history, "train": res.meta.train, "versions": _io.versions()})
     files = {name: _io.sha256_file(d / name) for name in ("model.safetensors", "eval.json")}
     _io.write_json(d / "manifest.json", {"run": run.id, "digest": run.digest(), "files": files, "status": "done"})
     return {"run": run.id, "seconds": time.perf_counter() - t0, "flags": flags}

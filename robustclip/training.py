@@ -18,6 +18,7 @@ from torch import nn
 
 from . import data as data_mod
 from . import lipschitz, models, regularizers
+from .checkpoints import CheckpointMeta
 from .errors import RobustclipError
 
 OPTIMIZERS = ("sgd", "adam")
@@ -84,7 +85,7 @@ class TrainConfig:
         if self.target_acc is not None and self.dataset == "regression":
             raise RobustclipError("the discrepancy principle (--target-acc) needs a classification dataset",
                                   "use a fixed --lam for regression")
-        if self.reg == "none" and (self.lam > 0 or self.target_acc is not None):
+        if not regularizers.REGISTRY[self.reg].takes_lam and (self.lam > 0 or self.target_acc is not None):
             raise RobustclipError("--reg none takes no λ", "drop --lam/--target-acc, or pick --reg weight or clip")
         if self.n_train is not None and self.n_train < 1:
             raise RobustclipError(f"n_train must be >= 1, got {self.n_train}", "pass a positive --n-train")
@@ -92,8 +93,12 @@ class TrainConfig:
             raise RobustclipError(f"device {self.device!r} asked for, but CUDA is not available", "use --device cpu")
         regularizers.LambdaSchedule(lam=self.lam, target=self.target_acc, step=self.lam_step,
                                     every=self.lam_every, warmup=self.warmup)
-        if self.reg == "clip":
-            regularizers.make("clip", **self.clip)
+        regularizers.make(self.reg, **self.reg_params())
+
+    def reg_params(self) -> dict[str, Any]:
+        """Settings of the chosen regulariser (the config field its registry entry names), else {}."""
+        entry = regularizers.REGISTRY.get(self.reg)
+        return dict(getattr(self, entry.params_field) or {}) if entry and entry.params_field else {}
 
     def model_spec(self) -> dict[str, Any]:
         return self.model or models.default_spec("mlp1d" if self.dataset == "regression" else "fc", self.dataset)
@@ -105,7 +110,7 @@ class TrainResult:
 
     model: nn.Module
     history: list[dict[str, Any]]
-    meta: dict[str, Any]
+    meta: CheckpointMeta
     interrupted: bool = False
 
 
@@ -164,9 +169,8 @@ class Trainer:
             raise RobustclipError(f"model output size {out} does not fit dataset {cfg.dataset}",
                                   "use a model spec with 10 outputs for images and 1 for regression")
         self.model = models.build(self.spec).to(self.dev)
-        self.reg = regularizers.make(cfg.reg, seed=cfg.seed, **(cfg.clip if cfg.reg == "clip" else {}))
-        if isinstance(self.reg, regularizers.ClipRegularizer):
-            self.reg.bind(self.model)
+        self.reg = regularizers.make(cfg.reg, seed=cfg.seed, **cfg.reg_params())
+        self.reg.bind(self.model)
         self.sched = regularizers.LambdaSchedule(lam=cfg.lam, target=cfg.target_acc, step=cfg.lam_step,
                                                  every=cfg.lam_every, warmup=cfg.warmup)
         if cfg.optimizer == "sgd":
@@ -203,7 +207,7 @@ class Trainer:
         for i in bar:
             idx = perm[i * bs : (i + 1) * bs]
             xb, yb = self.X[idx], self.Y[idx]
-            extra = reg.extra_inputs(xb, self.step) if lam > 0 else None
+            extra = reg.extra_inputs(xb, self.step, y=yb) if lam > 0 else None
             out_b = model(xb)
             # The extra rows get their own forward pass: concatenated with the batch,
             # autograd would compute the input gradient of every batch row too.
@@ -287,27 +291,29 @@ class Trainer:
             model.load_state_dict(self.best_state)
         model.eval()
         best = self.history[self.best_epoch - 1] if self.best_epoch >= 1 else {}
-        meta = {
-            "dataset": cfg.dataset,
-            "data": {"source": self.train_split.source, "n_train": int(self.X.shape[0]),
-                     "n_val": int(self.Xv.shape[0]) if self.Xv is not None else 0,
-                     "val_fraction": cfg.val_fraction, "split_seed": cfg.seed},
-            "train": {
+        takes_lam = regularizers.REGISTRY[cfg.reg].takes_lam
+        meta = CheckpointMeta(
+            dataset=cfg.dataset,
+            model=self.spec,
+            data={"source": self.train_split.source, "n_train": int(self.X.shape[0]),
+                  "n_val": int(self.Xv.shape[0]) if self.Xv is not None else 0,
+                  "val_fraction": cfg.val_fraction, "split_seed": cfg.seed},
+            train={
                 **asdict(cfg),
                 "model": self.spec,
                 "method": cfg.reg,
                 "regularizer": self.reg.config(),
                 "lam_schedule": self.sched.config(),
                 "lam_history": list(self.sched.history),
-                "final_lam": self.sched.final if cfg.target_acc is not None else (cfg.lam if cfg.reg != "none" else 0.0),
+                "final_lam": self.sched.final if cfg.target_acc is not None else (cfg.lam if takes_lam else 0.0),
                 "best_epoch": self.best_epoch,
                 "epochs_run": len(self.history),
                 "interrupted": interrupted,
                 "seconds": sum(h["epoch_seconds"] for h in self.history),
             },
-            "history": self.history,
-            "metrics": {k: best[k] for k in ("train_acc", "val_acc", "val_mse", "train_loss") if k in best},
-        }
+            history=self.history,
+            metrics={k: best[k] for k in ("train_acc", "val_acc", "val_mse", "train_loss") if k in best},
+        )
         return TrainResult(model=model, history=self.history, meta=meta, interrupted=interrupted)
 
 

@@ -23,14 +23,12 @@ RECIPES = {
 
 def train_gate_model(kind: str, out: Path, data_dir: str | None = None) -> Path:
     """Train the ``kind`` gate model and save its checkpoint to ``out``."""
-    from robustclip import checkpoints
-    from robustclip.training import TrainConfig, train
+    from robustclip.pipeline import train_to_checkpoint
+    from robustclip.training import TrainConfig
 
     cfg = TrainConfig(dataset="mnist", epochs=3, n_train=5000, optimizer="adam", lr=0.002, seed=0,
                       lip_probe_pairs=0, **RECIPES[kind])
-    res = train(cfg, data_dir=data_dir, progress=False)
-    res.meta["name"] = f"ci-{kind}"
-    checkpoints.save(res.model, out, res.meta)
+    train_to_checkpoint(cfg, out, data_dir=data_dir, progress=False, name=f"ci-{kind}")
     return out
 
 

@@ -23,7 +23,8 @@ import pandas as pd
 import pytest
 import torch
 
-from robustclip import _io, cli_more, reports, sweeps
+from robustclip import _io, reports, sweeps
+from robustclip.cli import demo as demo_cmd
 from robustclip.cli import main
 from robustclip.errors import RobustclipError
 
@@ -353,10 +354,10 @@ def test_demo_without_mnist_skips_it_and_says_how_to_add_it(tmp_path, monkeypatc
     empty.mkdir()
     monkeypatch.setenv("ROBUSTCLIP_DATA", str(empty))
     monkeypatch.setenv("ROBUSTCLIP_CACHE", str(tmp_path / "empty-cache"))
-    demo = copy.deepcopy(cli_more.DEMO_SWEEP)
+    demo = copy.deepcopy(demo_cmd.preset())
     reg = next(e for e in demo["experiment"] if e["dataset"] == "regression")
     reg["epochs"] = 40  # the real demo trains 500 epochs; the flow is the same
-    monkeypatch.setattr(cli_more, "DEMO_SWEEP", demo)
+    monkeypatch.setattr(demo_cmd, "preset", lambda: demo)
     out, runs = tmp_path / "report", tmp_path / "runs"
 
     rc = main(["demo", "--out", str(out), "--runs", str(runs), "--data-dir", str(empty)])

@@ -518,7 +518,7 @@ def test_cli_sweep_from_flags(tmp_path, capsys):
 def test_cli_sweep_flags_with_tau_and_seeds_plans_right():
     import argparse
 
-    from robustclip.cli_more import sweep_from_flags
+    from robustclip.cli.sweep import sweep_from_flags
 
     ns = argparse.Namespace(dataset="mnist", method=["none", "weight:1e-4,1e-3", "clip:tau=0.95,0.97"], seeds="0,1",
                             model=None, epochs=2, n_train=100, suite=None, n_test=None)

@@ -19,12 +19,12 @@ from torch import nn
 
 from ..attacks import Suite, load_suite
 from ..evaluation import EvalResult, evaluate
+from ..results import row_key
 
 __all__ = ["assert_robust", "assert_lipschitz_below"]
 
 
-def _key(row: dict[str, Any]) -> str:
-    return row["attack"] if row["norm"] == "none" else f"{row['attack']}@{row['norm']}:{row['eps']:g}"
+_key = row_key
 
 
 def assert_robust(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], *, suite: str | Suite = "ci-quick",

@@ -1,0 +1,84 @@
+"""Shared pieces of the command line: the parser class, common options, argument types and console tables."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+
+from ..errors import RobustclipError
+from ..exitcodes import epilog as exit_epilog
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line and exit status 2, like every other user error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def formatter(prog: str) -> argparse.HelpFormatter:
+    """Help formatter: keeps the examples' line breaks."""
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
+
+
+def add_command(sub: Any, name: str, handler: Handler, *, help: str, description: str,
+                examples: str) -> argparse.ArgumentParser:
+    """Add subcommand ``name`` to ``sub`` with its handler, description, examples and the exit-code table."""
+    p: argparse.ArgumentParser = sub.add_parser(name, help=help, description=description, formatter_class=formatter,
+                                                epilog=f"examples:\n{examples.rstrip()}\n\n{exit_epilog()}\n")
+    p.set_defaults(handler=handler)
+    return p
+
+
+def add_data_dir(p: argparse.ArgumentParser) -> None:
+    """``--data-dir D``."""
+    p.add_argument("--data-dir", metavar="D", default=None,
+                   help="folder holding mnist/ and fashion-mnist/ (default: $ROBUSTCLIP_DATA, cache, download)")
+
+
+def add_quiet(p: argparse.ArgumentParser) -> None:
+    """``--quiet``."""
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def positive_int(v: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    try:
+        i = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {v!r}") from None
+    if i < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {i}")
+    return i
+
+
+def split_floats(text: str, what: str) -> list[float]:
+    """``"0.05,0.1"`` as ``[0.05, 0.1]``; a one-line user error otherwise."""
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise RobustclipError(f"{what}: {text!r} is not a comma-separated list of numbers",
+                              "e.g. clip:0.05,0.1") from None
+
+
+def console_table(frame: pd.DataFrame, lips: list[dict[str, Any]] | None = None) -> str:
+    """A compact pivot of an evaluation frame: one row per model, one column per attack@ε (accuracy in %)."""
+    from ..results import metric_key
+
+    f = frame.copy()
+    f["col"] = [metric_key(a, nm, e) for a, nm, e in zip(f.attack, f.norm, f.eps)]
+    order = list(dict.fromkeys(f["col"]))
+    piv = f.pivot_table(index="model", columns="col", values="accuracy", sort=False)[order]
+    text = (piv * 100).round(1).to_string()
+    if lips:
+        text += "\n\nLipschitz (L2)   lower    upper    upper/lower"
+        for lp in lips:
+            text += f"\n{lp['model'][:14]:14s} {lp['lower']:8.3g} {lp['upper']:8.3g} {lp['ratio']:10.3g}"
+    return text

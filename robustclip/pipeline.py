@@ -1,0 +1,141 @@
+"""The one train → checkpoint → evaluate path, with one set of defaults, for the CLI, sweeps, the gate and the paper.
+
+>>> from robustclip import pipeline
+>>> pipeline.LIPSCHITZ_PAIRS
+64
+
+``train_to_checkpoint(cfg, out)`` trains and writes a checkpoint; ``evaluate_model(model, meta, suite=...)`` and
+``evaluate_checkpoint(path, suite=...)`` return an :class:`Evaluation`: the attack results, the Lipschitz report
+and the checkpoint's metadata, plus tidy rows ready for a results table.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import checkpoints, data, evaluation, lipschitz, models
+from ._io import sha256_file
+from .attacks import Suite, load_suite
+from .checkpoints import CheckpointMeta
+from .errors import RobustclipError
+from .training import TrainConfig, TrainResult, train
+
+LIPSCHITZ_PAIRS = 64
+"""Pairs (and Jacobian start points) of the Lipschitz lower-bound ascent, everywhere."""
+LIPSCHITZ_POINTS = 512
+"""The first this many evaluation inputs seed the Lipschitz ascent."""
+
+
+@dataclass
+class Evaluation:
+    """What evaluating one model gives.
+
+    ``result``: the attack evaluation (None for a regression model). ``lipschitz``: lower and upper bounds with
+    their cost (and the exact constant for 1-D models). ``meta``: the checkpoint's metadata. ``rows``: tidy dicts
+    (``attack``, ``norm``, ``eps``, ``accuracy``, ``n``, ``ci_low``, ``ci_high``, and ``mse`` for regression),
+    including ``clean_full`` (clean accuracy on the whole test split) when asked for. ``name``: the model's label.
+    """
+
+    result: evaluation.EvalResult | None
+    lipschitz: lipschitz.LipschitzReport
+    meta: CheckpointMeta
+    name: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def lipschitz_dict(self) -> dict[str, Any]:
+        """The Lipschitz report as a JSON-ready dict, with the model's name."""
+        return {"model": self.name, **self.lipschitz.to_dict()}
+
+
+def train_to_checkpoint(cfg: TrainConfig, out: str | os.PathLike[str] | None, *, data_dir: str | None = None,
+                        progress: bool = True, name: str | None = None, command: str | None = None,
+                        sweep_run: dict[str, Any] | None = None) -> TrainResult:
+    """Train as ``cfg`` says and, when ``out`` is given, save the checkpoint there (atomically).
+
+    ``name``, ``command`` and ``sweep_run`` are recorded in the metadata. Returns the :class:`TrainResult`.
+    """
+    res = train(cfg, data_dir=data_dir, progress=progress)
+    res.meta.name = name
+    res.meta.command = command
+    res.meta.sweep_run = sweep_run
+    if out is not None:
+        checkpoints.save(res.model, out, res.meta)
+    return res
+
+
+def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite | None = None,
+                   data_dir: str | None = None, n: int | None = None, batch_size: int | None = None,
+                   seed: int | None = None, progress: bool = True, name: str = "model",
+                   clean_full: bool = False) -> Evaluation:
+    """Evaluate a model of ``meta.dataset`` on its test split.
+
+    Classifiers: the suite's attacks on the first ``n`` (default: the suite's n) test images, and Lipschitz
+    bounds from :data:`LIPSCHITZ_PAIRS` ascents seeded on the first :data:`LIPSCHITZ_POINTS` of them. With
+    ``clean_full``, clean accuracy on the whole test split too. Regression models: test MSE and the exact
+    Lipschitz constant.
+    """
+    dataset = meta.dataset
+    in_shape = models.input_shape(meta.model) if meta.model else None
+    if dataset == "regression":
+        test = data.regression("test")
+        lip_seed = 0 if seed is None else seed
+        lip = lipschitz.estimate(model, data.regression("train").x, in_shape=in_shape, seed=lip_seed, exact=True,
+                                 pairs=LIPSCHITZ_PAIRS)
+        with torch.no_grad():
+            mse = float(((model(test.x) - test.y) ** 2).mean())
+        rows = [{"attack": "fit", "norm": "none", "eps": 0.0, "accuracy": float("nan"), "n": len(test),
+                 "ci_low": float("nan"), "ci_high": float("nan"), "mse": mse}]
+        return Evaluation(None, lip, meta, name, rows)
+    if suite is None:
+        raise RobustclipError(f"model {name} is a {dataset} classifier and needs an attack suite", "pass --suite")
+    s = load_suite(suite)
+    split = data.load(dataset, "test", data_dir=data_dir).subset(n or s.n)
+    lip_seed = s.seed if seed is None else seed
+    lip = lipschitz.estimate(model, split.x[:LIPSCHITZ_POINTS], in_shape=in_shape, seed=lip_seed,
+                             pairs=LIPSCHITZ_PAIRS)
+    res = evaluation.evaluate(model, split.x, split.y, suite=s, model_name=name, dataset=dataset,
+                              n_classes=data.NUM_CLASSES[dataset], batch_size=batch_size, seed=seed,
+                              lip_upper=lip.upper, lip_lower=lip.lower, progress=progress)
+    res.meta["data_source"] = split.source
+    rows = res.frame.drop(columns=["model", "dataset"]).to_dict(orient="records")
+    if clean_full:
+        full = data.load(dataset, "test", data_dir=data_dir)
+        if len(full) > len(split):  # clean accuracy is cheap: also report it on the whole test set
+            k = int((evaluation.predict(model, full.x).argmax(1) == full.y).sum())
+            lo, hi = evaluation.wilson(k, len(full))
+            rows.append({"attack": "clean_full", "norm": "none", "eps": 0.0, "accuracy": k / len(full),
+                         "n": len(full), "ci_low": lo, "ci_high": hi})
+    return Evaluation(res, lip, meta, name, rows)
+
+
+def evaluate_checkpoint(path: str | os.PathLike[str], *, suite: str | Suite, data_dir: str | None = None,
+                        n: int | None = None, batch_size: int | None = None, seed: int | None = None,
+                        progress: bool = True) -> Evaluation:
+    """Load a checkpoint and evaluate it under ``suite`` on its dataset's test split (see :func:`evaluate_model`).
+
+    Raises :class:`~robustclip.errors.RobustclipError` for a regression checkpoint (attack suites need a
+    classifier) and for every unreadable or tampered file.
+    """
+    t0 = time.perf_counter()
+    model, meta = checkpoints.load(path)
+    if meta.dataset == "regression":
+        raise RobustclipError(f"{path} is a regression model; attack suites need a classifier",
+                              "use robustclip.lipschitz.estimate(..., exact=True) for regression models")
+    name = meta.name or Path(path).name.removesuffix(".safetensors")
+    ev = evaluate_model(model, meta, suite=suite, data_dir=data_dir, n=n, batch_size=batch_size, seed=seed,
+                        progress=progress, name=name)
+    assert ev.result is not None
+    train_cfg = meta.train
+    ev.result.meta.update({"checkpoint": str(path), "checkpoint_sha256": sha256_file(path),
+                           "train": {k: train_cfg.get(k) for k in ("method", "lam", "target_acc", "seed", "epochs",
+                                                                   "final_lam")}})
+    ev.info["seconds"] = time.perf_counter() - t0
+    return ev
