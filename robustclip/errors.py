@@ -1,4 +1,4 @@
-"""User-facing errors.
+"""User-facing errors: one exception type per kind of bad input, each naming the problem and the fix.
 
 Every problem caused by user input (a missing file, a bad flag, a tampered
 checkpoint) is raised as :class:`RobustclipError`. The CLI prints its message
