@@ -151,13 +151,16 @@ class AttackKind:
 
     ``keys``: the settings a suite may give it (besides ``type``). ``build(spec, model, n_classes, seed)``: the
     torchattacks object. ``label(params)``: its default row label. ``outer_restarts``: the evaluation repeats it
-    ``restarts`` times with new seeds (kinds that restart internally, like APGD, say False).
+    ``restarts`` times with new seeds (kinds that restart internally, like APGD, say False). ``role``: ``weak``
+    (a baseline that must not beat the iterative attacks, else gradients are masked), ``iterative`` (a strong
+    gradient attack), or ``other``.
     """
 
     keys: frozenset[str]
     build: Builder
     label: Callable[[dict[str, Any]], str] | None = None
     outer_restarts: bool = False
+    role: str = "other"
 
 
 def _pgd(s: AttackSpec, m: nn.Module, k: int, seed: int) -> torchattacks.attack.Attack:
@@ -205,13 +208,14 @@ def _keys(*names: str) -> frozenset[str]:
 
 ATTACKS: dict[str, AttackKind] = {
     "clean": AttackKind(_keys(), lambda s, m, k, seed: None),
-    "noise": AttackKind(_keys("sigma", "norm", "eps", "samples"), _noise),
-    "fgsm": AttackKind(_keys("norm", "eps"), _fgsm),
-    "pgd": AttackKind(_keys("norm", "eps", "steps", "step_size", "restarts"), _pgd, outer_restarts=True),
+    "noise": AttackKind(_keys("sigma", "norm", "eps", "samples"), _noise, role="weak"),
+    "fgsm": AttackKind(_keys("norm", "eps"), _fgsm, role="weak"),
+    "pgd": AttackKind(_keys("norm", "eps", "steps", "step_size", "restarts"), _pgd, outer_restarts=True,
+                      role="iterative"),
     "apgd": AttackKind(_keys("norm", "eps", "steps", "restarts", "loss"), _apgd,
-                       label=lambda p: f"apgd-{p.get('loss', 'ce')}"),
-    "apgdt": AttackKind(_keys("norm", "eps", "steps", "restarts"), _apgdt),
-    "autoattack": AttackKind(_keys("norm", "eps", "version"), _autoattack),
+                       label=lambda p: f"apgd-{p.get('loss', 'ce')}", role="iterative"),
+    "apgdt": AttackKind(_keys("norm", "eps", "steps", "restarts"), _apgdt, role="iterative"),
+    "autoattack": AttackKind(_keys("norm", "eps", "version"), _autoattack, role="iterative"),
     "authors_pgd": AttackKind(_keys("norm", "eps", "steps", "step_size", "restarts"), _authors_pgd,
                               outer_restarts=True),
 }

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from . import lipschitz
-from .attacks import AttackSpec, Suite, load_suite
+from .attacks import ATTACKS, AttackSpec, Suite, load_suite
 from .errors import RobustclipError
 from .results import select
 
@@ -288,10 +288,10 @@ def sanity_flags(model: nn.Module, s: Suite, correct, x: torch.Tensor, y: torch.
                      "(saturated outputs); gradient-based accuracies overstate robustness")
     for (norm, eps), specs in s.grid().items():
         accs = {a.type: float(correct[(a.label, norm, eps)].float().mean()) for a in specs}
-        pgd = min((v for t, v in accs.items() if t in ("pgd", "apgd", "apgdt", "autoattack")), default=None)
+        pgd = min((v for t, v in accs.items() if ATTACKS[t].role == "iterative"), default=None)
         if pgd is None:
             continue
-        for weak in ("noise", "fgsm"):
+        for weak in (t for t in accs if ATTACKS[t].role == "weak"):
             if weak in accs and accs[weak] < pgd - 0.01:
                 flags.append(f"GRADIENT MASKING? {weak} ({accs[weak]:.1%}) beats iterative attacks ({pgd:.1%}) at "
                              f"{norm} ε={eps}")

@@ -2,6 +2,10 @@
 
 No test skips for want of data: if the folder is missing, data tests fail with
 the toolkit's own error, which names the fix.
+
+Two tiers: every test that reads MNIST or Fashion-MNIST carries the ``data`` marker (set here for tests that use a
+data fixture, and by ``pytestmark`` or a decorator for tests that reach the data another way). The fast tier,
+``python -m pytest -m "not data"``, runs on synthetic data and needs no dataset; the full tier is all of it.
 """
 
 from __future__ import annotations
@@ -24,6 +28,16 @@ def pytest_configure(config):
     os.environ["ROBUSTCLIP_NO_DOWNLOAD"] = "1"
     os.environ["ROBUSTCLIP_CACHE"] = tempfile.mkdtemp(prefix="robustclip-cache-")
     torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+DATA_FIXTURES = {"data_dir", "mnist_test", "mnist_train", "robustclip_eval_set", "robustclip_data_dir"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test whose fixtures (direct or indirect) read the datasets as ``data``."""
+    for item in items:
+        if DATA_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.data)
 
 
 @pytest.fixture(autouse=True)
