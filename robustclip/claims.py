@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import socket
 import threading
@@ -37,7 +38,7 @@ def timeout_from_env() -> float:
         value = float(raw) if raw else DEFAULT_TIMEOUT
     except ValueError:
         return DEFAULT_TIMEOUT
-    return value if value > 0 and value == value and value != float("inf") else DEFAULT_TIMEOUT
+    return value if value > 0 and math.isfinite(value) else DEFAULT_TIMEOUT
 
 
 def _pid_start(pid: int) -> str | None:
@@ -242,7 +243,7 @@ class Heartbeat:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="robustclip-claims", daemon=True)
 
-    def __enter__(self) -> "Heartbeat":
+    def __enter__(self) -> Heartbeat:
         self._thread.start()
         return self
 

@@ -10,6 +10,7 @@ Ray is optional (``pip install "robustclip[ray]"``) and imported only when ``eng
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import time
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 ENGINES = ("local", "ray")
 
 
-def compute_run(run: "Run", data_dir: str | None = None, progress: bool = False,
+def compute_run(run: Run, data_dir: str | None = None, progress: bool = False,
                 threads: int | None = None) -> dict[str, Any]:
     """Train and evaluate one run through :mod:`robustclip.pipeline`; return its outputs, write nothing.
 
@@ -77,7 +78,7 @@ class Engine:
     name = "engine"
     capacity = 1
 
-    def submit(self, run: "Run") -> "Future[dict[str, Any]]":
+    def submit(self, run: Run) -> Future[dict[str, Any]]:
         raise NotImplementedError
 
     def close(self, cancel: bool = False) -> None:
@@ -92,7 +93,7 @@ class InlineEngine(Engine):
     def __init__(self, data_dir: str | None, progress: bool) -> None:
         self.data_dir, self.progress = data_dir, progress
 
-    def submit(self, run: "Run") -> "Future[dict[str, Any]]":
+    def submit(self, run: Run) -> Future[dict[str, Any]]:
         fut: Future[dict[str, Any]] = Future()
         try:
             fut.set_result(compute_run(run, self.data_dir, self.progress))
@@ -114,14 +115,14 @@ class PoolEngine(Engine):
         self.threads = max(1, (os.cpu_count() or 2) // jobs)
         self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"))
 
-    def submit(self, run: "Run") -> "Future[dict[str, Any]]":
+    def submit(self, run: Run) -> Future[dict[str, Any]]:
         return self.pool.submit(compute_run, run, self.data_dir, False, self.threads)
 
     def close(self, cancel: bool = False) -> None:
         self.pool.shutdown(wait=not cancel, cancel_futures=cancel)
 
 
-def _ray_compute(run: "Run", data_dir: str | None, threads: int) -> dict[str, Any]:
+def _ray_compute(run: Run, data_dir: str | None, threads: int) -> dict[str, Any]:
     """The Ray task: :func:`compute_run` on a worker (which may be on another machine)."""
     return compute_run(run, data_dir, False, threads)
 
@@ -142,9 +143,9 @@ class RayEngine(Engine):
         except ImportError:
             raise RobustclipError("--engine ray needs Ray, which is not installed",
                                   'pip install "robustclip[ray]" (or use the default --engine local)') from None
-        if not (cpus_per_run > 0) or cpus_per_run != cpus_per_run or cpus_per_run > 1024:
+        if not (math.isfinite(cpus_per_run) and 0 < cpus_per_run <= 1024):
             raise RobustclipError(f"--cpus-per-run must be in (0, 1024], got {cpus_per_run}", "e.g. --cpus-per-run 1")
-        if not (gpus_per_run >= 0) or gpus_per_run > 64:
+        if not (math.isfinite(gpus_per_run) and 0 <= gpus_per_run <= 64):
             raise RobustclipError(f"--gpus-per-run must be in [0, 64], got {gpus_per_run}", "e.g. --gpus-per-run 0")
         self.ray = ray
         self.started = False
@@ -176,7 +177,7 @@ class RayEngine(Engine):
         self.task = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=1)(_ray_compute)
         self.refs: dict[Future[dict[str, Any]], Any] = {}
 
-    def submit(self, run: "Run") -> "Future[dict[str, Any]]":
+    def submit(self, run: Run) -> Future[dict[str, Any]]:
         ref = self.task.remote(run, self.data_dir, self.threads)
         fut: Future[dict[str, Any]] = ref.future()
         self.refs[fut] = ref

@@ -480,7 +480,7 @@ def _drive(out: Path, runs: list[Run], todo: list[Run], engine: Any, claims: Cla
             done, _ = wait(list(flying), timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
             for fut in done:
                 r, claim = flying.pop(fut)
-                _settle(out, r, claim, fut, claims, hb, outcome, bar)
+                _settle(out, r, claim, fut, claims, hb, outcome, bar, progress)
                 bar.update(1)
                 if write_table and r.id in outcome.ran:
                     _io.write_text(out / "results.csv", _table(out, runs).to_csv(index=False))
@@ -492,8 +492,8 @@ def _drive(out: Path, runs: list[Run], todo: list[Run], engine: Any, claims: Cla
     return outcome
 
 
-def _settle(out: Path, r: Run, claim: Claim, fut: "Future[dict[str, Any]]", claims: ClaimDir, hb: Heartbeat,
-            outcome: SweepOutcome, bar: Any) -> None:
+def _settle(out: Path, r: Run, claim: Claim, fut: Future[dict[str, Any]], claims: ClaimDir, hb: Heartbeat,
+            outcome: SweepOutcome, bar: Any, progress: bool) -> None:
     """Record one computed run (or its failure) if this process still holds its claim; then release it."""
     from .engines import unwrap_error
 
@@ -515,7 +515,9 @@ def _settle(out: Path, r: Run, claim: Claim, fut: "Future[dict[str, Any]]", clai
             return
         record_run(out, r, result)
         outcome.ran.append(r.id)
-        bar.write(f"  done {r.id} in {result['seconds']:.1f}s" + "".join(f"\n    WARNING {f}" for f in result["flags"]))
+        if progress:
+            bar.write(f"  done {r.id} in {result['seconds']:.1f}s"
+                      + "".join(f"\n    WARNING {f}" for f in result["flags"]))
     finally:
         hb.release(claim)
 
