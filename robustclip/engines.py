@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import tempfile
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -69,7 +70,8 @@ def compute_run(run: Run, data_dir: str | None = None, progress: bool = False,
             for r in ev.rows]
     doc = {"run": run.id, "rows": rows, "lipschitz": lip.to_dict(), "flags": flags, "history": res.history,
            "train": res.meta.train, "versions": _io.versions()}
-    return {"run": run.id, "checkpoint": blob, "eval": doc, "seconds": time.perf_counter() - t0, "flags": flags}
+    return {"run": run.id, "checkpoint": blob, "eval": doc, "seconds": time.perf_counter() - t0, "flags": flags,
+            "host": socket.gethostname()}
 
 
 class Engine:

@@ -290,7 +290,8 @@ def record_run(sweep_dir: str | os.PathLike[str], run: Run, output: dict[str, An
     _io.write_bytes(d / "model.safetensors", output["checkpoint"])
     _io.write_json(d / "eval.json", output["eval"])
     files = {name: _io.sha256_file(d / name) for name in RUN_FILES}
-    _io.write_json(d / "manifest.json", {"run": run.id, "digest": run.digest(), "files": files, "status": "done"})
+    _io.write_json(d / "manifest.json", {"run": run.id, "digest": run.digest(), "files": files, "status": "done",
+                                         "seconds": output.get("seconds"), "host": output.get("host")})
     (d / "failure.json").unlink(missing_ok=True)
 
 
