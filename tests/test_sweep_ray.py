@@ -13,11 +13,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from tiny import SMALL, SUITE_TOML, one_thread
 
 from robustclip import checkpoints, sweeps
 from robustclip.cli import main
-
-from tiny import SMALL, SUITE_TOML, one_thread  # noqa: E402
 
 
 @pytest.fixture(scope="module")
