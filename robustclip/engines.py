@@ -115,13 +115,24 @@ class PoolEngine(Engine):
         self.capacity = jobs
         self.data_dir = data_dir
         self.threads = max(1, (os.cpu_count() or 2) // jobs)
-        self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"))
+        self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"),
+                                        initializer=_ignore_sigint)
 
     def submit(self, run: Run) -> Future[dict[str, Any]]:
         return self.pool.submit(compute_run, run, self.data_dir, False, self.threads)
 
     def close(self, cancel: bool = False) -> None:
+        if cancel:  # Ctrl-C reached the driver: workers write nothing, so stopping them loses only unfinished runs
+            for proc in list(getattr(self.pool, "_processes", {}).values()):
+                proc.terminate()
         self.pool.shutdown(wait=not cancel, cancel_futures=cancel)
+
+
+def _ignore_sigint() -> None:
+    """Pool workers leave Ctrl-C to the driver, which stops them (no traceback from every worker)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _ray_compute(run: Run, data_dir: str | None, threads: int) -> dict[str, Any]:

@@ -424,7 +424,8 @@ def _start_driver(out: Path, claims: ClaimDir, hb: Heartbeat) -> None:
             hb.add(lease)
         if claims.live("driver-", exclude={lease.token} if lease else None):
             return  # another live sweep may be mid-write: its temporary files are not ours to delete
-        for folder in (out, claims.dir, *out.glob("runs/*/")):
+        run_dirs = [d for d in (out / "runs").glob("*") if d.is_dir() and not d.is_symlink()]
+        for folder in (out, claims.dir, *run_dirs):
             for stale in folder.glob(".*.tmp"):  # left by a writer killed mid-write; never a finished file
                 stale.unlink(missing_ok=True)
 
