@@ -162,6 +162,7 @@ class RayEngine(Engine):
             raise RobustclipError(f"--gpus-per-run must be in [0, 64], got {gpus_per_run}", "e.g. --gpus-per-run 0")
         self.ray = ray
         self.started = False
+        self.refs: dict[Future[dict[str, Any]], Any] = {}
         if not ray.is_initialized():
             import logging
 
@@ -188,7 +189,6 @@ class RayEngine(Engine):
         self.data_dir = data_dir
         self.threads = max(1, int(cpus_per_run))
         self.task = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=1)(_ray_compute)
-        self.refs: dict[Future[dict[str, Any]], Any] = {}
 
     def submit(self, run: Run) -> Future[dict[str, Any]]:
         ref = self.task.remote(run, self.data_dir, self.threads)

@@ -240,6 +240,7 @@ def _as_list(v: Any, at: str, key: str) -> list[float]:
 # --------------------------------------------------------------------------- running
 
 RUN_FILES = ("model.safetensors", "eval.json")
+MAX_JOBS = 512
 POLL_SECONDS = 0.5
 """How often a driver looks again at runs that another sweep holds."""
 
@@ -557,8 +558,8 @@ def sweep(raw: dict[str, Any], out: str | os.PathLike[str], *, data_dir: str | N
     """
     from .engines import make_engine
 
-    if jobs < 1:
-        raise RobustclipError(f"--jobs must be >= 1, got {jobs}", "use --jobs 1 on a 2-core machine")
+    if not 1 <= jobs <= MAX_JOBS:
+        raise RobustclipError(f"--jobs must be between 1 and {MAX_JOBS}, got {jobs}", "use --jobs 1 on a 2-core machine")
     out = Path(out)
     claims = ClaimDir(out / "claims")
     runs = [r for r in plan(raw, where=where) if r.train["dataset"] not in skip_datasets]
