@@ -447,6 +447,7 @@ def _drive(out: Path, runs: list[Run], todo: list[Run], engine: Any, claims: Cla
     outcome = SweepOutcome(pd.DataFrame(columns=RESULT_COLUMNS), runs)
     queue = list(todo)
     flying: dict[Future[dict[str, Any]], tuple[Run, Claim]] = {}
+    waited = False
     bar = tqdm(total=len(todo), desc="runs", disable=not progress, unit="run")
     try:
         while queue or flying:
@@ -462,7 +463,9 @@ def _drive(out: Path, runs: list[Run], todo: list[Run], engine: Any, claims: Cla
                     bar.update(1)
                     continue
                 fail = failure(out, r)
-                if fail is not None and not (retry_failed and float(fail.get("time") or 0) < t_start):
+                failed_at = fail.get("time") if fail is not None else None
+                earlier = isinstance(failed_at, (int, float)) and failed_at < t_start
+                if fail is not None and not (retry_failed and earlier):
                     claims.release(claim)
                     queue.remove(r)
                     outcome.failed[r.id] = str(fail.get("error") or "failed")
@@ -478,6 +481,9 @@ def _drive(out: Path, runs: list[Run], todo: list[Run], engine: Any, claims: Cla
                 if not wait_others:
                     outcome.elsewhere = [r.id for r in queue]
                     break
+                if progress and not waited:
+                    bar.write(f"  waiting for {len(queue)} runs that another sweep is computing")
+                waited = True
                 time.sleep(POLL_SECONDS)  # every remaining run is held by another sweep: wait, then look again
                 continue
             done, _ = wait(list(flying), timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
@@ -511,7 +517,8 @@ def _settle(out: Path, r: Run, claim: Claim, fut: Future[dict[str, Any]], claims
                 return
             err = record_failure(out, r, unwrap_error(exc))
             outcome.failed[r.id] = err
-            bar.write(f"  FAILED {r.id}: {err}")
+            if progress:
+                bar.write(f"  FAILED {r.id}: {err}")
             return
         if not claims.owns(claim):  # looked dead to another sweep (e.g. suspended) and was taken over
             bar.write(f"  {r.id}: another sweep took it over meanwhile; this result is not recorded")
