@@ -51,11 +51,10 @@ def _group_label(row: pd.Series) -> str:
 
 def load_results(sweep_dir: str | os.PathLike[str]) -> pd.DataFrame:
     """The sweep's results table with ``setting`` and ``group`` columns added."""
-    from .sweeps import gather
+    from .sweeps import gather, read_info
 
     p = Path(sweep_dir)
-    if not (p / "sweep.json").is_file():
-        raise RobustclipError(f"{p} is not a sweep folder (no sweep.json)", "pass the --out folder of robustclip sweep")
+    read_info(p)  # a missing or corrupt sweep.json is a one-line error, never a KeyError
     df = gather(p)
     if df.empty:
         raise RobustclipError(f"sweep {p} has no finished runs", "run robustclip sweep first (it resumes)")

@@ -35,11 +35,17 @@ Layout of a sweep folder::
     SWEEP/runs/RUN/model.safetensors
     SWEEP/runs/RUN/eval.json       results rows, Lipschitz bounds, flags
     SWEEP/runs/RUN/manifest.json   written last: the run's config hash and file hashes
+    SWEEP/runs/RUN/failure.json    a failed run: its error (retried only with --retry-failed)
+    SWEEP/claims/run-RUN.json      who is computing the run now (see robustclip.claims)
     SWEEP/results.csv              every finished run, one row per run × attack × ε
 
 Every file is written atomically and the manifest last, so a sweep killed at
 any point (kill -9 included) and started again redoes only the runs without a
-valid manifest and never touches a finished one.
+valid manifest and never touches a finished one. Runs are computed by an engine
+(:mod:`robustclip.engines`: this process, a process pool, or Ray tasks) and
+written by the driver that claimed them, so two sweeps on one folder split the
+runs between them and never run one twice. A failing run is recorded and the
+others go on; Ctrl-C records nothing that did not finish.
 """
 
 from __future__ import annotations
@@ -48,16 +54,20 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
+import socket
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+import traceback
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from . import _io
+from .claims import Claim, ClaimDir, Heartbeat
 from .errors import RobustclipError, SuiteError
 from .regularizers import REGISTRY
 
@@ -124,6 +134,7 @@ def plan(raw: dict[str, Any], *, where: str = "<sweep>") -> list[Run]:
         dataset = e.get("dataset")
         if dataset not in ("mnist", "fashion-mnist", "regression"):
             raise SuiteError(f"{at}: dataset {dataset!r} is missing or unknown", "use mnist, fashion-mnist or regression")
+        _check_label(e.get("label"), f"{at}: label")
         model = e.get("model")
         if isinstance(model, str) or model is None:
             model = models.default_spec(model or ("mlp1d" if dataset == "regression" else "fc"), dataset)
@@ -146,6 +157,7 @@ def plan(raw: dict[str, Any], *, where: str = "<sweep>") -> list[Run]:
             badm = set(m) - _METHOD_KEYS
             if badm:
                 raise SuiteError(f"{mat}: unknown key {sorted(badm)[0]!r}", f"allowed keys: {', '.join(sorted(_METHOD_KEYS))}")
+            _check_label(m.get("label"), f"{mat}: label")
             reg = m.get("reg")
             if reg not in REGISTRY:
                 raise SuiteError(f"{mat}: reg {reg!r} is missing or unknown", f"use one of {', '.join(REGISTRY)}")
@@ -168,6 +180,7 @@ def plan(raw: dict[str, Any], *, where: str = "<sweep>") -> list[Run]:
                 for seed in seeds:
                     label = m.get("label") or reg
                     run_id = "-".join(x for x in (e.get("label") or dataset, label, tag, f"s{seed}") if x)
+                    _check_id(run_id, f"{mat}: run id")
                     cfg = TrainConfig.for_dataset(
                         dataset, model=mmodel, reg=reg, seed=seed, epochs=e.get("epochs"), n_train=e.get("n_train"),
                         warmup=m.get("warmup"), clip=m.get("clip"), require_target=m.get("require_target"),
@@ -188,6 +201,32 @@ def plan(raw: dict[str, Any], *, where: str = "<sweep>") -> list[Run]:
     return runs
 
 
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]*")
+"""Labels and run ids: letters, digits and ``. _ + = -``, starting with a letter or digit (so never a path)."""
+MAX_LABEL, MAX_ID = 64, 160
+
+
+def _check_label(label: Any, at: str) -> None:
+    if label is None:
+        return
+    if not isinstance(label, str):
+        raise SuiteError(f"{at} must be a string, got {label!r}", 'e.g. label = "clip128"')
+    _check_name(label, at, MAX_LABEL)
+
+
+def _check_id(run_id: str, at: str) -> None:
+    _check_name(run_id, at, MAX_ID)
+
+
+def _check_name(name: str, at: str, limit: int) -> None:
+    """Refuse anything that could leave ``SWEEP/runs/``: separators, ``..``, absolute paths, odd characters."""
+    if not SAFE_NAME.fullmatch(name) or ".." in name or len(name) > limit:
+        shown = name if len(name) <= 80 else name[:77] + "..."
+        raise SuiteError(f"{at} {shown!r} is not a safe name (it becomes a folder name under runs/)",
+                         f"use at most {limit} letters, digits and . _ + = -, starting with a letter or digit, "
+                         "without '..'")
+
+
 def _as_list(v: Any, at: str, key: str) -> list[float]:
     if v is None:
         return []
@@ -200,80 +239,99 @@ def _as_list(v: Any, at: str, key: str) -> list[float]:
 
 # --------------------------------------------------------------------------- running
 
+RUN_FILES = ("model.safetensors", "eval.json")
+MAX_JOBS = 512
+POLL_SECONDS = 0.5
+"""How often a driver looks again at runs that another sweep holds."""
 
-def run_dir(sweep_dir: Path, run: Run) -> Path:
-    return sweep_dir / "runs" / run.id
+
+def run_dir(sweep_dir: str | os.PathLike[str], run: Run | str) -> Path:
+    """``SWEEP/runs/RUN``; refuses an id that is not a safe folder name (so nothing outside can be touched)."""
+    rid = run if isinstance(run, str) else run.id
+    _check_id(rid, "run id")
+    return Path(sweep_dir) / "runs" / rid
 
 
-def is_done(sweep_dir: Path, run: Run) -> bool:
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def is_done(sweep_dir: str | os.PathLike[str], run: Run) -> bool:
     """True when the run has a manifest whose config hash and file hashes all match."""
     d = run_dir(sweep_dir, run)
-    try:
-        man = json.loads((d / "manifest.json").read_text())
-    except (OSError, ValueError):
+    man = _read_json(d / "manifest.json")
+    if not isinstance(man, dict) or man.get("digest") != run.digest() or man.get("status", "done") != "done":
         return False
-    if man.get("digest") != run.digest():
+    files = man.get("files")
+    if not isinstance(files, dict) or set(files) != set(RUN_FILES):
         return False
-    for name, digest in man.get("files", {}).items():
+    for name, digest in files.items():
         f = d / name
         if not f.is_file() or _io.sha256_file(f) != digest:
             return False
-    return bool(man.get("files"))
+    return True
 
 
-def execute(run: Run, sweep_dir: str, data_dir: str | None = None, progress: bool = False,
-            threads: int | None = None) -> dict[str, Any]:
-    """Train, save and evaluate one run through :mod:`robustclip.pipeline`; write its manifest last."""
-    import torch
-    from tqdm.auto import tqdm
+def failure(sweep_dir: str | os.PathLike[str], run: Run) -> dict[str, Any] | None:
+    """The failure record of ``run`` under its current config, else None."""
+    doc = _read_json(run_dir(sweep_dir, run) / "failure.json")
+    if not isinstance(doc, dict) or doc.get("digest") != run.digest():
+        return None
+    return doc
 
-    from . import pipeline
-    from .attacks import parse_suite
-    from .training import TrainConfig
 
-    if progress:
-        tqdm.write(f"  {run.id}: training {run.train['epochs']} epochs, then evaluating")
-    if threads:
-        torch.set_num_threads(threads)
-    d = run_dir(Path(sweep_dir), run)
-    if d.exists():
-        shutil.rmtree(d)  # an unfinished attempt: start clean
-    d.mkdir(parents=True)
-    cfg = TrainConfig(**run.train)
-    t0 = time.perf_counter()
-    res = pipeline.train_to_checkpoint(cfg, d / "model.safetensors", data_dir=data_dir, progress=progress,
-                                       name=run.id, sweep_run={**run.meta, "digest": run.digest()})
-    train_seconds = time.perf_counter() - t0
-    common = {"run": run.id, "label": run.meta["label"], "dataset": cfg.dataset, "method": cfg.reg,
-              "lam": run.meta["lam"], "tau": run.meta["tau"], "seed": cfg.seed, "train_seconds": train_seconds,
-              "final_lam": res.meta.train["final_lam"], "epochs": cfg.epochs}
-    suite = None if cfg.dataset == "regression" else parse_suite(run.suite or {}, where=f"sweep suite of {run.id}")
-    ev = pipeline.evaluate_model(res.model, res.meta, suite=suite, data_dir=data_dir, n=run.n_test,
-                                 progress=progress, name=run.id, clean_full=True)
-    lip = ev.lipschitz
-    flags = ev.result.flags if ev.result is not None else []
-    rows = [{**common, "lip_lower": lip.lower, "lip_upper": lip.upper, "lip_exact": lip.exact, "mse": None, **r}
-            for r in ev.rows]
-    _io.write_json(d / "eval.json", {"run": run.id, "rows": rows, "lipschitz": lip.to_dict(), "flags": flags,
-                                     "history": res.history, "train": res.meta.train, "versions": _io.versions()})
-    files = {name: _io.sha256_file(d / name) for name in ("model.safetensors", "eval.json")}
-    _io.write_json(d / "manifest.json", {"run": run.id, "digest": run.digest(), "files": files, "status": "done"})
-    return {"run": run.id, "seconds": time.perf_counter() - t0, "flags": flags}
+def record_run(sweep_dir: str | os.PathLike[str], run: Run, output: dict[str, Any]) -> None:
+    """Write a computed run (checkpoint bytes, evaluation document) atomically, its manifest last."""
+    d = run_dir(sweep_dir, run)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "manifest.json").unlink(missing_ok=True)  # an older attempt's manifest: never valid for these files
+    _io.write_bytes(d / "model.safetensors", output["checkpoint"])
+    _io.write_json(d / "eval.json", output["eval"])
+    files = {name: _io.sha256_file(d / name) for name in RUN_FILES}
+    _io.write_json(d / "manifest.json", {"run": run.id, "digest": run.digest(), "files": files, "status": "done",
+                                         "seconds": output.get("seconds"), "host": output.get("host")})
+    (d / "failure.json").unlink(missing_ok=True)
+
+
+def record_failure(sweep_dir: str | os.PathLike[str], run: Run, exc: BaseException) -> str:
+    """Write ``failure.json`` for a run that raised ``exc``; return the one-line error."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    error = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    d = run_dir(sweep_dir, run)
+    d.mkdir(parents=True, exist_ok=True)
+    _io.write_json(d / "failure.json", {"run": run.id, "digest": run.digest(), "status": "failed", "error": error,
+                                        "traceback": tb[-20000:], "host": socket.gethostname(), "time": time.time()})
+    return error
+
+
+def read_info(sweep_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """``SWEEP/sweep.json`` as a dict; a missing or corrupt file is a :class:`RobustclipError`."""
+    p = Path(sweep_dir) / "sweep.json"
+    if not p.is_file():
+        raise RobustclipError(f"{Path(sweep_dir)} is not a sweep folder (no sweep.json)",
+                              "pass the --out folder of robustclip sweep")
+    info = _read_json(p)
+    if not isinstance(info, dict) or not isinstance(info.get("sweep"), dict):
+        raise RobustclipError(f"{p} is corrupt (not a sweep plan)",
+                              "run the sweep again with its TOML file: robustclip sweep FILE --out DIR rewrites it")
+    return info
 
 
 def finished_runs(sweep_dir: str | os.PathLike[str]) -> list[Path]:
     """Folders of the runs that the sweep's current plan holds and that finished under that plan."""
     p = Path(sweep_dir)
-    try:
-        info = json.loads((p / "sweep.json").read_text())
-    except (OSError, ValueError):
-        info = {}
-    digests = info.get("digests")
+    info = _read_json(p / "sweep.json")
+    digests = info.get("digests") if isinstance(info, dict) else None
+    if not isinstance(digests, dict):
+        digests = None
     out = []
     for man in sorted(p.glob("runs/*/manifest.json")):
-        try:
-            doc = json.loads(man.read_text())
-        except (OSError, ValueError):
+        doc = _read_json(man)
+        if not isinstance(doc, dict) or doc.get("status", "done") != "done":
             continue
         if digests is not None and digests.get(man.parent.name) != doc.get("digest"):
             continue  # not in the current plan, or finished under another config
@@ -289,65 +347,189 @@ def gather(sweep_dir: str | os.PathLike[str]) -> pd.DataFrame:
     """
     rows: list[dict[str, Any]] = []
     for d in finished_runs(sweep_dir):
-        try:
-            ev = json.loads((d / "eval.json").read_text())
-        except (OSError, ValueError):
-            continue
-        rows += ev["rows"]
+        ev = _read_json(d / "eval.json")
+        if isinstance(ev, dict) and isinstance(ev.get("rows"), list):
+            rows += [r for r in ev["rows"] if isinstance(r, dict)]
     df = pd.DataFrame(rows, columns=RESULT_COLUMNS)
-    try:
-        experiments = json.loads((Path(sweep_dir) / "sweep.json").read_text()).get("experiments") or {}
-    except (OSError, ValueError):
+    info = _read_json(Path(sweep_dir) / "sweep.json")
+    experiments = info.get("experiments") if isinstance(info, dict) else None
+    if not isinstance(experiments, dict):
         experiments = {}
     df["experiment"] = [experiments.get(r, d) for r, d in zip(df.run, df.dataset)]
     return df
 
 
-def run_sweep(raw: dict[str, Any], out: str | os.PathLike[str], *, data_dir: str | None = None, jobs: int = 1,
-              progress: bool = True, where: str = "<sweep>", fresh: bool = False,
-              skip_datasets: tuple[str, ...] = ()) -> pd.DataFrame:
-    """Run every unfinished run of a sweep into folder ``out``; return the gathered table."""
-    from tqdm.auto import tqdm
+@dataclass
+class SweepOutcome:
+    """What a sweep (or one array-job run of it) did.
 
-    if jobs < 1:
-        raise RobustclipError(f"--jobs must be >= 1, got {jobs}", "use --jobs 1 on a 2-core machine")
-    runs = [r for r in plan(raw, where=where) if r.train["dataset"] not in skip_datasets]
-    out = Path(out)
-    if fresh and out.exists():
+    ``table``: the gathered results of the plan's finished runs. ``ran``: runs this call finished.
+    ``failed``: run id → one-line error (failed now, or earlier and not retried). ``elsewhere``: runs another live
+    sweep is computing (only when not waiting for them). ``missing``: planned runs neither finished nor failed.
+    """
+
+    table: pd.DataFrame
+    runs: list[Run]
+    ran: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    elsewhere: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+
+def _check_out(out: Path, fresh: bool, claims: ClaimDir) -> None:
+    """Refuse an unusable ``--out`` (and a ``--fresh`` that would delete what is not a sweep's) before any work."""
+    if out.exists() and not out.is_dir():
+        raise RobustclipError(f"--out {out} exists and is not a folder", "pass a new or existing sweep folder")
+    if out.is_dir() and not os.access(out, os.W_OK):
+        raise RobustclipError(f"--out {out} is not writable", "pass a writable folder")
+    if not (fresh and out.is_dir()):
+        return
+    if not (out / "sweep.json").is_file():
+        if any(out.iterdir()):
+            raise RobustclipError(f"--fresh would delete {out / 'runs'}, but {out} is not a sweep folder "
+                                  "(no sweep.json)", "check --out, or empty the folder yourself")
+        return
+    if (out / "runs").is_symlink():
+        raise RobustclipError(f"{out / 'runs'} is a symbolic link; --fresh deletes only a real runs/ folder",
+                              "remove the link yourself")
+    busy = claims.live("driver-")
+    if busy:
+        raise RobustclipError(f"--fresh: another sweep is running in {out} ({len(busy)} live)",
+                              "wait for it to finish, or run without --fresh")
+
+
+def _create_out(out: Path, fresh: bool, claims: ClaimDir) -> None:
+    """Apply ``--fresh`` (checked by :func:`_check_out`) and create ``out``."""
+    if fresh and (out / "sweep.json").is_file():
+        claims.remove_stale()
         shutil.rmtree(out / "runs", ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(".*.tmp"):  # left by a writer killed mid-write; never a finished file
-        stale.unlink(missing_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RobustclipError(f"cannot create --out {out}: {exc.strerror or exc}", "pass a writable folder") from None
+
+
+def _write_plan(out: Path, raw: dict[str, Any], runs: list[Run], where: str, data_dir: str | None) -> None:
     _io.write_json(out / "sweep.json", {"sweep": raw, "source": where, "runs": [r.id for r in runs],
                                         "digests": {r.id: r.digest() for r in runs},
                                         "experiments": {r.id: r.meta["experiment"] for r in runs}, "data_dir": data_dir,
                                         "versions": _io.versions(), "commit": _io.git_commit()})
-    todo = [r for r in runs if not is_done(out, r)]
-    # runs that belong to no plan any more stay on disk but out of the table
-    if progress:
-        print(f"sweep {raw.get('name', '')}: {len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo)} to run",
-              flush=True)
-    bar = tqdm(total=len(todo), desc="runs", disable=not progress, unit="run")
-    if jobs == 1 or len(todo) <= 1:
-        for r in todo:
-            bar.set_postfix_str(r.id)
-            info = execute(r, str(out), data_dir, progress=progress)
-            bar.update(1)
-            _after(out, info, bar, runs)
-    else:
-        threads = max(1, (os.cpu_count() or 2) // jobs)
-        import multiprocessing as mp
 
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
-            futs = {pool.submit(execute, r, str(out), data_dir, False, threads): r for r in todo}
-            for fut in as_completed(futs):
-                info = fut.result()
+
+def _start_driver(out: Path, claims: ClaimDir, hb: Heartbeat) -> None:
+    """Register this process as a live driver of ``out``; when it is the only one, clear what dead ones left."""
+    with claims.locked():
+        claims.remove_stale()
+        lease = claims.try_claim(f"driver-{socket.gethostname()}-{os.getpid()}-{os.urandom(4).hex()}")
+        if lease is not None:
+            hb.add(lease)
+        if claims.live("driver-", exclude={lease.token} if lease else None):
+            return  # another live sweep may be mid-write: its temporary files are not ours to delete
+        run_dirs = [d for d in (out / "runs").glob("*") if d.is_dir() and not d.is_symlink()]
+        for folder in (out, claims.dir, *run_dirs):
+            for stale in folder.glob(".*.tmp"):  # left by a writer killed mid-write; never a finished file
+                stale.unlink(missing_ok=True)
+
+
+def _is_interrupt(exc: BaseException) -> bool:
+    from .engines import unwrap_error
+
+    err = unwrap_error(exc)
+    return isinstance(err, KeyboardInterrupt) or type(exc).__name__ in ("TaskCancelledError",)
+
+
+def _drive(out: Path, runs: list[Run], todo: list[Run], engine: Any, claims: ClaimDir, hb: Heartbeat, *,
+           retry_failed: bool, wait_others: bool, progress: bool, write_table: bool) -> SweepOutcome:
+    """Claim, compute and record ``todo``; return what happened. Ctrl-C: nothing unfinished is recorded."""
+    from tqdm.auto import tqdm
+
+    t_start = time.time()
+    outcome = SweepOutcome(pd.DataFrame(columns=RESULT_COLUMNS), runs)
+    queue = list(todo)
+    flying: dict[Future[dict[str, Any]], tuple[Run, Claim]] = {}
+    waited = False
+    bar = tqdm(total=len(todo), desc="runs", disable=not progress, unit="run")
+    try:
+        while queue or flying:
+            for r in list(queue):
+                if len(flying) >= engine.capacity:
+                    break
+                claim = claims.try_claim(f"run-{r.id}")
+                if claim is None:
+                    continue  # another live sweep computes it
+                if is_done(out, r):
+                    claims.release(claim)
+                    queue.remove(r)
+                    bar.update(1)
+                    continue
+                fail = failure(out, r)
+                failed_at = fail.get("time") if fail is not None else None
+                earlier = isinstance(failed_at, (int, float)) and failed_at < t_start
+                if fail is not None and not (retry_failed and earlier):
+                    claims.release(claim)
+                    queue.remove(r)
+                    outcome.failed[r.id] = str(fail.get("error") or "failed")
+                    bar.update(1)
+                    continue
+                queue.remove(r)
+                hb.add(claim)
+                bar.set_postfix_str(r.id)
+                flying[engine.submit(r)] = (r, claim)  # the inline engine computes right here
+            if not flying:
+                if not queue:
+                    break
+                if not wait_others:
+                    outcome.elsewhere = [r.id for r in queue]
+                    break
+                if progress and not waited:
+                    bar.write(f"  waiting for {len(queue)} runs that another sweep is computing")
+                waited = True
+                time.sleep(POLL_SECONDS)  # every remaining run is held by another sweep: wait, then look again
+                continue
+            done, _ = wait(list(flying), timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
+            for fut in done:
+                r, claim = flying.pop(fut)
+                _settle(out, r, claim, fut, claims, hb, outcome, bar, progress)
                 bar.update(1)
-                _after(out, info, bar, runs)
+                if write_table and r.id in outcome.ran:
+                    _io.write_text(out / "results.csv", _table(out, runs).to_csv(index=False))
+    except BaseException:
+        engine.close(cancel=True)
+        bar.close()
+        raise
     bar.close()
-    table = _table(out, runs)
-    _io.write_text(out / "results.csv", table.to_csv(index=False))
-    return table
+    return outcome
+
+
+def _settle(out: Path, r: Run, claim: Claim, fut: Future[dict[str, Any]], claims: ClaimDir, hb: Heartbeat,
+            outcome: SweepOutcome, bar: Any, progress: bool) -> None:
+    """Record one computed run (or its failure) if this process still holds its claim; then release it."""
+    from .engines import unwrap_error
+
+    try:
+        try:
+            result = fut.result()
+        except BaseException as exc:
+            if _is_interrupt(exc):
+                raise KeyboardInterrupt(str(exc)) from None
+            if not claims.owns(claim):
+                bar.write(f"  {r.id}: failed, but another sweep took it over meanwhile; not recorded")
+                return
+            err = record_failure(out, r, unwrap_error(exc))
+            outcome.failed[r.id] = err
+            if progress:
+                bar.write(f"  FAILED {r.id}: {err}")
+            return
+        if not claims.owns(claim):  # looked dead to another sweep (e.g. suspended) and was taken over
+            bar.write(f"  {r.id}: another sweep took it over meanwhile; this result is not recorded")
+            return
+        record_run(out, r, result)
+        outcome.ran.append(r.id)
+        if progress:
+            bar.write(f"  done {r.id} in {result['seconds']:.1f}s"
+                      + "".join(f"\n    WARNING {f}" for f in result["flags"]))
+    finally:
+        hb.release(claim)
 
 
 def _table(out: Path, runs: list[Run]) -> pd.DataFrame:
@@ -355,6 +537,118 @@ def _table(out: Path, runs: list[Run]) -> pd.DataFrame:
     return t[t.run.isin({r.id for r in runs})].drop(columns=["experiment"]).reset_index(drop=True)
 
 
-def _after(out: Path, info: dict[str, Any], bar: Any, runs: list[Run]) -> None:
-    bar.write(f"  done {info['run']} in {info['seconds']:.1f}s" + "".join(f"\n    WARNING {f}" for f in info["flags"]))
-    _io.write_text(out / "results.csv", _table(out, runs).to_csv(index=False))
+def _finish(out: Path, runs: list[Run], outcome: SweepOutcome, write_table: bool = True) -> SweepOutcome:
+    outcome.table = _table(out, runs)
+    if write_table:
+        _io.write_text(out / "results.csv", outcome.table.to_csv(index=False))
+    finished = set(outcome.table.run)
+    for r in runs:
+        if r.id in outcome.failed or r.id in outcome.elsewhere or r.id in finished:
+            continue
+        f = failure(out, r)
+        if f is not None:
+            outcome.failed[r.id] = str(f.get("error") or "failed")
+        else:
+            outcome.missing.append(r.id)
+    return outcome
+
+
+def sweep(raw: dict[str, Any], out: str | os.PathLike[str], *, data_dir: str | None = None, jobs: int = 1,
+          progress: bool = True, where: str = "<sweep>", fresh: bool = False, skip_datasets: tuple[str, ...] = (),
+          engine: str = "local", address: str | None = None, cpus_per_run: float = 1.0, gpus_per_run: float = 0.0,
+          retry_failed: bool = False, only: int | None = None) -> SweepOutcome:
+    """Run every unfinished run of a sweep (or, with ``only``, the run of that plan index) into folder ``out``.
+
+    Runs another live sweep holds are left to it and waited for (not with ``only``). Failed runs are recorded in
+    ``failure.json`` and the others go on; earlier failures are retried only with ``retry_failed``. Ctrl-C raises
+    :class:`KeyboardInterrupt` after releasing this sweep's claims, with nothing unfinished recorded.
+    """
+    from .engines import make_engine
+
+    if not 1 <= jobs <= MAX_JOBS:
+        raise RobustclipError(f"--jobs must be between 1 and {MAX_JOBS}, got {jobs}", "use --jobs 1 on a 2-core machine")
+    out = Path(out)
+    claims = ClaimDir(out / "claims")
+    runs = [r for r in plan(raw, where=where) if r.train["dataset"] not in skip_datasets]
+    if only is not None and not 0 <= only < len(runs):
+        raise RobustclipError(f"--run-index {only} is out of range: the sweep has {len(runs)} runs (0..{len(runs) - 1})",
+                              "list them with --list")
+    if only is not None and fresh:
+        raise RobustclipError("--fresh cannot be combined with --run-index", "run --fresh once, before the array jobs")
+    _check_out(out, fresh, claims)
+    eng = make_engine(engine, jobs=jobs, data_dir=data_dir, progress=progress, address=address,
+                      cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run)
+    try:
+        _create_out(out, fresh, claims)
+        with Heartbeat(claims) as hb:
+            _start_driver(out, claims, hb)
+            _write_plan(out, raw, runs, where, data_dir)
+            chosen = runs if only is None else [runs[only]]
+            todo = [r for r in chosen if not is_done(out, r)]
+            if progress:
+                print(f"sweep {raw.get('name', '')}: {len(runs)} runs, {len(chosen) - len(todo)} "
+                      f"{'already done' if only is None else 'of the chosen one done'}, {len(todo)} to run"
+                      + (f" ({eng.name} engine)" if eng.name != "local" else ""), flush=True)
+            outcome = _drive(out, runs, todo, eng, claims, hb, retry_failed=retry_failed, wait_others=only is None,
+                             progress=progress, write_table=only is None)
+    finally:
+        eng.close()
+    outcome = _finish(out, runs, outcome, write_table=only is None)
+    if only is not None:  # an array job speaks only for its own run
+        rid = runs[only].id
+        outcome.failed = {k: v for k, v in outcome.failed.items() if k == rid}
+        outcome.missing = [k for k in outcome.missing if k == rid and k not in outcome.elsewhere]
+    return outcome
+
+
+def run_sweep(raw: dict[str, Any], out: str | os.PathLike[str], *, data_dir: str | None = None, jobs: int = 1,
+              progress: bool = True, where: str = "<sweep>", fresh: bool = False,
+              skip_datasets: tuple[str, ...] = (), **kw: Any) -> pd.DataFrame:
+    """Run every unfinished run of a sweep into folder ``out``; return the gathered table.
+
+    The table holds the finished runs; failed runs (see :func:`sweep`, which returns them too) are listed in
+    ``table.attrs["failed"]`` and printed.
+    """
+    outcome = sweep(raw, out, data_dir=data_dir, jobs=jobs, progress=progress, where=where, fresh=fresh,
+                    skip_datasets=skip_datasets, **kw)
+    if outcome.failed and progress:
+        print(f"{len(outcome.failed)} runs failed: " + ", ".join(sorted(outcome.failed)), flush=True)
+    outcome.table.attrs["failed"] = dict(outcome.failed)
+    return outcome.table
+
+
+def status(raw: dict[str, Any] | None, out: str | os.PathLike[str], *, where: str = "<sweep>") -> list[tuple[int, Run, str]]:
+    """(index, run, state) of every planned run; state is done, failed, running (HOST:PID) or todo. Writes nothing."""
+    out = Path(out)
+    if raw is None:
+        raw = read_info(out)["sweep"]
+    runs = plan(raw, where=where)
+    claims = ClaimDir(out / "claims")
+    rows = []
+    for i, r in enumerate(runs):
+        if out.is_dir() and is_done(out, r):
+            state = "done"
+        elif out.is_dir() and (h := claims.holder(f"run-{r.id}")) is not None:
+            state = f"running ({h.get('host')}:{h.get('pid')})"
+        elif out.is_dir() and failure(out, r) is not None:
+            state = "failed"
+        else:
+            state = "todo"
+        rows.append((i, r, state))
+    return rows
+
+
+def finalize(raw: dict[str, Any] | None, out: str | os.PathLike[str], *, where: str = "<sweep>") -> SweepOutcome:
+    """Gather ``OUT/results.csv`` from the finished runs (after array jobs); train nothing.
+
+    ``raw``: the sweep (None: the plan stored in ``OUT/sweep.json``).
+    """
+    out = Path(out)
+    info = read_info(out)
+    runs = plan(raw if raw is not None else info["sweep"], where=where)
+    if raw is not None:
+        _write_plan(out, raw, runs, where, info.get("data_dir") if isinstance(info.get("data_dir"), str) else None)
+    claims = ClaimDir(out / "claims")
+    outcome = SweepOutcome(pd.DataFrame(columns=RESULT_COLUMNS), runs)
+    outcome.elsewhere = [r.id for r in runs if claims.holder(f"run-{r.id}") is not None and not is_done(out, r)]
+    return _finish(out, runs, outcome)

@@ -380,6 +380,8 @@ def test_sweep_killed_mid_way_resumes_without_touching_finished_runs(tmp_path):
     assert set(table.run) == planned and len(table) == len(planned)  # one "fit" row per regression run
     assert f"{len(planned)} runs" in res.stdout
     assert [f for f in _tmp_files(out) if "/runs/" in f] == []
+    # the killed driver's claims (its pid is gone) were taken over and released: none is left behind
+    assert sorted(p.name for p in (out / "claims").glob("*.json")) == []
     # a kill that lands while results.csv is being written (right after a manifest appears, so
     # not rare) leaves .results.csv.*.tmp behind; see the deterministic test below
     assert _tmp_files(out) == [], "the restarted sweep left a killed writer's temporary file behind"

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import RobustclipError
 from .common import add_command
 
 
@@ -25,12 +23,10 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Render the report of ``args.sweep_dir``."""
     from ..reports import render
+    from ..sweeps import read_info
 
     sweep_dir = Path(args.sweep_dir)
-    if not (sweep_dir / "sweep.json").is_file():
-        raise RobustclipError(f"{sweep_dir} is not a sweep folder (no sweep.json)",
-                              "pass the --out folder of robustclip sweep")
-    name = json.loads((sweep_dir / "sweep.json").read_text())["sweep"].get("name", sweep_dir.name)
+    name = str(read_info(sweep_dir)["sweep"].get("name", sweep_dir.name))  # missing or corrupt: one-line error
     out = Path(args.out or Path("reports") / name)
     index = render(sweep_dir, out, title=args.title)
     print(f"report: {index}")

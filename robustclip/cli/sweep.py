@@ -1,4 +1,8 @@
-"""``robustclip sweep``: train and evaluate every (method, λ or τ, seed) of a sweep, resumably."""
+"""``robustclip sweep``: train and evaluate every (method, λ or τ, seed) of a sweep, resumably, locally or on Ray.
+
+Exit status: 0 every run finished; 1 the sweep ran but runs failed (listed; ``--retry-failed`` retries them) or, for
+``--finalize``, are not finished; 2 the sweep could not start (bad file, label, flag or folder); 130 Ctrl-C.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RobustclipError
+from ..exitcodes import ExitCode
 from .common import add_command, add_data_dir, add_quiet, console_table, split_floats
 
 
@@ -20,7 +25,11 @@ def register(sub: Any) -> None:
                     examples="  robustclip sweep sweeps/mnist-lambda.toml --out runs/mnist-lambda\n"
                              "  robustclip sweep --dataset mnist --method none --method weight:1e-4,1e-3 \\\n"
                              "      --method clip:0.05,0.1 --method clip:tau=0.97 --seeds 0,1 --epochs 5 \\\n"
-                             "      --suite ci-quick --out runs/quick\n")
+                             "      --suite ci-quick --out runs/quick\n"
+                             "  robustclip sweep sweeps/paper.toml --out runs/paper --engine ray --address HEAD:6379\n"
+                             "  robustclip sweep sweeps/paper.toml --out runs/paper --list\n"
+                             "  robustclip sweep sweeps/paper.toml --out runs/paper --run-index $SLURM_ARRAY_TASK_ID\n"
+                             "  robustclip sweep sweeps/paper.toml --out runs/paper --finalize\n")
     p.add_argument("file", nargs="?", help="sweep TOML file (or give --dataset and --method flags)")
     p.add_argument("--dataset", help="flags mode: mnist, fashion-mnist or regression")
     p.add_argument("--model", help="flags mode: fc, cnn or mlp1d")
@@ -34,7 +43,25 @@ def register(sub: Any) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="sweep folder (created; resumed if it exists)")
     p.add_argument("--jobs", type=int, default=1,
                    help="parallel processes (default 1; 2 cores are easily oversubscribed)")
-    p.add_argument("--fresh", action="store_true", help="discard finished runs and start over")
+    p.add_argument("--fresh", action="store_true", help="discard finished runs and start over (only in a sweep folder)")
+    p.add_argument("--retry-failed", action="store_true", help="run again the runs that failed before (default: "
+                   "report them, do not retry)")
+    g = p.add_argument_group("engines and schedulers")
+    g.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local: this machine (--jobs processes); ray: each run a Ray task (pip install "
+                   '"robustclip[ray]")')
+    g.add_argument("--address", default=None, metavar="ADDR",
+                   help="--engine ray: the cluster to join (auto, HOST:6379, ray://HOST:10001); default: start a "
+                   "local Ray instance")
+    g.add_argument("--cpus-per-run", type=float, default=1.0, metavar="N", help="--engine ray: CPUs per run (default 1)")
+    g.add_argument("--gpus-per-run", type=float, default=0.0, metavar="N",
+                   help='--engine ray: GPUs per run (default 0; set train = { device = "cuda" } in the sweep file)')
+    mode = g.add_mutually_exclusive_group()
+    mode.add_argument("--list", action="store_true", help="print every run's index, id and state; run nothing")
+    mode.add_argument("--run-index", type=int, default=None, metavar="I",
+                      help="run only run I of the plan (one array job, e.g. $SLURM_ARRAY_TASK_ID); no results.csv")
+    mode.add_argument("--finalize", action="store_true",
+                      help="gather OUT/results.csv from the finished runs (after array jobs); train nothing")
     add_quiet(p)
     add_data_dir(p)
 
@@ -67,21 +94,65 @@ def sweep_from_flags(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Plan, run the unfinished runs, print the gathered table."""
+    """Plan, run the unfinished runs (or list, run one, finalize), print the gathered table."""
     from .. import sweeps
 
+    if args.engine != "ray" and (args.cpus_per_run != 1.0 or args.gpus_per_run != 0.0):
+        raise RobustclipError("--cpus-per-run and --gpus-per-run need --engine ray", "add --engine ray")
+    if args.list or args.finalize:
+        if args.engine != "local" or args.jobs != 1 or args.fresh or args.retry_failed:
+            raise RobustclipError("--list and --finalize run nothing: they take no --engine, --jobs, --fresh or "
+                                  "--retry-failed", "drop those flags")
+    raw: dict[str, Any] | None
     if args.file:
         raw = sweeps.load_sweep(args.file)
         where = args.file
+    elif (args.list or args.finalize) and not args.dataset:
+        raw, where = None, str(Path(args.out) / "sweep.json")  # the plan stored in the sweep folder
     else:
         raw = sweep_from_flags(args)
         where = "<flags>"
+    if args.list:
+        rows = sweeps.status(raw, args.out, where=where)
+        for i, r, state in rows:
+            print(f"{i}\t{r.id}\t{state}")
+        print(f"{len(rows)} runs; one array job each: --run-index 0..{len(rows) - 1}")
+        return ExitCode.OK
+    if args.finalize:
+        outcome = sweeps.finalize(raw, args.out, where=where)
+        return _report(args, outcome, 0.0)
+    assert raw is not None
     t0 = time.perf_counter()
-    table = sweeps.run_sweep(raw, args.out, data_dir=args.data_dir, jobs=args.jobs, progress=not args.quiet,
-                             where=where, fresh=args.fresh)
-    cls = table[table.dataset != "regression"].rename(columns={"run": "model"})
-    if len(cls):
-        print(console_table(cls))
-    print(f"sweep done in {time.perf_counter() - t0:.0f}s: {table.run.nunique()} runs; "
-          f"table: {Path(args.out) / 'results.csv'}")
-    return 0
+    outcome = sweeps.sweep(raw, args.out, data_dir=args.data_dir, jobs=args.jobs, progress=not args.quiet,
+                           where=where, fresh=args.fresh, engine=args.engine, address=args.address,
+                           cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
+                           retry_failed=args.retry_failed, only=args.run_index)
+    return _report(args, outcome, time.perf_counter() - t0)
+
+
+def _report(args: argparse.Namespace, outcome: Any, seconds: float) -> int:
+    """Print the table (or the one run's state) and the failures; the exit status."""
+    table = outcome.table
+    if args.run_index is not None:
+        rid = outcome.runs[args.run_index].id
+        state = ("failed" if rid in outcome.failed else "held by another sweep" if rid in outcome.elsewhere
+                 else "done" if rid in set(table.run) else "not finished")
+        print(f"run {args.run_index} ({rid}): {state}" + (f" in {seconds:.0f}s" if rid in outcome.ran else ""))
+    else:
+        cls = table[table.dataset != "regression"].rename(columns={"run": "model"})
+        if len(cls) and not args.quiet:
+            print(console_table(cls))
+        verb = "finalized" if args.finalize else f"done in {seconds:.0f}s"
+        print(f"sweep {verb}: {table.run.nunique()} of {len(outcome.runs)} runs finished; "
+              f"table: {Path(args.out) / 'results.csv'}")
+    for rid, err in sorted(outcome.failed.items()):
+        print(f"  FAILED {rid}: {err} (details: {Path(args.out) / 'runs' / rid / 'failure.json'})")
+    if outcome.failed:
+        print(f"{len(outcome.failed)} runs failed; fix the cause and rerun with --retry-failed")
+        return ExitCode.FAILURE
+    unfinished = sorted(outcome.missing + (outcome.elsewhere if args.run_index is None else []))
+    if unfinished:
+        print(f"{len(unfinished)} runs are not finished: " + ", ".join(unfinished[:10])
+              + (" ..." if len(unfinished) > 10 else ""))
+        return ExitCode.FAILURE
+    return ExitCode.OK
