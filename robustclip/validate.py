@@ -42,8 +42,11 @@ def number(value: Any, what: str, *, integer: bool = False, lo: float | None = N
     if not integer and not math.isfinite(value):
         raise error(f"{what} must be a finite number, got {value!r}", fix or "give a finite number")
     if lo is not None and (value < lo or (lo_open and value == lo)):
-        raise error(f"{what} must be {'>' if lo_open else '>='} {lo:g}, got {value!r}",
-                    fix or f"give a value {'above' if lo_open else 'of at least'} {lo:g}")
+        if lo == 0:
+            wanted = "a positive value" if lo_open else "a non-negative value"
+        else:
+            wanted = f"a value {'above' if lo_open else 'of at least'} {lo:g}"
+        raise error(f"{what} must be {'>' if lo_open else '>='} {lo:g}, got {value!r}", fix or f"give {wanted}")
     if hi is not None and (value > hi or (hi_open and value == hi)):
         raise error(f"{what} must be {'<' if hi_open else '<='} {hi:g}, got {value!r}",
                     fix or f"give a value {'below' if hi_open else 'of at most'} {hi:g}")
