@@ -41,13 +41,20 @@ def number(value: Any, what: str, *, integer: bool = False, lo: float | None = N
         raise error(f"{what} must be {kind}, got {value!r}", fix or f"give {kind}")
     if not integer and not math.isfinite(value):
         raise error(f"{what} must be a finite number, got {value!r}", fix or "give a finite number")
-    if lo is not None and (value < lo or (lo_open and value == lo)):
+    too_low = lo is not None and (value < lo or (lo_open and value == lo))
+    too_high = hi is not None and (value > hi or (hi_open and value == hi))
+    if lo is not None and hi is not None and (too_high or (too_low and lo != 0)):
+        span = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        raise error(f"{what} must lie in {span}, got {value!r}", fix or f"give a value in {span}")
+    if too_low:
+        assert lo is not None
         if lo == 0:
             wanted = "a positive value" if lo_open else "a non-negative value"
         else:
             wanted = f"a value {'above' if lo_open else 'of at least'} {lo:g}"
         raise error(f"{what} must be {'>' if lo_open else '>='} {lo:g}, got {value!r}", fix or f"give {wanted}")
-    if hi is not None and (value > hi or (hi_open and value == hi)):
+    if too_high:
+        assert hi is not None
         raise error(f"{what} must be {'<' if hi_open else '<='} {hi:g}, got {value!r}",
                     fix or f"give a value {'below' if hi_open else 'of at most'} {hi:g}")
     return value
