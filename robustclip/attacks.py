@@ -51,7 +51,7 @@ MAX_SAMPLES = 1_000_000
 """Most test samples (n) a suite may ask for."""
 MAX_BATCH = 100_000
 """Largest batch size."""
-MAX_BUDGET = 2_000_000_000
+MAX_BUDGET = 1_000_000_000
 """Most sample-steps (Σ steps × restarts × samples over a suite's attacks) one evaluation may cost."""
 MAX_SUITE_BYTES = 1024 * 1024
 """Largest suite file read."""

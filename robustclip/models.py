@@ -110,9 +110,12 @@ def _fc(spec: dict[str, Any]) -> nn.Sequential:
             or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes)):
         raise RobustclipError(f"fc spec needs 'sizes', a list of >= 2 positive ints, got {_short(sizes)}",
                               "e.g. sizes=[784, 200, 80, 10]")
-    if len(sizes) > MAX_LAYERS or max(sizes) > MAX_WIDTH:
-        raise RobustclipError(f"fc spec sizes {_short(sizes)} ask for more than {MAX_LAYERS} layers or a layer "
-                              f"wider than {MAX_WIDTH:,}", "use a smaller net, e.g. sizes=[784, 200, 80, 10]")
+    if len(sizes) > MAX_LAYERS:
+        raise RobustclipError(f"fc spec sizes list {len(sizes)} layers, more than the {MAX_LAYERS} allowed",
+                              "use a smaller net, e.g. sizes=[784, 200, 80, 10]")
+    if max(sizes) > MAX_WIDTH:
+        raise RobustclipError(f"fc spec sizes ask for a layer of width {max(sizes):,}, wider than the {MAX_WIDTH:,} "
+                              "allowed", "use a smaller net, e.g. sizes=[784, 200, 80, 10]")
     params = sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
     if params > MAX_PARAMETERS:
         raise RobustclipError(f"fc spec sizes {_short(sizes)} ask for {params:,} parameters, more than the "
