@@ -370,7 +370,8 @@ def parse_suite(raw: dict[str, Any], *, where: str = "<suite>") -> Suite:
         raise SuiteError(f"{where}: a suite must be a table, got {type(raw).__name__}", "see attacks/ci-quick.toml")
     unknown = sorted(str(k) for k in set(raw) - _SUITE_KEYS)
     if unknown:
-        raise SuiteError(f"{where}: unknown key {unknown[0]!r}", f"allowed top-level keys: {', '.join(sorted(_SUITE_KEYS))}")
+        raise SuiteError(f"{where}: unknown key {unknown[0]!r}",
+                         f"allowed top-level keys: {', '.join(sorted(_SUITE_KEYS))}")
     for key in ("name", "description"):
         if key in raw and not isinstance(raw[key], str):
             raise SuiteError(f"{where}: {key} must be a string, got {raw[key]!r:.80}", f'e.g. {key} = "mine"')
@@ -440,8 +441,9 @@ def parse_suite(raw: dict[str, Any], *, where: str = "<suite>") -> Suite:
     headline = None
     if "headline" in raw:
         h = raw["headline"]
-        if not isinstance(h, dict) or not isinstance(h.get("norm"), str) or h.get("norm") not in NORMS or "eps" not in h:
-            raise SuiteError(f"{where}: headline must be a table with norm and eps", 'e.g. headline = {norm = "L2", eps = 2.0}')
+        if not isinstance(h, dict) or not isinstance(h.get("norm"), str) or h["norm"] not in NORMS or "eps" not in h:
+            raise SuiteError(f"{where}: headline must be a table with norm and eps",
+                             'e.g. headline = {norm = "L2", eps = 2.0}')
         headline = (h["norm"], _eps(where, "headline.eps", h["norm"], h["eps"]))
     else:
         bounded = [a for a in specs if a.bounded]

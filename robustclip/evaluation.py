@@ -248,7 +248,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str |
     return EvalResult(frame=frame, correct=correct, flags=flags,
                       lipschitz={"upper": lip_upper, "lower": lip_lower}, seconds=time.perf_counter() - t0,
                       meta={"suite": s.name, "suite_path": s.path, "seed": seed, "n": int(x.shape[0]),
-                            "batch_size": bs, "max_perturbation": {f"{a}|{nm}|{e}": v for (a, nm, e), v in worst_norm.items()},
+                            "batch_size": bs,
+                            "max_perturbation": {f"{a}|{nm}|{e}": v for (a, nm, e), v in worst_norm.items()},
                             "nonfinite_outputs": {f"{a}|{nm}|{e}": v for (a, nm, e), v in nonfinite.items()}})
 
 
