@@ -6,7 +6,9 @@ import contextlib
 import hashlib
 import json
 import os
+import math
 import platform
+import re
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -38,10 +40,18 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb") as fh:
             os.fsync(fh.fileno())
+        # mkstemp makes 0600 files whatever the umask: give the result the mode a plain open() would
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it; set straight back
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:
@@ -57,11 +67,68 @@ def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``path`` atomically."""
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=json_default) + "\n")
+    """Write ``obj`` as indented, strictly valid JSON to ``path`` atomically (see :func:`dumps_json`)."""
+    write_text(path, dumps_json(obj, indent=2) + "\n")
+
+
+def dumps_json(obj: Any, *, indent: int | None = None) -> str:
+    """``obj`` as strictly valid JSON: NaN and ±Inf (a value that is missing or undefined) become ``null``.
+
+    Python's ``json`` would write the invalid tokens ``NaN`` and ``Infinity``, which other readers refuse.
+    """
+    return json.dumps(finite_or_null(obj), indent=indent, sort_keys=False, default=json_default, allow_nan=False)
+
+
+def finite_or_null(obj: Any) -> Any:
+    """A copy of ``obj`` (dicts, lists, tuples, numbers, numpy/torch scalars) with non-finite floats as None."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_null(v) for v in obj]
+    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:  # numpy or torch scalar
+        return finite_or_null(obj.item())
+    return obj
+
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
+
+
+def json_depth(text: str | bytes) -> int:
+    """The deepest nesting of ``[`` and ``{`` in JSON ``text``, counted without recursion (strings skipped)."""
+    import numpy as np
+
+    raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text)
+    bare = _JSON_STRING.sub(b"", raw)
+    a = np.frombuffer(bare, dtype=np.uint8)
+    step = (a == ord("[")).astype(np.int64) + (a == ord("{")) - (a == ord("]")) - (a == ord("}"))
+    return int(np.cumsum(step).max()) if step.size else 0
+
+
+def loads_json_bounded(text: str | bytes, *, max_depth: int = 64, max_bytes: int = 16 * 1024 * 1024,
+                       what: str = "JSON document") -> Any:
+    """Parse JSON ``text`` no longer than ``max_bytes`` and nested no deeper than ``max_depth``.
+
+    Raises ``ValueError`` (with a message naming ``what``) for anything too big, too deep or malformed, so one
+    ``except ValueError`` covers every bad document; a 200,000-deep header never reaches the recursive parser.
+    """
+    size = len(text.encode("utf-8", "surrogatepass")) if isinstance(text, str) else len(text)
+    if size > max_bytes:
+        raise ValueError(f"{what} is {size:,} bytes, more than the {max_bytes:,} allowed")
+    depth = json_depth(text)
+    if depth > max_depth:
+        raise ValueError(f"{what} is nested {depth} levels deep, more than the {max_depth} allowed")
+    try:
+        return json.loads(text)
+    except RecursionError:  # pragma: no cover - the depth check comes first
+        raise ValueError(f"{what} is nested too deeply") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{what} is not UTF-8: {exc.reason}") from None
 
 
 def json_default(obj: Any) -> Any:
+    """``json.dumps`` fallback: numpy/torch scalars as numbers, paths as strings."""
     if hasattr(obj, "item"):
         return obj.item()
     if isinstance(obj, Path):

@@ -35,11 +35,30 @@ import torch
 import torchattacks
 from torch import nn
 
-from . import _io
+from . import _io, validate
 from .errors import SuiteError
 
 NORMS = ("L2", "Linf")
 _SUITE_KEYS = {"name", "description", "n", "batch_size", "seed", "eps", "attack", "headline"}
+
+MAX_EPS = {"L2": 28.0, "Linf": 1.0}
+"""Largest ε per norm: beyond it the ball holds all of [0,1]^784 (L2 diameter 28) or [0,1] (L∞)."""
+MAX_STEPS = 10_000
+"""Most steps (or noise samples) one attack may take per sample."""
+MAX_RESTARTS = 100
+"""Most restarts one attack may make."""
+MAX_SAMPLES = 1_000_000
+"""Most test samples (n) a suite may ask for."""
+MAX_BATCH = 100_000
+"""Largest batch size."""
+MAX_BUDGET = 1_000_000_000
+"""Most sample-steps (Σ steps × restarts × samples over a suite's attacks) one evaluation may cost."""
+MAX_SUITE_BYTES = 1024 * 1024
+"""Largest suite file read."""
+DEFAULT_N = 10_000
+"""Samples assumed when a suite gives no n (the size of the MNIST test split)."""
+_STEPS = {"pgd": 50, "apgd": 100, "apgdt": 100, "authors_pgd": 100}
+_AUTOATTACK_STEPS = 10_000  # APGD-CE + APGD-T (9 targets) + FAB-T + Square (5,000 queries), rounded up
 
 
 # --------------------------------------------------------------------------- attacks
@@ -236,6 +255,19 @@ class Suite:
     headline: tuple[str, float] | None = None
     raw: dict[str, Any] = field(default_factory=dict)
 
+    def budget(self, n: int | None = None) -> int:
+        """Sample-steps the suite costs on ``n`` samples (default: its n, else :data:`DEFAULT_N`)."""
+        n = n or self.n or DEFAULT_N
+        return sum(attack_cost(a) for a in self.attacks) * n
+
+    def check_budget(self, n: int | None = None) -> None:
+        """Raise :class:`SuiteError` when the suite on ``n`` samples would cost more than :data:`MAX_BUDGET`."""
+        cost = self.budget(n)
+        if cost > MAX_BUDGET:
+            raise SuiteError(f"{self.path}: the suite costs {cost:,} sample-steps (Σ steps × restarts × samples) on "
+                             f"{n or self.n or DEFAULT_N:,} samples, more than the {MAX_BUDGET:,} allowed",
+                             "lower n (or --n), steps or restarts, or split the suite")
+
     def grid(self) -> dict[tuple[str, float], list[AttackSpec]]:
         """Bounded attacks grouped by (norm, ε)."""
         out: dict[tuple[str, float], list[AttackSpec]] = {}
@@ -243,6 +275,21 @@ class Suite:
             if a.bounded:
                 out.setdefault((a.norm, a.eps), []).append(a)  # type: ignore[arg-type]
         return dict(sorted(out.items()))
+
+
+def attack_cost(a: AttackSpec) -> int:
+    """Gradient steps (or forward passes) one attack spends per sample, restarts included."""
+    if a.type == "clean":
+        return 0
+    if a.type == "autoattack":
+        return _AUTOATTACK_STEPS
+    if a.type == "fgsm":
+        return 1
+    if a.type == "noise":
+        return int(a.params.get("samples", 1))
+    steps = int(a.params.get("steps", _STEPS.get(a.type, 1)))
+    targets = 9 if a.type == "apgdt" else 1
+    return steps * int(a.params.get("restarts", 1)) * targets
 
 
 # --------------------------------------------------------------------------- parsing
@@ -286,40 +333,61 @@ def load_suite(name_or_path: str | os.PathLike[str] | Suite) -> Suite:
     where = find_suite(name_or_path)
     if isinstance(where, str):
         return parse_suite(BUILTIN_SUITES[where], where=f"<builtin {where}>")
+    blob = validate.read_bytes(where, "attack suite", max_bytes=MAX_SUITE_BYTES, error=SuiteError)
     try:
-        raw = _io.loads_toml(where.read_text(encoding="utf-8"))
+        raw = _io.loads_toml(blob.decode("utf-8"))
     except _io.TOMLDecodeError as exc:
         raise SuiteError(f"{where}: not valid TOML ({exc})", "fix the syntax") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SuiteError(f"{where}: cannot read ({exc})", "check the path") from None
+    except UnicodeDecodeError as exc:
+        raise SuiteError(f"{where}: not UTF-8 text ({exc.reason})", "save the suite as UTF-8") from None
+    except RecursionError:
+        raise SuiteError(f"{where}: nested too deeply", "a suite needs only a few levels of tables") from None
     return parse_suite(raw, where=str(where))
 
 
-def _num(where: str, key: str, v: Any, *, integer: bool = False, positive: bool = True, allow_zero: bool = False) -> Any:
-    ok_type = isinstance(v, int) if integer else isinstance(v, (int, float))
-    if isinstance(v, bool) or not ok_type:
-        raise SuiteError(f"{where}: {key} must be {'an integer' if integer else 'a number'}, got {v!r}",
-                         f"set {key} to a {'whole ' if integer else ''}number")
-    if positive and (v < 0 or (v == 0 and not allow_zero)):
-        raise SuiteError(f"{where}: {key} must be {'>= 0' if allow_zero else '> 0'}, got {v!r}",
-                         f"set {key} to a {'non-negative' if allow_zero else 'positive'} value")
+def _num(where: str, key: str, v: Any, *, integer: bool = False, hi: float | None = None,
+         allow_zero: bool = False) -> Any:
+    """A suite number: finite, > 0 (>= 0 with ``allow_zero``), at most ``hi``; else :class:`SuiteError`."""
+    return validate.number(v, f"{where}: {key}", integer=integer, lo=0, lo_open=not allow_zero, hi=hi,
+                           error=SuiteError)
+
+
+def _eps(where: str, key: str, norm: str, v: Any) -> float:
+    return float(_num(where, key, v, hi=MAX_EPS[norm]))
+
+
+def _text(where: str, key: str, v: Any, *, limit: int = 200) -> str:
+    if not isinstance(v, str) or not v.strip() or len(v) > limit:
+        raise SuiteError(f"{where}: {key} must be a non-empty string of at most {limit} characters, got {v!r:.80}",
+                         f'e.g. {key} = "pgd-long"')
     return v
 
 
 def parse_suite(raw: dict[str, Any], *, where: str = "<suite>") -> Suite:
-    """Validate a suite dict (as read from TOML) into a :class:`Suite`."""
-    unknown = set(raw) - _SUITE_KEYS
+    """Validate a suite dict (as read from TOML) into a :class:`Suite`.
+
+    Every number must be finite and in range (ε within the input domain, steps ≤ :data:`MAX_STEPS`, restarts ≤
+    :data:`MAX_RESTARTS`), every name a string, and the whole suite must cost at most :data:`MAX_BUDGET`
+    sample-steps; anything else is a :class:`SuiteError`.
+    """
+    if not isinstance(raw, dict):
+        raise SuiteError(f"{where}: a suite must be a table, got {type(raw).__name__}", "see attacks/ci-quick.toml")
+    unknown = sorted(str(k) for k in set(raw) - _SUITE_KEYS)
     if unknown:
-        raise SuiteError(f"{where}: unknown key {sorted(unknown)[0]!r}", f"allowed top-level keys: {', '.join(sorted(_SUITE_KEYS))}")
+        raise SuiteError(f"{where}: unknown key {unknown[0]!r}",
+                         f"allowed top-level keys: {', '.join(sorted(_SUITE_KEYS))}")
+    for key in ("name", "description"):
+        if key in raw and not isinstance(raw[key], str):
+            raise SuiteError(f"{where}: {key} must be a string, got {raw[key]!r:.80}", f'e.g. {key} = "mine"')
     grids: dict[str, list[float]] = {}
     if not isinstance(raw.get("eps", {}), dict):
-        raise SuiteError(f"{where}: eps must be a table of grids per norm, got {raw['eps']!r}",
+        raise SuiteError(f"{where}: eps must be a table of grids per norm, got {raw['eps']!r:.80}",
                          "write it as [eps] with L2 = [...] and/or Linf = [...]")
     for norm, values in (raw.get("eps") or {}).items():
         if norm not in NORMS:
             raise SuiteError(f"{where}: eps.{norm} is not a norm", f"use one of {', '.join(NORMS)}")
         values = values if isinstance(values, list) else [values]
-        grids[norm] = [float(_num(where, f"eps.{norm}", v)) for v in values]
+        grids[norm] = [_eps(where, f"eps.{norm}", norm, v) for v in values]
         if not grids[norm]:
             raise SuiteError(f"{where}: eps.{norm} is an empty list", "give at least one ε, or drop the key")
     items = raw.get("attack")
@@ -331,33 +399,33 @@ def parse_suite(raw: dict[str, Any], *, where: str = "<suite>") -> Suite:
         if not isinstance(item, dict):
             raise SuiteError(f"{at} must be a table", "write it as [[attack]]")
         t = item.get("type")
-        if t not in ATTACKS:
-            raise SuiteError(f"{at}: unknown attack type {t!r}", f"use one of {', '.join(ATTACKS)}")
+        if not isinstance(t, str) or t not in ATTACKS:
+            raise SuiteError(f"{at}: unknown attack type {t!r:.80}", f"use one of {', '.join(ATTACKS)}")
         kind = ATTACKS[t]
-        bad = set(item) - kind.keys - {"type"}
+        bad = sorted(str(k) for k in set(item) - kind.keys - {"type"})
         if bad:
-            raise SuiteError(f"{at} ({t}): unknown key {sorted(bad)[0]!r}",
-                             f"allowed keys: {', '.join(sorted(kind.keys))}")
+            raise SuiteError(f"{at} ({t}): unknown key {bad[0]!r}", f"allowed keys: {', '.join(sorted(kind.keys))}")
         params = {k: v for k, v in item.items() if k not in ("type", "label", "norm", "eps")}
-        for key in ("steps", "restarts", "samples"):
+        for key, hi in (("steps", MAX_STEPS), ("restarts", MAX_RESTARTS), ("samples", MAX_STEPS)):
             if key in params:
-                _num(at, key, params[key], integer=True)
+                _num(at, key, params[key], integer=True, hi=hi)
         for key in ("step_size", "sigma"):
             if key in params:
-                _num(at, key, params[key])
+                _num(at, key, params[key], hi=MAX_EPS["L2"])
         if "loss" in params and params["loss"] not in ("ce", "dlr"):
-            raise SuiteError(f"{at}: loss {params['loss']!r} is not supported", "use ce or dlr")
+            raise SuiteError(f"{at}: loss {params['loss']!r:.80} is not supported", "use ce or dlr")
         if "version" in params and params["version"] not in ("standard", "plus", "rand"):
-            raise SuiteError(f"{at}: version {params['version']!r} is not supported", "use standard, plus or rand")
-        label = item.get("label") or (kind.label(params) if kind.label else t)
+            raise SuiteError(f"{at}: version {params['version']!r:.80} is not supported", "use standard, plus or rand")
+        label = _text(at, "label", item["label"]) if "label" in item else (kind.label(params) if kind.label else t)
         if t == "clean" or (t == "noise" and "sigma" in params):
             if t == "noise" and ("norm" in item or "eps" in item):
                 raise SuiteError(f"{at}: noise takes either sigma or norm+eps, not both", "drop one of them")
             specs.append(AttackSpec(t, label, None, params.get("sigma"), params))
             continue
         norm = item.get("norm")
-        if norm not in NORMS:
-            raise SuiteError(f"{at} ({t}): norm {norm!r} is missing or unknown", f"set norm to one of {', '.join(NORMS)}")
+        if not isinstance(norm, str) or norm not in NORMS:
+            raise SuiteError(f"{at} ({t}): norm {norm!r:.80} is missing or unknown",
+                             f"set norm to one of {', '.join(NORMS)}")
         if t == "authors_pgd" and norm != "L2":
             raise SuiteError(f"{at}: authors_pgd is an L2 attack", 'set norm = "L2"')
         eps_list = item.get("eps", grids.get(norm))
@@ -368,21 +436,25 @@ def parse_suite(raw: dict[str, Any], *, where: str = "<suite>") -> Suite:
         if not eps_list:
             raise SuiteError(f"{at} ({t}): eps is an empty list", "give at least one ε")
         for e in eps_list:
-            specs.append(AttackSpec(t, label, norm, float(_num(at, "eps", e)), params))
+            specs.append(AttackSpec(t, label, norm, _eps(at, "eps", norm, e), params))
     n = raw.get("n")
     if n is not None:
-        _num(where, "n", n, integer=True)
-    bs = _num(where, "batch_size", raw.get("batch_size", 1000), integer=True)
-    seed = _num(where, "seed", raw.get("seed", 0), integer=True, allow_zero=True)
+        _num(where, "n", n, integer=True, hi=MAX_SAMPLES)
+    bs = _num(where, "batch_size", raw.get("batch_size", 1000), integer=True, hi=MAX_BATCH)
+    seed = validate.seed(raw.get("seed", 0), f"{where}: seed", error=SuiteError)
     headline = None
     if "headline" in raw:
         h = raw["headline"]
-        if not isinstance(h, dict) or h.get("norm") not in NORMS or "eps" not in h:
-            raise SuiteError(f"{where}: headline must be a table with norm and eps", 'e.g. headline = {norm = "L2", eps = 2.0}')
-        headline = (h["norm"], float(_num(where, "headline.eps", h["eps"])))
+        if not isinstance(h, dict) or not isinstance(h.get("norm"), str) or h["norm"] not in NORMS or "eps" not in h:
+            raise SuiteError(f"{where}: headline must be a table with norm and eps",
+                             'e.g. headline = {norm = "L2", eps = 2.0}')
+        headline = (h["norm"], _eps(where, "headline.eps", h["norm"], h["eps"]))
     else:
         bounded = [a for a in specs if a.bounded]
         if bounded:
             headline = (bounded[-1].norm, max(a.eps for a in bounded if a.norm == bounded[-1].norm))  # type: ignore
-    return Suite(name=str(raw.get("name") or Path(where).stem), path=where, description=str(raw.get("description", "")),
-                 attacks=specs, n=n, batch_size=bs, seed=seed, headline=headline, raw=raw)
+    suite = Suite(name=str(raw.get("name") or Path(where).stem), path=where,
+                  description=str(raw.get("description", "")), attacks=specs, n=n, batch_size=bs, seed=seed,
+                  headline=headline, raw=raw)
+    suite.check_budget()
+    return suite

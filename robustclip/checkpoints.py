@@ -10,7 +10,6 @@ executed, and pickles are refused before anything is read from them.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import struct
 from collections.abc import Iterator, Mapping, MutableMapping
@@ -24,14 +23,19 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
-from . import models
-from ._io import json_default, versions, write_bytes
+from . import models, validate
+from ._io import dumps_json, loads_json_bounded, versions, write_bytes
 from .errors import CheckpointError, RobustclipError
 
 FORMAT = "robustclip-checkpoint"
 FORMAT_VERSION = 1
 _META_KEY = "robustclip"
-_MAX_HEADER = 100 * 1024 * 1024
+_MAX_HEADER = 16 * 1024 * 1024
+"""Largest safetensors header (JSON) read; ours are a few kB plus the history."""
+_MAX_DEPTH = 64
+"""Deepest JSON nesting accepted in a header or in the metadata document."""
+MAX_FILE_BYTES = 8 + _MAX_HEADER + 4 * models.MAX_PARAMETERS
+"""Largest checkpoint file read: the largest header plus the largest model's float32 weights."""
 
 
 @dataclass
@@ -134,7 +138,7 @@ def save(model: nn.Module, path: str | os.PathLike[str], meta: Mapping[str, Any]
         "versions": versions(),
         "weights_sha256": weights_digest(state),
     }
-    blob = st_save(state, metadata={_META_KEY: json.dumps(doc, default=json_default)})
+    blob = st_save(state, metadata={_META_KEY: dumps_json(doc)})
     target = Path(path)
     write_bytes(target, blob)
     return target
@@ -157,34 +161,47 @@ def _sniff(raw: bytes, path: Path) -> None:
 
 def read_meta(path: str | os.PathLike[str]) -> CheckpointMeta:
     """Read only the JSON metadata of a checkpoint."""
-    return CheckpointMeta.from_dict(_read(Path(path))[1])
+    return _meta(_read(Path(path))[1], Path(path))
+
+
+def _meta(doc: dict[str, Any], path: Path) -> CheckpointMeta:
+    try:
+        return CheckpointMeta.from_dict(doc)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path} metadata does not fit a robustclip checkpoint ({exc})",
+                              "re-create the checkpoint") from None
 
 
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint {path} does not exist", "check the path") from None
-    except IsADirectoryError:
-        raise CheckpointError(f"checkpoint {path} is a folder", "pass a .safetensors file") from None
-    except OSError as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}", "check the path and permissions") from None
+    raw = validate.read_bytes(path, "checkpoint", max_bytes=MAX_FILE_BYTES, error=CheckpointError)
     _sniff(raw, path)
+    (n,) = struct.unpack("<Q", raw[:8])
     try:
-        (n,) = struct.unpack("<Q", raw[:8])
-        header = json.loads(raw[8 : 8 + n])
-        state = st_load(raw)
-    except (SafetensorError, ValueError, UnicodeDecodeError) as exc:
+        header = loads_json_bounded(raw[8 : 8 + n], max_depth=_MAX_DEPTH, max_bytes=_MAX_HEADER,
+                                    what="the safetensors header")
+    except ValueError as exc:
         raise CheckpointError(f"{path} is not a valid safetensors file: {str(exc).splitlines()[0]}",
                               "re-create the checkpoint; it may be truncated or corrupt") from None
-    text = (header.get("__metadata__") or {}).get(_META_KEY)
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path} is not a valid safetensors file: its header is not a JSON object",
+                              "re-create the checkpoint; it may be truncated or corrupt")
+    try:
+        state = st_load(raw)
+    except (SafetensorError, ValueError, UnicodeDecodeError, TypeError, RuntimeError, OverflowError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{path} is not a valid safetensors file: {first}",
+                              "re-create the checkpoint; it may be truncated or corrupt") from None
+    md = header.get("__metadata__")
+    text = md.get(_META_KEY) if isinstance(md, dict) else None
     if text is None:
         raise CheckpointError(f"{path} has no robustclip metadata",
                               "it was not written by robustclip; save it with robustclip.checkpoints.save")
     try:
-        meta = json.loads(text)
-    except ValueError:
-        raise CheckpointError(f"{path} has corrupt robustclip metadata (not JSON)", "re-create the checkpoint") from None
+        if not isinstance(text, str):
+            raise ValueError("not a string")
+        meta = loads_json_bounded(text, max_depth=_MAX_DEPTH, max_bytes=_MAX_HEADER, what="the metadata")
+    except ValueError as exc:
+        raise CheckpointError(f"{path} has corrupt robustclip metadata ({exc})", "re-create the checkpoint") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or "model" not in meta:
         raise CheckpointError(f"{path} metadata is not a robustclip checkpoint document", "re-create the checkpoint")
     version = meta.get("format_version")
@@ -221,5 +238,11 @@ def load(path: str | os.PathLike[str], *,
         first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
         raise CheckpointError(f"{path} weights do not fit its model spec: {first}",
                               "the spec and weights come from different models; re-create the checkpoint") from None
+    bad = [name for name, t in model.state_dict().items()
+           if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise CheckpointError(f"{path} holds NaN or infinite weights (in {', '.join(bad[:3])})",
+                              "the run diverged; retrain it with a smaller learning rate")
+    meta_obj = _meta(meta, path)
     model.to(map_location).eval()
-    return model, CheckpointMeta.from_dict(meta)
+    return model, meta_obj

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import validate
 from ._io import atomic_path
 from .errors import DataError
 
@@ -224,14 +225,44 @@ def fetch(name: str, target: Path, *, progress: bool = True) -> None:
 # --------------------------------------------------------------------------- IDX parsing
 
 
+def _max_idx_bytes(path: Path) -> int:
+    """The size of the largest official IDX file of this kind: no genuine file (or subset of one) is bigger."""
+    kind = "images" if "images" in path.name else "labels"
+    per_item, header = (28 * 28, 16) if kind == "images" else (1, 8)
+    return header + per_item * max(_COUNTS.values())
+
+
 def _read_bytes(path: Path) -> bytes:
+    """The (decompressed) bytes of an IDX file, bounded: only regular files are opened, never more than the
+    largest official file's size is read or inflated (a small gzip can expand a thousandfold)."""
+    cap = _max_idx_bytes(path)
+    fix = "replace the file with an intact copy of the official one"
+    if path.suffix != ".gz":
+        return validate.read_bytes(path, "data file", max_bytes=cap, error=DataError)
+    validate.regular_file(path, "data file", max_bytes=cap, error=DataError)
+    out = bytearray()
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as fh:
-                return fh.read()
-        return path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
-        raise DataError(f"cannot read {path}: {exc}", "replace the file with an intact copy") from None
+        with open(path, "rb") as fh:
+            d = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip framing
+            while True:
+                chunk = fh.read(1 << 16)
+                if not chunk:
+                    break
+                out += d.decompress(chunk, cap + 1 - len(out))
+                while d.unconsumed_tail and len(out) <= cap:
+                    out += d.decompress(d.unconsumed_tail, cap + 1 - len(out))
+                if len(out) > cap:
+                    raise DataError(f"{path} inflates to more than {cap:,} bytes, the size of the largest "
+                                    "official IDX file", fix)
+                if d.eof:
+                    break
+            if not d.eof:
+                raise DataError(f"cannot read {path}: the gzip stream is truncated", fix)
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}", fix) from None
+    except zlib.error as exc:
+        raise DataError(f"cannot read {path}: not a valid gzip file ({exc})", fix) from None
+    return bytes(out)
 
 
 def parse_idx(raw: bytes, path: Path, *, kind: str) -> np.ndarray:

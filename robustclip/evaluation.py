@@ -104,18 +104,23 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.
 
 
 def run_attack(model: nn.Module, spec: AttackSpec, x: torch.Tensor, y: torch.Tensor, *, n_classes: int,
-               seed: int, batch_size: int, todo: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+               seed: int, batch_size: int, todo: torch.Tensor | None = None,
+               stats: dict[str, int] | None = None) -> tuple[torch.Tensor, float]:
     """Per-sample correctness ``(N,)`` of ``model`` on ``spec``'s outputs.
 
     Only samples flagged in ``todo`` (default: all) are attacked; others count
     as wrong. Each batch is seeded with ``seed + batch index``, so results do
     not depend on which other attacks ran. Every output is checked to lie in
     [0,1] and within ε; a violation raises (it would be a bug, not a result).
+    An output with a NaN or infinite value (or one the model answers with NaN
+    logits) means the attack malfunctioned: that sample never counts as correct,
+    and ``stats["nonfinite"]`` (when a dict is passed) counts such samples.
     Returns ``(correct, worst observed perturbation norm)``.
     """
     dev = _device_of(model)
     n = x.shape[0]
     correct = torch.zeros(n, dtype=torch.bool)
+    broken = torch.zeros(n, dtype=torch.bool)
     idx_all = torch.arange(n) if todo is None else todo.nonzero().flatten()
     worst = 0.0
     atk_cache = None
@@ -138,26 +143,41 @@ def run_attack(model: nn.Module, spec: AttackSpec, x: torch.Tensor, y: torch.Ten
                     atk_cache.seed = seed + 1000 * r + b
                 adv = atk_cache(xb, yb)
                 adv = adv.detach()
-                worst = max(worst, _verify(spec, xb, adv))
+            finite = torch.isfinite(adv.flatten(1)).all(1)
+            if spec.type != "clean":
+                worst = max(worst, _verify(spec, xb[finite], adv[finite]))
             with torch.no_grad():
-                ok = (model(adv).argmax(1) == yb).cpu()
+                logits = model(torch.where(finite.view(-1, *([1] * (adv.dim() - 1))), adv, xb))
+            finite &= torch.isfinite(logits).all(1)
+            ok = ((logits.argmax(1) == yb) & finite).cpu()
+            broken[idx] |= ~finite.cpu()
             if r == 0:
                 correct[idx] = ok
             else:
                 correct[idx] &= ok
+    if stats is not None:
+        stats["nonfinite"] = stats.get("nonfinite", 0) + int(broken.sum())
     return correct, worst
 
 
 def _verify(spec: AttackSpec, x: torch.Tensor, adv: torch.Tensor) -> float:
+    """Check that finite outputs ``adv`` lie in [0,1] and within ε of ``x``; the largest perturbation seen.
+
+    Non-finite outputs are screened out by the caller: NaN compares false with every bound and would pass.
+    """
     if adv.shape != x.shape:
         raise AssertionError(f"{spec.label} returned shape {tuple(adv.shape)} for input {tuple(x.shape)}")
+    if adv.numel() == 0:
+        return 0.0
+    if not bool(torch.isfinite(adv).all()):
+        raise AssertionError(f"{spec.label} returned non-finite values")
     if float(adv.min()) < 0 or float(adv.max()) > 1:
         raise AssertionError(f"{spec.label} left the input domain [0,1]")
     if not spec.bounded:
         return 0.0
     d = (adv - x).flatten(1)
     size = float(d.norm(dim=1).max()) if spec.norm == "L2" else float(d.abs().max())
-    if size > spec.eps * (1 + _TOL[spec.norm]) + 1e-6:  # type: ignore[operator]
+    if not size <= spec.eps * (1 + _TOL[spec.norm]) + 1e-6:  # type: ignore[operator]
         raise AssertionError(f"{spec.label} at eps={spec.eps} produced a {spec.norm} perturbation of {size}")
     return size
 
@@ -186,7 +206,11 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str |
     model.eval()
     try:
         logits = predict(model, x)
-        clean_ok = logits.argmax(1) == y
+        clean_ok = (logits.argmax(1) == y) & torch.isfinite(logits).all(1)  # NaN logits are never right
+        nonfinite: dict[tuple[str, str | None, float | None], int] = {}
+        bad_logits = int((~torch.isfinite(logits).all(1)).sum())
+        if bad_logits:
+            nonfinite[("clean", None, None)] = bad_logits
         correct: dict[tuple[str, str | None, float | None], torch.Tensor] = {("clean", None, None): clean_ok}
         worst_norm: dict[tuple[str, str | None, float | None], float] = {}
         todo = [a for a in s.attacks if a.type != "clean"]
@@ -197,9 +221,13 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str |
             if key in correct:
                 raise RobustclipError(f"suite {s.name} lists {spec.label} at {spec.norm} ε={spec.eps} twice",
                                       "give repeated attacks distinct labels")
-            ok, size = run_attack(model, spec, x, y, n_classes=k, seed=seed + 7 * i, batch_size=bs, todo=clean_ok)
+            stats: dict[str, int] = {}
+            ok, size = run_attack(model, spec, x, y, n_classes=k, seed=seed + 7 * i, batch_size=bs, todo=clean_ok,
+                                  stats=stats)
             correct[key] = ok & clean_ok
             worst_norm[key] = size
+            if stats.get("nonfinite"):
+                nonfinite[key] = stats["nonfinite"]
         bar.close()
         if lip_upper is None:
             try:
@@ -209,6 +237,10 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str |
         frame, flags = _summarise(s, correct, logits, y, lip_upper, x[0].numel(), model_name, dataset)
         if sanity:
             flags += sanity_flags(model, s, correct, x, y, frame, seed=seed, batch_size=bs)
+        for (a, nm, e), count in nonfinite.items():
+            where = a if nm is None else f"{a} at {nm} ε={e}"
+            flags.append(f"ATTACK MALFUNCTION: {where} gave NaN or infinite outputs on {count} samples; they count "
+                         "as wrong, and the attack's settings (or the model) need fixing")
     finally:
         model.train(was_training)
     for f in flags:
@@ -216,7 +248,9 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str |
     return EvalResult(frame=frame, correct=correct, flags=flags,
                       lipschitz={"upper": lip_upper, "lower": lip_lower}, seconds=time.perf_counter() - t0,
                       meta={"suite": s.name, "suite_path": s.path, "seed": seed, "n": int(x.shape[0]),
-                            "batch_size": bs, "max_perturbation": {f"{a}|{nm}|{e}": v for (a, nm, e), v in worst_norm.items()}})
+                            "batch_size": bs,
+                            "max_perturbation": {f"{a}|{nm}|{e}": v for (a, nm, e), v in worst_norm.items()},
+                            "nonfinite_outputs": {f"{a}|{nm}|{e}": v for (a, nm, e), v in nonfinite.items()}})
 
 
 def _summarise(s: Suite, correct, logits: torch.Tensor, y: torch.Tensor, lip_upper: float | None, dim: int,

@@ -33,6 +33,12 @@ from .errors import RobustclipError
 
 ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh}
 ARCHITECTURES = ("fc", "cnn", "mlp1d")
+MAX_WIDTH = 100_000
+"""Widest layer (and most classes) a spec may ask for."""
+MAX_LAYERS = 64
+"""Most layers an fc spec may list."""
+MAX_PARAMETERS = 50_000_000
+"""Most parameters a spec may ask for (200 MB of float32); checked before anything is allocated."""
 
 
 class Normalize(nn.Module):
@@ -82,8 +88,14 @@ def _activation(name: str | None, *, optional: bool = False) -> nn.Module | None
     if name is None and optional:
         return None
     if not isinstance(name, str) or name not in ACTIVATIONS:
-        raise RobustclipError(f"unknown activation {name!r}", f"use one of {', '.join(ACTIVATIONS)}")
+        raise RobustclipError(f"unknown activation {_short(name)}", f"use one of {', '.join(ACTIVATIONS)}")
     return ACTIVATIONS[name]()
+
+
+def _short(v: Any, limit: int = 80) -> str:
+    """``repr(v)`` cut to ``limit`` characters (a hostile spec may be megabytes long)."""
+    r = repr(v)
+    return r if len(r) <= limit else r[: limit - 3] + "..."
 
 
 def _norm_layer(spec: dict[str, Any]) -> list[nn.Module]:
@@ -94,9 +106,20 @@ def _norm_layer(spec: dict[str, Any]) -> list[nn.Module]:
 
 def _fc(spec: dict[str, Any]) -> nn.Sequential:
     sizes = spec.get("sizes")
-    if not isinstance(sizes, list) or len(sizes) < 2 or not all(isinstance(s, int) and s > 0 for s in sizes):
-        raise RobustclipError(f"fc spec needs 'sizes', a list of >= 2 positive ints, got {sizes!r}",
+    if (not isinstance(sizes, list) or len(sizes) < 2
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes)):
+        raise RobustclipError(f"fc spec needs 'sizes', a list of >= 2 positive ints, got {_short(sizes)}",
                               "e.g. sizes=[784, 200, 80, 10]")
+    if len(sizes) > MAX_LAYERS:
+        raise RobustclipError(f"fc spec sizes list {len(sizes)} layers, more than the {MAX_LAYERS} allowed",
+                              "use a smaller net, e.g. sizes=[784, 200, 80, 10]")
+    if max(sizes) > MAX_WIDTH:
+        raise RobustclipError(f"fc spec sizes ask for a layer of width {max(sizes):,}, wider than the {MAX_WIDTH:,} "
+                              "allowed", "use a smaller net, e.g. sizes=[784, 200, 80, 10]")
+    params = sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
+    if params > MAX_PARAMETERS:
+        raise RobustclipError(f"fc spec sizes {_short(sizes)} ask for {params:,} parameters, more than the "
+                              f"{MAX_PARAMETERS:,} allowed", "use narrower layers")
     layers: list[nn.Module] = [nn.Flatten(), *_norm_layer(spec)]
     for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(fan_in, fan_out))
@@ -110,8 +133,9 @@ def _fc(spec: dict[str, Any]) -> nn.Sequential:
 
 def _cnn(spec: dict[str, Any]) -> nn.Sequential:
     k = spec.get("num_classes", 10)
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise RobustclipError(f"cnn num_classes must be a positive integer, got {k!r}", "e.g. num_classes=10")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_WIDTH:
+        raise RobustclipError(f"cnn num_classes must be a whole number from 1 to {MAX_WIDTH:,}, got {_short(k)}",
+                              "e.g. num_classes=10")
     act = spec.get("activation", "relu")
     return nn.Sequential(
         *_norm_layer(spec),
@@ -126,7 +150,7 @@ def _cnn(spec: dict[str, Any]) -> nn.Sequential:
 def build(spec: dict[str, Any]) -> nn.Sequential:
     """Build the model that ``spec`` describes; the result carries ``model.spec``."""
     if not isinstance(spec, dict) or "arch" not in spec:
-        raise RobustclipError(f"a model spec must be a dict with an 'arch' key, got {spec!r}",
+        raise RobustclipError(f"a model spec must be a dict with an 'arch' key, got {_short(spec)}",
                               f"use one of {', '.join(ARCHITECTURES)}")
     arch = spec["arch"]
     if arch == "fc":
@@ -136,7 +160,7 @@ def build(spec: dict[str, Any]) -> nn.Sequential:
     elif arch == "cnn":
         model = _cnn(spec)
     else:
-        raise RobustclipError(f"unknown architecture {arch!r}", f"use one of {', '.join(ARCHITECTURES)}")
+        raise RobustclipError(f"unknown architecture {_short(arch)}", f"use one of {', '.join(ARCHITECTURES)}")
     model.spec = copy.deepcopy(spec)  # type: ignore[attr-defined]
     return model
 

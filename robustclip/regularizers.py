@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import lipschitz
+from . import lipschitz, validate
 from .errors import RobustclipError
 
 class Regularizer:
@@ -116,17 +116,18 @@ class ClipConfig:
     every: int = 2
 
     def validate(self) -> None:
-        if self.pairs < 1:
-            raise RobustclipError(f"CLIP needs at least one pair, got pairs={self.pairs}", "use e.g. pairs=16")
-        if self.init not in ("plain", "partial_random", "noise"):
-            raise RobustclipError(f"unknown CLIP pair init {self.init!r}", "use plain, partial_random or noise")
-        if self.reduce not in ("max", "mean"):
-            raise RobustclipError(f"unknown CLIP reduction {self.reduce!r}", "use max or mean")
+        """Every setting of the right type, finite and in range (``--clip radius=nan`` must not turn CLIP off)."""
+        num = validate.number
+        num(self.pairs, "CLIP pairs", integer=True, lo=1, hi=100_000, fix="use e.g. pairs=16")
+        if not isinstance(self.init, str) or self.init not in ("plain", "partial_random", "noise"):
+            raise RobustclipError(f"unknown CLIP pair init {self.init!r:.80}", "use plain, partial_random or noise")
+        if not isinstance(self.reduce, str) or self.reduce not in ("max", "mean"):
+            raise RobustclipError(f"unknown CLIP reduction {self.reduce!r:.80}", "use max or mean")
         for key in ("ascent_steps", "refresh_every", "every"):
-            if getattr(self, key) < 1:
-                raise RobustclipError(f"CLIP {key} must be >= 1, got {getattr(self, key)}", f"set {key} to 1 or more")
-        if self.eta <= 0 or self.radius <= 0 or self.cap <= 0:
-            raise RobustclipError("CLIP eta, radius and cap must be positive", "use the defaults or positive values")
+            num(getattr(self, key), f"CLIP {key}", integer=True, lo=1, hi=1_000_000, fix=f"set {key} to 1 or more")
+        for key in ("eta", "radius", "cap"):
+            num(getattr(self, key), f"CLIP {key}", lo=0, lo_open=True,
+                fix="use the default or a positive finite value")
 
 
 # Weight of the non-maximal pairs in the "max" penalty. It lets the single
@@ -321,14 +322,13 @@ class LambdaSchedule:
     _current: float | None = None
 
     def __post_init__(self) -> None:
-        if not (self.lam >= 0 and math.isfinite(self.lam)):
-            raise RobustclipError(f"λ must be a finite number >= 0, got {self.lam}", "pass e.g. --lam 0.1")
-        if self.target is not None and not 0.0 < self.target <= 1.0:
-            raise RobustclipError(f"target accuracy τ must lie in (0, 1], got {self.target}", "pass e.g. --target-acc 0.97")
-        if self.step < 0:
-            raise RobustclipError(f"λ step must be >= 0, got {self.step}", "pass e.g. --lam-step 0.01")
-        if self.every < 1 or self.warmup < 0:
-            raise RobustclipError("λ update interval must be >= 1 and warm-up >= 0", "fix --lam-every / --warmup")
+        num = validate.number
+        num(self.lam, "λ", lo=0, fix="pass e.g. --lam 0.1")
+        if self.target is not None:
+            num(self.target, "target accuracy τ", lo=0, lo_open=True, hi=1, fix="pass e.g. --target-acc 0.97")
+        num(self.step, "λ step", lo=0, fix="pass e.g. --lam-step 0.01")
+        num(self.every, "λ update interval (--lam-every)", integer=True, lo=1, fix="pass e.g. --lam-every 1")
+        num(self.warmup, "warm-up (--warmup)", integer=True, lo=0, fix="pass e.g. --warmup 2")
 
     def value(self, epoch: int) -> float:
         """λ to use in ``epoch`` (0-based); records it in ``history``."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -49,12 +48,54 @@ def _group_label(row: pd.Series) -> str:
     return name if s == "-" else f"{name}, {s}"
 
 
+_MAX_EVAL_BYTES = 64 * 1024 * 1024
+_ROW_KEYS = ("run", "label", "dataset", "method", "seed", "attack", "norm", "eps", "accuracy")
+_REDO = "rerun robustclip sweep on the same folder (it redoes the run), or delete that run's folder"
+
+
+def read_eval(path: Path) -> dict[str, Any]:
+    """A run's ``eval.json``, checked: a bounded regular file holding a JSON object whose ``rows`` are complete.
+
+    A truncated or hand-edited file is a :class:`RobustclipError` naming it, never a traceback, and never a run
+    (a seed) silently left out of the report.
+    """
+    from . import validate
+
+    raw = validate.read_bytes(path, "run results", max_bytes=_MAX_EVAL_BYTES)
+    try:
+        doc = _io.loads_json_bounded(raw, max_depth=32, max_bytes=_MAX_EVAL_BYTES, what=str(path))
+    except ValueError as exc:
+        raise RobustclipError(f"{path} is not valid JSON (truncated or corrupt): {str(exc).splitlines()[0]}",
+                              _REDO) from None
+    rows = doc.get("rows") if isinstance(doc, dict) else None
+    if not isinstance(rows, list) or not rows:
+        raise RobustclipError(f"{path} holds no result rows", _REDO)
+    for i, r in enumerate(rows):
+        missing = [k for k in _ROW_KEYS if not isinstance(r, dict) or k not in r]
+        if missing:
+            raise RobustclipError(f"{path}: row {i} lacks {', '.join(missing)}", _REDO)
+        for k in ("seed", "eps"):
+            if isinstance(r[k], bool) or not isinstance(r[k], (int, float)):
+                raise RobustclipError(f"{path}: row {i} has {k} {r[k]!r:.40}, not a number", _REDO)
+        if r["accuracy"] is not None and (isinstance(r["accuracy"], bool) or not isinstance(r["accuracy"], (int, float))):
+            raise RobustclipError(f"{path}: row {i} has accuracy {r['accuracy']!r:.40}, not a number", _REDO)
+    if not isinstance(doc.get("flags", []), list):
+        raise RobustclipError(f"{path}: flags is not a list", _REDO)
+    return doc
+
+
 def load_results(sweep_dir: str | os.PathLike[str]) -> pd.DataFrame:
-    """The sweep's results table with ``setting`` and ``group`` columns added."""
-    from .sweeps import gather, read_info
+    """The sweep's results table with ``setting`` and ``group`` columns added.
+
+    ``sweep.json`` and every finished run's ``eval.json`` are checked first (:func:`read_eval`): a bad one stops
+    the report with a one-line error, never a KeyError and never a silently dropped seed.
+    """
+    from .sweeps import finished_runs, gather, read_info
 
     p = Path(sweep_dir)
-    read_info(p)  # a missing or corrupt sweep.json is a one-line error, never a KeyError
+    read_info(p)
+    for d in finished_runs(p):
+        read_eval(d / "eval.json")
     df = gather(p)
     if df.empty:
         raise RobustclipError(f"sweep {p} has no finished runs", "run robustclip sweep first (it resumes)")
@@ -292,7 +333,9 @@ def render(sweep_dir: str | os.PathLike[str], out: str | os.PathLike[str], *, ti
     """Render the report of ``sweep_dir`` into folder ``out``; returns ``out/index.html``."""
     sweep_dir, out = Path(sweep_dir), Path(out)
     df = load_results(sweep_dir)
-    sweep = json.loads((sweep_dir / "sweep.json").read_text())
+    from .sweeps import read_info
+
+    sweep = read_info(sweep_dir)
     out.mkdir(parents=True, exist_ok=True)
     head = headline(df)
     table = summary_table(df, head)
@@ -306,7 +349,7 @@ def render(sweep_dir: str | os.PathLike[str], out: str | os.PathLike[str], *, ti
     from .sweeps import finished_runs
 
     for d in finished_runs(sweep_dir):
-        for f in json.loads((d / "eval.json").read_text()).get("flags", []):
+        for f in read_eval(d / "eval.json").get("flags", []):
             flags.append(f"{d.name}: {f}")
     prov = {"sweep folder": str(sweep_dir), "commit": sweep.get("commit") or _io.git_commit(),
             "report commit": _io.git_commit(), "seeds": ", ".join(map(str, seeds)),

@@ -252,10 +252,21 @@ def run_dir(sweep_dir: str | os.PathLike[str], run: Run | str) -> Path:
     return Path(sweep_dir) / "runs" / rid
 
 
+_MAX_RECORD_BYTES = 64 * 1024 * 1024
+
+
 def _read_json(path: Path) -> Any:
+    """A sweep record (plan, manifest, claim, failure) as parsed JSON, or None when missing or unreadable.
+
+    Reads only regular files, at most 64 MiB and 32 levels deep: a FIFO, a huge or a deeply nested file in a
+    sweep folder counts as unreadable instead of hanging or exhausting the stack.
+    """
+    from . import validate
+
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        raw = validate.read_bytes(path, "sweep record", max_bytes=_MAX_RECORD_BYTES)
+        return _io.loads_json_bounded(raw, max_depth=32, max_bytes=_MAX_RECORD_BYTES, what=str(path))
+    except (RobustclipError, OSError, ValueError):
         return None
 
 

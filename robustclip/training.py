@@ -17,11 +17,19 @@ import torch
 from torch import nn
 
 from . import data as data_mod
-from . import lipschitz, models, regularizers
+from . import lipschitz, models, regularizers, validate
 from .checkpoints import CheckpointMeta
 from .errors import RobustclipError
 
 OPTIMIZERS = ("sgd", "adam")
+DEVICES = ("cpu", "cuda")
+EXPLODE = 1e6
+"""A step whose loss exceeds this many times the run's first loss (or any NaN/Inf loss) stops the run."""
+MAX_EPOCHS = 100_000
+
+
+class TrainingDiverged(RobustclipError):
+    """The loss became NaN or infinite, or exploded: nothing is saved as a finished model."""
 
 
 @dataclass
@@ -72,28 +80,52 @@ class TrainConfig:
         return cls(dataset=dataset, **{k: v for k, v in kw.items() if v is not None})
 
     def validate(self) -> None:
-        if self.dataset not in data_mod.DATASETS:
+        """Check every field where a config enters (CLI, sweeps, Python): names known, numbers finite and in range.
+
+        Raises :class:`RobustclipError` naming the field (as its CLI flag) and the fix.
+        """
+        if not isinstance(self.dataset, str) or self.dataset not in data_mod.DATASETS:
             raise RobustclipError(f"unknown dataset {self.dataset!r}", f"use one of {', '.join(data_mod.DATASETS)}")
-        if self.reg not in regularizers.REGULARIZERS:
+        if not isinstance(self.reg, str) or self.reg not in regularizers.REGULARIZERS:
             raise RobustclipError(f"unknown regulariser {self.reg!r}", f"use one of {', '.join(regularizers.REGULARIZERS)}")
-        if self.optimizer not in OPTIMIZERS:
+        if not isinstance(self.optimizer, str) or self.optimizer not in OPTIMIZERS:
             raise RobustclipError(f"unknown optimizer {self.optimizer!r}", f"use one of {', '.join(OPTIMIZERS)}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise RobustclipError("epochs and batch size must be >= 1", "pass e.g. --epochs 10 --batch-size 128")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise RobustclipError(f"learning rate must be positive, got {self.lr}", "pass e.g. --lr 0.1")
+        num = validate.number
+        num(self.epochs, "--epochs", integer=True, lo=1, hi=MAX_EPOCHS, fix="pass e.g. --epochs 10")
+        num(self.batch_size, "--batch-size", integer=True, lo=1, hi=1_000_000, fix="pass e.g. --batch-size 128")
+        num(self.lr, "--lr (learning rate)", lo=0, lo_open=True, fix="pass e.g. --lr 0.1")
+        num(self.momentum, "momentum", lo=0, hi=1, hi_open=True, fix="use e.g. momentum 0.9")
+        num(self.lam, "--lam (λ)", lo=0, fix="pass e.g. --lam 0.1")
+        if self.target_acc is not None:
+            num(self.target_acc, "--target-acc (τ)", lo=0, lo_open=True, hi=1, fix="pass e.g. --target-acc 0.97")
+        num(self.lam_step, "--lam-step", lo=0, fix="pass e.g. --lam-step 0.01")
+        num(self.lam_every, "--lam-every", integer=True, lo=1, fix="pass e.g. --lam-every 1")
+        num(self.warmup, "--warmup", integer=True, lo=0, hi=MAX_EPOCHS, fix="pass e.g. --warmup 2")
+        num(self.val_fraction, "validation fraction", lo=0, hi=1, hi_open=True, fix="use e.g. 0.1")
+        num(self.lip_probe_pairs, "lip_probe_pairs", integer=True, lo=0, hi=100_000)
+        num(self.lip_probe_every, "lip_probe_every", integer=True, lo=1)
+        validate.seed(self.seed, "--seed")
+        if self.n_train is not None:
+            num(self.n_train, "--n-train", integer=True, lo=1, fix="pass a positive --n-train")
+        if not isinstance(self.clip, dict):
+            raise RobustclipError(f"clip settings must be a table, got {self.clip!r:.80}", "e.g. --clip pairs=32")
+        if not isinstance(self.device, str) or self.device.split(":")[0] not in DEVICES:
+            raise RobustclipError(f"unknown device {self.device!r:.80}", "use --device cpu or --device cuda")
+        try:
+            torch.device(self.device)
+        except RuntimeError:
+            raise RobustclipError(f"device {self.device!r:.80} is not a valid device", "use cpu, cuda or cuda:0") from None
         if self.target_acc is not None and self.dataset == "regression":
             raise RobustclipError("the discrepancy principle (--target-acc) needs a classification dataset",
                                   "use a fixed --lam for regression")
         if not regularizers.REGISTRY[self.reg].takes_lam and (self.lam > 0 or self.target_acc is not None):
             raise RobustclipError("--reg none takes no λ", "drop --lam/--target-acc, or pick --reg weight or clip")
-        if self.n_train is not None and self.n_train < 1:
-            raise RobustclipError(f"n_train must be >= 1, got {self.n_train}", "pass a positive --n-train")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise RobustclipError(f"device {self.device!r} asked for, but CUDA is not available", "use --device cpu")
         regularizers.LambdaSchedule(lam=self.lam, target=self.target_acc, step=self.lam_step,
                                     every=self.lam_every, warmup=self.warmup)
         regularizers.make(self.reg, **self.reg_params())
+        models.build(self.model_spec())  # sizes are capped before anything is allocated
 
     def reg_params(self) -> dict[str, Any]:
         """Settings of the chosen regulariser (the config field its registry entry names), else {}."""
@@ -185,7 +217,19 @@ class Trainer:
         self.probe_gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.probe_x = (self.Xv if self.Xv is not None else self.X)[:512]
         self.step = 0
+        self.first_loss: float | None = None
         self.t_start = time.perf_counter()
+
+    def _check_loss(self, total: torch.Tensor, epoch: int, i: int) -> None:
+        """Stop the run on a NaN or infinite loss, or one :data:`EXPLODE` times the first step's."""
+        v = float(total.detach())
+        if self.first_loss is None and math.isfinite(v):
+            self.first_loss = abs(v)
+        ref = max(self.first_loss or 0.0, 1e-3)
+        if not math.isfinite(v) or v > EXPLODE * ref:
+            what = "is not finite" if not math.isfinite(v) else f"exploded (first step: {ref:.3g})"
+            raise TrainingDiverged(f"training diverged in epoch {epoch + 1}, step {i + 1}: the loss {v:.3g} {what}; "
+                                   "nothing was saved", f"lower the learning rate, e.g. --lr {self.cfg.lr / 10:g}")
 
     def epoch(self) -> dict[str, Any]:
         """Train one epoch; return (and record) its history entry."""
@@ -218,6 +262,7 @@ class Trainer:
                 pen = reg.penalty(model, out_e)
                 if pen is not None:
                     total = loss + lam * pen
+            self._check_loss(total, epoch, i)
             self.opt.zero_grad(set_to_none=True)
             total.backward()
             self.opt.step()
@@ -273,7 +318,11 @@ class Trainer:
         return rec
 
     def run(self, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
-        """Train the remaining epochs; Ctrl-C stops cleanly with the best weights so far."""
+        """Train the remaining epochs; Ctrl-C stops cleanly with the best weights so far.
+
+        An interruption before any epoch finished has nothing worth keeping: the KeyboardInterrupt propagates.
+        A non-finite or exploding loss raises :class:`TrainingDiverged`.
+        """
         interrupted = False
         try:
             while len(self.history) < self.cfg.epochs:
@@ -281,6 +330,8 @@ class Trainer:
                 if on_epoch:
                     on_epoch(rec)
         except KeyboardInterrupt:
+            if self.best_state is None:
+                raise
             interrupted = True
         return self.result(interrupted=interrupted)
 
@@ -313,6 +364,7 @@ class Trainer:
             },
             history=self.history,
             metrics={k: best[k] for k in ("train_acc", "val_acc", "val_mse", "train_loss") if k in best},
+            extra={"status": "partial" if interrupted else "complete"},
         )
         return TrainResult(model=model, history=self.history, meta=meta, interrupted=interrupted)
 
@@ -324,7 +376,9 @@ def train(cfg: TrainConfig, *, data_dir: str | None = None, progress: bool = Tru
 
     ``splits`` may pass preloaded (train, validation) data; otherwise it is
     loaded from ``data_dir``. A KeyboardInterrupt stops after the current step
-    and returns the best weights so far with ``interrupted=True``.
+    and returns the best weights so far with ``interrupted=True`` (metadata
+    ``status: "partial"``); one before the first epoch finished propagates.
+    A NaN, infinite or exploding loss raises :class:`TrainingDiverged`.
     """
     return Trainer(cfg, data_dir=data_dir, progress=progress, splits=splits).run(on_epoch)
 

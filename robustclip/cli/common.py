@@ -16,11 +16,12 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 class Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line and exit status 2, like every other user error."""
+    """An ArgumentParser whose errors are one line, ``robustclip: error: <problem> -- <fix>``, and exit status 2,
+    like every other user error."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.print_usage(sys.stderr)
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        message = " ".join(message.split())
+        self.exit(2, f"robustclip: error: {self.prog}: {message} -- see '{self.prog} --help'\n")
 
 
 def formatter(prog: str) -> argparse.HelpFormatter:
@@ -57,6 +58,11 @@ def positive_int(v: str) -> int:
     if i < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {i}")
     return i
+
+
+def add_force(p: argparse.ArgumentParser, what: str) -> None:
+    """``--force``: overwrite existing output files."""
+    p.add_argument("--force", action="store_true", help=f"overwrite {what} if it exists (default: refuse)")
 
 
 def split_floats(text: str, what: str) -> list[float]:

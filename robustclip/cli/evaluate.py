@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RobustclipError
-from .common import add_command, add_data_dir, add_quiet, console_table, positive_int
+from .common import add_command, add_data_dir, add_force, add_quiet, console_table, positive_int
 
 
 def register(sub: Any) -> None:
@@ -26,34 +26,79 @@ def register(sub: Any) -> None:
     p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--seed", type=int, default=None, help="attack seed (default: the suite's)")
     p.add_argument("--out", required=True, metavar="DIR")
+    add_force(p, "results.csv, results.json and lipschitz.json in DIR")
     add_quiet(p)
     add_data_dir(p)
+
+
+OUTPUTS = ("results.csv", "results.json", "lipschitz.json")
+
+
+def distinct_names(names: list[str], paths: list[str]) -> list[str]:
+    """``names`` with repeats told apart by the checkpoints' folders (``a/clip``, ``b/clip``), else by ``#i``.
+
+    Two models must never share a name: results tables group by it, and would average them into one row.
+    """
+    out = list(names)
+    for attempt in range(2):
+        counts: dict[str, int] = {}
+        for n in out:
+            counts[n] = counts.get(n, 0) + 1
+        if all(v == 1 for v in counts.values()):
+            return out
+        for i, n in enumerate(out):
+            if counts[n] > 1:
+                parent = Path(paths[i]).resolve().parent.name
+                out[i] = f"{parent}/{names[i]}" if attempt == 0 else f"{out[i]}#{i + 1}"
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate every checkpoint, write results.csv, results.json and lipschitz.json, print a table."""
     import pandas as pd
 
-    from .. import _io
-    from ..attacks import load_suite
+    from .. import _io, validate
+    from ..attacks import MAX_BATCH, MAX_SAMPLES, load_suite
+    from ..checkpoints import MAX_FILE_BYTES
+    from ..errors import CheckpointError
     from ..pipeline import evaluate_checkpoint
 
+    # every input and the output are checked before any work: a bad one fails first, not after the evaluation
+    out = validate.output_dir(args.out, OUTPUTS, "--out", force=args.force)
+    if args.n is not None:
+        validate.number(args.n, "--n", integer=True, lo=1, hi=MAX_SAMPLES)
+    if args.batch_size is not None:
+        validate.number(args.batch_size, "--batch-size", integer=True, lo=1, hi=MAX_BATCH)
+    if args.seed is not None:
+        validate.seed(args.seed, "--seed")
     suite = load_suite(args.suite)
-    for c in args.checkpoints:  # fail before any work on a bad path
-        if not Path(c).is_file():
-            raise RobustclipError(f"checkpoint {c} does not exist", "check the path")
+    suite.check_budget(args.n)
+    seen: set[Path] = set()
+    for c in args.checkpoints:
+        validate.regular_file(c, "checkpoint", max_bytes=MAX_FILE_BYTES, error=CheckpointError)
+        key = Path(c).resolve()
+        if key in seen:
+            raise RobustclipError(f"checkpoint {c} is given twice", "list each checkpoint once")
+        seen.add(key)
     frames, lips, metas, flags = [], [], [], []
+    names: list[str] = []
+    model_flags: list[list[str]] = []
     for c in args.checkpoints:
         ev = evaluate_checkpoint(c, suite=suite, data_dir=args.data_dir, n=args.n, batch_size=args.batch_size,
                                  seed=args.seed, progress=not args.quiet)
         res = ev.result
         assert res is not None
+        names.append(ev.name)
         frames.append(res.frame)
         lips.append(ev.lipschitz_dict())
         metas.append({**res.meta, "flags": res.flags, "seconds": res.seconds})
-        flags += [f"{ev.name}: {f}" for f in res.flags]
+        model_flags.append(res.flags)
+    for i, name in enumerate(distinct_names(names, list(args.checkpoints))):  # distinct models keep distinct rows
+        frames[i] = frames[i].assign(model=name)
+        lips[i]["model"] = name
+        metas[i]["model"] = name
+        flags += [f"{name}: {f}" for f in model_flags[i]]
     frame = pd.concat(frames, ignore_index=True)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     _io.write_text(out / "results.csv", frame.to_csv(index=False))
     _io.write_json(out / "results.json", {"suite": suite.name, "suite_file": suite.path, "suite_config": suite.raw,

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
+from .._io import loads_json_bounded
 from ..errors import RobustclipError
-from .common import add_command, add_data_dir, add_quiet, positive_int
+from .common import add_command, add_data_dir, add_force, add_quiet, positive_int
 
 
 def register(sub: Any) -> None:
@@ -51,6 +51,7 @@ def register(sub: Any) -> None:
     p.add_argument("--require-target", action="store_true",
                    help="select the best epoch only among those reaching τ")
     p.add_argument("--out", required=True, metavar="PATH.safetensors", help="checkpoint to write")
+    add_force(p, "the --out checkpoint")
     add_quiet(p)
     add_data_dir(p)
 
@@ -63,7 +64,7 @@ def parse_clip(items: list[str]) -> dict[str, Any]:
             raise RobustclipError(f"--clip {item!r} is not KEY=VALUE", "e.g. --clip pairs=32")
         k, v = item.split("=", 1)
         try:
-            out[k] = json.loads(v)
+            out[k] = loads_json_bounded(v, max_depth=4, max_bytes=4096, what=f"--clip {k}")
         except ValueError:
             out[k] = v
     return out
@@ -76,9 +77,9 @@ def _spec(args: argparse.Namespace) -> dict[str, Any] | None:
     if args.model:
         if args.model.strip().startswith("{"):
             try:
-                spec = json.loads(args.model)
-            except ValueError:
-                raise RobustclipError("--model is not valid JSON",
+                spec = loads_json_bounded(args.model, max_depth=16, max_bytes=64 * 1024, what="--model")
+            except ValueError as exc:
+                raise RobustclipError(f"--model is not a valid JSON spec ({exc})",
                                       'e.g. --model \'{"arch": "fc", "sizes": [784, 100, 10]}\'') from None
         else:
             spec = models.default_spec(args.model, args.dataset)
@@ -92,15 +93,12 @@ def _spec(args: argparse.Namespace) -> dict[str, Any] | None:
 
 def run(args: argparse.Namespace) -> int:
     """Train as the flags say, save the checkpoint, print a one-line summary."""
+    from .. import validate
     from ..pipeline import train_to_checkpoint
     from ..regularizers import REGISTRY
     from ..training import TrainConfig
 
-    out = Path(args.out)
-    if not out.parent.is_dir():
-        raise RobustclipError(f"output folder {out.parent} does not exist", f"create it first: mkdir -p {out.parent}")
-    if out.is_dir():
-        raise RobustclipError(f"--out {out} is a folder", "pass a file path ending in .safetensors")
+    out = validate.output_file(args.out, "--out", force=args.force)  # before any work: fail first, not last
     spec = _spec(args)
     entry = REGISTRY.get(args.reg)
     if entry is not None and not entry.takes_lam and args.lam not in (None, 0.0):
@@ -112,12 +110,14 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr, n_train=args.n_train, seed=args.seed,
         device=args.device, require_target=args.require_target or None,
     )
+    cfg.validate()  # every flag checked before the data is loaded
     res = train_to_checkpoint(cfg, out, data_dir=args.data_dir, progress=not args.quiet,
                               command=" ".join(["robustclip", *sys.argv[1:]]))
     best = res.meta.metrics
     summary = ", ".join(f"{k} {v:.4f}" for k, v in best.items() if isinstance(v, float))
     print(f"wrote {out}  (best epoch {res.meta.train['best_epoch']}: {summary})")
     if res.interrupted:
-        print("training was interrupted; the checkpoint holds the best weights so far", file=sys.stderr)
+        print(f"training was interrupted after {len(res.history)} epochs; the checkpoint holds the best weights so "
+              "far and is marked partial", file=sys.stderr)
         return 130
     return 0
