@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import RobustclipError
 
 if TYPE_CHECKING:
-    from .sweeps import Run
+    from .run import Run
 
 ENGINES = ("local", "ray")
 

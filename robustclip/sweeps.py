@@ -50,8 +50,6 @@ others go on; Ctrl-C records nothing that did not finish.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 import re
@@ -70,6 +68,7 @@ from . import _io
 from .claims import Claim, ClaimDir, Heartbeat
 from .errors import RobustclipError, SuiteError
 from .regularizers import REGISTRY
+from .run import Run
 
 _EXP_KEYS = {"name", "dataset", "model", "epochs", "seeds", "n_train", "suite", "n_test", "train", "method",
              "experiment", "description", "output_sigmoid", "label"}
@@ -79,21 +78,6 @@ _METHOD_KEYS = {"reg", "lam", "tau", "lam0", "lam_step", "lam_every", "warmup", 
 RESULT_COLUMNS = ["run", "label", "dataset", "method", "lam", "tau", "seed", "attack", "norm", "eps", "accuracy",
                   "n", "ci_low", "ci_high", "lip_lower", "lip_upper", "lip_exact", "mse", "train_seconds",
                   "final_lam", "epochs"]
-
-
-@dataclass
-class Run:
-    """One planned training + evaluation run."""
-
-    id: str
-    train: dict[str, Any]
-    suite: dict[str, Any] | None
-    n_test: int | None
-    meta: dict[str, Any]
-
-    def digest(self) -> str:
-        blob = json.dumps({"train": self.train, "suite": self.suite, "n_test": self.n_test}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _fmt_num(v: float) -> str:

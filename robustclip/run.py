@@ -1,0 +1,29 @@
+"""One planned run of a sweep: its id, training config, suite and the digest that says whether it is done."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class Run:
+    """One planned training + evaluation run.
+
+    ``id``: a safe folder name. ``train``: the :class:`~robustclip.training.TrainConfig` fields. ``suite``: the
+    attack suite as a dict (None for regression). ``n_test``: test samples (None: the suite's n). ``meta``: the
+    sweep's labels for it (method, λ or τ, seed, experiment).
+    """
+
+    id: str
+    train: dict[str, Any]
+    suite: dict[str, Any] | None
+    n_test: int | None
+    meta: dict[str, Any]
+
+    def digest(self) -> str:
+        """A hash of what defines the run's result: its training config, suite and test size."""
+        blob = json.dumps({"train": self.train, "suite": self.suite, "n_test": self.n_test}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
