@@ -26,6 +26,7 @@ gets its own row and never enters the worst case.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Callable
@@ -260,19 +261,47 @@ BUILTIN_SUITES: dict[str, dict[str, Any]] = {
 }
 
 
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def shipped_suites_dir() -> Path | None:
+    """The folder of the suites shipped with robustclip (``attacks/*.toml`` of the repo).
+
+    Installed from a wheel they live in the package, ``robustclip/suites/``; run from a source checkout (an
+    editable install, or ``PYTHONPATH`` pointing at it) they are the checkout's own ``attacks/``.
+    """
+    pkg = Path(__file__).resolve().parent
+    if (pkg / "suites").is_dir():
+        return pkg / "suites"
+    checkout = pkg.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / "attacks").is_dir():
+        return checkout / "attacks"
+    return None
+
+
+def suite_names() -> list[str]:
+    """Names that ``--suite NAME`` resolves from any folder: the shipped suites, then the built-ins."""
+    where = shipped_suites_dir()
+    shipped = sorted(p.stem for p in where.glob("*.toml")) if where else []
+    return shipped + [b for b in BUILTIN_SUITES if b not in shipped]
+
+
 def find_suite(name_or_path: str | os.PathLike[str]) -> Path | str:
-    """Resolve a suite argument: an existing file, ``attacks/NAME.toml``, or a built-in name."""
+    """Resolve a suite argument, first match wins: an existing file path; ``./attacks/NAME.toml`` (relative to
+    the current folder); the suite NAME shipped with robustclip; a built-in name (returned as a string)."""
     p = Path(name_or_path)
     if p.is_file():
         return p
-    if p.suffix != ".toml":
-        cand = Path("attacks") / f"{p.name}.toml"
-        if cand.is_file():
-            return cand
-        if str(name_or_path) in BUILTIN_SUITES:
-            return str(name_or_path)
-    raise SuiteError(f"attack suite {str(name_or_path)!r} not found",
-                     f"pass a TOML file path, a name under ./attacks/, or one of: {', '.join(BUILTIN_SUITES)}")
+    name = str(name_or_path)
+    if p.suffix != ".toml" and _NAME_RE.match(name):
+        for folder in (Path("attacks"), shipped_suites_dir()):
+            cand = folder / f"{name}.toml" if folder is not None else None
+            if cand is not None and cand.is_file():
+                return cand
+        if name in BUILTIN_SUITES:
+            return name
+    raise SuiteError(f"attack suite {name!r} not found",
+                     f"pass a TOML file path, a name under ./attacks/, or one of: {', '.join(suite_names())}")
 
 
 def load_suite(name_or_path: str | os.PathLike[str] | Suite) -> Suite:

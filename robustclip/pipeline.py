@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import checkpoints, data, evaluation, lipschitz, models
+from . import checkpoints, data, evaluation, lipschitz, loading, models
 from ._io import sha256_file
 from .attacks import Suite, load_suite
 from .checkpoints import CheckpointMeta
@@ -98,6 +98,7 @@ def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite
         raise RobustclipError(f"model {name} is a {dataset} classifier and needs an attack suite", "pass --suite")
     s = load_suite(suite)
     split = data.load(dataset, "test", data_dir=data_dir).subset(n or s.n)
+    loading.check_classifier(model, split.x, data.NUM_CLASSES[dataset], name=name)
     lip_seed = s.seed if seed is None else seed
     lip = lipschitz.estimate(model, split.x[:LIPSCHITZ_POINTS], in_shape=in_shape, seed=lip_seed,
                              pairs=LIPSCHITZ_PAIRS)
@@ -118,24 +119,33 @@ def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite
 
 def evaluate_checkpoint(path: str | os.PathLike[str], *, suite: str | Suite, data_dir: str | None = None,
                         n: int | None = None, batch_size: int | None = None, seed: int | None = None,
-                        progress: bool = True) -> Evaluation:
-    """Load a checkpoint and evaluate it under ``suite`` on its dataset's test split (see :func:`evaluate_model`).
+                        progress: bool = True, model: str | None = None, dataset: str | None = None,
+                        trust_factory: bool = False) -> Evaluation:
+    """Load a model and evaluate it under ``suite`` on its dataset's test split (see :func:`evaluate_model`).
 
+    ``path``: a robustclip checkpoint, or a user's state_dict (safetensors, or ``.pt``/``.pth`` read with
+    ``torch.load(weights_only=True)``) with ``model="MODULE:CALLABLE"`` naming the code that builds the network
+    (imported: it runs) and ``dataset`` naming what it classifies; see :func:`robustclip.loading.load_model`.
     Raises :class:`~robustclip.errors.RobustclipError` for a regression checkpoint (attack suites need a
-    classifier) and for every unreadable or tampered file.
+    classifier), a model of no known dataset, and every unreadable or tampered file.
     """
     t0 = time.perf_counter()
-    model, meta = checkpoints.load(path)
+    net, meta = loading.load_model(path, model=model, dataset=dataset, trust_factory=trust_factory)
     if meta.dataset == "regression":
         raise RobustclipError(f"{path} is a regression model; attack suites need a classifier",
                               "use robustclip.lipschitz.estimate(..., exact=True) for regression models")
-    name = meta.name or Path(path).name.removesuffix(".safetensors")
-    ev = evaluate_model(model, meta, suite=suite, data_dir=data_dir, n=n, batch_size=batch_size, seed=seed,
+    if meta.dataset not in data.NUM_CLASSES:
+        raise RobustclipError(f"{path} does not say which dataset its model classifies ({meta.dataset})",
+                              f"pass --dataset {' or '.join(data.NUM_CLASSES)}")
+    name = meta.name or Path(path).name.removesuffix(".safetensors").removesuffix(".pth").removesuffix(".pt")
+    ev = evaluate_model(net, meta, suite=suite, data_dir=data_dir, n=n, batch_size=batch_size, seed=seed,
                         progress=progress, name=name)
     assert ev.result is not None
     train_cfg = meta.train
     ev.result.meta.update({"checkpoint": str(path), "checkpoint_sha256": sha256_file(path),
                            "train": {k: train_cfg.get(k) for k in ("method", "lam", "target_acc", "seed", "epochs",
                                                                    "final_lam")}})
+    if meta.get("factory"):
+        ev.result.meta["model_factory"] = meta["factory"]
     ev.info["seconds"] = time.perf_counter() - t0
     return ev

@@ -43,6 +43,17 @@ def add_data_dir(p: argparse.ArgumentParser) -> None:
                    help="folder holding mnist/ and fashion-mnist/ (default: $ROBUSTCLIP_DATA, cache, download)")
 
 
+def add_model(p: argparse.ArgumentParser) -> None:
+    """``--model MODULE:CALLABLE`` and ``--dataset D``: evaluate a user's own network from a state_dict."""
+    from ..data import IMAGE_DATASETS
+
+    p.add_argument("--model", metavar="MODULE:CALLABLE", default=None,
+                   help="for a state_dict (.safetensors, .pt/.pth): the code that builds the network, imported from "
+                   "this folder or sys.path (importing runs its code); CALLABLE() must return the nn.Module")
+    p.add_argument("--dataset", choices=IMAGE_DATASETS, default=None,
+                   help="the dataset the model classifies (needed for a state_dict; a checkpoint records it)")
+
+
 def add_quiet(p: argparse.ArgumentParser) -> None:
     """``--quiet``."""
     p.add_argument("--quiet", action="store_true", help="no progress output")
