@@ -437,3 +437,18 @@ def test_installed_wheel_evaluates_with_suite_names_from_outside(tmp_path, user,
         doc = json.loads((elsewhere / out / "results.json").read_text())
         assert doc["suite"] == "ci-quick" and Path(doc["suite_file"]).resolve().is_relative_to(site.resolve())
         assert doc["runs"][0]["n"] == 20
+
+
+def test_a_safetensors_header_that_starts_like_pickle_magic_still_loads(tmp_path):
+    """A header length of 0x280 (or 0x380, ...) writes the bytes 80 02 first: a pickle's magic, but not a pickle."""
+    model = rc.models.build({"arch": "fc", "sizes": [784, 4, 10], "activation": "relu"})
+    path = tmp_path / "m.safetensors"
+    for k in range(0, 1200, 8):
+        rc.save(model, path, {"dataset": "mnist", "pad": "x" * k})
+        if path.read_bytes()[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"):
+            break
+    else:
+        pytest.fail("no padding gave a header length that looks like pickle magic")
+    loaded, meta = rc.load(path)
+    assert meta["pad"] and torch.equal(loaded(torch.ones(1, 1, 28, 28)), model(torch.ones(1, 1, 28, 28)))
+    assert loading.load_model(path)[1].weights_sha256 == meta.weights_sha256
