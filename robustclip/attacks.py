@@ -12,7 +12,7 @@ A suite file looks like this (see ``attacks/*.toml``)::
     L2 = [1.0, 2.0]
 
     [[attack]]
-    type = "pgd"       # clean | noise | fgsm | pgd | apgd | apgdt | autoattack | authors_pgd
+    type = "pgd"       # clean | noise | fgsm | pgd | apgd | apgdt | autoattack | square | authors_pgd
     norm = "L2"
     steps = 20
 
@@ -195,6 +195,12 @@ def _autoattack(s: AttackSpec, m: nn.Module, k: int, seed: int) -> torchattacks.
                                    n_classes=k, seed=seed)
 
 
+def _square(s: AttackSpec, m: nn.Module, k: int, seed: int) -> torchattacks.attack.Attack:
+    return torchattacks.Square(m, norm=s.norm, eps=s.eps, n_queries=s.params.get("n_queries", 5000),
+                               n_restarts=s.params.get("restarts", 1), p_init=s.params.get("p_init", 0.8),
+                               seed=seed)
+
+
 def _authors_pgd(s: AttackSpec, m: nn.Module, k: int, seed: int) -> torchattacks.attack.Attack:
     return AuthorsPGDL2(m, eps=float(s.eps or 0.0), alpha=s.params.get("step_size", 0.5),
                         steps=s.params.get("steps", 100))
@@ -213,6 +219,7 @@ ATTACKS: dict[str, AttackKind] = {
                        label=lambda p: f"apgd-{p.get('loss', 'ce')}"),
     "apgdt": AttackKind(_keys("norm", "eps", "steps", "restarts"), _apgdt),
     "autoattack": AttackKind(_keys("norm", "eps", "version"), _autoattack),
+    "square": AttackKind(_keys("norm", "eps", "n_queries", "restarts", "p_init"), _square),
     "authors_pgd": AttackKind(_keys("norm", "eps", "steps", "step_size", "restarts"), _authors_pgd,
                               outer_restarts=True),
 }
@@ -364,10 +371,10 @@ def parse_suite(raw: dict[str, Any], *, where: str = "<suite>") -> Suite:
             raise SuiteError(f"{at} ({t}): unknown key {sorted(bad)[0]!r}",
                              f"allowed keys: {', '.join(sorted(kind.keys))}")
         params = {k: v for k, v in item.items() if k not in ("type", "label", "norm", "eps")}
-        for key in ("steps", "restarts", "samples"):
+        for key in ("steps", "restarts", "samples", "n_queries"):
             if key in params:
                 _num(at, key, params[key], integer=True)
-        for key in ("step_size", "sigma"):
+        for key in ("step_size", "sigma", "p_init"):
             if key in params:
                 _num(at, key, params[key])
         if "loss" in params and params["loss"] not in ("ce", "dlr"):

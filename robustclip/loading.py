@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import data
 from .checkpoints import _META_KEY, CheckpointMeta, weights_digest
 from .errors import CheckpointError, RobustclipError
 
@@ -200,7 +201,8 @@ def _plain_state_meta(state: dict[str, torch.Tensor], ref: str, fmt: str) -> Che
 
 
 def load_model(path: str | os.PathLike[str], *, model: str | None = None, dataset: str | None = None,
-               trust_factory: bool = False, map_location: str | torch.device = "cpu") -> tuple[nn.Module, CheckpointMeta]:
+               trust_factory: bool = False,
+               map_location: str | torch.device = "cpu") -> tuple[nn.Module, CheckpointMeta]:
     """``(model in eval mode, metadata)`` from a robustclip checkpoint or a user's state_dict.
 
     ``model``: ``"MODULE:CALLABLE"``, the code that builds the network (imported and called here: it runs). It is
@@ -270,8 +272,11 @@ def load_model(path: str | os.PathLike[str], *, model: str | None = None, datase
     return net, meta
 
 
-def check_classifier(model: nn.Module, x: torch.Tensor, n_classes: int, *, name: str = "model") -> None:
-    """Run ``model`` on a couple of inputs ``x``; it must return ``(N, n_classes)`` logits, else a one-line error."""
+def check_classifier(model: nn.Module, x: torch.Tensor, n_classes: int | None, *, name: str = "model") -> int:
+    """Run ``model`` on a couple of inputs ``x``; it must return ``(N, n_classes)`` logits, else a one-line error.
+
+    With ``n_classes`` None any ``(N, k)`` output with k >= 2 passes. Returns the number of classes k.
+    """
     sample = x[:2]
     shape = tuple(sample.shape)
     try:
@@ -280,8 +285,93 @@ def check_classifier(model: nn.Module, x: torch.Tensor, n_classes: int, *, name:
     except Exception as exc:  # the user's forward failed on inputs of the dataset's shape
         raise RobustclipError(f"model {name} fails on a {shape} batch of the dataset's inputs: {_one_line(exc)}",
                               "the model must take inputs in [0,1] of the dataset's shape (N, C, H, W)") from None
-    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape != (shape[0], n_classes):
+    want = n_classes if n_classes is not None else (out.shape[1] if isinstance(out, torch.Tensor) and out.dim() == 2
+                                                    and out.shape[1] >= 2 else "classes")
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or tuple(out.shape) != (shape[0], want):
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise RobustclipError(f"model {name} maps a {shape} batch to {got}; a {n_classes}-class classifier must "
-                              f"return ({shape[0]}, {n_classes}) logits", "return logits of shape (N, classes)")
+        raise RobustclipError(f"model {name} maps a {shape} batch to {got}; a classifier must return "
+                              f"({shape[0]}, {want}) logits", "return logits of shape (N, classes)")
+    return int(out.shape[1])
+
+
+# --------------------------------------------------------------------------- the user's own evaluation data
+
+MAX_DATA_BYTES = 2 * 1024**3
+"""The largest ``--data`` file read (2 GiB)."""
+MAX_DATA_ELEMENTS = 2**28
+"""The most input values (N × features) a ``--data`` file may hold (1 GiB as float32)."""
+
+
+def _data_arrays(p: Path) -> dict[str, Any]:
+    """``x`` and ``y`` of a ``.npz`` (read with ``allow_pickle=False``) or safetensors file, as numpy arrays."""
+    import numpy as np
+
+    if p.suffix.lower() == ".npz":
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                return {k: z[k] for k in ("x", "y") if k in z.files}
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise RobustclipError(f"data file {p} cannot be read as .npz ({_one_line(exc)})",
+                                  "write it with numpy.savez(path, x=x, y=y) from numeric arrays") from None
+    from safetensors import SafetensorError
+    from safetensors.numpy import load as st_load_np
+
+    try:
+        arrays = st_load_np(p.read_bytes())
+    except (SafetensorError, ValueError, OSError) as exc:
+        raise RobustclipError(f"data file {p} cannot be read as safetensors ({_one_line(exc)})",
+                              "write it with safetensors (x and y tensors) or numpy.savez (.npz)") from None
+    return {k: arrays[k] for k in ("x", "y") if k in arrays}
+
+
+def load_data_file(path: str | os.PathLike[str]) -> data.Split:
+    """A user's evaluation set: ``x`` in [0,1] of any shape ``(N, ...)`` and integer labels ``y`` ``(N,)``.
+
+    Read from a safetensors or ``.npz`` file (``allow_pickle=False``: never unpickled). Checked where it enters:
+    a regular file of at most :data:`MAX_DATA_BYTES`, both arrays present, ``x`` floating point, finite and in
+    [0,1] with at most :data:`MAX_DATA_ELEMENTS` values, ``y`` whole numbers >= 0, one label per input. The split's
+    ``dataset`` names the file and a digest of its content, so a baseline made on other data is refused.
+    """
+    import hashlib
+
+    import numpy as np
+
+    p = Path(path)
+    if not p.is_file():
+        raise RobustclipError(f"data file {p} {'is not a regular file' if p.exists() else 'does not exist'}",
+                              "pass a .safetensors or .npz file holding x and y")
+    size = p.stat().st_size
+    if size > MAX_DATA_BYTES:
+        raise RobustclipError(f"data file {p} is {size / 1024**3:.1f} GiB, more than the {MAX_DATA_BYTES // 1024**3} "
+                              "GiB limit", "evaluate a subset; attacks on more samples rarely change the verdict")
+    arrays = _data_arrays(p)
+    for key in ("x", "y"):
+        if key not in arrays:
+            raise RobustclipError(f"data file {p} has no array {key!r}", "store the inputs as x and the labels as y")
+    x, y = arrays["x"], arrays["y"]
+    if x.dtype.kind != "f" or x.ndim < 2 or x.shape[0] < 1:
+        raise RobustclipError(f"data file {p}: x must be floating point of shape (N, ...), got {x.dtype} {x.shape}",
+                              "store inputs as float32 in [0,1], one sample per row")
+    if x.size > MAX_DATA_ELEMENTS:
+        raise RobustclipError(f"data file {p}: x holds {x.size} values, more than {MAX_DATA_ELEMENTS}",
+                              "evaluate a subset")
+    if not np.isfinite(x).all():
+        raise RobustclipError(f"data file {p}: x has non-finite values (NaN or inf)", "clean the inputs")
+    if x.min() < 0 or x.max() > 1:
+        raise RobustclipError(f"data file {p}: x lies in [{x.min():.3g}, {x.max():.3g}], not in [0,1]",
+                              "scale inputs to [0,1] and put normalisation inside the model")
+    if y.ndim != 1 or y.shape[0] != x.shape[0]:
+        raise RobustclipError(f"data file {p}: y has shape {y.shape}, x has {x.shape[0]} samples",
+                              "give one integer label per input, y of shape (N,)")
+    if y.dtype.kind == "f":
+        if not np.isfinite(y).all() or not (y == np.round(y)).all():
+            raise RobustclipError(f"data file {p}: y has labels that are not whole numbers", "store class indices")
+    elif y.dtype.kind not in "iu":
+        raise RobustclipError(f"data file {p}: y is {y.dtype}, not integer labels", "store class indices as int64")
+    if y.size and y.min() < 0:
+        raise RobustclipError(f"data file {p}: y has a negative label {int(y.min())}", "labels are 0..classes-1")
+    digest = hashlib.sha256(p.read_bytes()).hexdigest()[:12]
+    return data.Split(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+                      torch.from_numpy(np.ascontiguousarray(y).astype(np.int64)),
+                      dataset=f"{p.name}@{digest}", split="test", source=f"file {p} (sha256 {digest}...)")
 

@@ -452,3 +452,136 @@ def test_a_safetensors_header_that_starts_like_pickle_magic_still_loads(tmp_path
     loaded, meta = rc.load(path)
     assert meta["pad"] and torch.equal(loaded(torch.ones(1, 1, 28, 28)), model(torch.ones(1, 1, 28, 28)))
     assert loading.load_model(path)[1].weights_sha256 == meta.weights_sha256
+
+
+# --------------------------------------------------------------------------- your own data (--data FILE)
+
+COLOUR_MODULE = '''\
+"""A model for 3x8x8 colour patches and 4 classes."""
+from torch import nn
+
+
+def linear() -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4))
+'''
+
+
+@pytest.fixture(scope="module")
+def colour(tmp_path_factory) -> dict[str, Any]:
+    """A non-28x28 problem: x (96, 3, 8, 8) in [0,1], labels given by a linear model, which is saved as .pt."""
+    import numpy as np
+
+    d = tmp_path_factory.mktemp("colour")
+    name = f"colournets_{uuid.uuid4().hex[:10]}"
+    (d / f"{name}.py").write_text(COLOUR_MODULE, encoding="utf-8")
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4))
+    x = torch.rand(96, 3, 8, 8)
+    with torch.no_grad():
+        y = net(x).argmax(1)
+    torch.save(net.state_dict(), d / "linear.pt")
+    np.savez(d / "patches.npz", x=x.numpy(), y=y.numpy())
+    save_file({"x": x, "y": y}, str(d / "patches.safetensors"))
+    (d / "tiny.toml").write_text(TINY_SUITE, encoding="utf-8")
+    return {"dir": d, "ref": f"{name}:linear", "x": x, "y": y}
+
+
+@pytest.mark.parametrize("data_file", ["patches.npz", "patches.safetensors"])
+def test_cli_evaluates_own_data_of_any_shape(colour, monkeypatch, data_file):
+    monkeypatch.chdir(colour["dir"])
+    code, out, err = _main(["evaluate", "linear.pt", "--model", colour["ref"], "--data", data_file, "--suite",
+                            "tiny.toml", "--out", f"ev-{data_file}", "--quiet"])
+    assert code == 0, err
+    frame = pd.read_csv(colour["dir"] / f"ev-{data_file}" / "results.csv")
+    acc = dict(zip(frame.attack, frame.accuracy))
+    assert acc["clean"] == 1.0 and acc["worst_case"] < 1.0  # labels are the model's own: clean is exact
+    assert frame.n.iloc[0] == 64 and frame.dataset.iloc[0].startswith(f"{data_file}@")
+
+
+def test_check_gates_on_own_data(colour, monkeypatch):
+    monkeypatch.chdir(colour["dir"])
+    common = ["--model", colour["ref"], "--suite", "tiny.toml", "--baseline", "b.json"]
+    assert _main(["check", "linear.pt", "--data", "patches.npz", *common, "--update-baseline"])[0] == 0
+    code, out, err = _main(["check", "linear.pt", "--data", "patches.safetensors", *common, "--json"])
+    _one_line_error(code, err, "was made on patches.npz@")  # other data file: not compared like with like
+
+
+def _npz(path: Path, **arrays: Any) -> Path:
+    import numpy as np
+
+    np.savez(path, **arrays)
+    return path
+
+
+def test_own_data_is_validated_where_it_enters(tmp_path):
+    import numpy as np
+
+    x = np.random.default_rng(0).random((5, 2, 3, 3)).astype(np.float32)
+    y = np.arange(5)
+    split = loading.load_data_file(_npz(tmp_path / "ok.npz", x=x, y=y.astype(np.float64)))  # whole floats pass
+    assert split.x.shape == (5, 2, 3, 3) and split.y.dtype == torch.int64 and split.y.tolist() == [0, 1, 2, 3, 4]
+    cases = {
+        "no array 'y'": dict(x=x),
+        "not in [0,1]": dict(x=x * 2, y=y),
+        "non-finite": dict(x=np.where(x > 0.5, np.nan, x), y=y),
+        "negative label -1": dict(x=x, y=y - 1),
+        "not whole numbers": dict(x=x, y=y + 0.5),
+        "y has shape (4,)": dict(x=x, y=y[:4]),
+        "must be floating point": dict(x=(x * 255).astype(np.uint8), y=y),
+        "not integer labels": dict(x=x, y=np.array(["a"] * 5)),
+    }
+    for words, arrays in cases.items():
+        with pytest.raises(RobustclipError, match=re_escape(words)):
+            loading.load_data_file(_npz(tmp_path / "bad.npz", **arrays))
+    np.save(tmp_path / "obj.npy", np.array([object()], dtype=object), allow_pickle=True)
+    with zipfile.ZipFile(tmp_path / "pickled.npz", "w") as z:  # an object array needs pickle: refused, not loaded
+        z.write(tmp_path / "obj.npy", "x.npy")
+        z.write(tmp_path / "obj.npy", "y.npy")
+    with pytest.raises(RobustclipError, match="cannot be read as .npz"):
+        loading.load_data_file(tmp_path / "pickled.npz")
+    with pytest.raises(RobustclipError, match="not a regular file"):
+        loading.load_data_file(tmp_path)
+
+
+def test_labels_beyond_the_models_outputs_are_refused(colour, monkeypatch, tmp_path):
+    monkeypatch.chdir(colour["dir"])
+    bad = _npz(tmp_path / "seven.npz", x=colour["x"].numpy(), y=(colour["y"] + 3).numpy())
+    code, _, err = _main(["evaluate", "linear.pt", "--model", colour["ref"], "--data", bad, "--suite", "tiny.toml",
+                          "--out", tmp_path / "ev"])
+    _one_line_error(code, err, "has 4 outputs")
+
+
+def re_escape(text: str) -> str:
+    import re
+
+    return re.escape(text)
+
+
+# --------------------------------------------------------------------------- the field's usual threat models
+
+
+@pytest.mark.parametrize("name, norm, eps, attacks", [
+    ("mnist-linf-0.3", "Linf", 0.3, {"clean", "apgd-ce", "apgdt", "square"}),
+    ("mnist-l2-1.58", "L2", 1.58, {"clean", "pgd", "apgd-ce", "apgdt"}),
+])
+def test_threat_model_suites_parse_and_run(user, name, norm, eps, attacks, mnist_test):
+    s = load_suite(name)
+    assert s.headline == (norm, eps) and {a.label for a in s.attacks} == attacks
+    x, y = mnist_test.x[:4], mnist_test.y[:4]
+    res = rc.evaluate(user["net"], x, y, suite=s, n_classes=10, progress=False, sanity=False)
+    rows = {(r["attack"], r["eps"]): r["accuracy"] for r in res.frame.to_dict(orient="records")}
+    assert rows[("worst_case", eps)] <= min(rows[(a, eps)] for a in attacks - {"clean"})
+    assert all(v <= rows[("clean", 0.0)] for v in rows.values())
+
+
+def test_square_queries_are_configurable_and_validated():
+    raw = {"attack": [{"type": "square", "norm": "Linf", "eps": 0.1, "n_queries": 50}]}
+    from robustclip.attacks import parse_suite
+
+    spec = parse_suite(raw).attacks[0]
+    atk = spec.build(nn.Sequential(nn.Flatten(), nn.Linear(4, 3)), n_classes=3, seed=0)
+    assert atk.n_queries == 50 and atk.eps == 0.1
+    default = parse_suite({"attack": [{"type": "square", "norm": "Linf", "eps": 0.1}]}).attacks[0]
+    assert default.build(nn.Sequential(nn.Flatten(), nn.Linear(4, 3)), n_classes=3, seed=0).n_queries == 5000
+    with pytest.raises(SuiteError, match="n_queries must be an integer"):
+        parse_suite({"attack": [{"type": "square", "norm": "Linf", "eps": 0.1, "n_queries": 1.5}]})

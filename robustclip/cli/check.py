@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     code, rows, info = run_check(args.checkpoint, suite=args.suite, baseline=args.baseline, tolerance=args.tolerance,
                                  lip_tolerance=args.lip_tolerance, n=args.n, update=args.update_baseline,
                                  data_dir=args.data_dir, progress=not args.json,
-                                 model=args.model, dataset=args.dataset)
+                                 model=args.model, dataset=args.dataset, data_file=args.data)
     if args.update_baseline:
         print(f"wrote baseline {info['baseline_written']} ({info['suite']}, n={info['n']})")
         return 0

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     for c in args.checkpoints:
         ev = evaluate_checkpoint(c, suite=suite, data_dir=args.data_dir, n=args.n, batch_size=args.batch_size,
                                  seed=args.seed, progress=not args.quiet, model=args.model,
-                                 dataset=args.dataset)
+                                 dataset=args.dataset, data_file=args.data)
         res = ev.result
         assert res is not None
         frames.append(res.frame)
