@@ -285,12 +285,14 @@ def check_classifier(model: nn.Module, x: torch.Tensor, n_classes: int | None, *
     except Exception as exc:  # the user's forward failed on inputs of the dataset's shape
         raise RobustclipError(f"model {name} fails on a {shape} batch of the dataset's inputs: {_one_line(exc)}",
                               "the model must take inputs in [0,1] of the dataset's shape (N, C, H, W)") from None
-    want = n_classes if n_classes is not None else (out.shape[1] if isinstance(out, torch.Tensor) and out.dim() == 2
-                                                    and out.shape[1] >= 2 else "classes")
-    if not isinstance(out, torch.Tensor) or out.dim() != 2 or tuple(out.shape) != (shape[0], want):
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != shape[0] or out.shape[1] < 2:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise RobustclipError(f"model {name} maps a {shape} batch to {got}; a classifier must return "
-                              f"({shape[0]}, {want}) logits", "return logits of shape (N, classes)")
+                              f"({shape[0]}, {n_classes or 'classes'}) logits", "return logits of shape (N, classes)")
+    if n_classes is not None and out.shape[1] != n_classes:
+        raise RobustclipError(f"model {name} has {out.shape[1]} outputs but the dataset has {n_classes} classes: it "
+                              f"must return ({shape[0]}, {n_classes}) logits",
+                              "evaluate the model on the dataset it was trained for")
     return int(out.shape[1])
 
 
