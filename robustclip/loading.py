@@ -184,7 +184,18 @@ def _read_safetensors(raw: bytes, path: Path) -> tuple[dict[str, torch.Tensor], 
         raise CheckpointError(f"{path} is not a valid safetensors file: {str(exc).splitlines()[0] if str(exc) else ''}",
                               "re-create it; it may be truncated or corrupt") from None
     meta = header.get("__metadata__") if isinstance(header, dict) else None
-    return state, (json.loads(meta[_META_KEY]) if isinstance(meta, dict) and _META_KEY in meta else None)
+    if not isinstance(meta, dict) or _META_KEY not in meta:
+        return state, None
+    try:
+        doc = json.loads(meta[_META_KEY])
+    except (TypeError, ValueError):
+        doc = None
+    if not isinstance(doc, dict):
+        from .checkpoints import _read
+
+        _read(path)  # raises the checkpoint reader's own one-line error for corrupt metadata
+        raise CheckpointError(f"{path} has corrupt robustclip metadata", "re-create the checkpoint")
+    return state, doc
 
 
 def _set_dataset(meta: CheckpointMeta, dataset: str | None, path: Path) -> None:
@@ -238,6 +249,10 @@ def load_model(path: str | os.PathLike[str], *, model: str | None = None, datase
         except OSError as exc:
             raise CheckpointError(f"cannot read checkpoint {p}: {exc}", "check the path and permissions") from None
         state, doc = _read_safetensors(raw, p)
+        if doc is not None and model is None and doc.get("model") is not None:  # rebuilt from its spec
+            net, meta = checkpoints.load(p, map_location=map_location)
+            _set_dataset(meta, dataset, p)
+            return net, meta
         if doc is not None:  # a robustclip checkpoint: the full checks (digest, format) of checkpoints._read
             state, doc = checkpoints._read(p)
             if weights_digest(state) != doc.get("weights_sha256"):
@@ -245,10 +260,6 @@ def load_model(path: str | os.PathLike[str], *, model: str | None = None, datase
                                       "re-create the checkpoint from its training run")
             meta = CheckpointMeta.from_dict(doc)
             recorded = meta.get("factory")
-            if model is None and meta.model is not None:
-                net, meta = checkpoints.load(p, map_location=map_location)
-                _set_dataset(meta, dataset, p)
-                return net, meta
             if model is None:
                 if not recorded:
                     raise CheckpointError(f"{p} has neither a model spec nor a factory",

@@ -585,3 +585,11 @@ def test_square_queries_are_configurable_and_validated():
     assert default.build(nn.Sequential(nn.Flatten(), nn.Linear(4, 3)), n_classes=3, seed=0).n_queries == 5000
     with pytest.raises(SuiteError, match="n_queries must be an integer"):
         parse_suite({"attack": [{"type": "square", "norm": "Linf", "eps": 0.1, "n_queries": 1.5}]})
+
+
+def test_corrupt_robustclip_metadata_is_a_one_line_error(user, in_user_dir, tmp_path):
+    for text in ("{not json", "[1, 2]"):
+        save_file({k: v.contiguous() for k, v in user["net"].state_dict().items()}, str(tmp_path / "c.safetensors"),
+                  metadata={"robustclip": text})
+        with pytest.raises(CheckpointError, match="robustclip"):
+            loading.load_model(tmp_path / "c.safetensors", model=user["ref"])
