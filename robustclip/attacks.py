@@ -12,7 +12,7 @@ A suite file looks like this (see ``attacks/*.toml``)::
     L2 = [1.0, 2.0]
 
     [[attack]]
-    type = "pgd"       # clean | noise | fgsm | pgd | apgd | apgdt | autoattack | authors_pgd
+    type = "pgd"       # clean | noise | fgsm | pgd | apgd | apgdt | autoattack | square | authors_pgd
     norm = "L2"
     steps = 20
 
@@ -26,6 +26,7 @@ gets its own row and never enters the worst case.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Callable
@@ -47,6 +48,8 @@ MAX_STEPS = 10_000
 """Most steps (or noise samples) one attack may take per sample."""
 MAX_RESTARTS = 100
 """Most restarts one attack may make."""
+MAX_QUERIES = 1_000_000
+"""Most queries a black-box attack (Square) may make per sample."""
 MAX_SAMPLES = 1_000_000
 """Most test samples (n) a suite may ask for."""
 MAX_BATCH = 100_000
@@ -57,8 +60,6 @@ MAX_SUITE_BYTES = 1024 * 1024
 """Largest suite file read."""
 DEFAULT_N = 10_000
 """Samples assumed when a suite gives no n (the size of the MNIST test split)."""
-_STEPS = {"pgd": 50, "apgd": 100, "apgdt": 100, "authors_pgd": 100}
-_AUTOATTACK_STEPS = 10_000  # APGD-CE + APGD-T (9 targets) + FAB-T + Square (5,000 queries), rounded up
 
 
 # --------------------------------------------------------------------------- attacks
@@ -172,7 +173,8 @@ class AttackKind:
     torchattacks object. ``label(params)``: its default row label. ``outer_restarts``: the evaluation repeats it
     ``restarts`` times with new seeds (kinds that restart internally, like APGD, say False). ``role``: ``weak``
     (a baseline that must not beat the iterative attacks, else gradients are masked), ``iterative`` (a strong
-    gradient attack), or ``other``.
+    gradient attack), or ``other``. ``cost(params)``: model evaluations per sample it spends, restarts included
+    (for the suite's budget cap).
     """
 
     keys: frozenset[str]
@@ -180,6 +182,7 @@ class AttackKind:
     label: Callable[[dict[str, Any]], str] | None = None
     outer_restarts: bool = False
     role: str = "other"
+    cost: Callable[[dict[str, Any]], int] = lambda p: int(p.get("steps", 1)) * int(p.get("restarts", 1))
 
 
 def _pgd(s: AttackSpec, m: nn.Module, k: int, seed: int) -> torchattacks.attack.Attack:
@@ -216,6 +219,12 @@ def _autoattack(s: AttackSpec, m: nn.Module, k: int, seed: int) -> torchattacks.
                                    n_classes=k, seed=seed)
 
 
+def _square(s: AttackSpec, m: nn.Module, k: int, seed: int) -> torchattacks.attack.Attack:
+    return torchattacks.Square(m, norm=s.norm, eps=s.eps, n_queries=s.params.get("n_queries", 5000),
+                               n_restarts=s.params.get("restarts", 1), p_init=s.params.get("p_init", 0.8),
+                               seed=seed)
+
+
 def _authors_pgd(s: AttackSpec, m: nn.Module, k: int, seed: int) -> torchattacks.attack.Attack:
     return AuthorsPGDL2(m, eps=float(s.eps or 0.0), alpha=s.params.get("step_size", 0.5),
                         steps=s.params.get("steps", 100))
@@ -225,18 +234,28 @@ def _keys(*names: str) -> frozenset[str]:
     return frozenset({"label", *names})
 
 
+def _steps(default: int, targets: int = 1) -> Callable[[dict[str, Any]], int]:
+    return lambda p: int(p.get("steps", default)) * int(p.get("restarts", 1)) * targets
+
+
 ATTACKS: dict[str, AttackKind] = {
-    "clean": AttackKind(_keys(), lambda s, m, k, seed: None),
-    "noise": AttackKind(_keys("sigma", "norm", "eps", "samples"), _noise, role="weak"),
-    "fgsm": AttackKind(_keys("norm", "eps"), _fgsm, role="weak"),
+    "clean": AttackKind(_keys(), lambda s, m, k, seed: None, cost=lambda p: 0),
+    "noise": AttackKind(_keys("sigma", "norm", "eps", "samples"), _noise, role="weak",
+                        cost=lambda p: int(p.get("samples", 1))),
+    "fgsm": AttackKind(_keys("norm", "eps"), _fgsm, role="weak", cost=lambda p: 1),
     "pgd": AttackKind(_keys("norm", "eps", "steps", "step_size", "restarts"), _pgd, outer_restarts=True,
-                      role="iterative"),
+                      role="iterative", cost=_steps(50)),
     "apgd": AttackKind(_keys("norm", "eps", "steps", "restarts", "loss"), _apgd,
-                       label=lambda p: f"apgd-{p.get('loss', 'ce')}", role="iterative"),
-    "apgdt": AttackKind(_keys("norm", "eps", "steps", "restarts"), _apgdt, role="iterative"),
-    "autoattack": AttackKind(_keys("norm", "eps", "version"), _autoattack, role="iterative"),
+                       label=lambda p: f"apgd-{p.get('loss', 'ce')}", role="iterative", cost=_steps(100)),
+    "apgdt": AttackKind(_keys("norm", "eps", "steps", "restarts"), _apgdt, role="iterative",
+                        cost=_steps(100, targets=9)),
+    # APGD-CE + APGD-T (9 targets) + FAB-T + Square (5,000 queries), rounded up
+    "autoattack": AttackKind(_keys("norm", "eps", "version"), _autoattack, role="iterative",
+                             cost=lambda p: 10_000),
+    "square": AttackKind(_keys("norm", "eps", "n_queries", "restarts", "p_init"), _square,
+                         cost=lambda p: int(p.get("n_queries", 5000)) * int(p.get("restarts", 1))),
     "authors_pgd": AttackKind(_keys("norm", "eps", "steps", "step_size", "restarts"), _authors_pgd,
-                              outer_restarts=True),
+                              outer_restarts=True, cost=_steps(100)),
 }
 ATTACK_TYPES = tuple(ATTACKS)
 
@@ -278,18 +297,8 @@ class Suite:
 
 
 def attack_cost(a: AttackSpec) -> int:
-    """Gradient steps (or forward passes) one attack spends per sample, restarts included."""
-    if a.type == "clean":
-        return 0
-    if a.type == "autoattack":
-        return _AUTOATTACK_STEPS
-    if a.type == "fgsm":
-        return 1
-    if a.type == "noise":
-        return int(a.params.get("samples", 1))
-    steps = int(a.params.get("steps", _STEPS.get(a.type, 1)))
-    targets = 9 if a.type == "apgdt" else 1
-    return steps * int(a.params.get("restarts", 1)) * targets
+    """Gradient steps (or forward passes, or queries) one attack spends per sample, restarts included."""
+    return int(ATTACKS[a.type].cost(a.params))
 
 
 # --------------------------------------------------------------------------- parsing
@@ -311,19 +320,47 @@ BUILTIN_SUITES: dict[str, dict[str, Any]] = {
 }
 
 
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def shipped_suites_dir() -> Path | None:
+    """The folder of the suites shipped with robustclip (``attacks/*.toml`` of the repo).
+
+    Installed from a wheel they live in the package, ``robustclip/suites/``; run from a source checkout (an
+    editable install, or ``PYTHONPATH`` pointing at it) they are the checkout's own ``attacks/``.
+    """
+    pkg = Path(__file__).resolve().parent
+    if (pkg / "suites").is_dir():
+        return pkg / "suites"
+    checkout = pkg.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / "attacks").is_dir():
+        return checkout / "attacks"
+    return None
+
+
+def suite_names() -> list[str]:
+    """Names that ``--suite NAME`` resolves from any folder: the shipped suites, then the built-ins."""
+    where = shipped_suites_dir()
+    shipped = sorted(p.stem for p in where.glob("*.toml")) if where else []
+    return shipped + [b for b in BUILTIN_SUITES if b not in shipped]
+
+
 def find_suite(name_or_path: str | os.PathLike[str]) -> Path | str:
-    """Resolve a suite argument: an existing file, ``attacks/NAME.toml``, or a built-in name."""
+    """Resolve a suite argument, first match wins: an existing file path; ``./attacks/NAME.toml`` (relative to
+    the current folder); the suite NAME shipped with robustclip; a built-in name (returned as a string)."""
     p = Path(name_or_path)
     if p.is_file():
         return p
-    if p.suffix != ".toml":
-        cand = Path("attacks") / f"{p.name}.toml"
-        if cand.is_file():
-            return cand
-        if str(name_or_path) in BUILTIN_SUITES:
-            return str(name_or_path)
-    raise SuiteError(f"attack suite {str(name_or_path)!r} not found",
-                     f"pass a TOML file path, a name under ./attacks/, or one of: {', '.join(BUILTIN_SUITES)}")
+    name = str(name_or_path)
+    if p.suffix != ".toml" and _NAME_RE.match(name):
+        for folder in (Path("attacks"), shipped_suites_dir()):
+            cand = folder / f"{name}.toml" if folder is not None else None
+            if cand is not None and cand.is_file():
+                return cand
+        if name in BUILTIN_SUITES:
+            return name
+    raise SuiteError(f"attack suite {name!r} not found",
+                     f"pass a TOML file path, a name under ./attacks/, or one of: {', '.join(suite_names())}")
 
 
 def load_suite(name_or_path: str | os.PathLike[str] | Suite) -> Suite:
@@ -406,10 +443,11 @@ def parse_suite(raw: dict[str, Any], *, where: str = "<suite>") -> Suite:
         if bad:
             raise SuiteError(f"{at} ({t}): unknown key {bad[0]!r}", f"allowed keys: {', '.join(sorted(kind.keys))}")
         params = {k: v for k, v in item.items() if k not in ("type", "label", "norm", "eps")}
-        for key, hi in (("steps", MAX_STEPS), ("restarts", MAX_RESTARTS), ("samples", MAX_STEPS)):
+        for key, hi in (("steps", MAX_STEPS), ("restarts", MAX_RESTARTS), ("samples", MAX_STEPS),
+                        ("n_queries", MAX_QUERIES)):
             if key in params:
                 _num(at, key, params[key], integer=True, hi=hi)
-        for key in ("step_size", "sigma"):
+        for key in ("step_size", "sigma", "p_init"):
             if key in params:
                 _num(at, key, params[key], hi=MAX_EPS["L2"])
         if "loss" in params and params["loss"] not in ("ce", "dlr"):

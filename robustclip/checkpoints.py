@@ -48,7 +48,8 @@ class CheckpointMeta(MutableMapping[str, Any]):
     Fields: ``dataset`` (``mnist``, ``fashion-mnist``, ``regression`` or a user's name); ``model`` (the model spec,
     or None for a user's model rebuilt by a factory); ``name`` (a run label); ``train`` (the training config, λ
     schedule, best epoch, seconds); ``data`` (source and sizes); ``history`` (one dict per epoch); ``metrics``
-    (the selected epoch's scores); ``command`` (the command line that made it); ``sweep_run`` (the sweep plan entry);
+    (the selected epoch's scores); ``command`` (the command line that made it); ``sweep_run`` (the sweep plan entry); ``factory``
+    (``pkg.module:function`` that rebuilds a user's model, imported only when the user names it);
     ``versions``, ``weights_sha256``, ``format``, ``format_version`` (added by :func:`save`).
     """
 
@@ -61,6 +62,7 @@ class CheckpointMeta(MutableMapping[str, Any]):
     metrics: dict[str, Any] = field(default_factory=dict)
     command: str | None = None
     sweep_run: dict[str, Any] | None = None
+    factory: str | None = None
     versions: dict[str, str] = field(default_factory=dict)
     weights_sha256: str | None = None
     format: str = FORMAT
@@ -117,17 +119,26 @@ def weights_digest(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def save(model: nn.Module, path: str | os.PathLike[str], meta: Mapping[str, Any] | None = None) -> Path:
+def save(model: nn.Module, path: str | os.PathLike[str], meta: Mapping[str, Any] | None = None, *,
+         factory: str | None = None) -> Path:
     """Write ``model`` and ``meta`` to ``path`` atomically; return the path.
 
     ``model`` must carry a ``spec`` (models built by :func:`robustclip.models.build`
-    do). ``meta`` is any JSON-serialisable dict: dataset, training config and
-    history, metrics. Spec, versions and the weights' digest are added here.
+    do), or ``factory`` must name the code that rebuilds it, ``"pkg.module:function"``
+    (recorded, never imported here; loading imports it only when the user names it
+    too, see :func:`robustclip.loading.load_model`). ``meta`` is any JSON-serialisable
+    dict: dataset, training config and history, metrics. Spec, factory, versions and
+    the weights' digest are added here.
     """
     spec = getattr(model, "spec", None)
-    if spec is None:
+    if spec is None and factory is None:
         raise RobustclipError("the model has no spec, so a checkpoint could not rebuild it",
-                              "build it with robustclip.models.build(spec)")
+                              "build it with robustclip.models.build(spec), or pass factory='pkg.module:function' "
+                              "naming the code that builds it")
+    if factory is not None:
+        from .loading import check_factory_ref
+
+        check_factory_ref(factory, what="factory")
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     base = meta.to_dict() if isinstance(meta, CheckpointMeta) else dict(meta or {})
     doc = {
@@ -138,18 +149,31 @@ def save(model: nn.Module, path: str | os.PathLike[str], meta: Mapping[str, Any]
         "versions": versions(),
         "weights_sha256": weights_digest(state),
     }
+    if factory is not None:
+        doc["factory"] = factory
     blob = st_save(state, metadata={_META_KEY: dumps_json(doc)})
     target = Path(path)
     write_bytes(target, blob)
     return target
 
 
+def looks_like_safetensors(head: bytes, size: int) -> bool:
+    """True when the first 9 bytes of a ``size``-byte file start a safetensors file: a header length that fits,
+    then the header's opening ``{``. (A header length such as 640 begins with the bytes of a pickle's magic.)"""
+    if len(head) < 9:
+        return False
+    (n,) = struct.unpack("<Q", head[:8])
+    return 8 + n <= size and head[8:9] == b"{"
+
+
 def _sniff(raw: bytes, path: Path) -> None:
     """Refuse anything that is not a well-formed safetensors file, without parsing it."""
-    if raw[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05") or raw[:4] == b"PK\x03\x04":
+    if not looks_like_safetensors(raw[:9], len(raw)) and (
+            raw[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05") or raw[:4] == b"PK\x03\x04"):
         raise CheckpointError(
             f"{path} is a pickle or torch.save file; robustclip never unpickles files",
-            "re-save the weights as a robustclip .safetensors checkpoint (robustclip.checkpoints.save)",
+            "to read a state_dict saved with torch.save, name the code that builds the network: --model "
+            "MODULE:CALLABLE on the command line, robustclip.loading.load_model(path, model=...) in Python",
         )
     if len(raw) < 8:
         raise CheckpointError(f"{path} is truncated ({len(raw)} bytes)", "re-create the checkpoint")
@@ -213,10 +237,12 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     return state, meta
 
 
-def load(path: str | os.PathLike[str], *,
-         map_location: str | torch.device = "cpu") -> tuple[nn.Module, CheckpointMeta]:
+def load(path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu",
+         trust_factory: bool = False) -> tuple[nn.Module, CheckpointMeta]:
     """Rebuild the model stored at ``path``: ``(model in eval mode, metadata)``.
 
+    A checkpoint saved with ``factory=`` (no spec) is rebuilt by importing that factory only with
+    ``trust_factory=True`` (importing runs its code); see :func:`robustclip.loading.load_model`.
     Raises :class:`CheckpointError` for a pickle, a truncated or tampered file,
     missing metadata, or weights that do not fit the spec.
     """
@@ -225,6 +251,10 @@ def load(path: str | os.PathLike[str], *,
     if weights_digest(state) != meta.get("weights_sha256"):
         raise CheckpointError(f"{path} weights do not match the digest in its metadata (tampered or corrupt)",
                               "re-create the checkpoint from its training run")
+    if meta["model"] is None:  # a user's model, rebuilt by the factory it names
+        from .loading import load_model
+
+        return load_model(path, trust_factory=trust_factory, map_location=map_location)
     try:
         model = models.build(meta["model"])
     except RobustclipError as exc:

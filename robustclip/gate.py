@@ -166,8 +166,14 @@ def junit_xml(rows: list[Comparison], *, name: str, seconds: float) -> str:
 
 def run_check(checkpoint: str, *, suite: str, baseline: str, tolerance: float = 0.01, lip_tolerance: float = 0.05,
               n: int | None = None, update: bool = False, data_dir: str | None = None,
-              progress: bool = False) -> tuple[int, list[Comparison], dict[str, Any]]:
-    """The check as a function: ``(exit code, comparisons, info)``."""
+              progress: bool = False, model: str | None = None,
+              dataset: str | None = None, data_file: str | None = None) -> tuple[int, list[Comparison], dict[str, Any]]:
+    """The check as a function: ``(exit code, comparisons, info)``.
+
+    ``model`` and ``dataset``: for a user's state_dict, the code that builds the network (``MODULE:CALLABLE``,
+    imported: it runs) and the dataset it classifies; see :func:`robustclip.loading.load_model`. ``data_file``:
+    the user's own evaluation data instead of a test split (see :func:`robustclip.loading.load_data_file`).
+    """
     from .attacks import load_suite
     from .pipeline import evaluate_checkpoint
 
@@ -176,7 +182,8 @@ def run_check(checkpoint: str, *, suite: str, baseline: str, tolerance: float = 
     s = load_suite(suite)
     base = None if update else read_baseline(baseline)  # fail fast, before the evaluation
     t0 = time.perf_counter()
-    ev = evaluate_checkpoint(checkpoint, suite=s, data_dir=data_dir, n=n, progress=progress)
+    ev = evaluate_checkpoint(checkpoint, suite=s, data_dir=data_dir, n=n, progress=progress, model=model,
+                             dataset=dataset, data_file=data_file)
     res, lip = ev.result, ev.lipschitz_dict()
     assert res is not None
     nn_ = int(res.meta["n"])

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import checkpoints, data, evaluation, lipschitz, models
+from . import checkpoints, data, evaluation, lipschitz, loading, models
 from ._io import sha256_file
 from .attacks import Suite, load_suite
 from .checkpoints import CheckpointMeta
@@ -74,17 +74,18 @@ def train_to_checkpoint(cfg: TrainConfig, out: str | os.PathLike[str] | None, *,
 def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite | None = None,
                    data_dir: str | None = None, n: int | None = None, batch_size: int | None = None,
                    seed: int | None = None, progress: bool = True, name: str = "model",
-                   clean_full: bool = False) -> Evaluation:
-    """Evaluate a model of ``meta.dataset`` on its test split.
+                   clean_full: bool = False, eval_set: data.Split | None = None) -> Evaluation:
+    """Evaluate a model of ``meta.dataset`` on its test split, or on ``eval_set`` (a user's data, any input shape:
+    see :func:`robustclip.loading.load_data_file`; the number of classes then comes from the model's output).
 
     Classifiers: the suite's attacks on the first ``n`` (default: the suite's n) test images, and Lipschitz
     bounds from :data:`LIPSCHITZ_PAIRS` ascents seeded on the first :data:`LIPSCHITZ_POINTS` of them. With
     ``clean_full``, clean accuracy on the whole test split too. Regression models: test MSE and the exact
     Lipschitz constant.
     """
-    dataset = meta.dataset
-    in_shape = models.input_shape(meta.model) if meta.model else None
-    if dataset == "regression":
+    dataset = meta.dataset if eval_set is None else eval_set.dataset
+    in_shape = models.input_shape(meta.model) if meta.model and eval_set is None else None
+    if dataset == "regression" and eval_set is None:
         test = data.regression("test")
         lip_seed = 0 if seed is None else seed
         lip = lipschitz.estimate(model, data.regression("train").x, in_shape=in_shape, seed=lip_seed, exact=True,
@@ -97,17 +98,25 @@ def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite
     if suite is None:
         raise RobustclipError(f"model {name} is a {dataset} classifier and needs an attack suite", "pass --suite")
     s = load_suite(suite)
-    split = data.load(dataset, "test", data_dir=data_dir).subset(n or s.n)
+    if eval_set is None:
+        split = data.load(dataset, "test", data_dir=data_dir).subset(n or s.n)
+        n_classes = loading.check_classifier(model, split.x, data.NUM_CLASSES[dataset], name=name)
+    else:
+        split = eval_set.subset(n or s.n)
+        n_classes = loading.check_classifier(model, split.x, None, name=name)
+        if int(split.y.max()) >= n_classes:
+            raise RobustclipError(f"the data has label {int(split.y.max())} but model {name} has {n_classes} outputs",
+                                  f"labels must lie in 0..{n_classes - 1}")
     lip_seed = s.seed if seed is None else seed
     lip = lipschitz.estimate(model, split.x[:LIPSCHITZ_POINTS], in_shape=in_shape, seed=lip_seed,
                              pairs=LIPSCHITZ_PAIRS)
     res = evaluation.evaluate(model, split.x, split.y, suite=s, model_name=name, dataset=dataset,
-                              n_classes=data.NUM_CLASSES[dataset], batch_size=batch_size, seed=seed,
+                              n_classes=n_classes, batch_size=batch_size, seed=seed,
                               lip_upper=lip.upper, lip_lower=lip.lower, progress=progress)
     res.meta["data_source"] = split.source
     rows = res.frame.drop(columns=["model", "dataset"]).to_dict(orient="records")
     if clean_full:
-        full = data.load(dataset, "test", data_dir=data_dir)
+        full = data.load(dataset, "test", data_dir=data_dir) if eval_set is None else eval_set
         if len(full) > len(split):  # clean accuracy is cheap: also report it on the whole test set
             k = int((evaluation.predict(model, full.x).argmax(1) == full.y).sum())
             lo, hi = evaluation.wilson(k, len(full))
@@ -118,24 +127,36 @@ def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite
 
 def evaluate_checkpoint(path: str | os.PathLike[str], *, suite: str | Suite, data_dir: str | None = None,
                         n: int | None = None, batch_size: int | None = None, seed: int | None = None,
-                        progress: bool = True) -> Evaluation:
-    """Load a checkpoint and evaluate it under ``suite`` on its dataset's test split (see :func:`evaluate_model`).
+                        progress: bool = True, model: str | None = None, dataset: str | None = None,
+                        trust_factory: bool = False, data_file: str | os.PathLike[str] | None = None) -> Evaluation:
+    """Load a model and evaluate it under ``suite`` on its dataset's test split (see :func:`evaluate_model`).
 
-    Raises :class:`~robustclip.errors.RobustclipError` for a regression checkpoint (attack suites need a
-    classifier) and for every unreadable or tampered file.
+    ``path``: a robustclip checkpoint, or a user's state_dict (safetensors, or ``.pt``/``.pth`` read with
+    ``torch.load(weights_only=True)``) with ``model="MODULE:CALLABLE"`` naming the code that builds the network
+    (imported: it runs) and ``dataset`` naming what it classifies; see :func:`robustclip.loading.load_model`.
+    ``data_file``: evaluate on the user's own data instead of a test split (see
+    :func:`robustclip.loading.load_data_file`). Raises :class:`~robustclip.errors.RobustclipError` for a
+    regression checkpoint (attack suites need a classifier), a model of no known dataset, and every unreadable or
+    tampered file.
     """
     t0 = time.perf_counter()
-    model, meta = checkpoints.load(path)
+    net, meta = loading.load_model(path, model=model, dataset=dataset, trust_factory=trust_factory)
+    eval_set = None if data_file is None else loading.load_data_file(data_file)
     if meta.dataset == "regression":
         raise RobustclipError(f"{path} is a regression model; attack suites need a classifier",
                               "use robustclip.lipschitz.estimate(..., exact=True) for regression models")
-    name = meta.name or Path(path).name.removesuffix(".safetensors")
-    ev = evaluate_model(model, meta, suite=suite, data_dir=data_dir, n=n, batch_size=batch_size, seed=seed,
-                        progress=progress, name=name)
+    if eval_set is None and meta.dataset not in data.NUM_CLASSES:
+        raise RobustclipError(f"{path} does not say which dataset its model classifies ({meta.dataset})",
+                              f"pass --dataset {' or '.join(data.NUM_CLASSES)}, or your own data with --data FILE")
+    name = meta.name or Path(path).name.removesuffix(".safetensors").removesuffix(".pth").removesuffix(".pt")
+    ev = evaluate_model(net, meta, suite=suite, data_dir=data_dir, n=n, batch_size=batch_size, seed=seed,
+                        progress=progress, name=name, eval_set=eval_set)
     assert ev.result is not None
     train_cfg = meta.train
     ev.result.meta.update({"checkpoint": str(path), "checkpoint_sha256": sha256_file(path),
                            "train": {k: train_cfg.get(k) for k in ("method", "lam", "target_acc", "seed", "epochs",
                                                                    "final_lam")}})
+    if meta.get("factory"):
+        ev.result.meta["model_factory"] = meta["factory"]
     ev.info["seconds"] = time.perf_counter() - t0
     return ev

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import add_command, add_data_dir
+from .common import add_command, add_data_dir, add_model
 
 
 def register(sub: Any) -> None:
@@ -32,6 +32,7 @@ def register(sub: Any) -> None:
     p.add_argument("--update-baseline", action="store_true", help="write the baseline from this evaluation and exit 0")
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
     p.add_argument("--junit-xml", metavar="PATH", default=None, help="also write JUnit XML to PATH")
+    add_model(p)
     add_data_dir(p)
 
 
@@ -42,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
 
     code, rows, info = run_check(args.checkpoint, suite=args.suite, baseline=args.baseline, tolerance=args.tolerance,
                                  lip_tolerance=args.lip_tolerance, n=args.n, update=args.update_baseline,
-                                 data_dir=args.data_dir, progress=not args.json)
+                                 data_dir=args.data_dir, progress=not args.json,
+                                 model=args.model, dataset=args.dataset, data_file=args.data)
     if args.update_baseline:
         print(f"wrote baseline {info['baseline_written']} ({info['suite']}, n={info['n']})")
         return 0

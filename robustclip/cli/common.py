@@ -44,6 +44,21 @@ def add_data_dir(p: argparse.ArgumentParser) -> None:
                    help="folder holding mnist/ and fashion-mnist/ (default: $ROBUSTCLIP_DATA, cache, download)")
 
 
+def add_model(p: argparse.ArgumentParser) -> None:
+    """``--model MODULE:CALLABLE``, and ``--dataset D`` or ``--data FILE``: evaluate a user's own network and data."""
+    from ..data import IMAGE_DATASETS
+
+    p.add_argument("--model", metavar="MODULE:CALLABLE", default=None,
+                   help="for a state_dict (.safetensors, .pt/.pth): the code that builds the network, imported from "
+                   "this folder or sys.path (importing runs its code); CALLABLE() must return the nn.Module")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--dataset", choices=IMAGE_DATASETS, default=None,
+                       help="the dataset the model classifies (needed for a state_dict; a checkpoint records it)")
+    which.add_argument("--data", metavar="FILE", default=None,
+                       help="evaluate on your own data: a .safetensors or .npz file holding x (N, ...) in [0,1] and "
+                       "integer labels y (N,); any input shape, classes from the model's output")
+
+
 def add_quiet(p: argparse.ArgumentParser) -> None:
     """``--quiet``."""
     p.add_argument("--quiet", action="store_true", help="no progress output")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RobustclipError
-from .common import add_command, add_data_dir, add_force, add_quiet, console_table, positive_int
+from .common import add_command, add_data_dir, add_force, add_model, add_quiet, console_table, positive_int
 
 
 def register(sub: Any) -> None:
@@ -19,7 +19,9 @@ def register(sub: Any) -> None:
                     "DIR/results.json and DIR/lipschitz.json.",
                     examples="  robustclip evaluate runs/clip.safetensors --suite paper-mnist --out runs/eval\n"
                              "  robustclip evaluate a.safetensors b.safetensors --suite ci-quick --n 500 "
-                             "--out runs/cmp\n")
+                             "--out runs/cmp\n"
+                             "  robustclip evaluate my_cnn.pt --model mypkg.nets:small_cnn --dataset mnist "
+                             "--suite ci-quick --out runs/mine\n")
     p.add_argument("checkpoints", nargs="+", metavar="CKPT")
     p.add_argument("--suite", default="demo", help="suite TOML path, a suite name (e.g. ci-quick), or 'demo'")
     p.add_argument("--n", type=positive_int, default=None, help="test samples (default: the suite's n, else all)")
@@ -27,6 +29,7 @@ def register(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=None, help="attack seed (default: the suite's)")
     p.add_argument("--out", required=True, metavar="DIR")
     add_force(p, "results.csv, results.json and lipschitz.json in DIR")
+    add_model(p)
     add_quiet(p)
     add_data_dir(p)
 
@@ -85,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
     model_flags: list[list[str]] = []
     for c in args.checkpoints:
         ev = evaluate_checkpoint(c, suite=suite, data_dir=args.data_dir, n=args.n, batch_size=args.batch_size,
-                                 seed=args.seed, progress=not args.quiet)
+                                 seed=args.seed, progress=not args.quiet, model=args.model,
+                                 dataset=args.dataset, data_file=args.data)
         res = ev.result
         assert res is not None
         names.append(ev.name)
