@@ -208,7 +208,7 @@ def _set_dataset(meta: CheckpointMeta, dataset: str | None, path: Path) -> None:
 
 
 def _plain_state_meta(state: dict[str, torch.Tensor], ref: str, fmt: str) -> CheckpointMeta:
-    return CheckpointMeta(model=None, weights_sha256=weights_digest(state), extra={"factory": ref, "source": fmt})
+    return CheckpointMeta(model=None, weights_sha256=weights_digest(state), factory=ref, extra={"source": fmt})
 
 
 def load_model(path: str | os.PathLike[str], *, model: str | None = None, dataset: str | None = None,

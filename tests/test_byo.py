@@ -583,7 +583,7 @@ def test_square_queries_are_configurable_and_validated():
     assert atk.n_queries == 50 and atk.eps == 0.1
     default = parse_suite({"attack": [{"type": "square", "norm": "Linf", "eps": 0.1}]}).attacks[0]
     assert default.build(nn.Sequential(nn.Flatten(), nn.Linear(4, 3)), n_classes=3, seed=0).n_queries == 5000
-    with pytest.raises(SuiteError, match="n_queries must be an integer"):
+    with pytest.raises(SuiteError, match="n_queries must be a whole number"):
         parse_suite({"attack": [{"type": "square", "norm": "Linf", "eps": 0.1, "n_queries": 1.5}]})
 
 
