@@ -31,7 +31,7 @@ from robustclip.errors import RobustclipError
 from tiny import SMALL, SUITE_TOML, one_thread  # noqa: E402
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EXPECTED_FIGURES = {"curve_mnist_L2.png", "lambda_mnist.png", "lambda_regression.png", "tradeoff_mnist.png",
-                    "regression_fits.png"}
+                    "regression_fits.png", "history_mnist.png", "history_regression.png"}
 EXPECTED_ROWS = {("regression", "clip", "λ=0.01"), ("regression", "clip", "λ=0.1"), ("regression", "weight", "λ=0.001"),
                  ("mnist", "none", "-"), ("mnist", "clip", "λ=0.1"), ("mnist", "clip", "τ=0.5")}
 
@@ -226,7 +226,7 @@ def test_summary_table_averages_over_seeds(sweep):
     row = t.loc[("mnist", "none", "-")]
     per_seed = df[(df.dataset == "mnist") & (df.label == "none") & (df.attack == "clean")].accuracy
     assert len(per_seed) == 2
-    assert row.clean == pytest.approx(per_seed.mean()) and row.clean_std == pytest.approx(per_seed.std(ddof=0))
+    assert row.clean == pytest.approx(per_seed.mean()) and row.clean_std == pytest.approx(per_seed.std(ddof=1))
     wc = df[(df.label == "none") & (df.attack == "worst_case") & (df.eps == 2.0)].accuracy
     assert row.worst_case == pytest.approx(wc.mean())
 
