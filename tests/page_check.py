@@ -42,8 +42,8 @@ window.__errors = [];
       const rg = document.createRange(); rg.selectNodeContents(td);
       return new Set([...rg.getClientRects()].map(x => Math.round(x.top))).size > 1;
     }).map(td => td.textContent).slice(0, 20);
-    r.scrollers = [...document.querySelectorAll('.scroll')].map(d => ({overflowX: getComputedStyle(d).overflowX,
-                                                                     scrollWidth: d.scrollWidth, width: d.clientWidth}));
+    r.scrollers = [...document.querySelectorAll('.scroll')].map(d => (
+      {overflowX: getComputedStyle(d).overflowX, scrollWidth: d.scrollWidth, width: d.clientWidth}));
     r.errors = window.__errors;
     const pre = document.createElement('pre'); pre.id = 'page-check'; pre.textContent = JSON.stringify(r);
     document.body.appendChild(pre);

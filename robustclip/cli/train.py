@@ -123,8 +123,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig.for_dataset(
         args.dataset, model=spec, reg=args.reg, lam=lam, target_acc=args.target_acc, lam_step=args.lam_step,
         lam_every=args.lam_every, warmup=args.warmup, clip=parse_clip(args.clip) or None, adversarial=adv or None,
-        epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr, n_train=args.n_train, seed=args.seed,
-        device=args.device, require_target=args.require_target or None,
+        epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr, n_train=args.n_train,
+        seed=args.seed, device=args.device, require_target=args.require_target or None,
     )
     res = train_to_checkpoint(cfg, out, data_dir=args.data_dir, progress=not args.quiet,
                               command=" ".join(["robustclip", *sys.argv[1:]]))
