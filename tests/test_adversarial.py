@@ -284,3 +284,25 @@ def test_sweep_plans_adversarial_methods():
     with pytest.raises(SuiteError, match="steps"):
         sweeps.plan({"dataset": "mnist", "method": [{"reg": "adversarial", "lam": [1.0],
                                                      "adversarial": {"steps": 0}}]}, where="s.toml")
+
+
+def test_sweep_runs_and_reports_adversarial_training_like_any_method(tmp_path, data_dir):
+    from robustclip import reports
+
+    from tiny import SUITE_TOML
+
+    (tmp_path / "tiny.toml").write_text(SUITE_TOML)
+    raw = {"name": "adv", "dataset": "mnist", "epochs": 1, "n_train": 300, "n_test": 64, "seeds": [0],
+           "model": SMALL, "suite": str(tmp_path / "tiny.toml"), "train": {"optimizer": "adam", "lr": 0.005},
+           "method": [{"reg": "none"}, {"reg": "adversarial", "lam": [1.0], "adversarial": {"eps": 2.0, "steps": 2}}]}
+    table = sweeps.run_sweep(raw, tmp_path / "sweep", data_dir=str(data_dir), progress=False)
+    assert set(table.method) == {"none", "adversarial"}
+    ev = json.loads((tmp_path / "sweep" / "runs" / "mnist-adversarial-lam1-s0" / "eval.json").read_text())
+    assert ev["train"]["regularizer"]["name"] == "adversarial" and ev["train"]["adversarial"]["steps"] == 2
+    index = reports.render(tmp_path / "sweep", tmp_path / "rep")
+    page = index.read_text(encoding="utf-8")
+    head = page[page.index('id="headline"'):page.index('id="figures"')]
+    assert "<td>adversarial</td>" in head and "<td>λ=1</td>" in head
+    assert "adversarial training: fixed λ" in reports._family("adversarial", None)
+    section = page[page.index('id="hyperparameters"'):page.index('id="provenance"')]
+    assert "eps=2" in section and "steps=2" in section
