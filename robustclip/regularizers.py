@@ -10,9 +10,11 @@ restore that state with ``state_dict()`` / ``load_state_dict()``.
 Methods live in :data:`REGISTRY`: adding one is one entry (a name, a factory
 and the :class:`~robustclip.training.TrainConfig` field that holds its settings).
 
-Methods: ``none`` (plain training), ``weight`` (``Σ ||W||_F^2``) and ``clip``
+Methods: ``none`` (plain training), ``weight`` (``Σ ||W||_F^2``), ``clip``
 (the CLIP penalty: the largest difference quotient over a set of input pairs
-that chases the steepest directions of the network by gradient ascent).
+that chases the steepest directions of the network by gradient ascent), and
+the yardsticks ``adversarial`` (PGD adversarial training) and ``trades``
+(TRADES), both in :mod:`robustclip.adversarial`.
 """
 
 from __future__ import annotations
@@ -262,6 +264,18 @@ def _clip_factory(params: dict[str, Any], seed: int) -> Regularizer:
     return ClipRegularizer(cfg, seed=seed)
 
 
+def _adversarial_factory(params: dict[str, Any], seed: int) -> Regularizer:
+    from .adversarial import make_adversarial  # the module imports this one: import on use
+
+    return make_adversarial(params, seed)
+
+
+def _trades_factory(params: dict[str, Any], seed: int) -> Regularizer:
+    from .adversarial import make_trades
+
+    return make_trades(params, seed)
+
+
 @dataclass(frozen=True)
 class RegularizerEntry:
     """One method of the registry.
@@ -280,6 +294,10 @@ REGISTRY: dict[str, RegularizerEntry] = {
     "none": RegularizerEntry(lambda p, s: Regularizer(), takes_lam=False, doc="plain training"),
     "weight": RegularizerEntry(lambda p, s: WeightRegularizer(), doc="λ·Σ‖W‖² over Linear and Conv2d weights"),
     "clip": RegularizerEntry(_clip_factory, params_field="clip", doc="CLIP: λ·(largest difference quotient)"),
+    "adversarial": RegularizerEntry(_adversarial_factory, params_field="adversarial",
+                                    doc="PGD adversarial training: λ·CE(f(x_adv), y); λ = s/(1-s) for a share s"),
+    "trades": RegularizerEntry(_trades_factory, params_field="adversarial",
+                               doc="TRADES: β·KL(f(x) ‖ f(x_adv)) with β = λ, the adversary maximising the KL"),
 }
 REGULARIZERS = tuple(REGISTRY)
 

@@ -2,9 +2,19 @@
 
 ``render(sweep_dir, out)`` writes ``out/index.html`` (self-contained: images
 embedded), ``out/README.md`` (the same content, for GitHub), ``out/table.csv``
-(one row per method and λ/τ, mean and std over seeds), ``out/results.csv``
-(every run × attack × ε) and PNG figures. Every figure has a one-sentence
-caption. The report records the commit, versions, seeds and commands.
+(one row per method and λ/τ, mean, sample std and 95% t-interval over seeds),
+``out/results.csv`` (every run × attack × ε) and PNG figures. Every figure has
+a one-sentence caption. The report records the commit, versions, seeds,
+hyperparameters and commands.
+
+The page leads with a compact headline table (the main methods), then the
+figures, then the full tables in horizontally scrollable containers, the
+hyperparameters and the provenance, with a table of contents on top.
+
+Statistics over seeds are the same everywhere (tables, figures, CSV): the mean,
+the sample standard deviation (ddof = 1) and the 95% Student-t interval
+``mean ± t(0.975, n-1) · sd / sqrt(n)`` (:func:`seed_stats`); with one seed
+there is no spread, and the std and interval are empty.
 """
 
 from __future__ import annotations
@@ -24,7 +34,51 @@ from . import _io
 from .errors import RobustclipError
 from .results import markdown_table, select
 
-METHOD_NAMES = {"none": "no regularisation", "weight": "weight regularisation", "clip": "CLIP"}
+METHOD_NAMES = {"none": "no regularisation", "weight": "weight regularisation", "clip": "CLIP",
+                "adversarial": "adversarial training", "trades": "TRADES"}
+
+# Two-sided 95% Student-t quantiles t(0.975, df) for df = 1..30 (scipy is not a dependency).
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def t975(df: int) -> float:
+    """The 97.5% quantile of Student's t with ``df`` >= 1 degrees of freedom (beyond 30: 1.96 + 2.5/df, within
+    0.002 of the exact value)."""
+    if df < 1:
+        raise ValueError(f"degrees of freedom must be >= 1, got {df}")
+    return T975[df - 1] if df <= len(T975) else 1.959964 + 2.5 / df
+
+
+@dataclass(frozen=True)
+class SeedStats:
+    """Mean, sample std (ddof = 1) and 95% t-interval of one quantity over ``n`` seeds (std, lo, hi NaN if n < 2)."""
+
+    n: int
+    mean: float
+    sd: float
+    lo: float
+    hi: float
+
+    @property
+    def half(self) -> float:
+        """Half-width of the 95% interval (NaN with one seed)."""
+        return (self.hi - self.lo) / 2
+
+
+def seed_stats(values: Any) -> SeedStats:
+    """:class:`SeedStats` of the finite entries of ``values`` (one per seed); all NaN when none is finite."""
+    v = np.asarray(values, dtype=float).ravel()
+    v = v[np.isfinite(v)]
+    n = int(v.size)
+    if n == 0:
+        return SeedStats(0, math.nan, math.nan, math.nan, math.nan)
+    mean = float(v.mean())
+    if n < 2:
+        return SeedStats(1, mean, math.nan, math.nan, math.nan)
+    sd = float(v.std(ddof=1))
+    half = t975(n - 1) * sd / math.sqrt(n)
+    return SeedStats(n, mean, sd, mean - half, mean + half)
 
 
 @dataclass
@@ -114,7 +168,11 @@ def headline(df: pd.DataFrame) -> tuple[str, float] | None:
 
 
 def summary_table(df: pd.DataFrame, head: tuple[str, float] | None) -> pd.DataFrame:
-    """One row per (dataset, method, setting): accuracies at the headline ε and Lipschitz bounds, mean ± std over seeds."""
+    """One row per (dataset, method, setting): accuracies at the headline ε and Lipschitz bounds over seeds.
+
+    Each accuracy ``c`` in [0, 1] comes as ``c`` (mean), ``c_std`` (sample std, ddof = 1) and ``c_ci_low`` /
+    ``c_ci_high`` (95% t-interval), all from :func:`seed_stats`; NaN spread with one seed.
+    """
     recs = []
     for (dataset, label, setting), g in df.groupby([_exp(df), "label", "setting"], sort=False):
         runs = g.groupby("run")
@@ -135,18 +193,19 @@ def summary_table(df: pd.DataFrame, head: tuple[str, float] | None) -> pd.DataFr
                               ("worst_case", "worst_case"), ("certified", "certified")):
                 cols[name] = (lambda k: (lambda r: r.index.isin(select(r, k, n, e).index)))(key)
         for name, fn in cols.items():
-            v = np.array(per_run(fn), dtype=float)
-            if np.all(np.isnan(v)):
+            st = seed_stats(per_run(fn))
+            if st.n == 0:
                 continue
-            rec[name] = float(np.nanmean(v))
-            rec[f"{name}_std"] = float(np.nanstd(v)) if len(v) > 1 else 0.0
+            rec[name], rec[f"{name}_std"] = st.mean, st.sd
+            rec[f"{name}_ci_low"], rec[f"{name}_ci_high"] = st.lo, st.hi
         first = runs.first()
         for k in ("lip_lower", "lip_upper", "lip_exact", "mse", "train_seconds", "final_lam"):
             v = pd.to_numeric(first[k], errors="coerce")
             if v.notna().any():
-                rec[k] = float(v.mean())
+                st = seed_stats(v)
+                rec[k] = st.mean
                 if k in ("lip_lower", "lip_upper", "lip_exact", "mse"):
-                    rec[f"{k}_std"] = float(v.std(ddof=0)) if len(v) > 1 else 0.0
+                    rec[f"{k}_std"] = st.sd
         recs.append(rec)
     return pd.DataFrame(recs)
 
@@ -161,15 +220,54 @@ def _md_cell(r: pd.Series, c: str) -> str:
     if math.isnan(v):
         return ""
     if c in _PCT_COLUMNS:
-        sd = r.get(f"{c}_std", 0.0)
-        return f"{100 * v:.1f}" + (f" ± {100 * sd:.1f}" if sd and r["seeds"] > 1 else "")
+        return pct_cell(v, r.get(f"{c}_std"))
     return f"{v:.0f}" if c == "train_seconds" else f"{v:.3g}"
 
 
+def pct_cell(mean: Any, sd: Any = None) -> str:
+    """``"38.9 ± 3.7"`` (percent) from a mean and a sample std in [0, 1]; no ``±`` when the std is missing."""
+    if mean is None or pd.isna(mean):
+        return ""
+    ok = sd is not None and not pd.isna(sd)
+    return f"{100 * mean:.1f}" + (f" ± {100 * sd:.1f}" if ok else "")
+
+
+def ci_cell(lo: Any, hi: Any) -> str:
+    """``"[29.7, 48.1]"`` (percent) from a 95% interval in [0, 1]; empty when it is missing (one seed)."""
+    if lo is None or hi is None or pd.isna(lo) or pd.isna(hi):
+        return ""
+    return f"[{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
 def _fmt_table_md(t: pd.DataFrame) -> str:
-    show = [c for c in ("dataset", "method", "setting", "seeds", *_PCT_COLUMNS, "lip_lower", "lip_upper", "lip_exact",
-                        "mse", "final_lam", "train_seconds") if c in t.columns]
+    t = t.copy()
+    if "worst_case_ci_low" in t:
+        t["worst_case 95% CI"] = [ci_cell(a, b) for a, b in zip(t.worst_case_ci_low, t.worst_case_ci_high)]
+    show = [c for c in ("dataset", "method", "setting", "seeds", *_PCT_COLUMNS, "worst_case 95% CI", "lip_lower",
+                        "lip_upper", "lip_exact", "mse", "final_lam", "train_seconds") if c in t.columns]
     return markdown_table(t, show, _md_cell)
+
+
+def headline_rows(table: pd.DataFrame, keep: list[tuple[str, str, str]] | None = None) -> pd.DataFrame:
+    """The main rows of :func:`summary_table`, for the page's headline: per experiment, plain training and, for every
+    other method label, its setting with the highest mean worst case (highest mean clean accuracy where no worst
+    case exists), plus the (experiment, label, setting) rows in ``keep``."""
+    keep_set = set(keep or [])
+    rows: list[Any] = []
+    for _, t in table.groupby("dataset", sort=False):
+        for _, g in t.groupby("method", sort=False):
+            score = g["worst_case"] if "worst_case" in g and g["worst_case"].notna().any() else \
+                g.get("clean", pd.Series(dtype=float))
+            score = pd.to_numeric(score, errors="coerce") if score is not None else None
+            pick = {g.index[0]} if score is None or score.isna().all() else {score.idxmax()}
+            pick |= {i for i, r in g.iterrows() if (r["dataset"], r["method"], r["setting"]) in keep_set}
+            rows += sorted(pick)
+    order = {k: i for i, k in enumerate(METHOD_NAMES)}
+    out = table.loc[rows]
+    exps = {e: i for i, e in enumerate(dict.fromkeys(out["dataset"]))}
+    rank = [(exps[e], order.get(next((k for k in order if str(m).startswith(k)), ""), len(order)), i)
+            for i, (e, m) in enumerate(zip(out["dataset"], out["method"]))]
+    return out.iloc[[r[-1] for r in sorted(rank)]] if len(out) else out
 
 
 # --------------------------------------------------------------------------- figures
@@ -191,6 +289,24 @@ def _exp(df: pd.DataFrame) -> str:
     return "experiment" if "experiment" in df else "dataset"
 
 
+def _agg(frame: pd.DataFrame, keys: list[str], value: str = "accuracy") -> pd.DataFrame:
+    """Per ``keys`` group: :func:`seed_stats` of ``value`` over its rows (one row per run) as columns
+    ``mean, sd, lo, hi, n`` (the same statistics as the tables)."""
+    recs = []
+    for k, g in frame.groupby(keys, sort=False):
+        st = seed_stats(g[value])
+        recs.append({**dict(zip(keys, k if isinstance(k, tuple) else (k,))), "mean": st.mean, "sd": st.sd,
+                     "lo": st.lo, "hi": st.hi, "n": st.n})
+    return pd.DataFrame(recs)
+
+
+def _errorbars(ax: Any, x: Any, a: pd.DataFrame, color: Any, label: str, marker: str = "o") -> None:
+    """Mean with 95% t-interval bars (no bars where one seed gives no interval)."""
+    lo = (a["mean"] - a["lo"]).fillna(0.0).to_numpy()
+    hi = (a["hi"] - a["mean"]).fillna(0.0).to_numpy()
+    ax.errorbar(x, a["mean"], yerr=[lo, hi], marker=marker, color=color, label=label, capsize=3, lw=1.6)
+
+
 def fig_curves(df: pd.DataFrame, out: Path) -> list[Figure]:
     plt, sns = _plt()
     figs = []
@@ -202,63 +318,141 @@ def fig_curves(df: pd.DataFrame, out: Path) -> list[Figure]:
                 continue
             clean = d[d.attack == "clean"].assign(eps=0.0, norm=norm)
             g = pd.concat([clean, g])
-            agg = g.groupby(["group", "eps"], sort=False).agg(acc=("accuracy", "mean"), lo=("ci_low", "mean"),
-                                                              hi=("ci_high", "mean")).reset_index()
+            agg = _agg(g, ["group", "eps"])
+            wilson = g.groupby(["group", "eps"], sort=False).agg(wlo=("ci_low", "mean"), whi=("ci_high", "mean"))
+            agg = agg.join(wilson, on=["group", "eps"])
             fig, ax = plt.subplots(figsize=(7, 4.5))
             palette = sns.color_palette("tab10", agg.group.nunique())
             for color, (grp, a) in zip(palette, agg.groupby("group", sort=False)):
                 a = a.sort_values("eps")
-                ax.plot(a.eps, a.acc, marker="o", color=color, label=grp)
-                ax.fill_between(a.eps, a.lo, a.hi, color=color, alpha=0.15)
+                ax.plot(a.eps, a["mean"], marker="o", color=color, label=grp)
+                lo = a["lo"].where(a.n > 1, a.wlo)
+                hi = a["hi"].where(a.n > 1, a.whi)
+                ax.fill_between(a.eps, lo.clip(0, 1), hi.clip(0, 1), color=color, alpha=0.15)
             ax.set(xlabel=f"ε ({norm})", ylabel="accuracy (worst case over attacks)", ylim=(0, 1),
                    title=f"{dataset}: accuracy versus ε ({norm})")
             ax.legend(fontsize=8, loc="best")
             figs.append(_finish(fig, out, f"curve_{dataset}_{norm}.png", f"{dataset}: accuracy versus ε ({norm})",
                                f"Per-sample worst-case accuracy over the suite's {norm} attacks as ε grows (ε = 0 is "
-                               "clean accuracy), one line per method and λ, mean over seeds, with 95% Wilson bands."))
+                               "clean accuracy), one line per method and λ, mean over seeds; bands are 95% "
+                               "t-intervals "
+                               "over seeds (for a single seed, the 95% Wilson interval of its test sample)."))
     return figs
 
 
+def _family(method: str, tau: Any) -> str:
+    """The λ-figure panel of a run: its method, and whether λ was fixed or set by the discrepancy principle."""
+    name = METHOD_NAMES.get(method, method)
+    return f"{name}: target τ" if isinstance(tau, (int, float)) and not pd.isna(tau) else f"{name}: fixed λ"
+
+
 def fig_lambda(df: pd.DataFrame, head: tuple[str, float] | None, out: Path) -> list[Figure]:
+    """Per experiment, one column of panels per method family (weight λ, CLIP λ, CLIP τ, adversarial λ, ...):
+    worst-case accuracy (top; mean and 95% t-interval over seeds) and Lipschitz bounds (bottom) against that
+    family's own x-axis (λ, or the target τ of the discrepancy principle)."""
     plt, sns = _plt()
     figs = []
     for dataset, d in df.groupby(_exp(df)):
         reg = d[d.method != "none"].copy()
         if reg.empty:
             continue
-        reg["λ"] = reg.final_lam.astype(float)
-        per_run = reg.drop_duplicates("run")
+        reg["family"] = [_family(m, t) for m, t in zip(reg.method, reg.tau)]
+        reg["x"] = [t if "τ" in f else lam for f, t, lam in zip(reg.family, reg.tau, reg.lam)]
+        reg["x"] = reg["x"].astype(float)
+        families = list(dict.fromkeys(reg.family))
         is_regression = bool((d.dataset == "regression").all())
-        ncols = 2 if (head and not is_regression) else 1
-        fig, axes = plt.subplots(1, ncols, figsize=(6 * ncols, 4.2), squeeze=False)
-        ax_i = 0
-        if ncols == 2 and head:
-            n, e = head
-            rob = select(reg, "worst_case", n, e)
-            sns.lineplot(data=rob, x="λ", y="accuracy", hue="label", style="label", markers=True, ax=axes[0, 0],
-                         errorbar=("sd", 1) if rob.seed.nunique() > 1 else None)
-            base = select(d[d.method == "none"], "worst_case", n, e)
-            if len(base):
-                axes[0, 0].axhline(base.accuracy.mean(), color="grey", ls="--", label="no regularisation")
-            axes[0, 0].set(xscale="log", ylabel=f"worst-case accuracy at {n} ε={e:g}", ylim=(0, 1),
-                           title=f"{dataset}: robustness versus λ")
-            axes[0, 0].legend(fontsize=8)
-            ax_i = 1
-        ax = axes[0, ax_i]
-        long = per_run.melt(id_vars=["label", "λ", "seed"], value_vars=[c for c in ("lip_lower", "lip_upper", "lip_exact")
-                                                                         if per_run[c].notna().any()],
-                            var_name="bound", value_name="Lipschitz")
-        long = long.dropna()
-        sns.lineplot(data=long, x="λ", y="Lipschitz", hue="label", style="bound", markers=True, ax=ax,
-                     errorbar=None)
-        ax.set(xscale="log", yscale="log", title=f"{dataset}: Lipschitz bounds versus λ")
-        ax.legend(fontsize=7)
-        cap = ("Left: worst-case robust accuracy at the headline ε against the final λ of each run (dashed: no "
-               "regularisation); right: " if ncols == 2 else "") + \
-              ("empirical lower bound (pair and Jacobian ascent), layer-norm upper bound" +
-               (" and exact constant" if is_regression else "") + " of the Lipschitz constant against λ.")
+        with_rob = bool(head) and not is_regression
+        nrows = 2 if with_rob else 1
+        fig, axes = plt.subplots(nrows, len(families), figsize=(4.6 * len(families), 3.6 * nrows), squeeze=False)
+        base = select(d[d.method == "none"], "worst_case", *head) if with_rob and head else pd.DataFrame()
+        for j, fam in enumerate(families):
+            f = reg[reg.family == fam]
+            tau_axis = "τ" in fam
+            xlabel = "target training accuracy τ" if tau_axis else "λ"
+            logx = not tau_axis and bool((f.x > 0).all()) and f.x.nunique() > 1
+            labels = list(dict.fromkeys(f.label))
+            palette = sns.color_palette("tab10", max(len(labels), 1))
+            if with_rob and head:
+                ax = axes[0, j]
+                rob = select(f, "worst_case", *head)
+                for color, lab in zip(palette, labels):
+                    a = _agg(rob[rob.label == lab], ["x"]).sort_values("x")
+                    _errorbars(ax, a.x, a, color, lab)
+                if len(base):
+                    ax.axhline(seed_stats(base.accuracy).mean, color="grey", ls="--", label="no regularisation")
+                ax.set(xscale="log" if logx else "linear", xlabel=xlabel, ylim=(0, 1), title=fam,
+                       ylabel=f"worst case, {head[0]} ε={head[1]:g}" if j == 0 else "")
+                ax.legend(fontsize=7)
+            ax = axes[nrows - 1, j]
+            per_run = f.drop_duplicates("run")
+            for color, lab in zip(palette, labels):
+                r = per_run[per_run.label == lab]
+                for bound, marker, ls in (("lip_upper", "^", "-"), ("lip_lower", "v", "--"), ("lip_exact", "o", ":")):
+                    v = r.dropna(subset=[bound])
+                    if v.empty:
+                        continue
+                    a = _agg(v, ["x"], bound).sort_values("x")
+                    ax.plot(a.x, a["mean"], marker=marker, ls=ls, color=color, label=f"{lab} {bound[4:]}")
+            ax.set(xscale="log" if logx else "linear", yscale="log", xlabel=xlabel,
+                   ylabel="Lipschitz bound (L2)" if j == 0 else "", title="" if with_rob else fam)
+            ax.legend(fontsize=7)
+            if f.x.nunique() == 1:  # one value: one readable tick, not a crowd of offsets around it
+                for a_ in axes[:, j]:
+                    a_.set_xticks([float(f.x.iloc[0])], [f"{float(f.x.iloc[0]):g}"])
+        cap = ("One column per method family, each on its own axis (λ, or the target τ of the discrepancy "
+               "principle). "
+               + ("Top: worst-case accuracy at the headline ε, mean over seeds with 95% t-interval bars (dashed: no "
+                  "regularisation); bottom: " if with_rob else "")
+               + "Lipschitz bounds over seeds (upper: layer norms; lower: pair and Jacobian ascent"
+               + ("; exact: max |f'|" if is_regression else "") + ").")
         figs.append(_finish(fig, out, f"lambda_{dataset}.png", f"{dataset}: robustness and Lipschitz bounds versus λ",
-                            cap[0].upper() + cap[1:]))
+                            cap))
+    return figs
+
+
+def fig_history(histories: dict[str, list[dict[str, Any]]], df: pd.DataFrame, out: Path) -> list[Figure]:
+    """Training curves from each run's stored per-epoch history: validation accuracy (or training loss where there
+    is no validation set) and training loss per epoch, one line per method and setting, mean over seeds with 95%
+    t-interval bands."""
+    plt, sns = _plt()
+    figs: list[Figure] = []
+    runs = df.drop_duplicates("run").set_index("run")
+    rows = []
+    for run, hist in histories.items():
+        if run not in runs.index:
+            continue
+        r = runs.loc[run]
+        for h in hist:
+            rows.append({"exp": r[_exp(df)] if _exp(df) in r else r["dataset"], "group": r["group"], "run": run,
+                         "epoch": h.get("epoch"), "val_acc": h.get("val_acc"), "train_loss": h.get("train_loss"),
+                         "train_acc": h.get("train_acc")})
+    if not rows:
+        return figs
+    hist_df = pd.DataFrame(rows)
+    for exp, d in hist_df.groupby("exp", sort=False):
+        panels = [c for c in ("val_acc", "train_loss") if pd.to_numeric(d[c], errors="coerce").notna().any()]
+        if not panels:
+            continue
+        fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+        groups = list(dict.fromkeys(d.group))
+        palette = sns.color_palette("tab10", len(groups))
+        for ax, col in zip(axes[0], panels):
+            v = d.assign(**{col: pd.to_numeric(d[col], errors="coerce")}).dropna(subset=[col])
+            for color, grp in zip(palette, groups):
+                a = _agg(v[v.group == grp], ["epoch"], col).sort_values("epoch")
+                if a.empty:
+                    continue
+                ax.plot(a.epoch, a["mean"], color=color, label=grp, lw=1.5)
+                if (a.n > 1).any():
+                    ax.fill_between(a.epoch, a["lo"], a["hi"], color=color, alpha=0.15)
+            ax.set(xlabel="epoch", ylabel={"val_acc": "validation accuracy", "train_loss": "training loss (data term)"}
+                   [col], title=f"{exp}: {'validation accuracy' if col == 'val_acc' else 'training loss'}")
+            if col == "train_loss":
+                ax.set_yscale("log")
+            ax.legend(fontsize=7)
+        figs.append(_finish(fig, out, f"history_{exp}.png", f"{exp}: training curves",
+                            "Per-epoch validation accuracy and training loss (the data term, without the penalty) from "
+                            "each run's stored history, mean over seeds with 95% t-interval bands."))
     return figs
 
 
@@ -328,9 +522,97 @@ def _finish(fig: Any, out: Path, name: str, title: str, caption: str) -> Figure:
 # --------------------------------------------------------------------------- rendering
 
 
+def hyperparameter_table(trains: dict[str, dict[str, Any]], df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (experiment, method label): the training settings its runs used (``trains``: run → the ``train``
+    block of its eval.json). Settings that differ between the runs of a row are listed, separated by "; "."""
+    runs = df.drop_duplicates("run").set_index("run")
+    per: dict[tuple[str, str], list[dict[str, str]]] = {}
+    for run, t in trains.items():
+        if run not in runs.index:
+            continue
+        r = runs.loc[run]
+        spec = t.get("model") or {}
+        sizes = spec.get("sizes")
+        model = " ".join(str(x) for x in (spec.get("arch", "?"), "-".join(map(str, sizes)) if sizes else "",
+                                            spec.get("activation", ""),
+                                            "+ output sigmoid" if spec.get("output_activation") == "sigmoid" else "")
+                         if x)
+        if t.get("reg") == "none":
+            lam = "-"
+        elif t.get("target_acc") is not None:
+            lam = (f"τ={t['target_acc']:g} (λ0={t.get('lam', 0):g}, dλ={t.get('lam_step', 0):g}, "
+                   f"warm-up {t.get('warmup', 0)})")
+        else:
+            lam = f"λ={t.get('lam', 0):g}" + (f", warm-up {t['warmup']}" if t.get("warmup") else "")
+        regcfg = {k: v for k, v in (t.get("regularizer") or {}).items() if k != "name" and v is not None}
+        settings = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in regcfg.items()) or "-"
+        opt = str(t.get("optimizer", "?"))
+        if opt == "sgd":
+            opt += f" (momentum {t.get('momentum', 0):g})"
+        per.setdefault((str(r[_exp(df)] if _exp(df) in r else r["dataset"]), str(r["label"])), []).append({
+            "model": model, "epochs": str(t.get("epochs", "")), "optimiser": opt, "lr": f"{t.get('lr', 0):g}",
+            "batch": str(t.get("batch_size", "")), "n_train": str(t.get("n_train") or "all"), "λ / τ": lam,
+            "method settings": settings, "seed": str(t.get("seed", ""))})
+    recs = []
+    for (exp, label), items in per.items():
+        rec: dict[str, Any] = {"experiment": exp, "method": label, "runs": len(items)}
+        for k in items[0]:
+            if k == "seed":
+                rec["seeds"] = ", ".join(sorted(dict.fromkeys(i["seed"] for i in items), key=lambda v: (len(v), v)))
+                continue
+            rec[k] = "; ".join(dict.fromkeys(i[k] for i in items))
+        recs.append(rec)
+    return pd.DataFrame(recs)
+
+
+def _headline_md(table: pd.DataFrame, head_txt: str, keep: list[tuple[str, str, str]] | None,
+                 extra: dict[tuple[str, str, str], dict[str, str]] | None) -> str:
+    rows = headline_rows(table, keep)
+    cls = rows[rows["clean"].notna()] if "clean" in rows else rows.iloc[0:0]
+    rows = cls if len(cls) else rows
+    extra = extra or {}
+    extra_cols = list(dict.fromkeys(k for v in extra.values() for k in v))
+    cells: list[dict[str, str]] = []
+    for _, r in rows.iterrows():
+        key = (r["dataset"], r["method"], r["setting"])
+        c = {"experiment": str(r["dataset"]), "method": str(r["method"]), "setting": str(r["setting"]),
+             "seeds": str(r["seeds"])}
+        if "clean" in r:
+            clean = r.get("clean_full") if not pd.isna(r.get("clean_full", math.nan)) else r.get("clean")
+            sd = r.get("clean_full_std") if not pd.isna(r.get("clean_full", math.nan)) else r.get("clean_std")
+            c["clean"] = pct_cell(clean, sd)
+            c["worst case"] = pct_cell(r.get("worst_case"), r.get("worst_case_std"))
+            c["worst case, 95% CI"] = ci_cell(r.get("worst_case_ci_low"), r.get("worst_case_ci_high"))
+            c["certified"] = pct_cell(r.get("certified"), r.get("certified_std"))
+        else:
+            c["mse"] = "" if pd.isna(r.get("mse", math.nan)) else f"{r['mse']:.3g}"
+            c["exact Lipschitz"] = "" if pd.isna(r.get("lip_exact", math.nan)) else f"{r['lip_exact']:.3g}"
+        c["Lipschitz upper"] = "" if pd.isna(r.get("lip_upper", math.nan)) else f"{r['lip_upper']:.3g}"
+        c["train s"] = "" if pd.isna(r.get("train_seconds", math.nan)) else f"{r['train_seconds']:.0f}"
+        for col in extra_cols:
+            c[col] = extra.get(key, {}).get(col, "")
+        cells.append(c)
+    cols = [k for k in cells[0] if any(c[k] for c in cells)] if cells else []
+    frame = pd.DataFrame(cells)
+    text = (f"Accuracies in % at {head_txt}: mean ± sample std over seeds (ddof = 1) and the 95% t-interval of the "
+            "mean worst case (empty with one seed). Per method label, plain training and the setting with the highest "
+            "mean worst case: a choice made on the test set, so an optimistic one, fit to compare methods; every "
+            "setting is in the [full tables](#full-tables) below.")
+    return text + "\n\n" + markdown_table(frame, cols, lambda r, c: str(r[c]))
+
+
 def render(sweep_dir: str | os.PathLike[str], out: str | os.PathLike[str], *, title: str | None = None,
-           intro: str = "", extra_sections: list[tuple[str, str]] | None = None) -> Path:
-    """Render the report of ``sweep_dir`` into folder ``out``; returns ``out/index.html``."""
+           intro: str = "", extra_sections: list[tuple[str, str]] | None = None,
+           lead_sections: list[tuple[str, str]] | None = None,
+           headline_keep: list[tuple[str, str, str]] | None = None,
+           headline_extra: dict[tuple[str, str, str], dict[str, str]] | None = None) -> Path:
+    """Render the report of ``sweep_dir`` into folder ``out``; returns ``out/index.html``.
+
+    Page order: title, intro, contents, the headline (a compact table of the main methods, then
+    ``lead_sections``), the figures, the full tables (the summary, then ``extra_sections``), the hyperparameters,
+    warnings and provenance. ``headline_keep`` adds (experiment, label, setting) rows to the headline table and
+    ``headline_extra`` adds columns to its rows (e.g. the authors' published figures beside ours).
+    """
     sweep_dir, out = Path(sweep_dir), Path(out)
     df = load_results(sweep_dir)
     from .sweeps import read_info
@@ -341,16 +623,18 @@ def render(sweep_dir: str | os.PathLike[str], out: str | os.PathLike[str], *, ti
     table = summary_table(df, head)
     _io.write_text(out / "results.csv", df.drop(columns=["group"]).to_csv(index=False))
     _io.write_text(out / "table.csv", table.to_csv(index=False))
-    figs = (fig_curves(df, out) + fig_lambda(df, head, out) + fig_tradeoff(df, head, out)
-            + fig_regression(sweep_dir, df, out))
-    title = title or f"robustclip report: {sweep['sweep'].get('name', sweep_dir.name)}"
-    seeds = sorted(df.seed.unique().tolist())
-    flags = []
     from .sweeps import finished_runs
 
+    flags, histories, trains = [], {}, {}
     for d in finished_runs(sweep_dir):
-        for f in read_eval(d / "eval.json").get("flags", []):
-            flags.append(f"{d.name}: {f}")
+        ev = read_eval(d / "eval.json")
+        flags += [f"{d.name}: {f}" for f in ev.get("flags", [])]
+        histories[d.name] = ev.get("history") or []
+        trains[d.name] = ev.get("train") or {}
+    figs = (fig_curves(df, out) + fig_lambda(df, head, out) + fig_tradeoff(df, head, out)
+            + fig_history(histories, df, out) + fig_regression(sweep_dir, df, out))
+    title = title or f"robustclip report: {sweep['sweep'].get('name', sweep_dir.name)}"
+    seeds = sorted(df.seed.unique().tolist())
     prov = {"sweep folder": str(sweep_dir), "commit": sweep.get("commit") or _io.git_commit(),
             "report commit": _io.git_commit(), "seeds": ", ".join(map(str, seeds)),
             "versions": ", ".join(f"{k} {v}" for k, v in sweep.get("versions", _io.versions()).items()),
@@ -360,28 +644,46 @@ def render(sweep_dir: str | os.PathLike[str], out: str | os.PathLike[str], *, ti
     for dataset, t in table.groupby("dataset", sort=False):
         t = t.dropna(axis=1, how="all")
         parts.append(f"**{dataset}**\n\n" + _fmt_table_md(t))
-    sections: list[tuple[str, str]] = [("Summary", f"Accuracies are percentages at {head_txt} (mean ± std over seeds); "
-                                        "`clean_full` is clean accuracy on the whole test set, the other columns use "
-                                        "the suite's samples; `worst_case` is the per-sample worst case over every "
-                                        "attack of the suite at that ε, `certified` is guaranteed by the Lipschitz "
-                                        "upper bound. Lipschitz bounds are for the L2 norm; for the regression, "
-                                        "`lip_exact` is max |f'| on a fine grid and `mse` the test error against the "
-                                        "true function.\n\n" + "\n\n".join(parts))]
-    sections += extra_sections or []
-    if flags:
-        sections.append(("Warnings", "\n".join(f"- {f}" for f in flags)))
+    lead = [("Headline", _headline_md(table, head_txt, headline_keep, headline_extra))] + list(lead_sections or [])
+    summary = ("Summary", f"Accuracies are percentages at {head_txt} (mean ± sample std over seeds, ddof = 1; the "
+               "95% t-interval of the worst case beside it); `clean_full` is clean accuracy on the whole test set, "
+               "the other columns use the suite's samples; `worst_case` is the per-sample worst case over every "
+               "attack of the suite at that ε, `certified` is guaranteed by the Lipschitz upper bound. Lipschitz "
+               "bounds are for the L2 norm; for the regression, `lip_exact` is max |f'| on a fine grid and `mse` the "
+               "test error against the true function.\n\n" + "\n\n".join(parts))
+    tables = [summary] + list(extra_sections or [])
+    hp = hyperparameter_table(trains, df)
+    hyper = ("Hyperparameters", "The training settings of every experiment and method, read from each run's stored "
+             "config (values that differ between runs are separated by \"; \"; `method settings` are the "
+             "regulariser's full settings, defaults included).\n\n"
+             + markdown_table(hp, list(hp.columns), lambda r, c: str(r[c])))
+    tail = [hyper] + ([("Warnings", "\n".join(f"- {f}" for f in flags))] if flags else [])
     md = [f"# {title}", "", intro, ""] if intro else [f"# {title}", ""]
-    for h, body in sections:
+    toc = [h for h, _ in lead] + ["Figures", "Full tables"] + [h for h, _ in tail] + ["Provenance"]
+    md += ["**Contents:** " + " · ".join(f"[{h}](#{_anchor(h)})" for h in toc), ""]
+    for h, body in lead:
         md += [f"## {h}", "", body, ""]
     md += ["## Figures", ""]
     for f in figs:
         md += [f"### {f.title}", "", f"![{f.title}]({f.file})", "", f"*{f.caption}*", ""]
+    md += ["## Full tables", ""]
+    for h, body in tables:
+        md += [f"### {h}", "", body, ""]
+    for h, body in tail:
+        md += [f"## {h}", "", body, ""]
     md += ["## Provenance", ""] + [f"- **{k}**: `{v}`" for k, v in prov.items()] + [""]
     md += ["Tables: [table.csv](table.csv) (one row per method and setting), [results.csv](results.csv) "
            "(one row per run × attack × ε).", ""]
     _io.write_text(out / "README.md", "\n".join(md))
-    _io.write_text(out / "index.html", _html(title, intro, sections, figs, prov, out))
+    _io.write_text(out / "index.html", _html(title, intro, lead, figs, tables, tail, prov, out))
     return out / "index.html"
+
+
+def _anchor(heading: str) -> str:
+    """The id of a heading (GitHub's rule for ASCII headings: lower case, spaces to dashes, punctuation dropped)."""
+    import re
+
+    return re.sub(r"[^\w\- ]", "", heading.lower()).strip().replace(" ", "-")
 
 
 def _regenerate_command(source: str | None, sweep_dir: Path, out: Path) -> str:
@@ -399,6 +701,7 @@ def _md_inline(text: str) -> str:
     t = html.escape(text)
     t = re.sub(r"`([^`]+)`", r"<code>\1</code>", t)
     t = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", t)
+    t = re.sub(r"\[([^\]]+)\]\((#[\w-]+|[\w.-]+\.(?:csv|md|png))\)", r'<a href="\2">\1</a>', t)
     return t
 
 
@@ -415,9 +718,10 @@ def _md_block(text: str) -> str:
                     rows.append([c.strip() for c in lines[i].strip("|").split("|")])
                 i += 1
             head, body = rows[0], rows[1:]
-            parts.append("<table><thead><tr>" + "".join(f"<th>{_md_inline(c)}</th>" for c in head) + "</tr></thead><tbody>"
+            parts.append('<div class="scroll"><table><thead><tr>' + "".join(f"<th>{_md_inline(c)}</th>" for c in head)
+                         + "</tr></thead><tbody>"
                          + "".join("<tr>" + "".join(f"<td>{_md_inline(c)}</td>" for c in r) + "</tr>" for r in body)
-                         + "</tbody></table>")
+                         + "</tbody></table></div>")
             continue
         if line.startswith("- "):
             items = []
@@ -437,23 +741,49 @@ def _md_block(text: str) -> str:
     return "\n".join(parts)
 
 
-def _html(title: str, intro: str, sections, figs: list[Figure], prov: dict[str, Any], out: Path) -> str:
-    css = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-           "table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 7px;"
-           "text-align:right}th{background:#f3f3f3}figure{margin:2em 0}figcaption{color:#555;font-style:italic}"
-           "img{max-width:100%}code{background:#f5f5f5;padding:0 3px}")
+_CSS = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222;"
+        "line-height:1.45}"
+        ".scroll{overflow-x:auto;max-width:100%;margin:1em 0}"
+        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px;"
+        "text-align:right;white-space:nowrap}th{background:#f3f3f3;position:sticky;top:0}"
+        "tbody tr:nth-child(even){background:#fafafa}"
+        "nav.toc{background:#f7f7f7;border:1px solid #e3e3e3;padding:.5em 1em;margin:1em 0}"
+        "nav.toc ol{margin:.3em 0;padding-left:1.4em}nav.toc li{margin:.1em 0}"
+        "figure{margin:2em 0}figcaption{color:#555;font-style:italic}img{max-width:100%;height:auto}"
+        "code{background:#f5f5f5;padding:0 3px;overflow-wrap:anywhere}td code{overflow-wrap:normal}")
+
+
+def _html(title: str, intro: str, lead: list[tuple[str, str]], figs: list[Figure], tables: list[tuple[str, str]],
+          tail: list[tuple[str, str]], prov: dict[str, Any], out: Path) -> str:
+    """The self-contained page: contents, headline, figures, full tables (scrollable), hyperparameters, provenance."""
+    toc: list[tuple[str, list[str]]] = ([(h, []) for h, _ in lead] + [("Figures", [f.title for f in figs]),
+                                                                       ("Full tables", [h for h, _ in tables])]
+           + [(h, []) for h, _ in tail] + [("Provenance", [])])
     body = [f"<h1>{html.escape(title)}</h1>"]
     if intro:
         body.append(_md_block(intro))
-    for h, text in sections:
-        body.append(f"<h2>{html.escape(h)}</h2>{_md_block(text)}")
-    body.append("<h2>Figures</h2>")
+    items = []
+    for h, subs in toc:
+        sub = ("<ol>" + "".join(f'<li><a href="#{_anchor(x)}">{html.escape(x)}</a></li>' for x in subs) + "</ol>"
+               if subs else "")
+        items.append(f'<li><a href="#{_anchor(h)}">{html.escape(h)}</a>{sub}</li>')
+    body.append(f'<nav class="toc"><b>Contents</b><ol>{"".join(items)}</ol></nav>')
+    for h, text in lead:
+        body.append(f'<h2 id="{_anchor(h)}">{html.escape(h)}</h2>{_md_block(text)}')
+    body.append('<h2 id="figures">Figures</h2>')
     for f in figs:
         b64 = base64.b64encode((out / f.file).read_bytes()).decode()
-        body.append(f'<figure id="{html.escape(f.file)}"><h3>{html.escape(f.title)}</h3>'
-                    f'<img alt="{html.escape(f.title)}" data-file="{html.escape(f.file)}" src="data:image/png;base64,{b64}">'
+        body.append(f'<figure id="{html.escape(f.file)}"><h3 id="{_anchor(f.title)}">{html.escape(f.title)}</h3>'
+                    f'<img alt="{html.escape(f.title)}" data-file="{html.escape(f.file)}" '
+                    f'src="data:image/png;base64,{b64}">'
                     f"<figcaption>{html.escape(f.caption)}</figcaption></figure>")
-    body.append("<h2>Provenance</h2><ul>" + "".join(f"<li><b>{html.escape(k)}</b>: <code>{html.escape(str(v))}</code></li>"
-                                                   for k, v in prov.items()) + "</ul>")
+    body.append('<h2 id="full-tables">Full tables</h2>')
+    for h, text in tables:
+        body.append(f'<h3 id="{_anchor(h)}">{html.escape(h)}</h3>{_md_block(text)}')
+    for h, text in tail:
+        body.append(f'<h2 id="{_anchor(h)}">{html.escape(h)}</h2>{_md_block(text)}')
+    body.append('<h2 id="provenance">Provenance</h2><ul>' + "".join(
+        f"<li><b>{html.escape(k)}</b>: <code>{html.escape(str(v))}</code></li>" for k, v in prov.items()) + "</ul>")
     body.append('<p>Tables: <a href="table.csv">table.csv</a>, <a href="results.csv">results.csv</a>.</p>')
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{css}</style></head><body>{''.join(body)}</body></html>\n"
+    return (f"<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width'>"
+            f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n")

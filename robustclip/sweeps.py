@@ -72,8 +72,8 @@ from .run import Run
 
 _EXP_KEYS = {"name", "dataset", "model", "epochs", "seeds", "n_train", "suite", "n_test", "train", "method",
              "experiment", "description", "output_sigmoid", "label"}
-_METHOD_KEYS = {"reg", "lam", "tau", "lam0", "lam_step", "lam_every", "warmup", "clip", "label", "train",
-                "output_sigmoid", "require_target"}
+_METHOD_KEYS = {"reg", "lam", "tau", "lam0", "lam_step", "lam_every", "warmup", "clip", "adversarial", "label",
+                "train", "output_sigmoid", "require_target"}
 
 RESULT_COLUMNS = ["run", "label", "dataset", "method", "lam", "tau", "seed", "attack", "norm", "eps", "accuracy",
                   "n", "ci_low", "ci_high", "lip_lower", "lip_upper", "lip_exact", "mse", "train_seconds",
@@ -167,7 +167,7 @@ def plan(raw: dict[str, Any], *, where: str = "<sweep>") -> list[Run]:
                     _check_id(run_id, f"{mat}: run id")
                     cfg = TrainConfig.for_dataset(
                         dataset, model=mmodel, reg=reg, seed=seed, epochs=e.get("epochs"), n_train=e.get("n_train"),
-                        warmup=m.get("warmup"), clip=m.get("clip"), require_target=m.get("require_target"),
+                        warmup=m.get("warmup"), clip=m.get("clip"), adversarial=m.get("adversarial"), require_target=m.get("require_target"),
                         **lamcfg, **(e.get("train") or {}), **(m.get("train") or {}))
                     try:
                         cfg.validate()

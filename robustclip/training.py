@@ -36,8 +36,11 @@ class TrainingDiverged(RobustclipError):
 class TrainConfig:
     """Everything that defines a training run (stored in the checkpoint).
 
-    ``model``: a model spec (None: the default for the dataset). ``reg``:
-    ``none``, ``weight`` or ``clip``; ``clip`` holds :class:`ClipConfig` fields.
+    ``model``: a model spec (None: the default for the dataset). ``reg``: a
+    name of :data:`~robustclip.regularizers.REGISTRY` (``none``, ``weight``,
+    ``clip``, ``adversarial``, ``trades``); ``clip`` holds :class:`ClipConfig`
+    fields, ``adversarial`` the :class:`~robustclip.adversarial.AdversarialConfig`
+    fields of ``adversarial`` and ``trades``.
     ``lam``, ``target_acc``, ``lam_step``, ``lam_every``, ``warmup``: the λ
     schedule (fixed λ when ``target_acc`` is None). ``n_train``: use only the
     first n training samples (after the seeded train/validation split).
@@ -55,6 +58,7 @@ class TrainConfig:
     lam_every: int = 1
     warmup: int = 0
     clip: dict[str, Any] = field(default_factory=dict)
+    adversarial: dict[str, Any] = field(default_factory=dict)
     epochs: int = 10
     batch_size: int = 128
     optimizer: str = "sgd"
@@ -118,6 +122,9 @@ class TrainConfig:
         if self.target_acc is not None and self.dataset == "regression":
             raise RobustclipError("the discrepancy principle (--target-acc) needs a classification dataset",
                                   "use a fixed --lam for regression")
+        if self.dataset == "regression" and regularizers.REGISTRY[self.reg].params_field == "adversarial":
+            raise RobustclipError(f"--reg {self.reg} needs class labels; the regression has none",
+                                  "use --reg weight or --reg clip for regression")
         if not regularizers.REGISTRY[self.reg].takes_lam and (self.lam > 0 or self.target_acc is not None):
             raise RobustclipError("--reg none takes no λ", "drop --lam/--target-acc, or pick --reg weight or clip")
         if self.device.startswith("cuda") and not torch.cuda.is_available():

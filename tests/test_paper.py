@@ -8,6 +8,8 @@ import pandas as pd
 
 from robustclip import checkpoints, paper, sweeps
 
+from page_check import check_page, chromium  # noqa: E402
+
 TINY_SUITE = {"name": "tiny", "n": 64, "batch_size": 64, "seed": 0, "headline": {"norm": "L2", "eps": 2.0},
               "attack": [{"type": "clean"}, {"type": "noise", "sigma": 1.0}, {"type": "fgsm", "norm": "L2", "eps": 2.0},
                          {"type": "authors_pgd", "norm": "L2", "eps": 2.0, "steps": 3},
@@ -58,6 +60,18 @@ def test_regenerate_tiny(tmp_path, data_dir):
     assert (table.worst_case <= table.pgd_l2 + 1e-12).all() and (table.worst_case <= table.authors_pgd + 1e-12).all()
     html = index.read_text()
     assert "What the authors report" in html and "72.4" in html and "output-sigmoid question" in html
+    # the page leads with the headline, the authors' figures beside ours, before any figure or full table
+    first_fig = html.index('id="figures"')
+    assert html.index('id="headline"') < html.index('id="what-the-authors-report"') < first_fig < html.index(
+        'id="the-papers-table-ours"')
+    head = html[html.index('id="headline"'):first_fig]
+    assert "<th>authors: clean</th>" in head and "<td>97.1</td>" in head and "<td>31.2</td>" in head
+    assert "worst_case 95% CI" in html and 'id="hyperparameters"' in html
+    assert {"worst_case_ci_low", "worst_case_ci_high", "worst_case_std"} <= set(table.columns)
+    if chromium() is not None:  # the paper page at 1280 px: nothing runs off the right edge, no "±" wraps
+        r = check_page(index, width=1280)
+        assert r["scrollWidth"] <= r["viewport"] and r["overflowing"] == [] and r["wrapped"] == [], r
+        assert all(i["decoded"] for i in r["images"]) and r["errors"] == [], r
     sig = pd.read_csv(out / "sigmoid.csv")
     assert len(sig) == 1 and 0 <= sig.worst_case_through_logits.iloc[0] <= 1
     for name in ("mnist-clip-best", "mnist-plain-best"):

@@ -31,7 +31,7 @@ from robustclip.errors import RobustclipError
 from tiny import SMALL, SUITE_TOML, one_thread  # noqa: E402
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EXPECTED_FIGURES = {"curve_mnist_L2.png", "lambda_mnist.png", "lambda_regression.png", "tradeoff_mnist.png",
-                    "regression_fits.png"}
+                    "regression_fits.png", "history_mnist.png", "history_regression.png"}
 EXPECTED_ROWS = {("regression", "clip", "λ=0.01"), ("regression", "clip", "λ=0.1"), ("regression", "weight", "λ=0.001"),
                  ("mnist", "none", "-"), ("mnist", "clip", "λ=0.1"), ("mnist", "clip", "τ=0.5")}
 
@@ -226,7 +226,7 @@ def test_summary_table_averages_over_seeds(sweep):
     row = t.loc[("mnist", "none", "-")]
     per_seed = df[(df.dataset == "mnist") & (df.label == "none") & (df.attack == "clean")].accuracy
     assert len(per_seed) == 2
-    assert row.clean == pytest.approx(per_seed.mean()) and row.clean_std == pytest.approx(per_seed.std(ddof=0))
+    assert row.clean == pytest.approx(per_seed.mean()) and row.clean_std == pytest.approx(per_seed.std(ddof=1))
     wc = df[(df.label == "none") & (df.attack == "worst_case") & (df.eps == 2.0)].accuracy
     assert row.worst_case == pytest.approx(wc.mean())
 
@@ -382,3 +382,166 @@ def test_demo_without_mnist_skips_it_and_says_how_to_add_it(tmp_path, monkeypatc
     assert len(planned) == 6 and all(r.startswith("regression-") for r in planned)
     assert {p.name for p in (runs / "runs").iterdir()} == set(planned)
     assert set(pd.read_csv(runs / "results.csv").epochs) == {40}
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+@pytest.mark.parametrize("df,exact", [(1, 12.706), (2, 4.303), (4, 2.776), (10, 2.228), (30, 2.042), (40, 2.021),
+                                      (60, 2.000), (120, 1.980)])
+def test_t_quantiles_match_the_published_table(df, exact):
+    assert reports.t975(df) == pytest.approx(exact, abs=2e-3)
+
+
+def test_seed_stats_are_mean_sample_std_and_t_interval():
+    import statistics
+
+    v = [0.35, 0.42, 0.40]
+    st = reports.seed_stats(v)
+    sd = statistics.stdev(v)  # ddof = 1
+    assert st.n == 3 and st.mean == pytest.approx(statistics.mean(v)) and st.sd == pytest.approx(sd)
+    assert st.lo == pytest.approx(st.mean - 4.303 * sd / 3 ** 0.5, abs=1e-4)
+    assert st.hi == pytest.approx(st.mean + 4.303 * sd / 3 ** 0.5, abs=1e-4)
+    one = reports.seed_stats([0.5, float("nan")])  # NaN entries are not seeds
+    assert one.n == 1 and one.mean == 0.5 and np.isnan(one.sd) and np.isnan(one.lo) and np.isnan(one.hi)
+    assert reports.seed_stats([]).n == 0
+    assert reports.pct_cell(0.389, 0.037) == "38.9 ± 3.7" and reports.pct_cell(0.5, float("nan")) == "50.0"
+    assert reports.ci_cell(0.297, 0.481) == "[29.7, 48.1]" and reports.ci_cell(float("nan"), 0.1) == ""
+
+
+def test_table_intervals_are_the_t_intervals_of_the_per_seed_values(sweep):
+    sweep_dir, _ = sweep
+    df = reports.load_results(sweep_dir)
+    t = reports.summary_table(df, reports.headline(df)).set_index(["dataset", "method", "setting"])
+    wc = df[(df.label == "clip") & (df.setting == "λ=0.1") & (df.attack == "worst_case") & (df.eps == 2.0)]
+    per_seed = wc.sort_values("seed").accuracy.to_numpy()
+    assert len(per_seed) == 2
+    row = t.loc[("mnist", "clip", "λ=0.1")]
+    half = 12.706 * per_seed.std(ddof=1) / 2 ** 0.5
+    assert row.worst_case_std == pytest.approx(per_seed.std(ddof=1))
+    assert row.worst_case_ci_low == pytest.approx(per_seed.mean() - half, abs=1e-4)
+    assert row.worst_case_ci_high == pytest.approx(per_seed.mean() + half, abs=1e-4)
+    reg = t.loc["regression"]  # one seed: a mean and no spread
+    assert reg.lip_upper_std.isna().all()
+
+
+def test_lambda_figure_shows_the_table_numbers_on_one_axis_per_family(sweep, tmp_path, monkeypatch):
+    sweep_dir, _ = sweep
+    df = reports.load_results(sweep_dir)
+    head = reports.headline(df)
+    drawn = []
+    orig = reports._errorbars
+
+    def record(ax, x, a, color, label, marker="o"):
+        drawn.append((ax.get_title() or "", label, list(map(float, x)), a.copy()))
+        orig(ax, x, a, color, label, marker)
+
+    monkeypatch.setattr(reports, "_errorbars", record)
+    figs = reports.fig_lambda(df, head, tmp_path)
+    assert {f.file for f in figs} == {"lambda_mnist.png", "lambda_regression.png"}
+    # drawn before the title is set: find each panel through its x values instead
+    by_x = {tuple(x): a for _, _, x, a in drawn}
+    assert set(by_x) == {(0.1,), (0.5,)}  # CLIP λ = 0.1 on a λ axis, CLIP τ = 0.5 on a τ axis: two panels
+    t = reports.summary_table(df, head).set_index(["dataset", "method", "setting"])
+    for x, setting in (((0.1,), "λ=0.1"), ((0.5,), "τ=0.5")):
+        a, row = by_x[x].iloc[0], t.loc[("mnist", "clip", setting)]
+        assert a["mean"] == pytest.approx(row.worst_case)
+        assert a["lo"] == pytest.approx(row.worst_case_ci_low) and a["hi"] == pytest.approx(row.worst_case_ci_high)
+
+
+def test_families_split_fixed_lambda_and_tau_runs():
+    assert reports._family("clip", 0.97) == "CLIP: target τ"
+    assert reports._family("clip", float("nan")) == "CLIP: fixed λ"
+    assert reports._family("weight", None) == "weight regularisation: fixed λ"
+    assert reports._family("adversarial", None) == "adversarial training: fixed λ"
+
+
+# --------------------------------------------------------------------------- the page
+
+
+def _section_order(html_text: str) -> list[str]:
+    import re
+
+    return re.findall(r'<h2 id="([^"]+)">', html_text)
+
+
+def test_page_leads_with_the_headline_then_figures_then_full_tables(report):
+    _, _, html_text, md = report
+    assert _section_order(html_text) == ["headline", "figures", "full-tables", "hyperparameters", "provenance"]
+    nav = html_text[html_text.index('<nav class="toc">'):html_text.index("</nav>")]
+    import re
+
+    targets = re.findall(r'href="#([^"]+)"', nav)
+    ids = set(re.findall(r' id="([^"]+)"', html_text))
+    assert targets and set(targets) <= ids  # every contents entry lands somewhere
+    assert html_text.count('<div class="scroll"><table>') == html_text.count("<table>") >= 3
+    assert "white-space:nowrap" in html_text and "overflow-x:auto" in html_text
+    # the headline table: plain training and one setting per other method, before the first figure
+    head = html_text[html_text.index('id="headline"'):html_text.index('id="figures"')]
+    assert "<th>worst case, 95% CI</th>" in head
+    assert head.count("<td>mnist</td>") == 2 and "<td>none</td>" in head and "<td>clip</td>" in head
+    assert "<img" not in html_text[: html_text.index('id="figures"')]
+    lines = md.splitlines()
+    assert lines.index("## Headline") < lines.index("## Figures") < lines.index("## Full tables") \
+        < lines.index("## Hyperparameters") < lines.index("## Provenance")
+
+
+def test_hyperparameter_section_lists_each_experiment_and_method(report, sweep):
+    sweep_dir, _ = sweep
+    df = reports.load_results(sweep_dir)
+    trains = {d.name: json.loads((d / "eval.json").read_text())["train"] for d in sweeps.finished_runs(sweep_dir)}
+    hp = reports.hyperparameter_table(trains, df).set_index(["experiment", "method"])
+    none = hp.loc[("mnist", "none")]
+    assert none.runs == 2 and none.epochs == "1" and none.optimiser == "adam" and none.lr == "0.005"
+    assert none.n_train == "500" and none.seeds == "0, 1" and none["model"] == "fc 784-32-10 sigmoid"
+    clip = hp.loc[("mnist", "clip")]
+    assert "pairs=16" in clip["method settings"] and "τ=0.5" in clip["λ / τ"] and "λ=0.1" in clip["λ / τ"]
+    assert hp.loc[("regression", "weight")].epochs == "30"
+    _, _, html_text, _ = report
+    section = html_text[html_text.index('id="hyperparameters"'):html_text.index('id="provenance"')]
+    assert "<td>fc 784-32-10 sigmoid</td>" in section and "<th>method settings</th>" in section
+
+
+def test_training_curves_come_from_the_stored_history(sweep, tmp_path):
+    sweep_dir, _ = sweep
+    df = reports.load_results(sweep_dir)
+    hist = {d.name: json.loads((d / "eval.json").read_text())["history"] for d in sweeps.finished_runs(sweep_dir)}
+    figs = reports.fig_history(hist, df, tmp_path)
+    assert {f.file for f in figs} == {"history_mnist.png", "history_regression.png"}
+    assert reports.fig_history({}, df, tmp_path) == []
+
+
+# headless Chromium at 1280 px: nothing sticks out, every image decodes, no console errors
+from page_check import APT_LINE, check_page, chromium  # noqa: E402
+
+needs_chromium = pytest.mark.skipif(chromium() is None, reason=f"chromium is not installed ({APT_LINE})")
+
+
+@needs_chromium
+def test_page_fits_1280_px_in_chromium(report):
+    _, out, _, _ = report
+    r = check_page(out / "index.html", width=1280)
+    assert r["scrollWidth"] <= r["viewport"], r
+    assert r["overflowing"] == [], r["overflowing"]
+    assert len(r["images"]) == len(EXPECTED_FIGURES)
+    for img in r["images"]:
+        assert img["decoded"] and img["width"] >= 300 and 0 < img["shown"] <= r["viewport"], img
+    assert r["wrapped"] == [], r["wrapped"]  # no "±" cell wraps
+    assert r["errors"] == [] and r["console"] == [], (r["errors"], r["console"])
+    assert r["scrollers"] and all(s["overflowX"] == "auto" for s in r["scrollers"])
+    assert any(s["scrollWidth"] > s["width"] for s in r["scrollers"])  # a wide table scrolls inside its box
+
+
+@needs_chromium
+def test_page_check_catches_overflow_wrapping_and_broken_images(tmp_path):
+    bad = tmp_path / "bad.html"
+    bad.write_text("<!doctype html><html><head><meta charset='utf-8'></head><body style='margin:0'>"
+                   "<table style='width:3000px'><tr><td>wide</td></tr></table>"
+                   "<table><tr><td style='width:10px;max-width:10px'>38.9 ± 3.7</td></tr></table>"
+                   "<img data-file='broken.png' src='data:image/png;base64,iVBORw0KGgo='></body></html>",
+                   encoding="utf-8")
+    r = check_page(bad, width=1280)
+    assert r["scrollWidth"] > r["viewport"] and "TABLE" in r["overflowing"]
+    assert r["wrapped"] == ["38.9 ± 3.7"]
+    assert r["images"] == [{"file": "broken.png", "decoded": False, "width": 0, "shown": r["images"][0]["shown"]}]
+    assert any("broken.png" in e for e in r["errors"])

@@ -1,4 +1,4 @@
-"""``robustclip train``: train one model (plain, weight regularisation or CLIP) and write its checkpoint."""
+"""``robustclip train``: train one model (plain, weight regularisation, CLIP, adversarial training or TRADES)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,10 @@ from typing import Any
 from .._io import loads_json_bounded
 from ..errors import RobustclipError
 from .common import add_command, add_data_dir, add_force, add_quiet, positive_int
+
+
+# λ when --lam is not given: adversarial λ = 1 is half clean, half adversarial; TRADES' β = 1 is its paper's mildest
+DEFAULT_LAM = {"clip": 0.1, "weight": 1e-4, "adversarial": 1.0, "trades": 1.0}
 
 
 def register(sub: Any) -> None:
@@ -26,7 +30,10 @@ def register(sub: Any) -> None:
                              "--lam-step 0.01 \\\n"
                              "      --warmup 2 --epochs 20 --out runs/clip-tau97.safetensors   # discrepancy principle\n"
                              "  robustclip train --dataset regression --reg weight --lam 0.001 "
-                             "--out runs/reg.safetensors\n")
+                             "--out runs/reg.safetensors\n"
+                             "  robustclip train --reg adversarial --adv eps=2 --adv steps=7 --epochs 10 "
+                             "--out runs/at.safetensors   # PGD-L2, λ=1: half clean, half adversarial\n"
+                             "  robustclip train --reg trades --lam 6 --adv eps=2 --out runs/trades.safetensors\n")
     p.add_argument("--dataset", default="mnist", help=f"one of {', '.join(DATASETS)} (default mnist)")
     p.add_argument("--model", default=None, help="fc (784-200-80-10 sigmoid), cnn, mlp1d, or a JSON spec")
     p.add_argument("--output-sigmoid", action="store_true",
@@ -41,6 +48,9 @@ def register(sub: Any) -> None:
     p.add_argument("--clip", action="append", default=[], metavar="KEY=VALUE",
                    help="CLIP setting, repeatable: pairs, init, radius, ascent_steps, eta, reduce, cap, "
                         "refresh_every, every")
+    p.add_argument("--adv", action="append", default=[], metavar="KEY=VALUE",
+                   help="adversarial / trades setting, repeatable: norm (L2, Linf), eps, steps (1..100), step_size, "
+                        "random_start, share (λ = s/(1-s))")
     p.add_argument("--epochs", type=positive_int, default=None)
     p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--optimizer", choices=["sgd", "adam"], default=None)
@@ -56,12 +66,12 @@ def register(sub: Any) -> None:
     add_data_dir(p)
 
 
-def parse_clip(items: list[str]) -> dict[str, Any]:
+def parse_clip(items: list[str], flag: str = "--clip", example: str = "pairs=32") -> dict[str, Any]:
     """``["pairs=32", "init=noise"]`` as ``{"pairs": 32, "init": "noise"}`` (values parsed as JSON when they are)."""
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
-            raise RobustclipError(f"--clip {item!r} is not KEY=VALUE", "e.g. --clip pairs=32")
+            raise RobustclipError(f"{flag} {item!r} is not KEY=VALUE", f"e.g. {flag} {example}")
         k, v = item.split("=", 1)
         try:
             out[k] = loads_json_bounded(v, max_depth=4, max_bytes=4096, what=f"--clip {k}")
@@ -103,12 +113,16 @@ def run(args: argparse.Namespace) -> int:
     entry = REGISTRY.get(args.reg)
     if entry is not None and not entry.takes_lam and args.lam not in (None, 0.0):
         raise RobustclipError(f"--reg {args.reg} takes no --lam", "drop --lam, or pick --reg weight or --reg clip")
-    lam = args.lam if args.lam is not None else (0.1 if args.reg == "clip" else 1e-4 if args.reg == "weight" else 0.0)
+    adv = parse_clip(args.adv, "--adv", "eps=2")
+    if adv and (entry is None or entry.params_field != "adversarial"):
+        raise RobustclipError(f"--adv applies to --reg adversarial or trades, not --reg {args.reg}",
+                              "drop --adv, or pick --reg adversarial")
+    lam = args.lam if args.lam is not None else DEFAULT_LAM.get(args.reg, 0.0)
     cfg = TrainConfig.for_dataset(
         args.dataset, model=spec, reg=args.reg, lam=lam, target_acc=args.target_acc, lam_step=args.lam_step,
-        lam_every=args.lam_every, warmup=args.warmup, clip=parse_clip(args.clip) or None, epochs=args.epochs,
-        batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr, n_train=args.n_train, seed=args.seed,
-        device=args.device, require_target=args.require_target or None,
+        lam_every=args.lam_every, warmup=args.warmup, clip=parse_clip(args.clip) or None, adversarial=adv or None,
+        epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr, n_train=args.n_train,
+        seed=args.seed, device=args.device, require_target=args.require_target or None,
     )
     cfg.validate()  # every flag checked before the data is loaded
     res = train_to_checkpoint(cfg, out, data_dir=args.data_dir, progress=not args.quiet,
