@@ -84,13 +84,22 @@ def _fmt_num(v: float) -> str:
     return f"{v:g}"
 
 
+MAX_SWEEP_BYTES = 1024 * 1024
+"""Largest sweep file read: a plan is a few kilobytes of TOML."""
+
+
 def load_sweep(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a sweep TOML file into a dict (raises :class:`SuiteError`)."""
+    from . import validate
+
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise SuiteError(f"sweep file {p} does not exist", "pass the path of a sweep TOML file")
+    blob = validate.read_bytes(p, "sweep file", max_bytes=MAX_SWEEP_BYTES, error=SuiteError)
     try:
-        raw = _io.loads_toml(p.read_text(encoding="utf-8"))
+        raw = _io.loads_toml(blob.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise SuiteError(f"{p}: not UTF-8 text", "save the sweep file as UTF-8 TOML") from None
     except _io.TOMLDecodeError as exc:
         raise SuiteError(f"{p}: not valid TOML ({exc})", "fix the syntax") from None
     raw.setdefault("name", p.stem)
