@@ -173,7 +173,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str |
     :class:`EvalResult`. Samples the model gets wrong on clean input are not
     attacked (they count as wrong under every attack).
     """
-    from tqdm.auto import tqdm
+    from .progress import bar as progress_bar
 
     t0 = time.perf_counter()
     s = load_suite(suite)
@@ -190,7 +190,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str |
         correct: dict[tuple[str, str | None, float | None], torch.Tensor] = {("clean", None, None): clean_ok}
         worst_norm: dict[tuple[str, str | None, float | None], float] = {}
         todo = [a for a in s.attacks if a.type != "clean"]
-        bar = tqdm(todo, desc=f"attacks on {model_name}", disable=not progress, leave=False)
+        bar = progress_bar(todo, enabled=progress, desc=f"attacks on {model_name}", leave=False)
         for i, spec in enumerate(bar):
             bar.set_postfix_str(f"{spec.label} {spec.norm or ''} {spec.eps if spec.eps is not None else ''}")
             key = (spec.label, spec.norm, spec.eps)

@@ -225,14 +225,14 @@ def execute(run: Run, sweep_dir: str, data_dir: str | None = None, progress: boo
             threads: int | None = None) -> dict[str, Any]:
     """Train, save and evaluate one run through :mod:`robustclip.pipeline`; write its manifest last."""
     import torch
-    from tqdm.auto import tqdm
 
     from . import pipeline
+    from .progress import write as progress_write
     from .attacks import parse_suite
     from .training import TrainConfig
 
     if progress:
-        tqdm.write(f"  {run.id}: training {run.train['epochs']} epochs, then evaluating")
+        progress_write(f"  {run.id}: training {run.train['epochs']} epochs, then evaluating")
     if threads:
         torch.set_num_threads(threads)
     d = run_dir(Path(sweep_dir), run)
@@ -307,7 +307,7 @@ def run_sweep(raw: dict[str, Any], out: str | os.PathLike[str], *, data_dir: str
               progress: bool = True, where: str = "<sweep>", fresh: bool = False,
               skip_datasets: tuple[str, ...] = ()) -> pd.DataFrame:
     """Run every unfinished run of a sweep into folder ``out``; return the gathered table."""
-    from tqdm.auto import tqdm
+    from .progress import bar as progress_bar
 
     if jobs < 1:
         raise RobustclipError(f"--jobs must be >= 1, got {jobs}", "use --jobs 1 on a 2-core machine")
@@ -327,7 +327,7 @@ def run_sweep(raw: dict[str, Any], out: str | os.PathLike[str], *, data_dir: str
     if progress:
         print(f"sweep {raw.get('name', '')}: {len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo)} to run",
               flush=True)
-    bar = tqdm(total=len(todo), desc="runs", disable=not progress, unit="run")
+    bar = progress_bar(total=len(todo), enabled=progress, desc="runs", unit="run")
     if jobs == 1 or len(todo) <= 1:
         for r in todo:
             bar.set_postfix_str(r.id)
