@@ -71,26 +71,51 @@ def train_to_checkpoint(cfg: TrainConfig, out: str | os.PathLike[str] | None, *,
     return res
 
 
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``device`` as a :class:`torch.device` (None: the CPU); a one-line user error when it is not available."""
+    if device is None:
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise RobustclipError(f"unknown device {device!r}", "use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RobustclipError(f"device {device!r} asked for, but CUDA is not available", "use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise RobustclipError(f"device {device!r} asked for, but only {torch.cuda.device_count()} GPU(s) exist",
+                              "use cuda:0 or another index that exists")
+    if dev.type not in ("cpu", "cuda"):
+        raise RobustclipError(f"device {device!r} is not supported", "use cpu, cuda or cuda:N")
+    return dev
+
+
 def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite | None = None,
                    data_dir: str | None = None, n: int | None = None, batch_size: int | None = None,
                    seed: int | None = None, progress: bool = True, name: str = "model",
-                   clean_full: bool = False) -> Evaluation:
+                   clean_full: bool = False, device: str | torch.device | None = None) -> Evaluation:
     """Evaluate a model of ``meta.dataset`` on its test split.
 
     Classifiers: the suite's attacks on the first ``n`` (default: the suite's n) test images, and Lipschitz
     bounds from :data:`LIPSCHITZ_PAIRS` ascents seeded on the first :data:`LIPSCHITZ_POINTS` of them. With
     ``clean_full``, clean accuracy on the whole test split too. Regression models: test MSE and the exact
     Lipschitz constant.
+
+    ``device`` (``cpu``, ``cuda``, ``cuda:N``; None: where the model already is): the model moves there; the data
+    stays on the CPU and moves one batch at a time; the Lipschitz ascents run there too. The result's meta records
+    the device, the deterministic-algorithms and cuDNN flags and the thread counts.
     """
+    if device is not None:
+        model = model.to(resolve_device(device))
+    dev = evaluation._device_of(model)
     dataset = meta.dataset
     in_shape = models.input_shape(meta.model) if meta.model else None
     if dataset == "regression":
         test = data.regression("test")
         lip_seed = 0 if seed is None else seed
-        lip = lipschitz.estimate(model, data.regression("train").x, in_shape=in_shape, seed=lip_seed, exact=True,
-                                 pairs=LIPSCHITZ_PAIRS)
+        lip = lipschitz.estimate(model, data.regression("train").x.to(dev), in_shape=in_shape, seed=lip_seed,
+                                 exact=True, pairs=LIPSCHITZ_PAIRS)
         with torch.no_grad():
-            mse = float(((model(test.x) - test.y) ** 2).mean())
+            mse = float(((model(test.x.to(dev)).cpu() - test.y) ** 2).mean())
         rows = [{"attack": "fit", "norm": "none", "eps": 0.0, "accuracy": float("nan"), "n": len(test),
                  "ci_low": float("nan"), "ci_high": float("nan"), "mse": mse}]
         return Evaluation(None, lip, meta, name, rows)
@@ -99,7 +124,7 @@ def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite
     s = load_suite(suite)
     split = data.load(dataset, "test", data_dir=data_dir).subset(n or s.n)
     lip_seed = s.seed if seed is None else seed
-    lip = lipschitz.estimate(model, split.x[:LIPSCHITZ_POINTS], in_shape=in_shape, seed=lip_seed,
+    lip = lipschitz.estimate(model, split.x[:LIPSCHITZ_POINTS].to(dev), in_shape=in_shape, seed=lip_seed,
                              pairs=LIPSCHITZ_PAIRS)
     res = evaluation.evaluate(model, split.x, split.y, suite=s, model_name=name, dataset=dataset,
                               n_classes=data.NUM_CLASSES[dataset], batch_size=batch_size, seed=seed,
@@ -118,20 +143,21 @@ def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite
 
 def evaluate_checkpoint(path: str | os.PathLike[str], *, suite: str | Suite, data_dir: str | None = None,
                         n: int | None = None, batch_size: int | None = None, seed: int | None = None,
-                        progress: bool = True) -> Evaluation:
+                        progress: bool = True, device: str | torch.device | None = None) -> Evaluation:
     """Load a checkpoint and evaluate it under ``suite`` on its dataset's test split (see :func:`evaluate_model`).
 
     Raises :class:`~robustclip.errors.RobustclipError` for a regression checkpoint (attack suites need a
     classifier) and for every unreadable or tampered file.
     """
     t0 = time.perf_counter()
+    dev = resolve_device(device)  # fail before loading anything
     model, meta = checkpoints.load(path)
     if meta.dataset == "regression":
         raise RobustclipError(f"{path} is a regression model; attack suites need a classifier",
                               "use robustclip.lipschitz.estimate(..., exact=True) for regression models")
     name = meta.name or Path(path).name.removesuffix(".safetensors")
     ev = evaluate_model(model, meta, suite=suite, data_dir=data_dir, n=n, batch_size=batch_size, seed=seed,
-                        progress=progress, name=name)
+                        progress=progress, name=name, device=dev)
     assert ev.result is not None
     train_cfg = meta.train
     ev.result.meta.update({"checkpoint": str(path), "checkpoint_sha256": sha256_file(path),

@@ -26,6 +26,7 @@ def register(sub: Any) -> None:
     p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--seed", type=int, default=None, help="attack seed (default: the suite's)")
     p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N: where the model and attacks run")
     add_quiet(p)
     add_data_dir(p)
 
@@ -36,16 +37,17 @@ def run(args: argparse.Namespace) -> int:
 
     from .. import _io
     from ..attacks import load_suite
-    from ..pipeline import evaluate_checkpoint
+    from ..pipeline import evaluate_checkpoint, resolve_device
 
     suite = load_suite(args.suite)
+    resolve_device(args.device)  # fail before any work on an unavailable device
     for c in args.checkpoints:  # fail before any work on a bad path
         if not Path(c).is_file():
             raise RobustclipError(f"checkpoint {c} does not exist", "check the path")
     frames, lips, metas, flags = [], [], [], []
     for c in args.checkpoints:
         ev = evaluate_checkpoint(c, suite=suite, data_dir=args.data_dir, n=args.n, batch_size=args.batch_size,
-                                 seed=args.seed, progress=not args.quiet)
+                                 seed=args.seed, progress=not args.quiet, device=args.device)
         res = ev.result
         assert res is not None
         frames.append(res.frame)
