@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 CKPT = ROOT / "reports" / "paper" / "checkpoints" / "mnist-clip-best.safetensors"
@@ -35,7 +36,7 @@ CONFIGS = ("base", "predict-10k", "lipschitz", "sanity", "attack:fgsm", "attack:
            "attack:apgd-ce", "attack:apgdt", "pipeline")
 
 
-def child(config: str, threads: int) -> dict[str, float | str]:
+def child(config: str, threads: int) -> dict[str, Any]:
     """Run one configuration in this process; return its peak RSS (MiB) and wall time (s)."""
     import torch
 
@@ -67,7 +68,7 @@ def child(config: str, threads: int) -> dict[str, float | str]:
     return {"config": config, "peak_mib": peak, "seconds": time.perf_counter() - t0}
 
 
-def measure(config: str, threads: int, code: str | None) -> dict[str, float | str]:
+def measure(config: str, threads: int, code: str | None) -> dict[str, Any]:
     """Run ``config`` in a fresh interpreter (with ``code`` first on PYTHONPATH when given)."""
     env = dict(os.environ)
     if code:

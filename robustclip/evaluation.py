@@ -215,8 +215,10 @@ def run_attack(model: nn.Module, spec: AttackSpec, x: torch.Tensor, y: torch.Ten
                     torch.manual_seed(seed + 1000 * r + b)
                     try:
                         if spec.type != "clean" and atk_cache is None:
-                            atk_cache = spec.build(model, n_classes=n_classes, seed=seed + r)
-                            atk_cache.set_device(dev)
+                            built = spec.build(model, n_classes=n_classes, seed=seed + r)
+                            assert built is not None
+                            built.set_device(dev)
+                            atk_cache = built
                         ok, size = _attack_batch(model, spec, atk_cache, x[sel].to(dev), y[sel].to(dev),
                                                  seed + 1000 * r + b)
                     except (RuntimeError, MemoryError) as exc:
@@ -307,7 +309,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str |
             if key in correct:
                 raise RobustclipError(f"suite {s.name} lists {spec.label} at {spec.norm} ε={spec.eps} twice",
                                       "give repeated attacks distinct labels")
-            batches[f"{spec.label}|{spec.norm}|{spec.eps}"] = log = {}
+            log: dict[str, Any] = {}
+            batches[f"{spec.label}|{spec.norm}|{spec.eps}"] = log
             ok, size = run_attack(model, spec, x, y, n_classes=k, seed=seed + 7 * i, batch_size=bs, todo=clean_ok,
                                   log=log)
             correct[key] = ok & clean_ok
