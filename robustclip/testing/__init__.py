@@ -12,8 +12,6 @@ Both raise ``AssertionError`` with a readable table.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
