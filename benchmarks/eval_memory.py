@@ -15,6 +15,12 @@ Configurations (the paper's MNIST checkpoint, the first 1000 test images unless 
 commit: ``git archive OLD robustclip | tar -x -C /tmp/old``) and prints both columns.
 
     python benchmarks/eval_memory.py [--only pipeline] [--before /tmp/old] [--threads 1]
+
+Measured 2026-11-25 on the shared 2-core CPU box, 1 torch thread (peak MiB, before -> after the bounded-memory
+change): base 382 -> 382, predict-10k 382 -> 382, lipschitz 399 -> 400, sanity 382 -> 382, fgsm 386 -> 386,
+authors_pgd 414 -> 417, pgd 403 -> 408, apgd-ce 1343 -> 471, apgdt 2303 -> 727, pipeline (the whole paper suite,
+as ``robustclip evaluate`` runs it) 2386 -> 786. Wall times on that box (load ~15) are noisy; run back to back
+(``--before``), apgdt took 47 s -> 81 s and apgd-ce 13 s -> 16 s: the price of batches of 250.
 """
 
 from __future__ import annotations

@@ -117,8 +117,9 @@ ATTACK_BATCH_CAP: dict[str, int] = {"apgd": 250, "apgdt": 250, "autoattack": 250
 
 torchattacks' APGD allocates a dozen batch-sized temporaries per step; glibc keeps the freed ones, so on 1000
 MNIST images APGD-CE peaked at 1.2 GB and targeted APGD (9 × 100 steps) at 2.4 GB (benchmarks/eval_memory.py).
-In batches of 250 with the heap trimmed every :data:`TRIM_EVERY` forward passes they stay under 0.75 GB. GPUs
-keep the suite's batch size (the out-of-memory back-off guards them).
+In batches of 250 with the heap trimmed every :data:`TRIM_EVERY` forward passes they stay under 0.75 GB, for
+about 1.3-1.7x their wall time on one CPU thread (smaller batches vectorise less). Remove an entry (or clear the
+dict) to trade memory back for speed. GPUs keep the suite's batch size (the out-of-memory back-off guards them).
 """
 TRIM_EVERY = 10
 """Forward passes between heap trims (glibc ``malloc_trim``) while a memory-heavy attack runs on the CPU."""
