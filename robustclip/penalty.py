@@ -69,8 +69,10 @@ class ClipPenalty:
 
     @property
     def pairs(self) -> torch.Tensor | None:
-        """The current pair set ``(2m, *in_shape)`` in [0,1] (first half ``x``, second half ``x'``), detached."""
-        self._settle()
+        """The pair set of the last call ``(2m, *in_shape)`` in [0,1] (first half ``x``, second half ``x'``), detached.
+
+        Reading it changes nothing: the pending ascent move still happens at the next call (or :meth:`state_dict`).
+        """
         return None if self.reg.P is None else self.reg.P.detach()
 
     @property
