@@ -16,9 +16,10 @@ from . import attacks, checkpoints, data, evaluation, lipschitz, models, regular
 from .checkpoints import load, save
 from .errors import RobustclipError
 from .evaluation import EvalResult, benchmark, evaluate
+from .penalty import ClipPenalty
 from .training import TrainConfig, train
 
-__all__ = ["load", "save", "benchmark", "evaluate", "EvalResult", "train", "TrainConfig", "RobustclipError",
+__all__ = ["load", "save", "benchmark", "evaluate", "EvalResult", "train", "TrainConfig", "ClipPenalty", "RobustclipError",
            "attacks", "checkpoints", "data", "evaluation", "lipschitz", "models", "regularizers", "training"]
 
 try:

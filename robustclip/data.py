@@ -183,7 +183,7 @@ def locate(name: str, data_dir: str | os.PathLike[str] | None = None, *, downloa
 
 def fetch(name: str, target: Path, *, progress: bool = True) -> None:
     """Download dataset ``name`` into ``target``, checking every file."""
-    from tqdm.auto import tqdm
+    from .progress import bar as progress_bar
 
     target.mkdir(parents=True, exist_ok=True)
     for stems in _FILES.values():
@@ -198,8 +198,8 @@ def fetch(name: str, target: Path, *, progress: bool = True) -> None:
                     with urllib.request.urlopen(url, timeout=30) as resp:
                         total = int(resp.headers.get("Content-Length") or 0) or None
                         chunks = []
-                        with tqdm(total=total, unit="B", unit_scale=True, desc=f"{name}/{stem}.gz",
-                                  disable=not progress, leave=False) as bar:
+                        with progress_bar(total=total, enabled=progress, unit="B", unit_scale=True,
+                                          desc=f"{name}/{stem}.gz", leave=False) as bar:
                             for chunk in iter(lambda: resp.read(1 << 16), b""):
                                 chunks.append(chunk)
                                 bar.update(len(chunk))

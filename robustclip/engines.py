@@ -35,14 +35,14 @@ def compute_run(run: Run, data_dir: str | None = None, progress: bool = False,
     :class:`KeyboardInterrupt` when training was interrupted: a truncated run is never a finished one.
     """
     import torch
-    from tqdm.auto import tqdm
+    from .progress import write as progress_write
 
     from . import _io, pipeline
     from .attacks import parse_suite
     from .training import TrainConfig
 
     if progress:
-        tqdm.write(f"  {run.id}: training {run.train['epochs']} epochs, then evaluating")
+        progress_write(f"  {run.id}: training {run.train['epochs']} epochs, then evaluating")
     if threads:
         torch.set_num_threads(threads)
     cfg = TrainConfig(**run.train)

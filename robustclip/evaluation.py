@@ -18,9 +18,14 @@ Device, eval mode, seeding and batching live here, once, for every attack.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import functools
 import math
+import sys
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,68 +101,177 @@ def check_outputs(model: nn.Module, x: torch.Tensor, n_classes: int | None) -> i
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-    """Logits ``(N, k)`` in eval mode, batched."""
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Logits ``(N, k)`` on the CPU, in chunks of ``batch_size`` moved to the model's device one at a time.
+
+    ``x``: ``(N, ...)`` on any device. Only one chunk's activations live at once, and each chunk's logits go back
+    to the CPU before the next, so memory stays flat in N (10k MNIST images cost as much as 1024).
+    """
     dev = _device_of(model)
-    outs = [model(x[i : i + batch_size].to(dev)) for i in range(0, x.shape[0], batch_size)]
-    return torch.cat(outs).cpu()
+    outs = [model(x[i : i + batch_size].to(dev)).cpu() for i in range(0, x.shape[0], batch_size)]
+    return torch.cat(outs)
+
+
+ATTACK_BATCH_CAP: dict[str, int] = {"apgd": 250, "apgdt": 250, "autoattack": 250}
+"""Largest CPU batch for attack types whose heap grows with batch × steps.
+
+torchattacks' APGD allocates a dozen batch-sized temporaries per step; glibc keeps the freed ones, so on 1000
+MNIST images APGD-CE peaked at 1.2 GB and targeted APGD (9 × 100 steps) at 2.4 GB (benchmarks/eval_memory.py).
+In batches of 250 with the heap trimmed every :data:`TRIM_EVERY` forward passes they stay under 0.75 GB, for
+about 1.3-1.7x their wall time on one CPU thread (smaller batches vectorise less). Remove an entry (or clear the
+dict) to trade memory back for speed. GPUs keep the suite's batch size (the out-of-memory back-off guards them).
+"""
+TRIM_EVERY = 10
+"""Forward passes between heap trims (glibc ``malloc_trim``) while a memory-heavy attack runs on the CPU."""
+
+
+def runtime_meta(model: nn.Module) -> dict[str, Any]:
+    """Where and how the evaluation ran: device, deterministic-algorithms flag, cuDNN flags, thread counts."""
+    return {"device": str(_device_of(model)), "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+            "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
+            "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+            "torch_threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads()}
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for CPU and CUDA out-of-memory errors (``MemoryError``, ``torch.cuda.OutOfMemoryError``, or a
+    ``RuntimeError`` whose message says "out of memory")."""
+    if isinstance(exc, MemoryError):
+        return True
+    cuda_oom = getattr(torch.cuda, "OutOfMemoryError", None)
+    if cuda_oom is not None and isinstance(exc, cuda_oom):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim() -> Callable[[], Any] | None:
+    """glibc's ``malloc_trim(0)`` (hands freed heap pages back to the OS), or None off glibc."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        fn = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return lambda: fn(0)
+
+
+@contextlib.contextmanager
+def _heap_trimmed(model: nn.Module, every: int) -> Iterator[None]:
+    """While inside, trim the heap every ``every`` forward passes of ``model`` (no-op off glibc)."""
+    trim = _malloc_trim()
+    if trim is None:
+        yield
+        return
+    calls = [0]
+
+    def hook(module: nn.Module, inputs: Any) -> None:
+        calls[0] += 1
+        if calls[0] % every == 0:
+            trim()
+
+    handle = model.register_forward_pre_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+        trim()
 
 
 def run_attack(model: nn.Module, spec: AttackSpec, x: torch.Tensor, y: torch.Tensor, *, n_classes: int,
                seed: int, batch_size: int, todo: torch.Tensor | None = None,
-               stats: dict[str, int] | None = None) -> tuple[torch.Tensor, float]:
+               log: dict[str, Any] | None = None, stats: dict[str, int] | None = None) -> tuple[torch.Tensor, float]:
     """Per-sample correctness ``(N,)`` of ``model`` on ``spec``'s outputs.
 
-    Only samples flagged in ``todo`` (default: all) are attacked; others count
-    as wrong. Each batch is seeded with ``seed + batch index``, so results do
-    not depend on which other attacks ran. Every output is checked to lie in
-    [0,1] and within ε; a violation raises (it would be a bug, not a result).
-    An output with a NaN or infinite value (or one the model answers with NaN
-    logits) means the attack malfunctioned: that sample never counts as correct,
-    and ``stats["nonfinite"]`` (when a dict is passed) counts such samples.
+    ``x``: ``(N, ...)`` in [0,1] on any device (batches move to the model's device one at a time); ``y``: ``(N,)``.
+    Only samples flagged in ``todo`` (default: all) are attacked; others count as wrong. Each batch is seeded
+    with ``seed + batch index``, so results do not depend on which other attacks ran. Every output is checked
+    to lie in [0,1] and within ε; a violation raises (it would be a bug, not a result). An output with a NaN or
+    infinite value (or one the model answers with NaN logits) means the attack malfunctioned: that sample never
+    counts as correct, and ``stats["nonfinite"]`` (when a dict is passed) counts such samples.
+
+    Batches: ``batch_size``, at most :data:`ATTACK_BATCH_CAP` for memory-heavy attacks on the CPU. When a batch
+    runs out of memory (CPU or GPU), the batch size halves and the batch is retried, down to 1. ``log``, when
+    given, receives ``batch_size`` (the size that finished) and ``backoffs`` (one entry per halving).
     Returns ``(correct, worst observed perturbation norm)``.
     """
     dev = _device_of(model)
     n = x.shape[0]
     correct = torch.zeros(n, dtype=torch.bool)
     broken = torch.zeros(n, dtype=torch.bool)
-    idx_all = torch.arange(n) if todo is None else todo.nonzero().flatten()
+    idx_all = torch.arange(n) if todo is None else todo.nonzero().flatten().cpu()
     worst = 0.0
+    bs = max(1, int(batch_size))
+    heavy = dev.type == "cpu" and spec.type in ATTACK_BATCH_CAP
+    if heavy:
+        bs = min(bs, ATTACK_BATCH_CAP[spec.type])
+    backoffs: list[dict[str, Any]] = []
     atk_cache = None
-    for r in range(spec.restarts):
-        for b, start in enumerate(range(0, idx_all.numel(), batch_size)):
-            idx = idx_all[start : start + batch_size]
-            if r > 0:  # a restart only attacks samples that survived so far
-                idx = idx[correct[idx]]
-                if idx.numel() == 0:
-                    continue
-            xb, yb = x[idx].to(dev), y[idx].to(dev)
-            torch.manual_seed(seed + 1000 * r + b)
-            if spec.type == "clean":
-                adv = xb
-            else:
-                if atk_cache is None:
-                    atk_cache = spec.build(model, n_classes=n_classes, seed=seed + r)
-                    atk_cache.set_device(dev)
-                if hasattr(atk_cache, "seed"):
-                    atk_cache.seed = seed + 1000 * r + b
-                adv = atk_cache(xb, yb)
-                adv = adv.detach()
-            finite = torch.isfinite(adv.flatten(1)).all(1)
-            if spec.type != "clean":
-                worst = max(worst, _verify(spec, xb[finite], adv[finite]))
-            with torch.no_grad():
-                logits = model(torch.where(finite.view(-1, *([1] * (adv.dim() - 1))), adv, xb))
-            finite &= torch.isfinite(logits).all(1)
-            ok = ((logits.argmax(1) == yb) & finite).cpu()
-            broken[idx] |= ~finite.cpu()
-            if r == 0:
-                correct[idx] = ok
-            else:
-                correct[idx] &= ok
+    guard = _heap_trimmed(model, TRIM_EVERY) if heavy else contextlib.nullcontext()
+    with guard:
+        for r in range(spec.restarts):
+            start, b = 0, 0
+            while start < idx_all.numel():
+                idx = idx_all[start : start + bs]
+                sel = idx if r == 0 else idx[correct[idx]]  # a restart only attacks samples that survived so far
+                if sel.numel():
+                    torch.manual_seed(seed + 1000 * r + b)
+                    try:
+                        if spec.type != "clean" and atk_cache is None:
+                            built = spec.build(model, n_classes=n_classes, seed=seed + r)
+                            assert built is not None
+                            built.set_device(dev)
+                            atk_cache = built
+                        ok, size, bad = _attack_batch(model, spec, atk_cache, x[sel].to(dev), y[sel].to(dev),
+                                                 seed + 1000 * r + b)
+                    except (RuntimeError, MemoryError) as exc:
+                        if not is_out_of_memory(exc) or bs == 1:
+                            raise
+                        backoffs.append({"restart": r, "start": int(start), "from": bs, "to": max(1, bs // 2),
+                                         "error": type(exc).__name__})
+                        bs = max(1, bs // 2)
+                        del exc
+                        if dev.type == "cuda":
+                            torch.cuda.empty_cache()
+                        continue  # retry the same samples in smaller batches
+                    worst = max(worst, size)
+                    broken[sel] |= bad
+                    if r == 0:
+                        correct[sel] = ok
+                    else:
+                        correct[sel] &= ok
+                start += idx.numel()
+                b += 1
+    if log is not None:
+        log.update({"batch_size": bs, "backoffs": backoffs})
     if stats is not None:
         stats["nonfinite"] = stats.get("nonfinite", 0) + int(broken.sum())
     return correct, worst
+
+
+def _attack_batch(model: nn.Module, spec: AttackSpec, atk: Any, xb: torch.Tensor, yb: torch.Tensor,
+                  batch_seed: int) -> tuple[torch.Tensor, float, torch.Tensor]:
+    """One batch: correctness ``(B,)``, the largest perturbation norm, and which outputs were not finite ``(B,)``.
+
+    Correctness and the non-finite mask are on the CPU. A non-finite output (or non-finite logits on it) is a
+    malfunction of the attack: never correct, counted by the caller.
+    """
+    size = 0.0
+    if spec.type == "clean":
+        adv = xb
+    else:
+        if hasattr(atk, "seed"):
+            atk.seed = batch_seed
+        adv = atk(xb, yb).detach()
+    finite = torch.isfinite(adv.flatten(1)).all(1)
+    if spec.type != "clean":
+        size = _verify(spec, xb[finite], adv[finite])
+    with torch.no_grad():
+        logits = model(torch.where(finite.view(-1, *([1] * (adv.dim() - 1))), adv, xb))
+    finite &= torch.isfinite(logits).all(1)
+    ok = ((logits.argmax(1) == yb) & finite).cpu()
+    return ok, size, ~finite.cpu()
 
 
 def _verify(spec: AttackSpec, x: torch.Tensor, adv: torch.Tensor) -> float:
@@ -193,7 +307,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str |
     :class:`EvalResult`. Samples the model gets wrong on clean input are not
     attacked (they count as wrong under every attack).
     """
-    from tqdm.auto import tqdm
+    from .progress import bar as progress_bar
 
     t0 = time.perf_counter()
     s = load_suite(suite)
@@ -206,15 +320,16 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str |
     model.eval()
     try:
         logits = predict(model, x)
-        clean_ok = (logits.argmax(1) == y) & torch.isfinite(logits).all(1)  # NaN logits are never right
+        clean_ok = (logits.argmax(1) == y.cpu()) & torch.isfinite(logits).all(1)  # NaN logits are never right
         nonfinite: dict[tuple[str, str | None, float | None], int] = {}
         bad_logits = int((~torch.isfinite(logits).all(1)).sum())
         if bad_logits:
             nonfinite[("clean", None, None)] = bad_logits
         correct: dict[tuple[str, str | None, float | None], torch.Tensor] = {("clean", None, None): clean_ok}
         worst_norm: dict[tuple[str, str | None, float | None], float] = {}
+        batches: dict[str, dict[str, Any]] = {}
         todo = [a for a in s.attacks if a.type != "clean"]
-        bar = tqdm(todo, desc=f"attacks on {model_name}", disable=not progress, leave=False)
+        bar = progress_bar(todo, enabled=progress, desc=f"attacks on {model_name}", leave=False)
         for i, spec in enumerate(bar):
             bar.set_postfix_str(f"{spec.label} {spec.norm or ''} {spec.eps if spec.eps is not None else ''}")
             key = (spec.label, spec.norm, spec.eps)
@@ -222,8 +337,10 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str |
                 raise RobustclipError(f"suite {s.name} lists {spec.label} at {spec.norm} ε={spec.eps} twice",
                                       "give repeated attacks distinct labels")
             stats: dict[str, int] = {}
+            log: dict[str, Any] = {}
+            batches[f"{spec.label}|{spec.norm}|{spec.eps}"] = log
             ok, size = run_attack(model, spec, x, y, n_classes=k, seed=seed + 7 * i, batch_size=bs, todo=clean_ok,
-                                  stats=stats)
+                                  log=log, stats=stats)
             correct[key] = ok & clean_ok
             worst_norm[key] = size
             if stats.get("nonfinite"):
@@ -250,7 +367,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str |
                       meta={"suite": s.name, "suite_path": s.path, "seed": seed, "n": int(x.shape[0]),
                             "batch_size": bs,
                             "max_perturbation": {f"{a}|{nm}|{e}": v for (a, nm, e), v in worst_norm.items()},
-                            "nonfinite_outputs": {f"{a}|{nm}|{e}": v for (a, nm, e), v in nonfinite.items()}})
+                            "nonfinite_outputs": {f"{a}|{nm}|{e}": v for (a, nm, e), v in nonfinite.items()},
+                            "attack_batches": batches, **runtime_meta(model)})
 
 
 def _summarise(s: Suite, correct, logits: torch.Tensor, y: torch.Tensor, lip_upper: float | None, dim: int,

@@ -167,12 +167,14 @@ def junit_xml(rows: list[Comparison], *, name: str, seconds: float) -> str:
 def run_check(checkpoint: str, *, suite: str, baseline: str, tolerance: float = 0.01, lip_tolerance: float = 0.05,
               n: int | None = None, update: bool = False, data_dir: str | None = None,
               progress: bool = False, model: str | None = None,
-              dataset: str | None = None, data_file: str | None = None) -> tuple[int, list[Comparison], dict[str, Any]]:
+              dataset: str | None = None, data_file: str | None = None,
+              device: str | None = None) -> tuple[int, list[Comparison], dict[str, Any]]:
     """The check as a function: ``(exit code, comparisons, info)``.
 
     ``model`` and ``dataset``: for a user's state_dict, the code that builds the network (``MODULE:CALLABLE``,
     imported: it runs) and the dataset it classifies; see :func:`robustclip.loading.load_model`. ``data_file``:
     the user's own evaluation data instead of a test split (see :func:`robustclip.loading.load_data_file`).
+    ``device``: where the model and attacks run (default: the CPU).
     """
     from .attacks import load_suite
     from .pipeline import evaluate_checkpoint
@@ -183,13 +185,13 @@ def run_check(checkpoint: str, *, suite: str, baseline: str, tolerance: float = 
     base = None if update else read_baseline(baseline)  # fail fast, before the evaluation
     t0 = time.perf_counter()
     ev = evaluate_checkpoint(checkpoint, suite=s, data_dir=data_dir, n=n, progress=progress, model=model,
-                             dataset=dataset, data_file=data_file)
+                             dataset=dataset, data_file=data_file, device=device)
     res, lip = ev.result, ev.lipschitz_dict()
     assert res is not None
     nn_ = int(res.meta["n"])
     dataset = res.frame.dataset.iloc[0]
     info = {"checkpoint": checkpoint, "suite": s.name, "n": nn_, "seconds": time.perf_counter() - t0,
-            "flags": res.flags, "tolerance": tolerance}
+            "flags": res.flags, "tolerance": tolerance, "device": res.meta.get("device")}
     if update:
         doc = make_baseline(res.frame, lip, suite_raw=s.raw, suite_name=s.name, n=nn_, seed=res.meta["seed"],
                             dataset=dataset, checkpoint=Path(checkpoint).name,

@@ -71,10 +71,29 @@ def train_to_checkpoint(cfg: TrainConfig, out: str | os.PathLike[str] | None, *,
     return res
 
 
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``device`` as a :class:`torch.device` (None: the CPU); a one-line user error when it is not available."""
+    if device is None:
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise RobustclipError(f"unknown device {device!r}", "use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RobustclipError(f"device {device!r} asked for, but CUDA is not available", "use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise RobustclipError(f"device {device!r} asked for, but only {torch.cuda.device_count()} GPU(s) exist",
+                              "use cuda:0 or another index that exists")
+    if dev.type not in ("cpu", "cuda"):
+        raise RobustclipError(f"device {device!r} is not supported", "use cpu, cuda or cuda:N")
+    return dev
+
+
 def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite | None = None,
                    data_dir: str | None = None, n: int | None = None, batch_size: int | None = None,
                    seed: int | None = None, progress: bool = True, name: str = "model",
-                   clean_full: bool = False, eval_set: data.Split | None = None) -> Evaluation:
+                   clean_full: bool = False, eval_set: data.Split | None = None,
+                   device: str | torch.device | None = None) -> Evaluation:
     """Evaluate a model of ``meta.dataset`` on its test split, or on ``eval_set`` (a user's data, any input shape:
     see :func:`robustclip.loading.load_data_file`; the number of classes then comes from the model's output).
 
@@ -82,16 +101,23 @@ def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite
     bounds from :data:`LIPSCHITZ_PAIRS` ascents seeded on the first :data:`LIPSCHITZ_POINTS` of them. With
     ``clean_full``, clean accuracy on the whole test split too. Regression models: test MSE and the exact
     Lipschitz constant.
+
+    ``device`` (``cpu``, ``cuda``, ``cuda:N``; None: where the model already is): the model moves there; the data
+    stays on the CPU and moves one batch at a time; the Lipschitz ascents run there too. The result's meta records
+    the device, the deterministic-algorithms and cuDNN flags and the thread counts.
     """
+    if device is not None:
+        model = model.to(resolve_device(device))
+    dev = evaluation._device_of(model)
     dataset = meta.dataset if eval_set is None else eval_set.dataset
     in_shape = models.input_shape(meta.model) if meta.model and eval_set is None else None
     if dataset == "regression" and eval_set is None:
         test = data.regression("test")
         lip_seed = 0 if seed is None else seed
-        lip = lipschitz.estimate(model, data.regression("train").x, in_shape=in_shape, seed=lip_seed, exact=True,
-                                 pairs=LIPSCHITZ_PAIRS)
+        lip = lipschitz.estimate(model, data.regression("train").x.to(dev), in_shape=in_shape, seed=lip_seed,
+                                 exact=True, pairs=LIPSCHITZ_PAIRS)
         with torch.no_grad():
-            mse = float(((model(test.x) - test.y) ** 2).mean())
+            mse = float(((model(test.x.to(dev)).cpu() - test.y) ** 2).mean())
         rows = [{"attack": "fit", "norm": "none", "eps": 0.0, "accuracy": float("nan"), "n": len(test),
                  "ci_low": float("nan"), "ci_high": float("nan"), "mse": mse}]
         return Evaluation(None, lip, meta, name, rows)
@@ -108,7 +134,7 @@ def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite
             raise RobustclipError(f"the data has label {int(split.y.max())} but model {name} has {n_classes} outputs",
                                   f"labels must lie in 0..{n_classes - 1}")
     lip_seed = s.seed if seed is None else seed
-    lip = lipschitz.estimate(model, split.x[:LIPSCHITZ_POINTS], in_shape=in_shape, seed=lip_seed,
+    lip = lipschitz.estimate(model, split.x[:LIPSCHITZ_POINTS].to(dev), in_shape=in_shape, seed=lip_seed,
                              pairs=LIPSCHITZ_PAIRS)
     res = evaluation.evaluate(model, split.x, split.y, suite=s, model_name=name, dataset=dataset,
                               n_classes=n_classes, batch_size=batch_size, seed=seed,
@@ -128,7 +154,8 @@ def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite
 def evaluate_checkpoint(path: str | os.PathLike[str], *, suite: str | Suite, data_dir: str | None = None,
                         n: int | None = None, batch_size: int | None = None, seed: int | None = None,
                         progress: bool = True, model: str | None = None, dataset: str | None = None,
-                        trust_factory: bool = False, data_file: str | os.PathLike[str] | None = None) -> Evaluation:
+                        trust_factory: bool = False, data_file: str | os.PathLike[str] | None = None,
+                        device: str | torch.device | None = None) -> Evaluation:
     """Load a model and evaluate it under ``suite`` on its dataset's test split (see :func:`evaluate_model`).
 
     ``path``: a robustclip checkpoint, or a user's state_dict (safetensors, or ``.pt``/``.pth`` read with
@@ -140,6 +167,7 @@ def evaluate_checkpoint(path: str | os.PathLike[str], *, suite: str | Suite, dat
     tampered file.
     """
     t0 = time.perf_counter()
+    dev = resolve_device(device)  # fail before loading anything
     net, meta = loading.load_model(path, model=model, dataset=dataset, trust_factory=trust_factory)
     eval_set = None if data_file is None else loading.load_data_file(data_file)
     if meta.dataset == "regression":
@@ -150,7 +178,7 @@ def evaluate_checkpoint(path: str | os.PathLike[str], *, suite: str | Suite, dat
                               f"pass --dataset {' or '.join(data.NUM_CLASSES)}, or your own data with --data FILE")
     name = meta.name or Path(path).name.removesuffix(".safetensors").removesuffix(".pth").removesuffix(".pt")
     ev = evaluate_model(net, meta, suite=suite, data_dir=data_dir, n=n, batch_size=batch_size, seed=seed,
-                        progress=progress, name=name, eval_set=eval_set)
+                        progress=progress, name=name, eval_set=eval_set, device=dev)
     assert ev.result is not None
     train_cfg = meta.train
     ev.result.meta.update({"checkpoint": str(path), "checkpoint_sha256": sha256_file(path),

@@ -445,14 +445,14 @@ def _is_interrupt(exc: BaseException) -> bool:
 def _drive(out: Path, runs: list[Run], todo: list[Run], engine: Any, claims: ClaimDir, hb: Heartbeat, *,
            retry_failed: bool, wait_others: bool, progress: bool, write_table: bool) -> SweepOutcome:
     """Claim, compute and record ``todo``; return what happened. Ctrl-C: nothing unfinished is recorded."""
-    from tqdm.auto import tqdm
+    from .progress import bar as progress_bar
 
     t_start = time.time()
     outcome = SweepOutcome(pd.DataFrame(columns=RESULT_COLUMNS), runs)
     queue = list(todo)
     flying: dict[Future[dict[str, Any]], tuple[Run, Claim]] = {}
     waited = False
-    bar = tqdm(total=len(todo), desc="runs", disable=not progress, unit="run")
+    bar = progress_bar(total=len(todo), enabled=progress, desc="runs", unit="run")
     try:
         while queue or flying:
             for r in list(queue):

@@ -240,7 +240,7 @@ class Trainer:
 
     def epoch(self) -> dict[str, Any]:
         """Train one epoch; return (and record) its history entry."""
-        from tqdm.auto import tqdm
+        from . import progress
 
         cfg, model, reg = self.cfg, self.model, self.reg
         epoch = len(self.history)
@@ -253,8 +253,8 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.dev)
         correct = torch.zeros((), device=self.dev, dtype=torch.long)
         steps = math.ceil(n / bs)
-        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not self.progress or steps < 20,
-                   leave=False, mininterval=0.5, dynamic_ncols=True)
+        bar = progress.bar(range(steps), enabled=self.progress and steps >= 20, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                           leave=False, mininterval=0.5, dynamic_ncols=True)
         for i in bar:
             idx = perm[i * bs : (i + 1) * bs]
             xb, yb = self.X[idx], self.Y[idx]
@@ -321,7 +321,7 @@ class Trainer:
             if rec["lip_probe"] is not None:
                 msg += f"  Lip≥{rec['lip_probe']:.3g}"
             msg += f"  {train_seconds:.1f}s"
-            tqdm.write(msg)
+            progress.write(msg)
         return rec
 
     def run(self, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:

@@ -58,8 +58,32 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+_MUST_PRINT = "λε≥≤√·"
+"""Characters robustclip's output uses: a stream that cannot encode them gets escapes instead of a crash."""
+
+
+def safe_streams() -> None:
+    """Make stdout and stderr escape (``\\u03bb``) what their encoding cannot print, instead of raising.
+
+    Under a cp1252 or ASCII console, printing "λ" raised UnicodeEncodeError mid-run (after an epoch of
+    training, before the checkpoint was written). Streams that can encode everything are left alone.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        encoding = getattr(stream, "encoding", None) or "ascii"
+        try:
+            _MUST_PRINT.encode(encoding)
+        except (UnicodeEncodeError, LookupError):
+            reconfigure = getattr(stream, "reconfigure", None)
+            if reconfigure is not None:
+                try:
+                    reconfigure(errors="backslashreplace")
+                except (ValueError, OSError):  # a detached or closed stream: nothing to print to anyway
+                    pass
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (see :mod:`robustclip.exitcodes`)."""
+    safe_streams()
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = getattr(args, "handler", None)

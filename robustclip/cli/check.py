@@ -33,6 +33,7 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
     p.add_argument("--junit-xml", metavar="PATH", default=None, help="also write JUnit XML to PATH")
     add_model(p)
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N: where the model and attacks run")
     add_data_dir(p)
 
 
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     code, rows, info = run_check(args.checkpoint, suite=args.suite, baseline=args.baseline, tolerance=args.tolerance,
                                  lip_tolerance=args.lip_tolerance, n=args.n, update=args.update_baseline,
                                  data_dir=args.data_dir, progress=not args.json,
-                                 model=args.model, dataset=args.dataset, data_file=args.data)
+                                 model=args.model, dataset=args.dataset, data_file=args.data, device=args.device)
     if args.update_baseline:
         print(f"wrote baseline {info['baseline_written']} ({info['suite']}, n={info['n']})")
         return 0

@@ -30,6 +30,7 @@ def register(sub: Any) -> None:
     p.add_argument("--out", required=True, metavar="DIR")
     add_force(p, "results.csv, results.json and lipschitz.json in DIR")
     add_model(p)
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N: where the model and attacks run")
     add_quiet(p)
     add_data_dir(p)
 
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from ..attacks import MAX_BATCH, MAX_SAMPLES, load_suite
     from ..checkpoints import MAX_FILE_BYTES
     from ..errors import CheckpointError
-    from ..pipeline import evaluate_checkpoint
+    from ..pipeline import evaluate_checkpoint, resolve_device
 
     # every input and the output are checked before any work: a bad one fails first, not after the evaluation
     out = validate.output_dir(args.out, OUTPUTS, "--out", force=args.force)
@@ -76,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         validate.seed(args.seed, "--seed")
     suite = load_suite(args.suite)
     suite.check_budget(args.n)
+    resolve_device(args.device)  # fail before any work on an unavailable device
     seen: set[Path] = set()
     for c in args.checkpoints:
         validate.regular_file(c, "checkpoint", max_bytes=MAX_FILE_BYTES, error=CheckpointError)
@@ -89,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     for c in args.checkpoints:
         ev = evaluate_checkpoint(c, suite=suite, data_dir=args.data_dir, n=args.n, batch_size=args.batch_size,
                                  seed=args.seed, progress=not args.quiet, model=args.model,
-                                 dataset=args.dataset, data_file=args.data)
+                                 dataset=args.dataset, data_file=args.data, device=args.device)
         res = ev.result
         assert res is not None
         names.append(ev.name)

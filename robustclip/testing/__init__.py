@@ -3,7 +3,7 @@
     from robustclip.testing import assert_robust, assert_lipschitz_below
 
     def test_model_stays_robust(robustclip_eval_set):      # fixture from the pytest plugin
-        x, y = robustclip_eval_set
+        x, y = robustclip_eval_set                          # a fresh copy for this test
         assert_robust(model, (x, y), suite="ci-quick", min_accuracy={"clean": 0.95, "worst_case@L2:1": 0.5})
         assert_lipschitz_below(model, x, 10.0)
 
@@ -11,8 +11,6 @@ Both raise ``AssertionError`` with a readable table.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import torch
 from torch import nn
@@ -33,8 +31,10 @@ def assert_robust(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], *, 
 
     Keys of ``min_accuracy`` name rows: ``"clean"``, ``"noise"``, or
     ``"ATTACK@NORM:EPS"`` such as ``"worst_case@L2:1"`` or ``"pgd@Linf:0.1"``.
-    Returns the :class:`EvalResult` when every minimum holds.
+    Returns the :class:`EvalResult` when every minimum holds. Failures point at the caller's line (the helper
+    hides its own frame from pytest's traceback).
     """
+    __tracebackhide__ = True
     x, y = data
     s = load_suite(suite)
     res = evaluate(model, x, y, suite=s, n_classes=n_classes, seed=seed, progress=False, sanity=False)
@@ -64,6 +64,7 @@ def assert_lipschitz_below(model: nn.Module, x: torch.Tensor, bound: float, *, c
     With ``certify=True`` it also fails when the layer-norm upper bound exceeds
     ``bound`` (so a pass proves the claim). Returns the bounds.
     """
+    __tracebackhide__ = True
     from .. import lipschitz
 
     rep = lipschitz.estimate(model, x, seed=seed)

@@ -1,0 +1,143 @@
+"""Bounded memory and devices in the evaluation: batch caps, out-of-memory back-off, chunked predict,
+``--device`` on evaluate and check, and the runtime settings recorded in the result's meta."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from robustclip import evaluation
+from robustclip.attacks import AttackSpec, parse_suite
+from robustclip.cli import main
+from robustclip.errors import RobustclipError
+from robustclip.pipeline import resolve_device
+
+
+def tiny_model(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(16, 12), nn.ReLU(), nn.Linear(12, 4)).eval()
+
+
+def tiny_data(n: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(n, 1, 4, 4, generator=g), torch.randint(0, 4, (n,), generator=g)
+
+
+class Starved(nn.Module):
+    """Wraps a model; any forward pass on more than ``limit`` rows raises ``error``."""
+
+    def __init__(self, inner: nn.Module, limit: int, error: BaseException) -> None:
+        super().__init__()
+        self.inner, self.limit, self.error, self.refused = inner, limit, error, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > self.limit:
+            self.refused += 1
+            raise self.error
+        return self.inner(x)
+
+
+PGD = AttackSpec("pgd", "pgd", "L2", 0.5, {"steps": 3})
+
+
+@pytest.mark.parametrize("error", [RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+                                   MemoryError(), torch.cuda.OutOfMemoryError("out of memory")],
+                         ids=["runtime", "memoryerror", "cuda-oom"])
+def test_out_of_memory_halves_the_batch_retries_and_records_it(error):
+    x, y = tiny_data(32)
+    starved = Starved(tiny_model(), limit=8, error=error)
+    log: dict = {}
+    ok, size = evaluation.run_attack(starved, PGD, x, y, n_classes=4, seed=3, batch_size=32, log=log)
+    assert log["batch_size"] == 8
+    assert [(b["from"], b["to"]) for b in log["backoffs"]] == [(32, 16), (16, 8)]
+    assert starved.refused == 2
+    # the same as asking for batches of 8 in the first place: nothing was lost or attacked twice
+    ref, ref_size = evaluation.run_attack(tiny_model(), PGD, x, y, n_classes=4, seed=3, batch_size=8)
+    assert torch.equal(ok, ref) and size == ref_size
+
+
+def test_other_errors_are_not_swallowed():
+    x, y = tiny_data(16)
+    starved = Starved(tiny_model(), limit=4, error=RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    with pytest.raises(RuntimeError, match="shapes"):
+        evaluation.run_attack(starved, PGD, x, y, n_classes=4, seed=0, batch_size=16)
+
+
+def test_out_of_memory_at_batch_one_gives_up():
+    x, y = tiny_data(4)
+    with pytest.raises(MemoryError):
+        evaluation.run_attack(Starved(tiny_model(), limit=0, error=MemoryError()), PGD, x, y, n_classes=4, seed=0,
+                              batch_size=4)
+
+
+def test_memory_heavy_attacks_run_in_capped_batches_on_the_cpu():
+    x, y = tiny_data(300)
+    log: dict = {}
+    spec = AttackSpec("apgd", "apgd-ce", "L2", 0.5, {"steps": 2})
+    evaluation.run_attack(tiny_model(), spec, x, y, n_classes=4, seed=0, batch_size=1000, log=log)
+    assert log["batch_size"] == evaluation.ATTACK_BATCH_CAP["apgd"] < 1000
+    log2: dict = {}
+    evaluation.run_attack(tiny_model(), PGD, x, y, n_classes=4, seed=0, batch_size=1000, log=log2)
+    assert log2["batch_size"] == 1000  # cheap attacks keep the suite's batch
+
+
+def test_predict_in_chunks_equals_one_pass():
+    model = tiny_model()
+    x, _ = tiny_data(50)
+    with torch.no_grad():
+        whole = model(x)
+    chunked = evaluation.predict(model, x, batch_size=7)
+    assert chunked.device.type == "cpu" and torch.allclose(chunked, whole, atol=1e-6)
+
+
+def test_evaluation_meta_records_device_determinism_threads_and_batches():
+    x, y = tiny_data(40)
+    suite = parse_suite({"name": "t", "batch_size": 16, "attack": [{"type": "clean"},
+                                                                   {"type": "pgd", "norm": "L2", "eps": 0.5,
+                                                                    "steps": 2}]})
+    res = evaluation.evaluate(tiny_model(), x, y, suite=suite, n_classes=4, progress=False, sanity=False,
+                              lip_upper=float("inf"))
+    m = res.meta
+    assert m["device"] == "cpu" and m["torch_threads"] == torch.get_num_threads()
+    assert m["deterministic_algorithms"] is torch.are_deterministic_algorithms_enabled()
+    assert m["attack_batches"]["pgd|L2|0.5"] == {"batch_size": 16, "backoffs": []}
+
+
+def test_resolve_device():
+    assert resolve_device(None) == torch.device("cpu") == resolve_device("cpu")
+    with pytest.raises(RobustclipError, match="unknown device"):
+        resolve_device("gpu7")
+    if not torch.cuda.is_available():
+        with pytest.raises(RobustclipError, match="CUDA is not available"):
+            resolve_device("cuda")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+@pytest.mark.parametrize("argv", [
+    ["evaluate", "reports/paper/checkpoints/mnist-clip-best.safetensors", "--suite", "ci-quick", "--out", "OUT"],
+    ["check", "reports/paper/checkpoints/mnist-clip-best.safetensors", "--suite", "ci-quick", "--baseline",
+     "OUT/b.json", "--update-baseline"],
+], ids=["evaluate", "check"])
+def test_cli_device_without_cuda_is_a_one_line_usage_error(argv, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)
+    code = main([a.replace("OUT", str(tmp_path)) for a in argv] + ["--device", "cuda"])
+    err = capsys.readouterr().err
+    assert code == 2 and "CUDA is not available" in err and len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.iterdir())  # failed before writing anything
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_evaluate_model_on_the_gpu_matches_the_cpu(data_dir):
+    from robustclip import checkpoints, pipeline
+
+    root = Path(__file__).resolve().parent.parent
+    model, meta = checkpoints.load(root / "reports" / "paper" / "checkpoints" / "mnist-clip-best.safetensors")
+    suite = parse_suite({"name": "g", "n": 64, "batch_size": 32,
+                         "attack": [{"type": "clean"}, {"type": "fgsm", "norm": "L2", "eps": 1.0}]})
+    ev = pipeline.evaluate_model(model, meta, suite=suite, data_dir=str(data_dir), progress=False, device="cuda")
+    assert ev.result is not None and ev.result.meta["device"].startswith("cuda")
+    ref = pipeline.evaluate_model(model.cpu(), meta, suite=suite, data_dir=str(data_dir), progress=False)
+    assert ev.result.accuracy("clean") == ref.result.accuracy("clean")  # type: ignore[union-attr]
