@@ -72,10 +72,14 @@ class CheckpointMeta(MutableMapping[str, Any]):
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> "CheckpointMeta":
         """Build from a metadata document; keys that are not fields go to ``extra``."""
-        names = {f.name for f in fields(cls)} - {"extra"}
-        known = {k: v for k, v in doc.items() if k in names}
-        extra = {**dict(doc.get("extra") or {}), **{k: v for k, v in doc.items() if k not in names and k != "extra"}}
-        return cls(**known, extra=extra)
+        known = {k: v for k, v in doc.items() if k in _META_FIELDS}
+        for key, value in known.items():
+            kind = _META_TYPES[key]
+            if not (isinstance(value, kind) and not isinstance(value, bool)) and not (value is None and
+                                                                                       key in _META_OPTIONAL):
+                raise CheckpointError(f"checkpoint metadata field {key!r} is a {type(value).__name__}, "
+                                      f"not a {kind.__name__}", "re-create the checkpoint")
+        return cls(**known, extra={k: v for k, v in doc.items() if k not in _META_FIELDS})
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document: the fields, with ``extra``'s keys flattened in (fields win)."""
@@ -106,6 +110,10 @@ class CheckpointMeta(MutableMapping[str, Any]):
 
 
 _META_FIELDS = frozenset(f.name for f in fields(CheckpointMeta)) - {"extra"}
+_META_TYPES: dict[str, type] = {"dataset": str, "model": dict, "name": str, "train": dict, "data": dict,
+                                "history": list, "metrics": dict, "command": str, "sweep_run": dict, "factory": str,
+                                "versions": dict, "weights_sha256": str, "format": str, "format_version": int}
+_META_OPTIONAL = frozenset({"model", "name", "command", "sweep_run", "factory", "weights_sha256"})
 
 
 
