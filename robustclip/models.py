@@ -84,6 +84,13 @@ def default_spec(arch: str, dataset: str) -> dict[str, Any]:
     raise RobustclipError(f"model {arch!r} does not fit image data", "use --model fc or --model cnn")
 
 
+def _required(name: Any) -> nn.Module:
+    """The activation ``name``; a missing one is an error, not an absent layer."""
+    act = _activation(name)
+    assert act is not None
+    return act
+
+
 def _activation(name: str | None, *, optional: bool = False) -> nn.Module | None:
     if name is None and optional:
         return None
@@ -124,7 +131,7 @@ def _fc(spec: dict[str, Any]) -> nn.Sequential:
     for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(fan_in, fan_out))
         if i < len(sizes) - 2:
-            layers.append(_activation(spec.get("activation", "sigmoid")))
+            layers.append(_required(spec.get("activation", "sigmoid")))
     out_act = _activation(spec.get("output_activation"), optional=True)
     if out_act is not None:
         layers.append(out_act)
@@ -139,10 +146,10 @@ def _cnn(spec: dict[str, Any]) -> nn.Sequential:
     act = spec.get("activation", "relu")
     return nn.Sequential(
         *_norm_layer(spec),
-        nn.Conv2d(1, 16, 4, stride=2, padding=1), _activation(act),
-        nn.Conv2d(16, 32, 4, stride=2, padding=1), _activation(act),
+        nn.Conv2d(1, 16, 4, stride=2, padding=1), _required(act),
+        nn.Conv2d(16, 32, 4, stride=2, padding=1), _required(act),
         nn.Flatten(),
-        nn.Linear(32 * 7 * 7, 100), _activation(act),
+        nn.Linear(32 * 7 * 7, 100), _required(act),
         nn.Linear(100, k),
     )
 
@@ -161,7 +168,7 @@ def build(spec: dict[str, Any]) -> nn.Sequential:
         model = _cnn(spec)
     else:
         raise RobustclipError(f"unknown architecture {_short(arch)}", f"use one of {', '.join(ARCHITECTURES)}")
-    model.spec = copy.deepcopy(spec)  # type: ignore[attr-defined]
+    setattr(model, "spec", copy.deepcopy(spec))  # noqa: B010 (an attribute nn.Module does not declare)
     return model
 
 

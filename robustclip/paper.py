@@ -90,6 +90,8 @@ AUTHORS_HEADLINE: dict[tuple[str, str, str], dict[str, str]] = {
 
 def logits_check(runs_dir: Path, df: pd.DataFrame, *, data_dir: str | None = None) -> pd.DataFrame:
     """Attack each sigmoid-output model through its logits; compare with the attack through the sigmoid."""
+    import torch
+
     from . import checkpoints, data, evaluation
     from .reports import headline
 
@@ -97,11 +99,14 @@ def logits_check(runs_dir: Path, df: pd.DataFrame, *, data_dir: str | None = Non
     from .sweeps import plan
 
     head = headline(df)
+    if head is None:
+        return pd.DataFrame()
     rows = []
     planned = {r.id: r for r in plan(json.loads((runs_dir / "sweep.json").read_text())["sweep"])}
     sig = df[df.run.str.startswith("mnist-sigmoid")].drop_duplicates("run")
     for _, r in sig.iterrows():
         model, meta = checkpoints.load(runs_dir / "runs" / r["run"] / "model.safetensors")
+        assert isinstance(model, torch.nn.Sequential)
         logits_model = model[:-1]  # drop the final sigmoid: same argmax, same classifier
         logits_model.eval()
         run = planned[r["run"]]
@@ -218,7 +223,9 @@ def regenerate(out: str | Path = "reports/paper", runs: str | Path = "runs/paper
 def _best_checkpoints(df: pd.DataFrame) -> dict[str, str]:
     from .reports import headline
 
-    n, e = headline(df)
+    head = headline(df)
+    assert head is not None, "the paper sweep always has a headline ε"
+    n, e = head
     m = df[(df.dataset == "mnist") & ~df.run.str.startswith("mnist-sigmoid")]
     wc = select(m, "worst_case", n, e).set_index("run").accuracy
     clean = m[m.attack == "clean_full"].set_index("run").accuracy if (m.attack == "clean_full").any() else \

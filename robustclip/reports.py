@@ -25,6 +25,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -178,7 +179,7 @@ def summary_table(df: pd.DataFrame, head: tuple[str, float] | None) -> pd.DataFr
         runs = g.groupby("run")
         rec: dict[str, Any] = {"dataset": dataset, "method": label, "setting": setting, "seeds": runs.ngroups}
 
-        def per_run(mask_fn) -> list[float]:
+        def per_run(mask_fn: Callable[[pd.DataFrame], Any]) -> list[float]:
             vals = []
             for _, r in runs:
                 sel = r[mask_fn(r)]
@@ -273,7 +274,7 @@ def headline_rows(table: pd.DataFrame, keep: list[tuple[str, str, str]] | None =
 # --------------------------------------------------------------------------- figures
 
 
-def _plt():
+def _plt() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -77,8 +77,9 @@ class TrainConfig:
     def for_dataset(cls, dataset: str, **kw: Any) -> "TrainConfig":
         """Defaults that suit ``dataset`` (regression: Adam, full batch, 600 epochs)."""
         if dataset == "regression":
-            base = dict(optimizer="adam", lr=0.01, batch_size=40, epochs=600, val_fraction=0.0, lip_probe_every=25,
-                        clip={"init": "noise", "pairs": 16, "radius": 0.05, "refresh_every": 50, "eta": 0.02})
+            base: dict[str, Any] = dict(optimizer="adam", lr=0.01, batch_size=40, epochs=600, val_fraction=0.0,
+                                        lip_probe_every=25, clip={"init": "noise", "pairs": 16, "radius": 0.05,
+                                                                  "refresh_every": 50, "eta": 0.02})
             base.update({k: v for k, v in kw.items() if v is not None})
             return cls(dataset=dataset, **base)
         return cls(dataset=dataset, **{k: v for k, v in kw.items() if v is not None})
@@ -198,10 +199,10 @@ class Trainer:
         self.train_split, self.val_split = splits or load_training_data(cfg, data_dir)
         self.dev = torch.device(cfg.device)
         self.X, self.Y = self.train_split.x.to(self.dev), self.train_split.y.to(self.dev)
+        self.Xv: torch.Tensor | None = None
+        self.Yv: torch.Tensor | None = None
         if self.val_split is not None and len(self.val_split):
             self.Xv, self.Yv = self.val_split.x.to(self.dev), self.val_split.y.to(self.dev)
-        else:
-            self.Xv = self.Yv = None
         self.spec = cfg.model_spec()
         out = models.output_size(self.spec)
         if (out == 1) != self.regression:
@@ -292,7 +293,7 @@ class Trainer:
         train_loss = float(loss_sum) / n
         train_acc = None if self.regression else float(correct) / n
         rec: dict[str, Any] = {"epoch": epoch + 1, "lam": lam, "train_loss": train_loss, "train_acc": train_acc}
-        if self.Xv is not None:
+        if self.Xv is not None and self.Yv is not None:
             v = score(model, self.Xv, self.Yv, regression=self.regression)
             rec["val_mse" if self.regression else "val_acc"] = v
             sel = -v if self.regression else v
