@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from . import checkpoints, data, evaluation, lipschitz, models
+from . import lipschitz as lipschitz_mod  # evaluate_model's ``lipschitz`` keyword shadows the module name
 from ._io import sha256_file
 from .attacks import Suite, load_suite
 from .checkpoints import CheckpointMeta
@@ -31,6 +32,9 @@ LIPSCHITZ_PAIRS = 64
 """Pairs (and Jacobian start points) of the Lipschitz lower-bound ascent, everywhere."""
 LIPSCHITZ_POINTS = 512
 """The first this many evaluation inputs seed the Lipschitz ascent."""
+LIPSCHITZ_MODES: dict[str, dict[str, int]] = {"full": {"pairs": LIPSCHITZ_PAIRS, "steps": 50},
+                                              "fast": {"pairs": 16, "steps": 15}}
+"""Settings of the Lipschitz estimate per ``lipschitz=`` mode (``off`` computes only the upper bound)."""
 
 
 @dataclass
@@ -74,21 +78,24 @@ def train_to_checkpoint(cfg: TrainConfig, out: str | os.PathLike[str] | None, *,
 def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite | None = None,
                    data_dir: str | None = None, n: int | None = None, batch_size: int | None = None,
                    seed: int | None = None, progress: bool = True, name: str = "model",
-                   clean_full: bool = False) -> Evaluation:
+                   clean_full: bool = False, lipschitz: str = "full") -> Evaluation:
     """Evaluate a model of ``meta.dataset`` on its test split.
 
     Classifiers: the suite's attacks on the first ``n`` (default: the suite's n) test images, and Lipschitz
     bounds from :data:`LIPSCHITZ_PAIRS` ascents seeded on the first :data:`LIPSCHITZ_POINTS` of them. With
     ``clean_full``, clean accuracy on the whole test split too. Regression models: test MSE and the exact
-    Lipschitz constant.
+    Lipschitz constant. ``lipschitz``: ``full``, ``fast`` (:data:`LIPSCHITZ_MODES`: fewer pairs and steps) or
+    ``off`` (only the upper bound, which certification needs; the lower bound is the trivial 0).
     """
+    if lipschitz not in ("full", "fast", "off"):
+        raise RobustclipError(f"unknown Lipschitz mode {lipschitz!r}", "use full, fast or off")
     dataset = meta.dataset
     in_shape = models.input_shape(meta.model) if meta.model else None
     if dataset == "regression":
         test = data.regression("test")
         lip_seed = 0 if seed is None else seed
-        lip = lipschitz.estimate(model, data.regression("train").x, in_shape=in_shape, seed=lip_seed, exact=True,
-                                 pairs=LIPSCHITZ_PAIRS)
+        lip = lipschitz_mod.estimate(model, data.regression("train").x, in_shape=in_shape, seed=lip_seed,
+                                     exact=True, pairs=LIPSCHITZ_PAIRS)
         with torch.no_grad():
             mse = float(((model(test.x) - test.y) ** 2).mean())
         rows = [{"attack": "fit", "norm": "none", "eps": 0.0, "accuracy": float("nan"), "n": len(test),
@@ -99,8 +106,15 @@ def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite
     s = load_suite(suite)
     split = data.load(dataset, "test", data_dir=data_dir).subset(n or s.n)
     lip_seed = s.seed if seed is None else seed
-    lip = lipschitz.estimate(model, split.x[:LIPSCHITZ_POINTS], in_shape=in_shape, seed=lip_seed,
-                             pairs=LIPSCHITZ_PAIRS)
+    if lipschitz == "off":
+        t_up = time.perf_counter()
+        up = lipschitz_mod.upper_bound(model, in_shape or tuple(split.x.shape[1:]), seed=lip_seed)
+        lip = lipschitz_mod.LipschitzReport(lower=0.0, upper=up, lower_quotient=0.0, lower_jacobian=0.0,
+                                            seconds={"upper": time.perf_counter() - t_up}, seed=lip_seed)
+    else:
+        cfg = LIPSCHITZ_MODES[lipschitz]
+        lip = lipschitz_mod.estimate(model, split.x[:LIPSCHITZ_POINTS], in_shape=in_shape, seed=lip_seed,
+                                     pairs=cfg["pairs"], steps=cfg["steps"])
     res = evaluation.evaluate(model, split.x, split.y, suite=s, model_name=name, dataset=dataset,
                               n_classes=data.NUM_CLASSES[dataset], batch_size=batch_size, seed=seed,
                               lip_upper=lip.upper, lip_lower=lip.lower, progress=progress)
@@ -113,12 +127,12 @@ def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite
             lo, hi = evaluation.wilson(k, len(full))
             rows.append({"attack": "clean_full", "norm": "none", "eps": 0.0, "accuracy": k / len(full),
                          "n": len(full), "ci_low": lo, "ci_high": hi})
-    return Evaluation(res, lip, meta, name, rows)
+    return Evaluation(res, lip, meta, name, rows, info={"lipschitz": lipschitz})
 
 
 def evaluate_checkpoint(path: str | os.PathLike[str], *, suite: str | Suite, data_dir: str | None = None,
                         n: int | None = None, batch_size: int | None = None, seed: int | None = None,
-                        progress: bool = True) -> Evaluation:
+                        progress: bool = True, lipschitz: str = "full") -> Evaluation:
     """Load a checkpoint and evaluate it under ``suite`` on its dataset's test split (see :func:`evaluate_model`).
 
     Raises :class:`~robustclip.errors.RobustclipError` for a regression checkpoint (attack suites need a
@@ -131,7 +145,7 @@ def evaluate_checkpoint(path: str | os.PathLike[str], *, suite: str | Suite, dat
                               "use robustclip.lipschitz.estimate(..., exact=True) for regression models")
     name = meta.name or Path(path).name.removesuffix(".safetensors")
     ev = evaluate_model(model, meta, suite=suite, data_dir=data_dir, n=n, batch_size=batch_size, seed=seed,
-                        progress=progress, name=name)
+                        progress=progress, name=name, lipschitz=lipschitz)
     assert ev.result is not None
     train_cfg = meta.train
     ev.result.meta.update({"checkpoint": str(path), "checkpoint_sha256": sha256_file(path),
