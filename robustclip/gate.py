@@ -867,6 +867,11 @@ def run_check(checkpoint: str | Sequence[str], *, suite: str, baseline: str, tol
         if mode == "retrained" and len(ckpts) < MIN_SEEDS:
             raise RobustclipError(f"a retrained baseline needs at least {MIN_SEEDS} checkpoints (seeds), "
                                   f"got {len(ckpts)}", "train the recipe with more seeds and pass them all")
+        if mode == "retrained":
+            shas = [_io.sha256_file(c) if Path(c).is_file() else c for c in ckpts]
+            if len(set(shas)) != len(shas):
+                raise RobustclipError("the same checkpoint is given twice; a spread over seeds needs distinct "
+                                      "models", "pass checkpoints trained with different seeds")
         bp = Path(baseline)
         if bp.exists() and not bp.is_file():
             raise RobustclipError(f"baseline {bp} exists and is not a regular file", "pass a file path")
