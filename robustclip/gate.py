@@ -534,7 +534,12 @@ def validate_baseline(doc: Any, *, where: str = "baseline", fix: str = "re-creat
 
 @dataclass
 class Comparison:
-    """One compared row: the values, the test used, its threshold and the verdict."""
+    """One compared row: the values, the test used, its limit and the verdict.
+
+    ``threshold``: the limit beyond which the current value is flagged (accuracy: at or below; a bound: above).
+    ``detectable``: the smallest adverse change the row's test can flag at its n (accuracy: absolute; a bound:
+    relative to the baseline mean). ``losses``/``gains``: discordant samples of a paired test.
+    """
 
     metric: str
     baseline: float
@@ -609,7 +614,7 @@ def _paired(name: str, base_ok: np.ndarray, cur_ok: np.ndarray, b_acc: float, c_
     detect = (b - gains) / n if b <= n else None
     return Comparison(name, b_acc, c_acc, ci[0], ci[1], beyond_tolerance=drop > tolerance,
                       beyond_noise=p_worse < alpha, test="paired McNemar", p_value=p_worse, detectable=detect,
-                      threshold=b_acc - tolerance, suspicious=-drop > tolerance and p_better < alpha,
+                      threshold=None if detect is None else b_acc - detect, suspicious=-drop > tolerance and p_better < alpha,
                       losses=losses, gains=gains)
 
 
@@ -625,7 +630,7 @@ def _unpaired(name: str, b_acc: float, c_acc: float, n: int, tolerance: float, a
     drop = b_acc - c_acc
     return Comparison(name, b_acc, c_acc, ci[0], ci[1], beyond_tolerance=drop > tolerance, beyond_noise=b_acc > hi,
                       test="unpaired Wilson", detectable=d / n if d <= k0 else None,
-                      threshold=min(b_acc - tolerance, hi), suspicious=-drop > tolerance and b_acc < lo)
+                      threshold=b_acc - d / n if d <= k0 else None, suspicious=-drop > tolerance and b_acc < lo)
 
 
 def _seeds(name: str, runs: list[float], c_acc: float, n: int, tolerance: float, alpha: float,
@@ -652,11 +657,13 @@ def _bound(name: str, samples: list[float], current: float, lip_tolerance: float
 
 
 def update_command(checkpoints: Sequence[str], *, suite: str, baseline: str | Path, mode: str | None = None,
-                   lipschitz: str = "full") -> str:
+                   lipschitz: str = "full", n: int | None = None) -> str:
     """The exact command that re-creates a baseline."""
     parts = ["robustclip", "check", *map(str, checkpoints), "--suite", str(suite), "--baseline", str(baseline)]
     if mode == "retrained":
         parts += ["--mode", "retrained"]
+    if n is not None:
+        parts += ["--n", str(n)]
     if lipschitz != "full":
         parts += ["--lipschitz", lipschitz]
     return " ".join(shlex.quote(p) for p in parts) + " --update-baseline"
@@ -794,9 +801,9 @@ def junit_xml(rows: list[Comparison], *, name: str, seconds: float, fail_on_susp
             kind = "regression" if r.regressed else "suspicious"
             fail = ET.SubElement(case, "failure", message=r.describe(), type=kind)
             fail.text = json.dumps(r.to_dict())
-        elif r.suspicious:
-            ET.SubElement(case, "system-err").text = f"SUSPICIOUS: {r.describe()}"
         ET.SubElement(case, "system-out").text = r.describe()
+        if r.suspicious and r not in failing:
+            ET.SubElement(case, "system-err").text = f"SUSPICIOUS: {r.describe()}"
     root = ET.Element("testsuites")
     root.append(suite)
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
@@ -888,13 +895,13 @@ def run_check(checkpoint: str | Sequence[str], *, suite: str, baseline: str, tol
         raise RobustclipError(f"a check compares one checkpoint with the baseline, got {len(ckpts)}",
                               "pass several checkpoints only with --update-baseline --mode retrained")
     base = read_baseline(baseline, update_cmd=update_command(ckpts, suite=suite, baseline=baseline,
-                                                             lipschitz=lipschitz))
+                                                             lipschitz=lipschitz, n=n))
     if mode is not None and mode != base["mode"]:
         raise RobustclipError(f"baseline {baseline} is a {base['mode']} baseline, --mode says {mode}",
                               "drop --mode (a check reads it from the baseline), or re-create the baseline")
     stored = [c.get("path") for c in base["checkpoints"]]
     cmd = update_command(stored if base["mode"] == "retrained" else ckpts, suite=suite, baseline=baseline,
-                         mode=base["mode"], lipschitz=lipschitz if lipschitz != "off" else "full")
+                         mode=base["mode"], lipschitz=lipschitz if lipschitz != "off" else "full", n=n)
     s = _suite_for(suite, base)
     precheck(base, s.raw, n or s.n, lipschitz=lipschitz, where=f"baseline {baseline}", update_cmd=cmd)
     cur = measure(ckpts[0], s, n=n, data_dir=data_dir, lipschitz=lipschitz, progress=progress)

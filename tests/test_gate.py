@@ -191,7 +191,8 @@ def test_exit_codes_in_a_subprocess(gate_ckpts, fixed_base, data_dir):
     assert "internal error" in err and "simulated bug" in err and "Traceback" not in err
 
 
-def test_exit_2_on_input_errors(gate_ckpts, capsys, tmp_path):
+def test_exit_2_on_input_errors(capsys, tmp_path):
+    gate_ckpts = {k: tmp_path / "never-loaded.safetensors" for k in ("clip", "plain")}  # fails before
     corrupt = tmp_path / "corrupt.json"
     corrupt.write_text("{not json")
     code, _, err = _run(capsys, "check", gate_ckpts["clip"], "--suite", SUITE, "--baseline", corrupt)
@@ -219,7 +220,8 @@ def test_exit_2_on_input_errors(gate_ckpts, capsys, tmp_path):
     assert code == 2 and "at least 3" in err
 
 
-def test_mismatched_suite_or_n_is_an_error_not_a_pass(gate_ckpts, capsys, tmp_path):
+def test_mismatched_suite_or_n_is_an_error_not_a_pass(capsys, tmp_path):
+    gate_ckpts = {k: tmp_path / "never-loaded.safetensors" for k in ("clip", "plain")}  # fails before
     other = tmp_path / "other.toml"
     other.write_text(Path(SUITE).read_text().replace("steps = 20", "steps = 5"))
     code, _, err = _run(capsys, "check", gate_ckpts["clip"], "--suite", other, "--baseline", BASELINES / "ci-clip.json")
@@ -235,8 +237,8 @@ def test_changed_estimator_is_incomparable(gate_ckpts, fixed_base, capsys, monke
     code, _, err = _run(capsys, "check", gate_ckpts["clip"], "--suite", SUITE, "--baseline", fixed_base,
                         "--n", N_FIXED, "--lipschitz", "fast")
     assert code == 2 and "not comparable" in err and err.count("\n") == 1
-    cmd = f"robustclip check {gate_ckpts['clip']} --suite {SUITE} --baseline {fixed_base} --lipschitz fast " \
-          "--update-baseline"
+    cmd = f"robustclip check {gate_ckpts['clip']} --suite {SUITE} --baseline {fixed_base} --n {N_FIXED} " \
+          "--lipschitz fast --update-baseline"
     assert cmd in err
     code, out, err = _run(capsys, "check", gate_ckpts["clip"], "--suite", SUITE, "--baseline", fixed_base,
                           "--n", N_FIXED, "--lipschitz", "off", "--json")
@@ -244,7 +246,10 @@ def test_changed_estimator_is_incomparable(gate_ckpts, fixed_base, capsys, monke
     assert not [c for c in json.loads(out)["comparisons"] if c["kind"] == "lipschitz"]
 
 
-def test_update_baseline_overwrites_atomically(gate_ckpts, capsys, tmp_path):
+def test_update_baseline_overwrites_atomically_and_suite_resolves_by_name(gate_ckpts, capsys, tmp_path,
+                                                                         monkeypatch):
+    """--update-baseline replaces an existing file atomically. On a CI runner without ./attacks/ (robustclip
+    installed with pip), --suite ci-quick uses the suite the baseline stores (its digest is compared anyway)."""
     base = tmp_path / "b.json"
     base.write_text("old contents, replaced on --update-baseline")
     code, out, _ = _run(capsys, "check", gate_ckpts["plain"], "--suite", SUITE, "--baseline", base, "--n", "100",
@@ -255,19 +260,11 @@ def test_update_baseline_overwrites_atomically(gate_ckpts, capsys, tmp_path):
     assert doc["suite"] == "ci-quick" and doc["n"] == 100 and doc["lipschitz"]["modes"] == {}
     code, _, err = _run(capsys, "check", gate_ckpts["plain"], "--suite", SUITE, "--baseline", base, "--n", "100")
     assert code == 2 and "no 'full' Lipschitz estimates" in err
-
-
-def test_suite_by_name_resolves_from_the_baseline(gate_ckpts, capsys, tmp_path, monkeypatch):
-    """A pip-installed robustclip on a CI runner has no ./attacks/: --suite ci-quick uses the suite the baseline
-    stores (its digest is what the check compares anyway)."""
-    base = tmp_path / "b.json"
-    assert _run(capsys, "check", gate_ckpts["clip"], "--suite", SUITE, "--baseline", base, "--n", "100",
-                "--lipschitz", "off", "--update-baseline")[0] == 0
     monkeypatch.chdir(tmp_path)
-    code, out, err = _run(capsys, "check", gate_ckpts["clip"], "--suite", "ci-quick", "--baseline", base, "--n",
+    code, out, err = _run(capsys, "check", gate_ckpts["plain"], "--suite", "ci-quick", "--baseline", base, "--n",
                           "100", "--lipschitz", "off", "--quiet")
     assert code == 0 and out.strip() == "OK: nothing regressed", err
-    code, _, err = _run(capsys, "check", gate_ckpts["clip"], "--suite", "no-such-suite", "--baseline", base)
+    code, _, err = _run(capsys, "check", gate_ckpts["plain"], "--suite", "no-such-suite", "--baseline", base)
     assert code == 2 and "not found" in err
 
 
@@ -309,7 +306,8 @@ def _mutations():
 
 
 @pytest.mark.parametrize("case", list(_mutations()))
-def test_flawed_baselines_exit_2(gate_ckpts, capsys, tmp_path, case):
+def test_flawed_baselines_exit_2(capsys, tmp_path, case):
+    gate_ckpts = {k: tmp_path / "never-loaded.safetensors" for k in ("clip", "plain")}  # fails before
     doc = json.loads((BASELINES / "ci-clip.json").read_text())
     mutate, expect = _mutations()[case]
     mutate(doc)
@@ -320,7 +318,8 @@ def test_flawed_baselines_exit_2(gate_ckpts, capsys, tmp_path, case):
     assert err.startswith("robustclip: error: baseline") and expect in err and err.count("\n") == 1
 
 
-def test_hostile_baseline_files_exit_2(gate_ckpts, capsys, tmp_path):
+def test_hostile_baseline_files_exit_2(capsys, tmp_path):
+    gate_ckpts = {k: tmp_path / "never-loaded.safetensors" for k in ("clip", "plain")}  # fails before
     deep = tmp_path / "deep.json"
     deep.write_text("[" * 100_000 + "]" * 100_000)
     huge_num = tmp_path / "inf.json"
