@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SUITE = str(ROOT / "attacks" / "ci-quick.toml")
 BASELINES = ROOT / "reports" / "baselines"
 RECIPES = {
-    "plain": dict(reg="none"),
-    "clip": dict(reg="clip", lam=0.5),
+    "plain": {"reg": "none"},
+    "clip": {"reg": "clip", "lam": 0.5},
 }
 SEEDS = (0, 1, 2, 3, 4, 5)
 """Training seeds whose spread the committed baselines store."""

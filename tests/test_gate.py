@@ -15,13 +15,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from gate_models import BASELINES, HELD_OUT_SEED, SUITE, train_gate_model
 
 from robustclip import checkpoints, gate, lipschitz
 from robustclip.attacks import load_suite
 from robustclip.cli import main
 from robustclip.evaluation import wilson
-
-from gate_models import BASELINES, HELD_OUT_SEED, SUITE, train_gate_model
 
 ROOT = Path(__file__).resolve().parent.parent
 N_FIXED = 200  # the fixed-mode baseline of these tests: fewer images keep each evaluation cheap
@@ -56,7 +55,7 @@ def _cli(*args, env_extra=None, code_prefix=""):
     env = {**os.environ, "PYTHONPATH": str(ROOT), **(env_extra or {})}
     prog = code_prefix + "import sys; from robustclip.cli import main; sys.exit(main(sys.argv[1:]))"
     p = subprocess.run([sys.executable, "-c", prog, *map(str, args)], capture_output=True, text=True, env=env,
-                       timeout=900)
+                       check=False, timeout=900)
     return p.returncode, p.stdout, p.stderr
 
 
@@ -152,7 +151,7 @@ def test_fixed_baseline_same_checkpoint_json(gate_ckpts, fixed_base, capsys, dat
 def test_fixed_jittered_checkpoint_passes_damaged_fails(gate_ckpts, fixed_base, capsys, tmp_path):
     """Another CPU's rounding, simulated by a 1e-4 relative jitter of the weights, stays within the paired test and
     the restart spread; weights damaged by 30% noise fail."""
-    model, meta = checkpoints.load(gate_ckpts["clip"])
+    _, meta = checkpoints.load(gate_ckpts["clip"])
     g = torch.Generator().manual_seed(1)
     for scale, name in ((1e-4, "jitter"), (0.3, "damaged")):
         m2, _ = checkpoints.load(gate_ckpts["clip"])
