@@ -747,7 +747,7 @@ def compare(baseline: dict[str, Any], current: Measured, *, suite_raw: dict[str,
 
 def detectable_summary(rows: list[Comparison], n: int) -> str:
     """One line: the smallest accuracy drop this check can detect at its n (over its accuracy rows)."""
-    acc = [r for r in rows if not r.is_bound and r.detectable is not None]
+    acc = [r for r in rows if not r.is_bound and r.detectable is not None and r.baseline >= r.detectable]
     if not acc:
         return f"smallest detectable drop at n={n}: none (no accuracy row can show a significant drop)"
     best = min(acc, key=lambda r: r.detectable or 0.0)

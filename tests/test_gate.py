@@ -199,17 +199,17 @@ def test_exit_2_on_input_errors(capsys, tmp_path):
     code, _, err = _run(capsys, "check", gate_ckpts["clip"], "--suite", SUITE, "--baseline", tmp_path / "missing.json")
     assert code == 2 and "does not exist" in err
     code, _, err = _run(capsys, "check", tmp_path / "nope.safetensors", "--suite", SUITE,
-                        "--baseline", BASELINES / "ci-clip.json")
+                        "--baseline", BASELINES / "ci-plain.json")
     assert code == 2 and "does not exist" in err
     code, _, err = _run(capsys, "check", gate_ckpts["clip"], "--suite", "no-such-suite",
-                        "--baseline", BASELINES / "ci-clip.json")
+                        "--baseline", BASELINES / "ci-plain.json")
     assert code == 2 and "not found" in err
     for flag, value in (("--tolerance", "nan"), ("--tolerance", "-0.1"), ("--lip-tolerance", "inf")):
         code, _, err = _run(capsys, "check", gate_ckpts["clip"], "--suite", SUITE, "--baseline",
-                            BASELINES / "ci-clip.json", flag, value)
+                            BASELINES / "ci-plain.json", flag, value)
         assert code == 2 and flag in err and err.count("\n") == 1
     code, _, err = _run(capsys, "check", gate_ckpts["clip"], gate_ckpts["plain"], "--suite", SUITE, "--baseline",
-                        BASELINES / "ci-clip.json")
+                        BASELINES / "ci-plain.json")
     assert code == 2 and "one checkpoint" in err
     code, _, err = _run(capsys, "check", gate_ckpts["clip"], gate_ckpts["clip"], gate_ckpts["clip"], "--mode",
                         "retrained", "--suite", SUITE, "--baseline", tmp_path / "r.json", "--update-baseline")
@@ -223,10 +223,10 @@ def test_mismatched_suite_or_n_is_an_error_not_a_pass(capsys, tmp_path):
     gate_ckpts = {k: tmp_path / "never-loaded.safetensors" for k in ("clip", "plain")}  # fails before
     other = tmp_path / "other.toml"
     other.write_text(Path(SUITE).read_text().replace("steps = 20", "steps = 5"))
-    code, _, err = _run(capsys, "check", gate_ckpts["clip"], "--suite", other, "--baseline", BASELINES / "ci-clip.json")
+    code, _, err = _run(capsys, "check", gate_ckpts["clip"], "--suite", other, "--baseline", BASELINES / "ci-plain.json")
     assert code == 2 and "suite" in err
     code, _, err = _run(capsys, "check", gate_ckpts["clip"], "--suite", SUITE, "--n", "200",
-                        "--baseline", BASELINES / "ci-clip.json")
+                        "--baseline", BASELINES / "ci-plain.json")
     assert code == 2 and "n=500" in err and "n=200" in err
 
 
@@ -307,7 +307,7 @@ def _mutations():
 @pytest.mark.parametrize("case", list(_mutations()))
 def test_flawed_baselines_exit_2(capsys, tmp_path, case):
     gate_ckpts = {k: tmp_path / "never-loaded.safetensors" for k in ("clip", "plain")}  # fails before
-    doc = json.loads((BASELINES / "ci-clip.json").read_text())
+    doc = json.loads((BASELINES / "ci-plain.json").read_text())
     mutate, expect = _mutations()[case]
     mutate(doc)
     bad = tmp_path / "bad.json"
@@ -322,7 +322,7 @@ def test_hostile_baseline_files_exit_2(capsys, tmp_path):
     deep = tmp_path / "deep.json"
     deep.write_text("[" * 100_000 + "]" * 100_000)
     huge_num = tmp_path / "inf.json"
-    huge_num.write_text((BASELINES / "ci-clip.json").read_text().replace('"accuracy": 0.', '"accuracy": 1e999', 1))
+    huge_num.write_text((BASELINES / "ci-plain.json").read_text().replace('"accuracy": 0.', '"accuracy": 1e999', 1))
     big = tmp_path / "big.json"
     big.write_bytes(b" " * (gate.MAX_BASELINE_BYTES + 1))
     folder = tmp_path / "folder.json"
