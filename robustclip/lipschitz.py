@@ -18,6 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
+ESTIMATOR_VERSION = "1"
+"""Version of the bound estimators; bump it whenever a bound's value can change (the CI gate compares
+Lipschitz bounds only between equal versions)."""
+
 MIN_DIST = 1e-4  # pairs closer than this (L2) are pushed apart, so x != x'
 
 

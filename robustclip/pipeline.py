@@ -20,7 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import checkpoints, data, evaluation, lipschitz, loading, models
+from . import checkpoints, data, evaluation, loading, models
+from . import lipschitz as lipschitz_mod  # evaluate_model's ``lipschitz`` keyword shadows the module name
 from ._io import sha256_file
 from .attacks import Suite, load_suite
 from .checkpoints import CheckpointMeta
@@ -31,6 +32,9 @@ LIPSCHITZ_PAIRS = 64
 """Pairs (and Jacobian start points) of the Lipschitz lower-bound ascent, everywhere."""
 LIPSCHITZ_POINTS = 512
 """The first this many evaluation inputs seed the Lipschitz ascent."""
+LIPSCHITZ_MODES: dict[str, dict[str, int]] = {"full": {"pairs": LIPSCHITZ_PAIRS, "steps": 50},
+                                              "fast": {"pairs": 16, "steps": 15}}
+"""Settings of the Lipschitz estimate per ``lipschitz=`` mode (``off`` computes only the upper bound)."""
 
 
 @dataclass
@@ -93,19 +97,22 @@ def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite
                    data_dir: str | None = None, n: int | None = None, batch_size: int | None = None,
                    seed: int | None = None, progress: bool = True, name: str = "model",
                    clean_full: bool = False, eval_set: data.Split | None = None,
-                   device: str | torch.device | None = None) -> Evaluation:
+                   device: str | torch.device | None = None, lipschitz: str = "full") -> Evaluation:
     """Evaluate a model of ``meta.dataset`` on its test split, or on ``eval_set`` (a user's data, any input shape:
     see :func:`robustclip.loading.load_data_file`; the number of classes then comes from the model's output).
 
     Classifiers: the suite's attacks on the first ``n`` (default: the suite's n) test images, and Lipschitz
     bounds from :data:`LIPSCHITZ_PAIRS` ascents seeded on the first :data:`LIPSCHITZ_POINTS` of them. With
     ``clean_full``, clean accuracy on the whole test split too. Regression models: test MSE and the exact
-    Lipschitz constant.
+    Lipschitz constant. ``lipschitz``: ``full``, ``fast`` (:data:`LIPSCHITZ_MODES`: fewer pairs and steps) or
+    ``off`` (only the upper bound, which certification needs; the lower bound is the trivial 0).
 
     ``device`` (``cpu``, ``cuda``, ``cuda:N``; None: where the model already is): the model moves there; the data
     stays on the CPU and moves one batch at a time; the Lipschitz ascents run there too. The result's meta records
     the device, the deterministic-algorithms and cuDNN flags and the thread counts.
     """
+    if lipschitz not in ("full", "fast", "off"):
+        raise RobustclipError(f"unknown Lipschitz mode {lipschitz!r}", "use full, fast or off")
     if device is not None:
         model = model.to(resolve_device(device))
     dev = evaluation._device_of(model)
@@ -114,8 +121,8 @@ def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite
     if dataset == "regression" and eval_set is None:
         test = data.regression("test")
         lip_seed = 0 if seed is None else seed
-        lip = lipschitz.estimate(model, data.regression("train").x.to(dev), in_shape=in_shape, seed=lip_seed,
-                                 exact=True, pairs=LIPSCHITZ_PAIRS)
+        lip = lipschitz_mod.estimate(model, data.regression("train").x.to(dev), in_shape=in_shape, seed=lip_seed,
+                                     exact=True, pairs=LIPSCHITZ_PAIRS)
         with torch.no_grad():
             mse = float(((model(test.x.to(dev)).cpu() - test.y) ** 2).mean())
         rows = [{"attack": "fit", "norm": "none", "eps": 0.0, "accuracy": float("nan"), "n": len(test),
@@ -134,8 +141,15 @@ def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite
             raise RobustclipError(f"the data has label {int(split.y.max())} but model {name} has {n_classes} outputs",
                                   f"labels must lie in 0..{n_classes - 1}")
     lip_seed = s.seed if seed is None else seed
-    lip = lipschitz.estimate(model, split.x[:LIPSCHITZ_POINTS].to(dev), in_shape=in_shape, seed=lip_seed,
-                             pairs=LIPSCHITZ_PAIRS)
+    if lipschitz == "off":
+        t_up = time.perf_counter()
+        up = lipschitz_mod.upper_bound(model, in_shape or tuple(split.x.shape[1:]), seed=lip_seed)
+        lip = lipschitz_mod.LipschitzReport(lower=0.0, upper=up, lower_quotient=0.0, lower_jacobian=0.0,
+                                            seconds={"upper": time.perf_counter() - t_up}, seed=lip_seed)
+    else:
+        cfg = LIPSCHITZ_MODES[lipschitz]
+        lip = lipschitz_mod.estimate(model, split.x[:LIPSCHITZ_POINTS].to(dev), in_shape=in_shape, seed=lip_seed,
+                                     pairs=cfg["pairs"], steps=cfg["steps"])
     res = evaluation.evaluate(model, split.x, split.y, suite=s, model_name=name, dataset=dataset,
                               n_classes=n_classes, batch_size=batch_size, seed=seed,
                               lip_upper=lip.upper, lip_lower=lip.lower, progress=progress)
@@ -148,14 +162,14 @@ def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite
             lo, hi = evaluation.wilson(k, len(full))
             rows.append({"attack": "clean_full", "norm": "none", "eps": 0.0, "accuracy": k / len(full),
                          "n": len(full), "ci_low": lo, "ci_high": hi})
-    return Evaluation(res, lip, meta, name, rows)
+    return Evaluation(res, lip, meta, name, rows, info={"lipschitz": lipschitz})
 
 
 def evaluate_checkpoint(path: str | os.PathLike[str], *, suite: str | Suite, data_dir: str | None = None,
                         n: int | None = None, batch_size: int | None = None, seed: int | None = None,
                         progress: bool = True, model: str | None = None, dataset: str | None = None,
                         trust_factory: bool = False, data_file: str | os.PathLike[str] | None = None,
-                        device: str | torch.device | None = None) -> Evaluation:
+                        device: str | torch.device | None = None, lipschitz: str = "full") -> Evaluation:
     """Load a model and evaluate it under ``suite`` on its dataset's test split (see :func:`evaluate_model`).
 
     ``path``: a robustclip checkpoint, or a user's state_dict (safetensors, or ``.pt``/``.pth`` read with
@@ -178,7 +192,7 @@ def evaluate_checkpoint(path: str | os.PathLike[str], *, suite: str | Suite, dat
                               f"pass --dataset {' or '.join(data.NUM_CLASSES)}, or your own data with --data FILE")
     name = meta.name or Path(path).name.removesuffix(".safetensors").removesuffix(".pth").removesuffix(".pt")
     ev = evaluate_model(net, meta, suite=suite, data_dir=data_dir, n=n, batch_size=batch_size, seed=seed,
-                        progress=progress, name=name, eval_set=eval_set, device=dev)
+                        progress=progress, name=name, eval_set=eval_set, device=dev, lipschitz=lipschitz)
     assert ev.result is not None
     train_cfg = meta.train
     ev.result.meta.update({"checkpoint": str(path), "checkpoint_sha256": sha256_file(path),

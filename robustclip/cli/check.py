@@ -1,4 +1,4 @@
-"""``robustclip check``: the CI gate; fails when robustness regressed against a baseline."""
+"""``robustclip check``: the CI gate; fails when robustness regressed against a baseline beyond measured noise."""
 
 from __future__ import annotations
 
@@ -8,30 +8,53 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import add_command, add_data_dir, add_model
+from .common import add_command, add_data_dir, add_model, add_quiet, positive_int
+
+
+def _number(v: str) -> float:
+    """An argparse type: a float (range and finiteness are checked where the value is used, as exit 2)."""
+    try:
+        return float(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {v!r}") from None
 
 
 def register(sub: Any) -> None:
     """Add the ``check`` subcommand."""
     p = add_command(sub, "check", run, help="fail when robustness regressed against a baseline (for CI)",
                     description="Evaluate a checkpoint under a suite and compare clean, per-attack, worst-case and "
-                    "certified accuracy and the Lipschitz bounds with a baseline. Exit 0: nothing regressed; 1: a "
-                    "regression beyond the tolerance and beyond sampling noise; 2: a usage or input error; 3: an "
-                    "internal error.",
+                    "certified accuracy and the Lipschitz bounds with a baseline, beyond measured noise: a paired "
+                    "McNemar test against a fixed checkpoint's per-sample outcomes, or the spread over training "
+                    "seeds of a retrained baseline; family-wise false-alarm rate 5%. A gain beyond noise is flagged "
+                    "SUSPICIOUS (a broken attack looks like a gain). Exit 0: nothing regressed; 1: a regression; "
+                    "2: a usage or input error; 3: an internal error.",
                     examples="  robustclip check runs/clip.safetensors --suite ci-quick \\\n"
-                             "      --baseline reports/baselines/clip.json --update-baseline       # record\n"
+                             "      --baseline reports/baselines/clip.json --update-baseline       # record (fixed)\n"
+                             "  robustclip check runs/seed{0,1,2,3,4}.safetensors --mode retrained --suite ci-quick \\\n"
+                             "      --baseline reports/baselines/clip.json --update-baseline       # record (retrained)\n"
                              "  robustclip check runs/clip.safetensors --suite ci-quick \\\n"
                              "      --baseline reports/baselines/clip.json --junit-xml check.xml    # gate\n")
-    p.add_argument("checkpoint", metavar="CKPT")
+    p.add_argument("checkpoint", metavar="CKPT", nargs="+",
+                   help="the checkpoint to check; with --update-baseline --mode retrained, several seeds")
     p.add_argument("--suite", required=True, help="attack suite (TOML path, or a suite name such as ci-quick)")
     p.add_argument("--baseline", required=True, metavar="B.json")
-    p.add_argument("--tolerance", type=float, default=0.01, help="largest accepted accuracy drop (default 0.01)")
-    p.add_argument("--lip-tolerance", type=float, default=0.05,
-                   help="largest accepted relative rise of a Lipschitz bound (default 0.05)")
-    p.add_argument("--n", type=int, default=None, help="test samples (default: the suite's n)")
-    p.add_argument("--update-baseline", action="store_true", help="write the baseline from this evaluation and exit 0")
-    p.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    p.add_argument("--mode", choices=("fixed", "retrained"), default=None,
+                   help="baseline mode, with --update-baseline: fixed (one checkpoint, paired tests) or retrained "
+                   "(several seeds, their spread); a check reads it from the baseline")
+    p.add_argument("--tolerance", type=_number, default=0.01,
+                   help="smallest accuracy drop that counts, on top of noise (default 0.01)")
+    p.add_argument("--lip-tolerance", type=_number, default=0.02,
+                   help="relative floor added to the measured spread of a Lipschitz bound (default 0.02)")
+    p.add_argument("--lipschitz", choices=("full", "fast", "off"), default="full",
+                   help="Lipschitz estimate: full, fast (fewer pairs and steps) or off (no Lipschitz rows)")
+    p.add_argument("--n", type=positive_int, default=None, help="test samples (default: the suite's n)")
+    p.add_argument("--update-baseline", action="store_true",
+                   help="write (overwrite) the baseline from this evaluation and exit 0: your consent to replace it")
+    p.add_argument("--fail-on-suspicious", action="store_true",
+                   help="exit 1 also when a metric improved beyond noise (default: a loud warning, exit 0)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON (format robustclip-check)")
     p.add_argument("--junit-xml", metavar="PATH", default=None, help="also write JUnit XML to PATH")
+    add_quiet(p)
     add_model(p)
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N: where the model and attacks run")
     add_data_dir(p)
@@ -40,26 +63,44 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Evaluate, compare with the baseline, print the verdict; exit 1 on a regression."""
     from .. import _io
-    from ..gate import format_table, junit_xml, run_check
+    from ..gate import format_table, junit_xml, report_json, run_check
 
     code, rows, info = run_check(args.checkpoint, suite=args.suite, baseline=args.baseline, tolerance=args.tolerance,
                                  lip_tolerance=args.lip_tolerance, n=args.n, update=args.update_baseline,
-                                 data_dir=args.data_dir, progress=not args.json,
+                                 mode=args.mode, lipschitz=args.lipschitz, data_dir=args.data_dir,
+                                 progress=not (args.json or args.quiet), fail_on_suspicious=args.fail_on_suspicious,
                                  model=args.model, dataset=args.dataset, data_file=args.data, device=args.device)
+    for f in info.get("flags", []):
+        print(f"WARNING {f}", file=sys.stderr)
     if args.update_baseline:
-        print(f"wrote baseline {info['baseline_written']} ({info['suite']}, n={info['n']})")
+        if args.json:
+            print(json.dumps({"format": "robustclip-check", "format_version": 1, "status": "baseline-written",
+                              "exit_code": 0, **info}, indent=2, default=str))
+        else:
+            print(f"wrote {info['mode']} baseline {info['baseline_written']} ({info['suite']}, n={info['n']}, "
+                  f"{len(args.checkpoint)} checkpoint{'s' * (len(args.checkpoint) > 1)})")
         return 0
     if args.junit_xml:
-        _io.write_text(args.junit_xml, junit_xml(rows, name=Path(args.checkpoint).stem, seconds=info["seconds"]))
+        _io.write_text(args.junit_xml, junit_xml(rows, name=Path(args.checkpoint[0]).stem, seconds=info["seconds"],
+                                                 fail_on_suspicious=args.fail_on_suspicious))
+    for note in info.get("notes", []):
+        print(f"NOTE {note}", file=sys.stderr)
+    for r in rows:
+        if r.suspicious:
+            print(f"SUSPICIOUS {r.describe()}", file=sys.stderr)
+    bad = [r.metric for r in rows if r.regressed]
+    odd = [r.metric for r in rows if r.suspicious]
+    verdict = f"REGRESSED: {', '.join(bad)}" if bad else "OK: nothing regressed"
+    if odd:
+        verdict += f" (SUSPICIOUS gains: {', '.join(odd)})"
     if args.json:
-        print(json.dumps({**info, "status": "regressed" if code else "ok",
-                          "comparisons": [r.to_dict() for r in rows]}, indent=2))
+        print(json.dumps(report_json(code, rows, info), indent=2, default=str))
+    elif args.quiet:
+        print(verdict)
     else:
-        print(f"robustclip check {args.checkpoint} against {args.baseline} ({info['suite']}, n={info['n']}, "
-              f"tolerance {args.tolerance:g})")
+        print(f"robustclip check {args.checkpoint[0]} against {args.baseline} ({info['mode']} baseline, "
+              f"{info['suite']}, n={info['n']}, tolerance {args.tolerance:g}, Lipschitz {args.lipschitz})")
         print(format_table(rows))
-        bad = [r.metric for r in rows if r.regressed]
-        print(f"\nREGRESSED: {', '.join(bad)}" if bad else "\nOK: nothing regressed")
-        for f in info["flags"]:
-            print(f"WARNING {f}", file=sys.stderr)
+        print(info["detectable"])
+        print(f"\n{verdict}")
     return code
