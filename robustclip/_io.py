@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import math
+import os
 import platform
 import re
 import sys

@@ -35,10 +35,10 @@ def compute_run(run: Run, data_dir: str | None = None, progress: bool = False,
     :class:`KeyboardInterrupt` when training was interrupted: a truncated run is never a finished one.
     """
     import torch
-    from .progress import write as progress_write
 
     from . import _io, pipeline
     from .attacks import parse_suite
+    from .progress import write as progress_write
     from .training import TrainConfig
 
     if progress:

@@ -20,8 +20,8 @@ the yardsticks ``adversarial`` (PGD adversarial training) and ``trades``
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -29,6 +29,7 @@ from torch import nn
 
 from . import lipschitz, validate
 from .errors import RobustclipError
+
 
 class Regularizer:
     """Base class: no penalty at all (plain training).

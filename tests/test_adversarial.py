@@ -16,14 +16,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchattacks
+from tiny import SMALL, one_thread
 from torch import nn
 
 from robustclip import checkpoints, cli, models, regularizers, sweeps
-from robustclip.adversarial import AdversarialConfig, AdversarialRegularizer, KLPGD, TradesRegularizer
+from robustclip.adversarial import KLPGD, AdversarialConfig, AdversarialRegularizer, TradesRegularizer
 from robustclip.errors import RobustclipError, SuiteError
 from robustclip.training import TrainConfig, Trainer, load_training_data
-
-from tiny import SMALL, one_thread  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -287,9 +286,9 @@ def test_sweep_plans_adversarial_methods():
 
 
 def test_sweep_runs_and_reports_adversarial_training_like_any_method(tmp_path, data_dir):
-    from robustclip import reports
-
     from tiny import SUITE_TOML
+
+    from robustclip import reports
 
     (tmp_path / "tiny.toml").write_text(SUITE_TOML)
     raw = {"name": "adv", "dataset": "mnist", "epochs": 1, "n_train": 300, "n_test": 64, "seeds": [0],

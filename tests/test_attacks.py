@@ -20,8 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from robustclip import models
-from robustclip.attacks import (ATTACK_TYPES, AttackSpec, AuthorsPGDL2, BallNoise, Suite, load_suite,
-                                parse_suite)
+from robustclip.attacks import ATTACK_TYPES, AttackSpec, AuthorsPGDL2, BallNoise, Suite, load_suite, parse_suite
 from robustclip.errors import SuiteError
 from robustclip.evaluation import run_attack
 

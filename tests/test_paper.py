@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+from page_check import check_page, chromium
 
 from robustclip import checkpoints, paper, sweeps
-
-from page_check import check_page, chromium  # noqa: E402
 
 TINY_SUITE = {"name": "tiny", "n": 64, "batch_size": 64, "seed": 0, "headline": {"norm": "L2", "eps": 2.0},
               "attack": [{"type": "clean"}, {"type": "noise", "sigma": 1.0}, {"type": "fgsm", "norm": "L2", "eps": 2.0},

@@ -17,7 +17,6 @@ from robustclip.errors import RobustclipError
 from robustclip.lipschitz import MIN_DIST
 from robustclip.regularizers import ClipConfig, ClipRegularizer, LambdaSchedule, WeightRegularizer
 
-
 # --------------------------------------------------------------------------- helpers
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from robustclip.testing import assert_lipschitz_below, assert_robust
 from robustclip.training import TrainConfig, train
