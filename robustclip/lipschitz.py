@@ -537,7 +537,7 @@ def lipsdp(ops: list[Affine | nn.Module], *, solver: str = "CLARABEL", pair_rows
         for y in range(K):
             for j in range(y + 1, K):
                 row = (pair_rows[y] - pair_rows[j]).view(1, -1)
-                cands = [lipsdp_verify(Ws, alphas, betas, [c * tk for tk in t], row) for c in (0.25, 0.5, 0.75, 1.0)]
+                cands = [lipsdp_verify(Ws, alphas, betas, [c * tk for tk in t], row) for c in (1.0, 1.5, 2.0, 3.0)]
                 ok = [c for c in cands if c is not None]
                 if ok:
                     pairs[y, j] = pairs[j, y] = min(float(pairs[y, j]), math.sqrt(min(ok)))
@@ -753,21 +753,25 @@ def lower_bounds(model: nn.Module, x: torch.Tensor, *, seed: int = 0, budget: st
                    + 0.1 * torch.randn((8 * scale, *x.shape[1:]), generator=g)).clamp(0, 1)]
         best_j, best_z = 0.0, top[:1]
         for z0 in starts:
-            v, z = jacobian_ascent(model, z0, steps=15 * scale)
+            v, z = jacobian_ascent(model, z0, steps=50 * scale, step_size=1.0)
             if v > best_j:
                 best_j = v
                 with torch.no_grad():
                     best_z = z[_jacobian_norms(model, z).argmax()].unsqueeze(0)
         out["jacobian_ascent"] = best_j
         out["quotient_data"] = lower_bound_quotient(model, x, pairs=pairs, steps=steps, seed=seed)
-        m = 16 * scale
-        a = best_z.expand(m, *best_z.shape[1:]).clone()
-        u = torch.randn(a.shape, generator=g)
-        u = u / u.flatten(1).norm(dim=1).view(-1, *([1] * (a.dim() - 1)))
-        b = (a + 0.05 * u).clamp(0, 1)
+        # tiny to moderate pairs at the best Jacobian point along its top right singular vector
+        from torch.func import jacrev
+
+        J = jacrev(lambda v: model(v.unsqueeze(0)).squeeze(0).flatten())(best_z[0]).flatten(1)
+        vec = torch.linalg.svd(J.double(), full_matrices=False).Vh[0].float().view(best_z.shape[1:])
+        hs = torch.tensor([1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3] * (2 * scale))[: 4 * scale * 3]
+        view = (-1, *([1] * (best_z.dim() - 1)))
+        a = (best_z - hs.view(view) / 2 * vec).clamp(0, 1)
+        b = (best_z + hs.view(view) / 2 * vec).clamp(0, 1)
         P = torch.cat([a, b])
         separate(P, generator=g)
-        _, q = pair_ascent(model, P, steps=steps * scale, eta=0.02)
+        _, q = pair_ascent(model, P, steps=steps * scale, eta=0.01)
         out["quotient_jacobian"] = float(q.max())
     finally:
         for p, f in zip(model.parameters(), flags):
