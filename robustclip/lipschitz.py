@@ -468,7 +468,7 @@ def lipsdp_verify(Ws: list[torch.Tensor], alphas: list[torch.Tensor], betas: lis
     return rho
 
 
-def lipsdp(ops: list[Affine | nn.Module], *, solver: str = "CLARABEL", pair_rows: torch.Tensor | None = None,
+def lipsdp(ops: list[Affine | nn.Module], *, solver: str = "SCS", pair_rows: torch.Tensor | None = None,
            ) -> tuple[float, torch.Tensor | None, dict[str, Any]]:
     """LipSDP-Neuron (Fazlyab et al. 2019) for a chain ``affine, act, affine, ..., affine`` via cvxpy.
 
@@ -479,8 +479,15 @@ def lipsdp(ops: list[Affine | nn.Module], *, solver: str = "CLARABEL", pair_rows
     with them, per-class-pair constants ``L(f_y − f_j)`` are re-verified with
     the same multipliers (rescaled). Returns ``(L, pairs (K, K) or None, info)``.
     Raises ``ImportError`` without cvxpy and ``ValueError`` for other structures.
+    The default solver is SCS (first order): interior-point solvers such as
+    Clarabel form dense Hessians of the PSD cone (about (D²/2)² entries for a
+    D×D matrix) and run out of memory at D = 480 (the paper's net); Clarabel
+    is fine for small nets. The matrix ``vec(M)`` is assembled as one sparse
+    linear map of the multipliers, since products of cvxpy expressions
+    (``Wᵀ diag(t) W``) explode in memory.
     """
     import cvxpy as cp
+    from scipy import sparse
 
     mats, factors, between = _chain(ops)
     if len(mats) < 2 or any(f != 1.0 for f in (factors[0], factors[-1])):
@@ -496,32 +503,58 @@ def lipsdp(ops: list[Affine | nn.Module], *, solver: str = "CLARABEL", pair_rows
     alphas = [torch.full((W.shape[0],), float(s[0]), dtype=torch.float64) for W, s in zip(Ws, slopes)]  # type: ignore[index]
     betas = [torch.full((W.shape[0],), float(s[1]), dtype=torch.float64) for W, s in zip(Ws, slopes)]  # type: ignore[index]
     t0 = time.perf_counter()
-    tv = [cp.Variable(W.shape[0], nonneg=True) for W in Ws]
-    rho = cp.Variable(nonneg=True)
     d = Ws[0].shape[1]
     sizes = [W.shape[0] for W in Ws]
-    blocks: list[list[Any]] = [[None] * (len(Ws) + 1) for _ in range(len(Ws) + 1)]
-    for i, si in enumerate([d, *sizes]):
-        for j, sj in enumerate([d, *sizes]):
-            blocks[i][j] = np.zeros((si, sj))
-    blocks[0][0] = -rho * np.eye(d)
+    offs = [0, d]
+    for sz in sizes:
+        offs.append(offs[-1] + sz)
+    D = offs[-1]
+    nv = sum(sizes) + 1  # z = (t_1, ..., t_{L-1}, ρ)
+    # vec(M) = G z + vec(M0), assembled as a sparse matrix: products of cvxpy expressions explode in memory
+    ri: list[np.ndarray] = []
+    ci: list[np.ndarray] = []
+    vals: list[np.ndarray] = []
+
+    def put(r: np.ndarray, c: np.ndarray, var: np.ndarray, v: np.ndarray) -> None:
+        ri.append(r * D + c)
+        ci.append(var)
+        vals.append(v)
+
+    idx = np.arange(d)
+    put(idx, idx, np.full(d, nv - 1), -np.ones(d))  # -ρ I on the input block
+    vbase = 0
     for k, W in enumerate(Ws):
         Wn = W.numpy()
         a, b = alphas[k].numpy(), betas[k].numpy()
-        blocks[k][k] = blocks[k][k] - 2 * Wn.T @ cp.diag(cp.multiply(a * b, tv[k])) @ Wn
-        cross = Wn.T @ cp.diag(cp.multiply(a + b, tv[k]))
-        blocks[k][k + 1] = blocks[k][k + 1] + cross
-        blocks[k + 1][k] = blocks[k + 1][k] + cross.T
-        blocks[k + 1][k + 1] = blocks[k + 1][k + 1] - 2 * cp.diag(tv[k])
+        n_k, n_in = Wn.shape
+        var = vbase + np.arange(n_k)
+        rows_in = offs[k] + np.arange(n_in)
+        rows_out = offs[k + 1] + np.arange(n_k)
+        # cross terms Wᵀ diag((a+b) t) and its transpose
+        pp, ii = np.meshgrid(np.arange(n_in), np.arange(n_k), indexing="ij")
+        cv = (Wn.T * (a + b)[None, :]).ravel()
+        put(rows_in[pp.ravel()], rows_out[ii.ravel()], var[ii.ravel()], cv)
+        put(rows_out[ii.ravel()], rows_in[pp.ravel()], var[ii.ravel()], cv)
+        put(rows_out, rows_out, var, -2 * np.ones(n_k))  # -2 diag(t)
+        if bool(np.any(a * b != 0)):  # -2 Wᵀ diag(a b t) W
+            for i in range(n_k):
+                pq_p, pq_q = np.meshgrid(rows_in, rows_in, indexing="ij")
+                put(pq_p.ravel(), pq_q.ravel(), np.full(n_in * n_in, var[i]),
+                    (-2 * a[i] * b[i] * np.outer(Wn[i], Wn[i])).ravel())
+        vbase += n_k
+    G = sparse.csr_matrix((np.concatenate(vals), (np.concatenate(ri), np.concatenate(ci))), shape=(D * D, nv))
     ln = last.numpy()
-    blocks[-1][-1] = blocks[-1][-1] + ln.T @ ln
-    M = cp.bmat(blocks)
-    prob = cp.Problem(cp.Minimize(rho), [(M + M.T) / 2 << 0])
+    M0 = np.zeros((D, D))
+    M0[offs[-2]:, offs[-2]:] = ln.T @ ln
+    z = cp.Variable(nv, nonneg=True)
+    M = cp.reshape(G @ z, (D, D), order="C") + M0
+    prob = cp.Problem(cp.Minimize(z[nv - 1]), [(M + M.T) / 2 << 0])
     prob.solve(solver=solver)
     solve_s = time.perf_counter() - t0
-    if prob.status not in ("optimal", "optimal_inaccurate") or tv[0].value is None:
+    if prob.status not in ("optimal", "optimal_inaccurate") or z.value is None:
         raise ValueError(f"LipSDP solver {solver} ended with status {prob.status}")
-    t = [torch.tensor(np.asarray(v.value), dtype=torch.float64).clamp_min(0) for v in tv]
+    zv = torch.tensor(np.asarray(z.value), dtype=torch.float64).clamp_min(0)
+    t = list(torch.split(zv[:-1], sizes))
     best = None
     for scale in (1.0, 1.001, 1.01, 1.05, 1.2):
         r = lipsdp_verify(Ws, alphas, betas, [scale * tk for tk in t], last)
@@ -541,7 +574,7 @@ def lipsdp(ops: list[Affine | nn.Module], *, solver: str = "CLARABEL", pair_rows
                 ok = [c for c in cands if c is not None]
                 if ok:
                     pairs[y, j] = pairs[j, y] = min(float(pairs[y, j]), math.sqrt(min(ok)))
-    info = {"solver": solver, "status": prob.status, "solver_rho": float(rho.value), "verified_rho": best,
+    info = {"solver": solver, "status": prob.status, "solver_rho": float(zv[-1]), "verified_rho": best,
             "matrix_size": d + sum(sizes), "solve_seconds": solve_s}
     return L, pairs, info
 
@@ -596,7 +629,7 @@ class LipschitzReport:
         return d
 
 
-def upper_bounds(model: nn.Module, in_shape: tuple[int, ...], *, sdp: bool = False, solver: str = "CLARABEL",
+def upper_bounds(model: nn.Module, in_shape: tuple[int, ...], *, sdp: bool = False, solver: str = "SCS",
                  ) -> tuple[list[UpperBound], str | None]:
     """Every sound upper bound available for ``model``, or ``([], reason)``.
 
