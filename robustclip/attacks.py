@@ -366,7 +366,8 @@ def _parse_certify(v: Any, where: str) -> tuple[tuple[str, ...], bool]:
         raise SuiteError(f"{where}: certify must be true, false or a table, got {v!r}", fix)
     bad = set(v) - _CERTIFY_KEYS
     if bad:
-        raise SuiteError(f"{where}: certify has unknown key {sorted(bad)[0]!r}", f"allowed keys: {', '.join(sorted(_CERTIFY_KEYS))}")
+        raise SuiteError(f"{where}: certify has unknown key {sorted(bad)[0]!r}",
+                         f"allowed keys: {', '.join(sorted(_CERTIFY_KEYS))}")
     methods = v.get("methods", list(CERTIFY_METHODS))
     if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
         raise SuiteError(f"{where}: certify.methods must be a list of names, got {methods!r}", fix)

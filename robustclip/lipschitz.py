@@ -241,16 +241,22 @@ def affine_ops(model: nn.Module, in_shape: tuple[int, ...]) -> tuple[list[Affine
         aff: Affine | None = None
         if isinstance(layer, nn.Linear):
             W = layer.weight.detach().double().cpu()
-            b = layer.bias.detach().double().cpu() if layer.bias is not None else torch.zeros(W.shape[0], dtype=torch.float64)
+            b = torch.zeros(W.shape[0], dtype=torch.float64)
+            if layer.bias is not None:
+                b = layer.bias.detach().double().cpu()
             aff = Affine(W, b)
         elif isinstance(layer, nn.Conv2d):
             if d_in * d_out > MAX_DENSE:
-                return None, f"{name}: convolution {shape}->{next_shape} is too large to densify ({d_in * d_out} entries)"
+                return None, (f"{name}: convolution {shape}->{next_shape} is too large to densify "
+                              f"({d_in * d_out} entries)")
             w = layer.weight.detach().double().cpu()
             kw = dict(stride=layer.stride, padding=layer.padding, dilation=layer.dilation, groups=layer.groups)
             with torch.no_grad():
-                cols = F.conv2d(torch.eye(d_in, dtype=torch.float64).view(d_in, *shape), w, **kw)  # type: ignore[arg-type]
-            bias = layer.bias.detach().double().cpu() if layer.bias is not None else torch.zeros(next_shape[0], dtype=torch.float64)
+                basis = torch.eye(d_in, dtype=torch.float64).view(d_in, *shape)
+                cols = F.conv2d(basis, w, **kw)  # type: ignore[arg-type]
+            bias = torch.zeros(next_shape[0], dtype=torch.float64)
+            if layer.bias is not None:
+                bias = layer.bias.detach().double().cpu()
             aff = Affine(cols.flatten(1).T.contiguous(), bias.view(-1, 1, 1).expand(next_shape).flatten().clone())
         elif isinstance(layer, Normalize):
             aff = Affine(torch.eye(d_in, dtype=torch.float64) / layer.std,
@@ -272,13 +278,14 @@ def affine_ops(model: nn.Module, in_shape: tuple[int, ...]) -> tuple[list[Affine
 # --------------------------------------------------------------------------- upper bounds
 
 
-def gram_spectral_bound(A: torch.Tensor, *, iters: int = 18) -> float:
+def gram_spectral_bound(A: torch.Tensor, *, iters: int = 18, tol: float = 1e-6) -> float:
     """An upper bound on ``σ_max(A)`` by construction (Gram iteration, Delattre et al. 2023).
 
     ``A``: any matrix ``(m, n)``. With ``G_0 = A``, ``G_{k+1} = G_kᵀ G_k`` one has
     ``σ_max(A)^(2^k) = σ_max(G_k) ≤ ||G_k||_F``, so every ``||G_k||_F^(1/2^k)`` is
     an upper bound; it falls to ``σ_max`` as k grows. Computed in float64 with
-    rescaling (the log of the scale is tracked), the smallest bound is returned.
+    rescaling (the log of the scale is tracked), the smallest bound is returned;
+    it stops early once a step improves the bound by less than ``tol`` (relative).
     """
     G = A.detach().double()
     if G.shape[0] < G.shape[1]:
@@ -291,7 +298,11 @@ def gram_spectral_bound(A: torch.Tensor, *, iters: int = 18) -> float:
         if f == 0.0:
             return 0.0
         log_s += math.log(f)
-        best = min(best, math.exp(log_s / 2**k))
+        bound = math.exp(log_s / 2**k)
+        if bound > best * (1 - tol):  # converged: later bounds improve by less than tol (relative)
+            best = min(best, bound)
+            break
+        best = bound
         G = G / f
         G = G.T @ G
         log_s *= 2
@@ -305,7 +316,8 @@ def _spec_norm(W: torch.Tensor) -> float:
     return float(torch.linalg.matrix_norm(W, ord=2)) * (1 + SLACK)
 
 
-def layer_norms(model: nn.Module, in_shape: tuple[int, ...], *, iters: int = 100, seed: int = 0) -> list[tuple[str, float]]:
+def layer_norms(model: nn.Module, in_shape: tuple[int, ...], *, iters: int = 100,
+                seed: int = 0) -> list[tuple[str, float]]:
     """Operator norms (L2) of each leaf layer, walking ``in_shape`` through the model.
 
     Linear: ``σ_max`` by SVD. Conv2d: a Gram-iteration bound on its dense matrix
@@ -500,8 +512,9 @@ def lipsdp(ops: list[Affine | nn.Module], *, solver: str = "SCS", pair_rows: tor
     U, Sv, Vh = torch.linalg.svd(Ws[0], full_matrices=False)
     rank = int((Sv > Sv.max() * 1e-12).sum()) if Sv.numel() else 0
     Ws = [Ws[0] @ Vh[:rank].T] + Ws[1:]  # W1 V: the input in row-space coordinates
-    alphas = [torch.full((W.shape[0],), float(s[0]), dtype=torch.float64) for W, s in zip(Ws, slopes)]  # type: ignore[index]
-    betas = [torch.full((W.shape[0],), float(s[1]), dtype=torch.float64) for W, s in zip(Ws, slopes)]  # type: ignore[index]
+    lo_hi = [s for s in slopes if s is not None]
+    alphas = [torch.full((W.shape[0],), float(s[0]), dtype=torch.float64) for W, s in zip(Ws, lo_hi)]
+    betas = [torch.full((W.shape[0],), float(s[1]), dtype=torch.float64) for W, s in zip(Ws, lo_hi)]
     t0 = time.perf_counter()
     d = Ws[0].shape[1]
     sizes = [W.shape[0] for W in Ws]
@@ -670,7 +683,7 @@ def upper_bounds(model: nn.Module, in_shape: tuple[int, ...], *, sdp: bool = Fal
 
     out[0].pairs = pair_matrix(prod)
     lp = layer_pair_bound(ops)
-    pairs = pair_matrix(lp, lambda y, j: layer_pair_bound(ops, last=(rows[y] - rows[j]).view(1, -1)))  # type: ignore[index]
+    pairs = pair_matrix(lp, lambda y, j: layer_pair_bound(ops, last=(rows[y] - rows[j]).view(1, -1)))
     out.append(UpperBound("layer_pair", min(lp, prod), time.perf_counter() - t0,
                           "adjacent layers combined as ||W2 D W1|| ≤ m||W2W1|| + r||W2||·||W1|| for activation "
                           "slopes in [m−r, m+r]; pair constants use the row differences w_y − w_j", pairs))
@@ -720,9 +733,14 @@ def _jacobian_norms(model: nn.Module, z: torch.Tensor, *, create_graph: bool = F
 def jacobian_norms_batched(model: nn.Module, x: torch.Tensor, *, batch: int = 1000) -> torch.Tensor:
     """Jacobian spectral norms ``(N,)`` of every point of ``x`` ``(N, ...)`` in [0,1] (exact per point)."""
     out = []
-    with torch.no_grad():
-        for i in range(0, x.shape[0], batch):
-            out.append(_jacobian_norms(model, x[i : i + batch]).detach())
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for i in range(0, x.shape[0], batch):
+                out.append(_jacobian_norms(model, x[i : i + batch]).detach())
+    finally:
+        model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0)
 
 
@@ -907,7 +925,8 @@ def estimate(model: nn.Module, x: torch.Tensor, *, in_shape: tuple[int, ...] | N
              budget: str | None = None) -> LipschitzReport:
     """Lower bounds (pair and Jacobian ascent), sound upper bounds and, for 1-D models, the exact constant.
 
-    ``x``: data ``(N, *in_shape)`` in [0,1] to start the ascents from.
+    ``x``: data ``(N, *in_shape)`` in [0,1] to start the ascents from (the
+    largest Jacobian norm over all of ``x`` is always included as a floor).
     Lower bounds are always returned; ``upper`` is None (with
     ``upper_reason``) for models that are not fully understood. ``budget``
     (``quick`` | ``normal`` | ``thorough``) adds the restart-based lower bounds
@@ -920,6 +939,8 @@ def estimate(model: nn.Module, x: torch.Tensor, *, in_shape: tuple[int, ...] | N
     lj = lower_bound_jacobian(model, x, points=pairs, seed=seed)
     t2 = time.perf_counter()
     methods = {"quotient_pairs": lq, "jacobian_power": lj}
+    if x.shape[0]:  # the public floor: the exact Jacobian norm at every given point
+        methods["jacobian_data"] = float(jacobian_norms_batched(model, x).max())
     if budget is not None:
         methods.update(lower_bounds(model, x, seed=seed, budget=budget, pairs=pairs, steps=steps))
     t3 = time.perf_counter()

@@ -212,7 +212,8 @@ def test_lipsdp_verification_rejects_bad_multipliers():
     zeros = [torch.zeros(W.shape[0], dtype=torch.float64) for W in Ws]
     assert lipschitz.lipsdp_verify(Ws, zeros, ones, zeros, last) is None  # t = 0 cannot make M ⪯ 0
     L, _, info = lipschitz.lipsdp(ops)
-    assert info["verified_rho"] >= info["solver_rho"] * (1 - 1e-6) and L == pytest.approx(math.sqrt(info["verified_rho"]))
+    assert info["verified_rho"] >= info["solver_rho"] * (1 - 1e-6)
+    assert L == pytest.approx(math.sqrt(info["verified_rho"]))
 
 
 # --------------------------------------------------------------------------- relaxations and the input domain
@@ -313,7 +314,8 @@ def test_certified_radius_is_below_the_distance_to_any_grid_point_of_another_cla
 def test_conv_net_certificates_hold_against_an_attack():
     torch.manual_seed(0)
     net = nn.Sequential(models.Normalize(0.5, 0.5), nn.Conv2d(1, 3, 3, stride=2, padding=1), nn.ReLU(),
-                        nn.Conv2d(3, 4, 3, stride=1, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(4 * 4 * 4, 3)).eval()
+                        nn.Conv2d(3, 4, 3, stride=1, padding=1), nn.Tanh(), nn.Flatten(),
+                        nn.Linear(4 * 4 * 4, 3)).eval()
     x = torch.rand(30, 1, 8, 8, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         y = net(x).argmax(1)
