@@ -239,7 +239,7 @@ class Crown:
             N = self.x0.shape[0]
             A = torch.cat([W, -W]).unsqueeze(0).expand(N, -1, -1)
             c = torch.cat([b, -b]).unsqueeze(0).expand(N, -1)
-            low = self.backward(i - 1, A, c)
+            low = self.backward(i - 1, A, c, search_steps=6)  # a coarser multiplier search: still sound
             out = (low[:, :n], -low[:, n:])
         else:
             act = self.ops[i - 1]
@@ -248,7 +248,7 @@ class Crown:
         self.bounds[i] = out
         return out
 
-    def backward(self, k: int, A: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    def backward(self, k: int, A: torch.Tensor, c: torch.Tensor, *, search_steps: int = 12) -> torch.Tensor:
         """Lower bound ``(N, m)`` of ``A h_k + c`` with ``A`` ``(N, m, n_k)``, ``c`` ``(N, m)``."""
         for i in range(k - 1, -1, -1):
             op = self.ops[i]
@@ -260,7 +260,7 @@ class Crown:
                 Ap, An = A.clamp_min(0), A.clamp_max(0)
                 c = c + (Ap * bL.unsqueeze(1)).sum(-1) + (An * bU.unsqueeze(1)).sum(-1)
                 A = Ap * aL.unsqueeze(1) + An * aU.unsqueeze(1)
-        return concretize_lower(A, c, self.x0, self.eps, self.norm)
+        return concretize_lower(A, c, self.x0, self.eps, self.norm, search_steps=search_steps)
 
     def margins(self, y: torch.Tensor, K: int) -> torch.Tensor:
         """Lower bounds ``(N, K)`` of ``f_y − f_j`` (``+inf`` at ``j = y``)."""
