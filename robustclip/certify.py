@@ -233,8 +233,8 @@ class Crown:
             lo = (self.x0 - self.eps).clamp(0, 1)
             hi = (self.x0 + self.eps).clamp(0, 1)
             out = (lo, hi)
-        elif isinstance(self.ops[i - 1], Affine):
-            W, b = self.ops[i - 1].W, self.ops[i - 1].b  # type: ignore[union-attr]
+        elif isinstance(aff := self.ops[i - 1], Affine):
+            W, b = aff.W, aff.b
             n = W.shape[0]
             N = self.x0.shape[0]
             A = torch.cat([W, -W]).unsqueeze(0).expand(N, -1, -1)
@@ -243,6 +243,7 @@ class Crown:
             out = (low[:, :n], -low[:, n:])
         else:
             act = self.ops[i - 1]
+            assert isinstance(act, nn.Module)
             l, u = self.node_bounds(i - 1)
             out = (act(l), act(u))  # every known activation is monotone non-decreasing
         self.bounds[i] = out

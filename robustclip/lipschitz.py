@@ -250,10 +250,10 @@ def affine_ops(model: nn.Module, in_shape: tuple[int, ...]) -> tuple[list[Affine
                 return None, (f"{name}: convolution {shape}->{next_shape} is too large to densify "
                               f"({d_in * d_out} entries)")
             w = layer.weight.detach().double().cpu()
-            kw = dict(stride=layer.stride, padding=layer.padding, dilation=layer.dilation, groups=layer.groups)
             with torch.no_grad():
                 basis = torch.eye(d_in, dtype=torch.float64).view(d_in, *shape)
-                cols = F.conv2d(basis, w, **kw)  # type: ignore[arg-type]
+                cols = F.conv2d(basis, w, stride=layer.stride, padding=layer.padding,  # type: ignore[arg-type]
+                                dilation=layer.dilation, groups=layer.groups)
             bias = torch.zeros(next_shape[0], dtype=torch.float64)
             if layer.bias is not None:
                 bias = layer.bias.detach().double().cpu()
@@ -344,7 +344,9 @@ def layer_norms(model: nn.Module, in_shape: tuple[int, ...], *, iters: int = 100
             ops, why = affine_ops(nn.Sequential(layer), shape)
             if ops is None:
                 raise ValueError(f"no Lipschitz upper bound: {why}")
-            out.append((name, gram_spectral_bound(ops[0].W)))  # type: ignore[union-attr]
+            conv = ops[0]
+            assert isinstance(conv, Affine)
+            out.append((name, gram_spectral_bound(conv.W)))
         elif isinstance(layer, Normalize):
             out.append((name, 1.0 / layer.std))
         elif isinstance(layer, (nn.Flatten, nn.Identity)):
@@ -683,7 +685,10 @@ def upper_bounds(model: nn.Module, in_shape: tuple[int, ...], *, sdp: bool = Fal
 
     out[0].pairs = pair_matrix(prod)
     lp = layer_pair_bound(ops)
-    pairs = pair_matrix(lp, lambda y, j: layer_pair_bound(ops, last=(rows[y] - rows[j]).view(1, -1)))
+    pairs = None
+    if rows is not None:
+        rws = rows
+        pairs = pair_matrix(lp, lambda y, j: layer_pair_bound(ops, last=(rws[y] - rws[j]).view(1, -1)))
     out.append(UpperBound("layer_pair", min(lp, prod), time.perf_counter() - t0,
                           "adjacent layers combined as ||W2 D W1|| ≤ m||W2W1|| + r||W2||·||W1|| for activation "
                           "slopes in [m−r, m+r]; pair constants use the row differences w_y − w_j", pairs))
