@@ -168,7 +168,7 @@ def test_grid_lipschitz_constant_is_below_every_upper_bound(act, seed):
     assert float(pairs.max()) <= math.sqrt(2) * min(u.value for u in ups) * (1 + 1e-9)
 
 
-@settings(max_examples=10, deadline=None, derandomize=True)
+@settings(max_examples=6, deadline=None, derandomize=True)
 @given(seed=st.integers(0, 2**16), act=st.sampled_from(["relu", "sigmoid", "tanh"]),
        width=st.integers(2, 10), scale=st.floats(0.5, 4.0))
 def test_upper_bound_is_above_every_quotient_any_ascent_finds(seed, act, width, scale):
@@ -298,11 +298,11 @@ def test_certified_radius_is_below_the_distance_to_any_grid_point_of_another_cla
     g = grid(201)
     with torch.no_grad():
         cls = net(g).argmax(1)
-    centres = torch.rand(12, 2, generator=torch.Generator().manual_seed(11))
+    centres = torch.rand(8, 2, generator=torch.Generator().manual_seed(11))
     with torch.no_grad():
         y = net(centres).argmax(1)
     for norm in ("L2", "Linf"):
-        rad = certify.certified_radius(net, centres, y, norm, hi=1.0, steps=10)
+        rad = certify.certified_radius(net, centres, y, norm, hi=1.0, steps=8)
         assert bool((rad > 0).any())
         for i in range(centres.shape[0]):
             diff = g[cls != y[i]] - centres[i]
