@@ -253,6 +253,24 @@ def test_concretized_lower_bound_is_below_sampled_points_of_the_ball_in_the_box(
         assert bool((low[0] >= ball - 1e-9).all())
 
 
+@settings(max_examples=20, deadline=None, derandomize=True)
+@given(seed=st.integers(0, 2**16), d=st.integers(1, 12), eps=st.floats(0.01, 2.0), norm=st.sampled_from(["L2", "Linf"]))
+def test_fast_first_layer_bounds_contain_every_sampled_point(seed, d, eps, norm):
+    g = torch.Generator().manual_seed(seed)
+    aff = lipschitz.Affine(torch.randn(5, d, generator=g, dtype=torch.float64),
+                           torch.randn(5, generator=g, dtype=torch.float64))
+    x0 = (torch.rand(1, d, generator=g, dtype=torch.float64) * 1.4 - 0.2).clamp(0, 1)
+    lo, hi = certify._first_layer_bounds(aff, x0, eps, norm)
+    u = torch.randn(3000, d, generator=g, dtype=torch.float64)
+    if norm == "L2":
+        u = u / u.norm(dim=1, keepdim=True) * eps * torch.rand(3000, 1, generator=g, dtype=torch.float64) ** (1 / d)
+    else:
+        u = (torch.rand(3000, d, generator=g, dtype=torch.float64) * 2 - 1) * eps
+    z = (x0 + u).clamp(0, 1) @ aff.W.T + aff.b
+    assert bool((z >= lo - 1e-9).all()) and bool((z <= hi + 1e-9).all())
+    assert bool((lo <= hi).all())
+
+
 # --------------------------------------------------------------------------- certificates on exhaustive grids
 
 
