@@ -397,7 +397,8 @@ def _chain(ops: list[Affine | nn.Module]) -> tuple[list[torch.Tensor], list[floa
     return mats, factors, between
 
 
-def layer_pair_bound(ops: list[Affine | nn.Module], last: torch.Tensor | None = None) -> float:
+def layer_pair_bound(ops: list[Affine | nn.Module], last: torch.Tensor | None = None,
+                     cache: dict[tuple[str, int], float] | None = None) -> float:
     """Upper bound combining adjacent layers: ``||W2 D W1|| ≤ m||W2 W1|| + r||W2|| ||W1||``.
 
     For an activation with slopes in ``[a, b]`` between ``W1`` and ``W2``, its
@@ -412,7 +413,16 @@ def layer_pair_bound(ops: list[Affine | nn.Module], last: torch.Tensor | None = 
     n = len(mats)
     if n == 0:
         return math.prod(factors)
-    norms = [_spec_norm(W) for W in mats]
+    cache = {} if cache is None else cache  # norms not involving ``last`` are shared between calls
+
+    def cached(key: tuple[str, int], fn: Any) -> float:
+        if key[1] >= n - 1 and last is not None:
+            return float(fn())
+        if key not in cache:
+            cache[key] = float(fn())
+        return cache[key]
+
+    norms = [cached(("norm", i), lambda W=W: _spec_norm(W)) for i, W in enumerate(mats)]
     best = [math.inf] * (n + 1)
     best[0] = factors[0]
     for i in range(1, n + 1):
@@ -420,7 +430,8 @@ def layer_pair_bound(ops: list[Affine | nn.Module], last: torch.Tensor | None = 
         s = between[i - 1] if i >= 2 else None
         if s is not None:
             m, r = (s[0] + s[1]) / 2, (s[1] - s[0]) / 2
-            pair = m * _spec_norm(mats[i - 1] @ mats[i - 2]) + r * norms[i - 1] * norms[i - 2]
+            prod = cached(("pair", i - 1), lambda i=i: _spec_norm(mats[i - 1] @ mats[i - 2]))
+            pair = m * prod + r * norms[i - 1] * norms[i - 2]
             best[i] = min(best[i], best[i - 2] * pair * factors[i])
     return best[n]
 
@@ -688,7 +699,8 @@ def upper_bounds(model: nn.Module, in_shape: tuple[int, ...], *, sdp: bool = Fal
     pairs = None
     if rows is not None:
         rws = rows
-        pairs = pair_matrix(lp, lambda y, j: layer_pair_bound(ops, last=(rws[y] - rws[j]).view(1, -1)))
+        shared: dict[tuple[str, int], float] = {}
+        pairs = pair_matrix(lp, lambda y, j: layer_pair_bound(ops, last=(rws[y] - rws[j]).view(1, -1), cache=shared))
     out.append(UpperBound("layer_pair", min(lp, prod), time.perf_counter() - t0,
                           "adjacent layers combined as ||W2 D W1|| ≤ m||W2W1|| + r||W2||·||W1|| for activation "
                           "slopes in [m−r, m+r]; pair constants use the row differences w_y − w_j", pairs))
