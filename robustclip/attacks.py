@@ -16,6 +16,12 @@ A suite file looks like this (see ``attacks/*.toml``)::
     norm = "L2"
     steps = 20
 
+    certify = true     # optional: certified rows from the best sound method (lipschitz and crown)
+    # or, as a table:  [certify]  methods = ["lipschitz", "crown"]  sdp = false
+
+Without a ``certify`` key, certified rows come from the global Lipschitz
+margin alone; ``certify = false`` drops them.
+
 Every attack runs through torchattacks (``Attack`` subclasses). Norm-bounded
 attacks produce inputs within ε of the clean input (in their norm) and inside
 [0,1]; their results at the same norm and ε are combined per sample into the
@@ -40,7 +46,9 @@ from . import _io, validate
 from .errors import SuiteError
 
 NORMS = ("L2", "Linf")
-_SUITE_KEYS = {"name", "description", "n", "batch_size", "seed", "eps", "attack", "headline"}
+_SUITE_KEYS = {"name", "description", "n", "batch_size", "seed", "eps", "attack", "headline", "certify"}
+CERTIFY_METHODS = ("lipschitz", "crown")  # as robustclip.certify.METHODS
+_CERTIFY_KEYS = {"methods", "sdp"}
 
 MAX_EPS = {"L2": 28.0, "Linf": 1.0}
 """Largest ε per norm: beyond it the ball holds all of [0,1]^784 (L2 diameter 28) or [0,1] (L∞)."""
@@ -273,6 +281,8 @@ class Suite:
     seed: int = 0
     headline: tuple[str, float] | None = None
     raw: dict[str, Any] = field(default_factory=dict)
+    certify: tuple[str, ...] | None = None  # None: the default (lipschitz); (): no certified rows
+    certify_sdp: bool = False
 
     def budget(self, n: int | None = None) -> int:
         """Sample-steps the suite costs on ``n`` samples (default: its n, else :data:`DEFAULT_N`)."""
@@ -491,8 +501,36 @@ def parse_suite(raw: dict[str, Any], *, where: str = "<suite>") -> Suite:
         bounded = [a for a in specs if a.bounded]
         if bounded:
             headline = (bounded[-1].norm, max(a.eps for a in bounded if a.norm == bounded[-1].norm))  # type: ignore
+    cert, sdp = _parse_certify(raw.get("certify"), where) if "certify" in raw else (None, False)
     suite = Suite(name=str(raw.get("name") or Path(where).stem), path=where,
                   description=str(raw.get("description", "")), attacks=specs, n=n, batch_size=bs, seed=seed,
-                  headline=headline, raw=raw)
+                  headline=headline, raw=raw, certify=cert, certify_sdp=sdp)
     suite.check_budget()
     return suite
+
+
+def _parse_certify(v: Any, where: str) -> tuple[tuple[str, ...], bool]:
+    """``certify = true | false`` or ``[certify] methods = [...], sdp = bool`` into ``(methods, sdp)``."""
+    fix = f'write certify = true, or [certify] with methods = [...] from {", ".join(CERTIFY_METHODS)}'
+    if isinstance(v, bool):
+        return (CERTIFY_METHODS if v else ()), False
+    if not isinstance(v, dict):
+        raise SuiteError(f"{where}: certify must be true, false or a table, got {v!r}", fix)
+    bad = set(v) - _CERTIFY_KEYS
+    if bad:
+        raise SuiteError(f"{where}: certify has unknown key {sorted(bad)[0]!r}",
+                         f"allowed keys: {', '.join(sorted(_CERTIFY_KEYS))}")
+    methods = v.get("methods", list(CERTIFY_METHODS))
+    if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
+        raise SuiteError(f"{where}: certify.methods must be a list of names, got {methods!r}", fix)
+    unknown = [m for m in methods if m not in CERTIFY_METHODS]
+    if unknown:
+        raise SuiteError(f"{where}: unknown certification method {unknown[0]!r}", fix)
+    if len(set(methods)) != len(methods):
+        raise SuiteError(f"{where}: certify.methods lists a method twice", "name each method once")
+    sdp = v.get("sdp", False)
+    if not isinstance(sdp, bool):
+        raise SuiteError(f"{where}: certify.sdp must be true or false, got {sdp!r}", "e.g. sdp = true")
+    if sdp and "lipschitz" not in methods:
+        raise SuiteError(f"{where}: certify.sdp needs the lipschitz method", 'add "lipschitz" to certify.methods')
+    return tuple(methods), sdp

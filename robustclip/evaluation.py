@@ -8,10 +8,14 @@
 ``worst_case`` rows are the per-sample worst case over every norm-bounded
 attack at that (norm, ε), made monotone in ε (a sample broken at ε counts as
 broken at every larger ε of the same norm: the larger ball contains the
-smaller). ``certified`` rows count samples whose logit margin exceeds
-``√2 · L · ε`` for an upper bound L on the L2 Lipschitz constant (for L∞,
-ε is first turned into the L2 radius ``√d · ε``). Then per (norm, ε):
-certified ≤ worst_case ≤ clean, which is checked.
+smaller). ``certified`` rows count samples proven robust by the best sound
+method asked for (their union; see :mod:`robustclip.certify`): by default the
+global per-class-pair Lipschitz margin ``f_y − f_j > L_yj · r`` (r the L2
+radius, ``√d · ε`` for L∞); a suite's ``certify`` key (or the ``certify``
+argument) adds local CROWN bounds and per-method ``certified-<method>`` rows.
+Models whose structure is not fully understood get no certified rows. Then
+per (norm, ε): certified ≤ worst_case ≤ clean is an invariant: a certified
+sample broken by an attack raises :class:`InvariantError` (a bug, never a row).
 
 Device, eval mode, seeding and batching live here, once, for every attack.
 """
@@ -33,6 +37,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from . import certify as certify_mod
 from . import lipschitz
 from .attacks import ATTACKS, AttackSpec, Suite, load_suite
 from .errors import RobustclipError
@@ -40,6 +45,10 @@ from .results import select
 
 COLUMNS = ["model", "dataset", "attack", "norm", "eps", "accuracy", "n", "ci_low", "ci_high"]
 _TOL = {"L2": 1e-4, "Linf": 1e-5}
+
+
+class InvariantError(AssertionError):
+    """A sample certified robust was broken by an attack: a certificate (or an attack's check) is wrong."""
 
 
 def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -299,11 +308,15 @@ def _verify(spec: AttackSpec, x: torch.Tensor, adv: torch.Tensor) -> float:
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str | Suite = "demo",
              model_name: str = "model", dataset: str = "unknown", n_classes: int | None = None,
              batch_size: int | None = None, seed: int | None = None, lip_upper: float | None = None,
-             lip_lower: float | None = None, sanity: bool = True, progress: bool = True) -> EvalResult:
+             lip_lower: float | None = None, sanity: bool = True, progress: bool = True,
+             certify: bool | tuple[str, ...] | None = None) -> EvalResult:
     """Evaluate ``model`` on ``x`` ``(N, C, H, W)`` in [0,1] and labels ``y`` ``(N,)`` under a suite.
 
-    ``lip_upper``: an upper bound on the model's L2 Lipschitz constant for
-    certification; computed from the layer norms when None. Returns an
+    ``lip_upper``: an upper bound on the model's L2 Lipschitz constant given
+    by the caller for the ``lipschitz`` certificate (``√2 · lip_upper`` for
+    every class pair; ``inf`` disables it); computed soundly when None.
+    ``certify``: methods to certify with (``True``: lipschitz and crown;
+    ``False``: none), overriding the suite's ``certify`` key. Returns an
     :class:`EvalResult`. Samples the model gets wrong on clean input are not
     attacked (they count as wrong under every attack).
     """
@@ -346,12 +359,11 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str |
             if stats.get("nonfinite"):
                 nonfinite[key] = stats["nonfinite"]
         bar.close()
-        if lip_upper is None:
-            try:
-                lip_upper = lipschitz.upper_bound(model, tuple(x.shape[1:]))
-            except ValueError as exc:
-                warnings.warn(f"no certificate: {exc}")
-        frame, flags = _summarise(s, correct, logits, y, lip_upper, x[0].numel(), model_name, dataset)
+        methods = s.certify if certify is None else _methods(certify)
+        cert, cert_info = certificates(model, x, y, logits, s, methods=methods, lip_upper=lip_upper,
+                                       sdp=s.certify_sdp if certify is None else False)
+        frame, flags = _summarise(s, correct, logits, y, cert, model_name, dataset,
+                                  per_method=(methods is not None and len(methods) > 0))
         if sanity:
             flags += sanity_flags(model, s, correct, x, y, frame, seed=seed, batch_size=bs)
         for (a, nm, e), count in nonfinite.items():
@@ -363,7 +375,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str |
     for f in flags:
         warnings.warn(f, stacklevel=2)
     return EvalResult(frame=frame, correct=correct, flags=flags,
-                      lipschitz={"upper": lip_upper, "lower": lip_lower}, seconds=time.perf_counter() - t0,
+                      lipschitz={"upper": cert_info.get("upper"), "lower": lip_lower, **cert_info},
+                      seconds=time.perf_counter() - t0,
                       meta={"suite": s.name, "suite_path": s.path, "seed": seed, "n": int(x.shape[0]),
                             "batch_size": bs,
                             "max_perturbation": {f"{a}|{nm}|{e}": v for (a, nm, e), v in worst_norm.items()},
@@ -371,8 +384,79 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str |
                             "attack_batches": batches, **runtime_meta(model)})
 
 
-def _summarise(s: Suite, correct, logits: torch.Tensor, y: torch.Tensor, lip_upper: float | None, dim: int,
-               model_name: str, dataset: str) -> tuple[pd.DataFrame, list[str]]:
+def _methods(certify: bool | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    if certify is True:
+        return certify_mod.METHODS
+    if certify is False:
+        return ()
+    if isinstance(certify, (tuple, list)) and all(m in certify_mod.METHODS for m in certify):
+        return tuple(certify)
+    raise RobustclipError(f"certify must be True, False or methods from {certify_mod.METHODS}, got {certify!r}",
+                          "e.g. certify=('lipschitz', 'crown')")
+
+
+def certificates(model: nn.Module, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor, s: Suite, *,
+                 methods: tuple[str, ...] | None, lip_upper: float | None, sdp: bool = False,
+                 ) -> tuple[dict[str, dict[tuple[str, float], torch.Tensor]], dict[str, Any]]:
+    """Per-method certificates ``{method: {(norm, ε): bool (N,)}}`` for every cell of the suite, and info.
+
+    ``methods`` None is the default: the ``lipschitz`` method alone. With a
+    caller-given ``lip_upper`` that method uses ``√2 · lip_upper`` (none if it
+    is infinite); otherwise the sound per-class-pair constants of
+    :func:`robustclip.lipschitz.upper_bounds`, or nothing (with the reason in
+    the info) for a model whose structure is not fully understood.
+    """
+    methods = ("lipschitz",) if methods is None else methods
+    cells = list(s.grid())
+    info: dict[str, Any] = {"methods": list(methods)}
+    out: dict[str, dict[tuple[str, float], torch.Tensor]] = {}
+    if not methods or not cells:
+        return out, info
+    if lip_upper is not None:
+        if not (isinstance(lip_upper, (int, float)) and lip_upper > 0) or math.isnan(lip_upper):
+            raise RobustclipError(f"lip_upper must be a positive number, got {lip_upper!r}",
+                                  "pass an upper bound from robustclip.lipschitz.estimate, or None")
+        info["upper"] = float(lip_upper)
+        info["upper_method"] = "given by the caller"
+    if "lipschitz" in methods and lip_upper is not None:
+        if math.isfinite(lip_upper):
+            K = logits.shape[1]
+            pairs = torch.full((K, K), math.sqrt(2) * lip_upper, dtype=torch.float64)
+            out["lipschitz"] = {(nm, e): certify_mod.lipschitz_certified(logits, y, pairs, e if nm == "L2" else
+                                                                       e * math.sqrt(x[0].numel()))
+                                for nm, e in cells}
+        methods = tuple(m for m in methods if m != "lipschitz")
+        if not methods:
+            return out, info
+    uppers = None
+    if "lipschitz" in methods:
+        uppers, reason = lipschitz.upper_bounds(model, tuple(x.shape[1:]), sdp=sdp)
+        if reason:
+            info["reason"] = reason
+        finite = [u for u in uppers if math.isfinite(u.value)]
+        if finite:
+            best = min(finite, key=lambda u: u.value)
+            info.setdefault("upper", best.value)
+            info.setdefault("upper_method", best.method)
+            info["uppers"] = {u.method: {"value": u.value, "seconds": u.seconds, "assumptions": u.assumptions}
+                              for u in uppers}
+    res = certify_mod.certify(model, x, y, cells, methods=methods, uppers=uppers)
+    if "reason" in res.info:
+        info["reason"] = res.info["reason"]
+        return out, info
+    out.update(res.per_method)
+    info["seconds"] = res.seconds
+    return out, info
+
+
+def _summarise(s: Suite, correct: dict[tuple[str, str | None, float | None], torch.Tensor], logits: torch.Tensor,
+               y: torch.Tensor, cert: dict[str, dict[tuple[str, float], torch.Tensor]], model_name: str,
+               dataset: str, *, per_method: bool = False) -> tuple[pd.DataFrame, list[str]]:
+    """The tidy frame and flags. ``cert``: per-method certificates (see :func:`certificates`).
+
+    Raises :class:`InvariantError` when a certified sample was broken by an
+    attack at the same or a smaller ε: certified ≤ worst case must hold per sample.
+    """
     n = int(y.shape[0])
     rows: list[dict[str, Any]] = []
     flags: list[str] = []
@@ -389,8 +473,6 @@ def _summarise(s: Suite, correct, logits: torch.Tensor, y: torch.Tensor, lip_upp
     for (label, norm, eps), ok in correct.items():
         if label != "clean":
             add(label, norm, eps, ok)
-    top2 = logits.topk(2, dim=1).values if logits.shape[1] > 1 else None
-    margin = (top2[:, 0] - top2[:, 1]) if top2 is not None else torch.zeros(n)
     for norm in ("L2", "Linf"):
         cells = sorted(e for (nm, e) in s.grid() if nm == norm)
         running = clean_ok.clone()
@@ -398,13 +480,22 @@ def _summarise(s: Suite, correct, logits: torch.Tensor, y: torch.Tensor, lip_upp
             for a in s.grid()[(norm, eps)]:
                 running &= correct[(a.label, norm, eps)]
             add("worst_case", norm, eps, running)
-            if lip_upper is not None and math.isfinite(lip_upper):
-                radius = eps if norm == "L2" else eps * math.sqrt(dim)
-                cert = clean_ok & (margin > math.sqrt(2) * lip_upper * radius)
-                add("certified", norm, eps, cert)
-                if bool((cert & ~running).any()):
-                    flags.append(f"INVARIANT BROKEN: {int((cert & ~running).sum())} samples certified at {norm} "
-                                 f"ε={eps} but broken by an attack; the Lipschitz upper bound is wrong")
+            if not cert:
+                continue
+            best = torch.zeros(n, dtype=torch.bool)
+            for method, got in cert.items():
+                ok = clean_ok & got[(norm, eps)].cpu()
+                broken = ok & ~running
+                if bool(broken.any()):
+                    i = int(broken.nonzero()[0])
+                    raise InvariantError(f"{int(broken.sum())} samples (first: index {i}) certified by {method} at "
+                                         f"{norm} ε={eps} but broken by an attack at ε ≤ {eps}; a certificate "
+                                         "or an attack's ε check is wrong")
+                best |= ok
+            add("certified", norm, eps, best)
+            if per_method:
+                for method, got in cert.items():
+                    add(f"certified-{method}", norm, eps, clean_ok & got[(norm, eps)].cpu())
     frame = pd.DataFrame(rows, columns=COLUMNS)
     return frame, flags
 

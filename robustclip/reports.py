@@ -509,6 +509,42 @@ def fig_regression(sweep_dir: Path, df: pd.DataFrame, out: Path) -> list[Figure]
                    "function); the legend gives each fit's exact Lipschitz constant, max |f'|.")]
 
 
+def fig_sandwich(df: pd.DataFrame, out: Path, *, norm: str = "L2", name: str | None = None) -> list[Figure]:
+    """Attacked worst case (above) and certified accuracy (below) against ε, one colour per model.
+
+    ``df``: tidy evaluation rows (columns of :data:`robustclip.evaluation.COLUMNS`)
+    for one or more models, with ``worst_case`` and ``certified`` rows at
+    ``norm``. The true robust accuracy lies between the two lines of a model.
+    Writes ``out/sandwich_<norm>.png`` (or ``name``); returns its :class:`Figure`.
+    Raises :class:`RobustclipError` when there are no such rows.
+    """
+    d = df[(df.norm == norm) & df.attack.isin(["worst_case", "certified"])]
+    if d.empty or (d.attack == "certified").sum() == 0:
+        raise RobustclipError(f"no worst_case and certified rows at {norm} to plot",
+                              "evaluate with a suite that has certify = true (e.g. attacks/certify-l2.toml)")
+    plt, sns = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    models = list(dict.fromkeys(d.model))
+    palette = sns.color_palette("tab10", len(models))
+    for color, model in zip(palette, models):
+        for attack, style, label in (("worst_case", "-", "attacked (worst case)"), ("certified", "--", "certified")):
+            a = d[(d.model == model) & (d.attack == attack)].sort_values("eps")
+            if a.empty:
+                continue
+            ax.plot(a.eps, a.accuracy, style, marker="o", color=color, label=f"{model}: {label}")
+            ax.fill_between(a.eps, a.ci_low, a.ci_high, color=color, alpha=0.12)
+        both = d[d.model == model].pivot_table(index="eps", columns="attack", values="accuracy")
+        if {"worst_case", "certified"} <= set(both.columns):
+            ax.fill_between(both.index, both.certified, both.worst_case, color=color, alpha=0.08)
+    ax.set(xlabel=f"ε ({norm})", ylabel="accuracy", ylim=(0, 1), title=f"attacked versus certified accuracy ({norm})")
+    ax.legend(fontsize=8, loc="best")
+    file = name or f"sandwich_{norm}.png"
+    return [_finish(fig, out, file, f"Attacked versus certified accuracy ({norm})",
+                    f"Per model, the worst case over the suite's {norm} attacks (solid, an upper bound on robust "
+                    "accuracy) and the accuracy certified by the best sound method (dashed, a lower bound) against ε, "
+                    "with 95% Wilson bands; the true robust accuracy lies in the shaded band between them.")]
+
+
 def _finish(fig: Any, out: Path, name: str, title: str, caption: str) -> Figure:
     """Lay out, save atomically as ``out/name`` and close ``fig``; return its :class:`Figure`."""
     import matplotlib.pyplot as plt
