@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     eps, steps, bs = 2.0, args.steps, args.batch_size
     alpha = 2.5 * eps / steps
     spec = AttackSpec("pgd", "pgd", "L2", eps, {"steps": steps})
-    suite = parse_suite({"name": "bench", "batch_size": bs, "attack": [{"type": "clean"},
-                                                                        {"type": "pgd", "norm": "L2", "eps": eps, "steps": steps}]})
+    suite = parse_suite({"name": "bench", "batch_size": bs,
+                         "attack": [{"type": "clean"}, {"type": "pgd", "norm": "L2", "eps": eps, "steps": steps}]})
 
     def bare() -> float:
         atk = torchattacks.PGDL2(model, eps=eps, alpha=alpha, steps=steps, random_start=True)
@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         return float(ok.float().mean())
 
     def full() -> float:
-        res = evaluation.evaluate(model, x, y, suite=suite, n_classes=10, progress=False, sanity=False, lip_upper=float("inf"))
+        res = evaluation.evaluate(model, x, y, suite=suite, n_classes=10, progress=False, sanity=False,
+                                  lip_upper=float("inf"))
         return res.accuracy("pgd", "L2", eps)
 
     times: dict[str, list[float]] = {"bare": [], "layer": [], "full": []}

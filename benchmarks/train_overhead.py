@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
 
     base = dict(dataset="mnist", model=models.paper_spec(), epochs=args.epochs, seed=args.seed, lip_probe_pairs=0)
     overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.clip)}
-    cfgs = {"plain": TrainConfig(reg="none", **base), "clip": TrainConfig(reg="clip", lam=args.lam, clip=overrides, **base)}
+    cfgs = {"plain": TrainConfig(reg="none", **base),
+            "clip": TrainConfig(reg="clip", lam=args.lam, clip=overrides, **base)}
     print(f"CLIP settings: {overrides or 'defaults'}")
     splits = load_training_data(cfgs["plain"], args.data_dir)
     trainers = {k: Trainer(c, splits=splits, progress=False) for k, c in cfgs.items()}
@@ -48,10 +49,12 @@ def main(argv: list[str] | None = None) -> int:
         for k, tr in trainers.items():
             rec = tr.epoch()
             times[k].append(rec["seconds"])
-            print(f"epoch {e + 1} {k:5s} {rec['seconds']:.3f}s  train_acc {rec['train_acc']:.4f}  val_acc {rec['val_acc']:.4f}",
+            print(f"epoch {e + 1} {k:5s} {rec['seconds']:.3f}s  train_acc {rec['train_acc']:.4f}  "
+                  f"val_acc {rec['val_acc']:.4f}",
                   flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"\nmedian epoch: plain {med['plain']:.3f}s  clip {med['clip']:.3f}s  ratio clip/plain = {med['clip'] / med['plain']:.2f}x")
+    print(f"\nmedian epoch: plain {med['plain']:.3f}s  clip {med['clip']:.3f}s  "
+          f"ratio clip/plain = {med['clip'] / med['plain']:.2f}x")
 
     test = data.load("mnist", "test", data_dir=args.data_dir).subset(args.n_test)
     suite = parse_suite({"name": "bench", "seed": 0, "batch_size": 1000,
@@ -60,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     for k, tr in trainers.items():
         model = tr.result().model
         res = evaluation.evaluate(model, test.x, test.y, suite=suite, n_classes=10, progress=False, sanity=False)
-        print(f"  {k:5s} clean {res.accuracy('clean'):.3f}   PGD-L2 eps=2 (50 steps) {res.accuracy('pgd', 'L2', 2.0):.3f}")
+        print(f"  {k:5s} clean {res.accuracy('clean'):.3f}   "
+              f"PGD-L2 eps=2 (50 steps) {res.accuracy('pgd', 'L2', 2.0):.3f}")
     return 0
 
 

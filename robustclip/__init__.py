@@ -19,8 +19,9 @@ from .evaluation import EvalResult, benchmark, evaluate
 from .penalty import ClipPenalty
 from .training import TrainConfig, train
 
-__all__ = ["load", "save", "benchmark", "evaluate", "EvalResult", "train", "TrainConfig", "ClipPenalty", "RobustclipError",
-           "attacks", "checkpoints", "data", "evaluation", "lipschitz", "models", "regularizers", "training"]
+__all__ = ["load", "save", "benchmark", "evaluate", "EvalResult", "train", "TrainConfig", "ClipPenalty",
+           "RobustclipError", "attacks", "checkpoints", "data", "evaluation", "lipschitz", "models", "regularizers",
+           "training"]
 
 try:
     from importlib.metadata import version as _version

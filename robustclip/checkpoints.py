@@ -48,7 +48,8 @@ class CheckpointMeta(MutableMapping[str, Any]):
     Fields: ``dataset`` (``mnist``, ``fashion-mnist``, ``regression`` or a user's name); ``model`` (the model spec,
     or None for a user's model rebuilt by a factory); ``name`` (a run label); ``train`` (the training config, λ
     schedule, best epoch, seconds); ``data`` (source and sizes); ``history`` (one dict per epoch); ``metrics``
-    (the selected epoch's scores); ``command`` (the command line that made it); ``sweep_run`` (the sweep plan entry); ``factory``
+    (the selected epoch's scores); ``command`` (the command line that made it); ``sweep_run`` (the sweep plan \
+entry); ``factory``
     (``pkg.module:function`` that rebuilds a user's model, imported only when the user names it);
     ``versions``, ``weights_sha256``, ``format``, ``format_version`` (added by :func:`save`).
     """
@@ -70,7 +71,7 @@ class CheckpointMeta(MutableMapping[str, Any]):
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, doc: Mapping[str, Any]) -> "CheckpointMeta":
+    def from_dict(cls, doc: Mapping[str, Any]) -> CheckpointMeta:
         """Build from a metadata document; keys that are not fields go to ``extra``."""
         known = {k: v for k, v in doc.items() if k in _META_FIELDS}
         for key, value in known.items():
@@ -268,7 +269,8 @@ def load(path: str | os.PathLike[str], *, map_location: str | torch.device = "cp
     except RobustclipError as exc:
         raise CheckpointError(f"{path} has an invalid model spec: {exc.problem}", "re-create the checkpoint") from None
     except (TypeError, ValueError, RuntimeError, KeyError) as exc:
-        raise CheckpointError(f"{path} has an invalid model spec: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+        raise CheckpointError(f"{path} has an invalid model spec: "
+                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
                               "re-create the checkpoint") from None
     try:
         model.load_state_dict(state, strict=True)

@@ -107,7 +107,7 @@ class Split:
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
-    def subset(self, n: int | None) -> "Split":
+    def subset(self, n: int | None) -> Split:
         """The first ``n`` samples (all when ``n`` is None or too large)."""
         if n is None or n >= len(self):
             return self
@@ -149,7 +149,8 @@ def candidate_dirs(name: str, data_dir: str | os.PathLike[str] | None = None) ->
     return out
 
 
-def locate(name: str, data_dir: str | os.PathLike[str] | None = None, *, download: bool | None = None) -> tuple[str, Path]:
+def locate(name: str, data_dir: str | os.PathLike[str] | None = None, *,
+           download: bool | None = None) -> tuple[str, Path]:
     """Find (or download) the folder that holds dataset ``name``.
 
     Returns ``(origin, folder)``. Raises :class:`DataError` listing every place

@@ -28,7 +28,8 @@ from .results import markdown_table, select
 PAPER_COLUMNS = ["dataset", "method", "lam_or_tau", "seeds", "clean", "noise", "fgsm", "authors_pgd", "pgd_l2",
                  "worst_case", "certified", "lip_lower", "lip_upper", "train_seconds"]
 
-AUTHORS = """**What the authors report** (their README; MNIST, FC 784-200-80-10 sigmoid, mean of 3 runs; their PGD-L2 at ε = 2):
+AUTHORS = """**What the authors report** (their README; MNIST, FC 784-200-80-10 sigmoid, mean of 3 runs; \
+their PGD-L2 at ε = 2):
 
 | model | clean | noise | their PGD-L2 |
 |---|---|---|---|
@@ -38,7 +39,8 @@ AUTHORS = """**What the authors report** (their README; MNIST, FC 784-200-80-10 
 
 **Their code, re-run on our CI machine** (one seed, 100 epochs, 6.9 s per CLIP epoch):
 
-| model | clean | their PGD-L2 | torchattacks PGD-L2 (100 steps, 10k test) | worst case of PGD-L2, APGD-CE, APGD-DLR, targeted APGD (first 1000 test) |
+| model | clean | their PGD-L2 | torchattacks PGD-L2 (100 steps, 10k test) \
+| worst case of PGD-L2, APGD-CE, APGD-DLR, targeted APGD (first 1000 test) |
 |---|---|---|---|---|
 | plain | 97.52 | 26.1 | 9.7 | 2.9 |
 | CLIP | 97.51 | 88.6 | 48.6 | 30.3 |
@@ -93,9 +95,8 @@ def logits_check(runs_dir: Path, df: pd.DataFrame, *, data_dir: str | None = Non
     import torch
 
     from . import checkpoints, data, evaluation
-    from .reports import headline
-
     from .attacks import parse_suite
+    from .reports import headline
     from .sweeps import plan
 
     head = headline(df)
@@ -117,13 +118,14 @@ def logits_check(runs_dir: Path, df: pd.DataFrame, *, data_dir: str | None = Non
         through = df[(df.run == r["run"])]
         n, e = head
 
-        def acc(frame: pd.DataFrame, attack: str) -> float:
+        def acc(frame: pd.DataFrame, attack: str, n: str = n, e: float = e) -> float:
             sel = select(frame, attack, n, e)
             return float(sel.accuracy.iloc[0])
 
         twin = r["run"].replace("mnist-sigmoid-", "mnist-", 1)  # the same method and seed without the sigmoid
         twin_rows = df[df.run == twin]
-        zero_flag = any("exactly zero" in f for f in json.loads((runs_dir / "runs" / r["run"] / "eval.json").read_text())["flags"])
+        zero_flag = any("exactly zero" in f
+                        for f in json.loads((runs_dir / "runs" / r["run"] / "eval.json").read_text())["flags"])
         rows.append({"run": r["run"], "method": r["label"], "setting": r["setting"],
                      "worst_case_through_sigmoid": acc(through, "worst_case"),
                      "worst_case_through_logits": acc(res.frame, "worst_case"),
@@ -159,9 +161,7 @@ def regenerate(out: str | Path = "reports/paper", runs: str | Path = "runs/paper
                jobs: int = 1, progress: bool = True, sweep: dict[str, Any] | None = None) -> Path:
     """Run the paper sweep (resuming) and write the full report to ``out``."""
     from .reports import load_results, render
-    from .sweeps import run_sweep
-
-    from .sweeps import is_done, plan
+    from .sweeps import is_done, plan, run_sweep
 
     t0 = time.perf_counter()
     out, runs = Path(out), Path(runs)
@@ -198,11 +198,14 @@ def regenerate(out: str | Path = "reports/paper", runs: str | Path = "runs/paper
         last_full = {"minutes": minutes, "runs": len(planned), "date": time.strftime("%Y-%m-%d")}
     sections.append(("Checkpoints", "\n".join(f"- `checkpoints/{k}.safetensors`: run `{v}`; re-evaluate with "
                                               f"`robustclip evaluate reports/paper/checkpoints/{k}.safetensors "
-                                              f"--suite attacks/paper-mnist.toml --out runs/re-eval`" for k, v in picks.items())))
-    timing = (f"This regeneration trained and evaluated all {len(planned)} runs in {minutes:.1f} minutes on 2 CPU cores."
+                                              f"--suite attacks/paper-mnist.toml --out runs/re-eval`"
+                                              for k, v in picks.items())))
+    timing = (f"This regeneration trained and evaluated all {len(planned)} runs in {minutes:.1f} minutes "
+              "on 2 CPU cores."
               if reused == 0 else
               f"This rendering reused {reused} finished runs and took {minutes:.1f} minutes"
-              + (f"; the last full regeneration of all {last_full['runs']} runs took {last_full['minutes']:.1f} minutes "
+              + (f"; the last full regeneration of all {last_full['runs']} runs took "
+                 f"{last_full['minutes']:.1f} minutes "
                  "on 2 CPU cores." if last_full else "."))
     intro = ("CLIP against weight regularisation and plain training, with the paper's nets, evaluated by strong "
              "attacks. Regenerate everything with one command, `robustclip paper --data-dir D` (resumable: an "
@@ -246,8 +249,10 @@ def _sigmoid_text(sig: pd.DataFrame) -> str:
     lines = ["Each model below was trained with the authors' sigmoid on the output layer. We attack it twice with "
              "the full suite: through the sigmoid, as the authors did, and through its logits (the same classifier, "
              "since the sigmoid keeps the order of the outputs). Worst case at L2 ε = 2, first 1,000 test images:", "",
-             "| model | worst case through the sigmoid | worst case through the logits | PGD-L2 through sigmoid / logits "
-             "| authors' PGD through sigmoid / logits | zero-gradient flag | worst case of the same model trained without the sigmoid |",
+             "| model | worst case through the sigmoid | worst case through the logits "
+             "| PGD-L2 through sigmoid / logits "
+             "| authors' PGD through sigmoid / logits | zero-gradient flag "
+             "| worst case of the same model trained without the sigmoid |",
              "|---|---|---|---|---|---|---|"]
     for _, r in sig.iterrows():
         lines.append(f"| {r['method']} {r['setting']} | {_pct(r['worst_case_through_sigmoid'])} | "
@@ -256,7 +261,8 @@ def _sigmoid_text(sig: pd.DataFrame) -> str:
                      f"{_pct(r['authors_pgd_through_logits'])} | {'yes' if r['zero_gradient_flag'] else 'no'} | "
                      f"{_pct(r['worst_case_without_sigmoid'])} |")
     gap = (sig.worst_case_through_sigmoid - sig.worst_case_through_logits).max()
-    lines += ["", (f"Attacking through the logits instead of the sigmoid changes the worst case by at most {100 * gap:.1f} "
+    lines += ["", (f"Attacking through the logits instead of the sigmoid changes the worst case by at most "
+                   f"{100 * gap:.1f} "
                    "points: " + ("the strong suite sees through the sigmoid, so the sigmoid does not fake robustness "
                                  "against it." if gap <= 0.02 else "attacks through the sigmoid overstate robustness, "
                                  "an artefact of weak gradients."))]

@@ -114,7 +114,8 @@ def plan(raw: dict[str, Any], *, where: str = "<sweep>") -> list[Run]:
 
     unknown = set(raw) - _EXP_KEYS
     if unknown:
-        raise SuiteError(f"{where}: unknown key {sorted(unknown)[0]!r}", f"allowed keys: {', '.join(sorted(_EXP_KEYS))}")
+        raise SuiteError(f"{where}: unknown key {sorted(unknown)[0]!r}",
+                         f"allowed keys: {', '.join(sorted(_EXP_KEYS))}")
     exps = raw.get("experiment") or [{}]
     defaults = {k: v for k, v in raw.items() if k != "experiment"}
     runs: list[Run] = []
@@ -126,7 +127,8 @@ def plan(raw: dict[str, Any], *, where: str = "<sweep>") -> list[Run]:
         e = {**defaults, **exp}
         dataset = e.get("dataset")
         if dataset not in ("mnist", "fashion-mnist", "regression"):
-            raise SuiteError(f"{at}: dataset {dataset!r} is missing or unknown", "use mnist, fashion-mnist or regression")
+            raise SuiteError(f"{at}: dataset {dataset!r} is missing or unknown",
+                             "use mnist, fashion-mnist or regression")
         _check_label(e.get("label"), f"{at}: label")
         model = e.get("model")
         if isinstance(model, str) or model is None:
@@ -149,7 +151,8 @@ def plan(raw: dict[str, Any], *, where: str = "<sweep>") -> list[Run]:
             mat = f"{at}.method[{mi}]"
             badm = set(m) - _METHOD_KEYS
             if badm:
-                raise SuiteError(f"{mat}: unknown key {sorted(badm)[0]!r}", f"allowed keys: {', '.join(sorted(_METHOD_KEYS))}")
+                raise SuiteError(f"{mat}: unknown key {sorted(badm)[0]!r}",
+                                 f"allowed keys: {', '.join(sorted(_METHOD_KEYS))}")
             _check_label(m.get("label"), f"{mat}: label")
             reg = m.get("reg")
             if reg not in REGISTRY:
@@ -176,7 +179,8 @@ def plan(raw: dict[str, Any], *, where: str = "<sweep>") -> list[Run]:
                     _check_id(run_id, f"{mat}: run id")
                     cfg = TrainConfig.for_dataset(
                         dataset, model=mmodel, reg=reg, seed=seed, epochs=e.get("epochs"), n_train=e.get("n_train"),
-                        warmup=m.get("warmup"), clip=m.get("clip"), adversarial=m.get("adversarial"), require_target=m.get("require_target"),
+                        warmup=m.get("warmup"), clip=m.get("clip"), adversarial=m.get("adversarial"),
+                        require_target=m.get("require_target"),
                         **lamcfg, **(e.get("train") or {}), **(m.get("train") or {}))
                     try:
                         cfg.validate()
@@ -185,8 +189,10 @@ def plan(raw: dict[str, Any], *, where: str = "<sweep>") -> list[Run]:
                     from dataclasses import asdict
 
                     runs.append(Run(id=run_id, train=asdict(cfg), suite=suite, n_test=e.get("n_test"),
-                                    meta={"label": label, "method": reg, "lam": lamcfg.get("lam") if "target_acc" not in lamcfg else None,
-                                          "tau": lamcfg.get("target_acc"), "seed": seed, "experiment": e.get("label") or dataset}))
+                                    meta={"label": label, "method": reg,
+                                          "lam": lamcfg.get("lam") if "target_acc" not in lamcfg else None,
+                                          "tau": lamcfg.get("target_acc"), "seed": seed,
+                                          "experiment": e.get("label") or dataset}))
     ids = [r.id for r in runs]
     dup = {i for i in ids if ids.count(i) > 1}
     if dup:
@@ -570,12 +576,14 @@ def sweep(raw: dict[str, Any], out: str | os.PathLike[str], *, data_dir: str | N
     from .engines import make_engine
 
     if not 1 <= jobs <= MAX_JOBS:
-        raise RobustclipError(f"--jobs must be between 1 and {MAX_JOBS}, got {jobs}", "use --jobs 1 on a 2-core machine")
+        raise RobustclipError(f"--jobs must be between 1 and {MAX_JOBS}, got {jobs}",
+                              "use --jobs 1 on a 2-core machine")
     out = Path(out)
     claims = ClaimDir(out / "claims")
     runs = [r for r in plan(raw, where=where) if r.train["dataset"] not in skip_datasets]
     if only is not None and not 0 <= only < len(runs):
-        raise RobustclipError(f"--run-index {only} is out of range: the sweep has {len(runs)} runs (0..{len(runs) - 1})",
+        raise RobustclipError(f"--run-index {only} is out of range: "
+                              f"the sweep has {len(runs)} runs (0..{len(runs) - 1})",
                               "list them with --list")
     if only is not None and fresh:
         raise RobustclipError("--fresh cannot be combined with --run-index", "run --fresh once, before the array jobs")
@@ -621,7 +629,8 @@ def run_sweep(raw: dict[str, Any], out: str | os.PathLike[str], *, data_dir: str
     return outcome.table
 
 
-def status(raw: dict[str, Any] | None, out: str | os.PathLike[str], *, where: str = "<sweep>") -> list[tuple[int, Run, str]]:
+def status(raw: dict[str, Any] | None, out: str | os.PathLike[str], *,
+           where: str = "<sweep>") -> list[tuple[int, Run, str]]:
     """(index, run, state) of every planned run; state is done, failed, running (HOST:PID) or todo. Writes nothing."""
     out = Path(out)
     if raw is None:

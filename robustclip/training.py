@@ -10,8 +10,9 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -74,7 +75,7 @@ class TrainConfig:
     lip_probe_every: int = 1
 
     @classmethod
-    def for_dataset(cls, dataset: str, **kw: Any) -> "TrainConfig":
+    def for_dataset(cls, dataset: str, **kw: Any) -> TrainConfig:
         """Defaults that suit ``dataset`` (regression: Adam, full batch, 600 epochs)."""
         if dataset == "regression":
             base: dict[str, Any] = dict(optimizer="adam", lr=0.01, batch_size=40, epochs=600, val_fraction=0.0,
@@ -92,7 +93,8 @@ class TrainConfig:
         if not isinstance(self.dataset, str) or self.dataset not in data_mod.DATASETS:
             raise RobustclipError(f"unknown dataset {self.dataset!r}", f"use one of {', '.join(data_mod.DATASETS)}")
         if not isinstance(self.reg, str) or self.reg not in regularizers.REGULARIZERS:
-            raise RobustclipError(f"unknown regulariser {self.reg!r}", f"use one of {', '.join(regularizers.REGULARIZERS)}")
+            raise RobustclipError(f"unknown regulariser {self.reg!r}",
+                                  f"use one of {', '.join(regularizers.REGULARIZERS)}")
         if not isinstance(self.optimizer, str) or self.optimizer not in OPTIMIZERS:
             raise RobustclipError(f"unknown optimizer {self.optimizer!r}", f"use one of {', '.join(OPTIMIZERS)}")
         num = validate.number
@@ -119,7 +121,8 @@ class TrainConfig:
         try:
             torch.device(self.device)
         except RuntimeError:
-            raise RobustclipError(f"device {self.device!r:.80} is not a valid device", "use cpu, cuda or cuda:0") from None
+            raise RobustclipError(f"device {self.device!r:.80} is not a valid device",
+                                  "use cpu, cuda or cuda:0") from None
         if self.target_acc is not None and self.dataset == "regression":
             raise RobustclipError("the discrepancy principle (--target-acc) needs a classification dataset",
                                   "use a fixed --lam for regression")
@@ -307,7 +310,8 @@ class Trainer:
         self.history.append(rec)
         eligible = not (cfg.require_target and cfg.target_acc is not None and (train_acc or 0) < cfg.target_acc)
         # an epoch that reaches τ always beats a fallback that did not
-        if not cfg.select or self.best_state is None or (eligible and (not self.best_eligible or sel >= self.best_score)):
+        if (not cfg.select or self.best_state is None
+                or (eligible and (not self.best_eligible or sel >= self.best_score))):
             self.best_state = copy.deepcopy(model.state_dict())
             self.best_score, self.best_epoch, self.best_eligible = sel, epoch + 1, eligible
         self.sched.update(epoch, train_acc)

@@ -216,7 +216,8 @@ def test_missing_checkpoint_path(work, data_dir, tmp_path):
 
 
 @pytest.mark.parametrize("text,words", [
-    pytest.param('[[attack]]\ntype = "pgd"\nnorm = "L2"\nsteps = "ten"\neps = 1.0\n', ["steps", "ten"], id="steps-string"),
+    pytest.param('[[attack]]\ntype = "pgd"\nnorm = "L2"\nsteps = "ten"\neps = 1.0\n', ["steps", "ten"],
+                 id="steps-string"),
     pytest.param('[[attack]]\ntype = "deepfool"\n', ["deepfool", "pgd"], id="unknown-type"),
     pytest.param('[[attack]\n', ["TOML"], id="invalid-toml"),
 ])

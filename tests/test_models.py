@@ -35,7 +35,7 @@ def test_paper_spec_is_784_200_80_10_sigmoid():
     kinds = [type(m) for m in model]
     assert kinds == [nn.Flatten, nn.Linear, nn.Sigmoid, nn.Linear, nn.Sigmoid, nn.Linear]
     linears = [m for m in model if isinstance(m, nn.Linear)]
-    assert [(l.in_features, l.out_features) for l in linears] == [(784, 200), (200, 80), (80, 10)]
+    assert [(lin.in_features, lin.out_features) for lin in linears] == [(784, 200), (200, 80), (80, 10)]
     assert models.count_parameters(model) == 784 * 200 + 200 + 200 * 80 + 80 + 80 * 10 + 10
     assert models.input_shape(spec) == (1, 28, 28)
     assert models.output_size(spec) == 10
@@ -90,7 +90,7 @@ def test_cnn_forward_shape_default_and_custom_classes():
     convs = [m for m in model if isinstance(m, nn.Conv2d)]
     assert [(c.in_channels, c.out_channels, c.stride) for c in convs] == [(1, 16, (2, 2)), (16, 32, (2, 2))]
     hidden = [m for m in model if isinstance(m, nn.Linear)]
-    assert [(l.in_features, l.out_features) for l in hidden] == [(32 * 7 * 7, 100), (100, 10)]
+    assert [(lin.in_features, lin.out_features) for lin in hidden] == [(32 * 7 * 7, 100), (100, 10)]
     assert all(isinstance(m, nn.ReLU) for m in model if not isinstance(m, (nn.Conv2d, nn.Linear, nn.Flatten)))
 
     model7 = models.build({"arch": "cnn", "num_classes": 7, "activation": "tanh"})
@@ -104,7 +104,7 @@ def test_mlp1d_defaults():
     model = models.build({"arch": "mlp1d"})
     assert [type(m) for m in model] == [nn.Flatten, nn.Linear, nn.Tanh, nn.Linear, nn.Tanh, nn.Linear]
     linears = [m for m in model if isinstance(m, nn.Linear)]
-    assert [(l.in_features, l.out_features) for l in linears] == [(1, 64), (64, 64), (64, 1)]
+    assert [(lin.in_features, lin.out_features) for lin in linears] == [(1, 64), (64, 64), (64, 1)]
     assert model(torch.rand(11, 1)).shape == (11, 1)
     assert models.input_shape(model.spec) == (1,)
     assert models.output_size(model.spec) == 1

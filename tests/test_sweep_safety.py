@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from tiny import SMALL, SUITE_TOML, one_thread
 
 from robustclip import _io, claims, sweeps, training
 from robustclip.cli import main
 from robustclip.errors import RobustclipError, SuiteError
 
 ROOT = Path(__file__).resolve().parent.parent
-from tiny import SMALL, SUITE_TOML, one_thread
 
 
 @pytest.fixture(autouse=True)
@@ -351,7 +351,7 @@ def test_two_concurrent_sweeps_on_one_folder_run_every_run_exactly_once(tmp_path
     procs = [subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
-    for p, (so, se) in zip(procs, outs):
+    for p, (_so, se) in zip(procs, outs):
         assert p.returncode == 0, se[-3000:]
     done = [re.findall(r"^  done (\S+) in ", so, flags=re.MULTILINE) for so, _ in outs]
     assert sorted(done[0] + done[1]) == sorted(planned)  # every run exactly once, across both sweeps

@@ -8,9 +8,6 @@ Torch runs on one thread (two threads on a busy 2-core machine are ~4x slower).
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import hashlib
 import json
 import math
 import os
@@ -24,7 +21,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 
 from robustclip import _io, sweeps
 from robustclip.cli import main
@@ -32,6 +28,7 @@ from robustclip.errors import RobustclipError, SuiteError
 
 ROOT = Path(__file__).resolve().parent.parent
 from tiny import SMALL, SUITE_TOML, one_thread  # noqa: E402
+
 # the rows each MNIST run gets from SUITE_TOML: (attack, norm, eps), plus clean accuracy on the
 # whole test set ("clean_full") since the suite uses only 64 test images
 SUITE_ROWS = {("clean", "none", 0.0), ("pgd", "L2", 1.0), ("pgd", "L2", 2.0), ("worst_case", "L2", 1.0),
@@ -60,7 +57,8 @@ def _reg_sweep(epochs: int = 30, **kw) -> dict:
 
 def _file_state(d: Path) -> dict[str, tuple[str, int]]:
     """{relative name: (sha256, mtime_ns)} of every file under ``d``."""
-    return {str(f.relative_to(d)): (_io.sha256_file(f), f.stat().st_mtime_ns) for f in sorted(d.rglob("*")) if f.is_file()}
+    return {str(f.relative_to(d)): (_io.sha256_file(f), f.stat().st_mtime_ns)
+            for f in sorted(d.rglob("*")) if f.is_file()}
 
 
 def _tmp_files(d: Path) -> list[str]:
@@ -510,7 +508,8 @@ def test_cli_sweep_from_flags(tmp_path, capsys):
     assert rc == 0, captured.err
     table = pd.read_csv(out / "results.csv")
     assert list(table.columns) == sweeps.RESULT_COLUMNS
-    assert set(table.run) == {"regression-clip-lam0.01-s0", "regression-clip-lam0.1-s0", "regression-weight-lam0.001-s0"}
+    assert set(table.run) == {"regression-clip-lam0.01-s0", "regression-clip-lam0.1-s0",
+                              "regression-weight-lam0.001-s0"}
     assert set(table.epochs) == {30}
     assert "3 runs" in captured.out and "results.csv" in captured.out
     sw = json.loads((out / "sweep.json").read_text())

@@ -53,7 +53,8 @@ def register(sub: Any) -> None:
     g.add_argument("--address", default=None, metavar="ADDR",
                    help="--engine ray: the cluster to join (auto, HOST:6379, ray://HOST:10001); default: start a "
                    "local Ray instance")
-    g.add_argument("--cpus-per-run", type=float, default=1.0, metavar="N", help="--engine ray: CPUs per run (default 1)")
+    g.add_argument("--cpus-per-run", type=float, default=1.0, metavar="N",
+                   help="--engine ray: CPUs per run (default 1)")
     g.add_argument("--gpus-per-run", type=float, default=0.0, metavar="N",
                    help='--engine ray: GPUs per run (default 0; set train = { device = "cuda" } in the sweep file)')
     mode = g.add_mutually_exclusive_group()

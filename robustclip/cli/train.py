@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 from .._io import loads_json_bounded
 from ..errors import RobustclipError
 from .common import add_command, add_data_dir, add_force, add_quiet, positive_int
-
 
 # λ when --lam is not given: adversarial λ = 1 is half clean, half adversarial; TRADES' β = 1 is its paper's mildest
 DEFAULT_LAM = {"clip": 0.1, "weight": 1e-4, "adversarial": 1.0, "trades": 1.0}
@@ -28,7 +26,8 @@ def register(sub: Any) -> None:
                              "--out runs/clip.safetensors\n"
                              "  robustclip train --dataset mnist --reg clip --lam 0.05 --target-acc 0.97 "
                              "--lam-step 0.01 \\\n"
-                             "      --warmup 2 --epochs 20 --out runs/clip-tau97.safetensors   # discrepancy principle\n"
+                             "      --warmup 2 --epochs 20 --out runs/clip-tau97.safetensors "
+                             "  # discrepancy principle\n"
                              "  robustclip train --dataset regression --reg weight --lam 0.001 "
                              "--out runs/reg.safetensors\n"
                              "  robustclip train --reg adversarial --adv eps=2 --adv steps=7 --epochs 10 "
