@@ -300,7 +300,8 @@ def _verify(spec: AttackSpec, x: torch.Tensor, adv: torch.Tensor) -> float:
         return 0.0
     d = (adv - x).flatten(1)
     size = float(d.norm(dim=1).max()) if spec.norm == "L2" else float(d.abs().max())
-    if not size <= spec.eps * (1 + _TOL[spec.norm]) + 1e-6:  # type: ignore[operator]
+    assert spec.norm is not None and spec.eps is not None  # bounded
+    if not size <= spec.eps * (1 + _TOL[spec.norm]) + 1e-6:
         raise AssertionError(f"{spec.label} at eps={spec.eps} produced a {spec.norm} perturbation of {size}")
     return size
 
@@ -500,7 +501,8 @@ def _summarise(s: Suite, correct: dict[tuple[str, str | None, float | None], tor
     return frame, flags
 
 
-def sanity_flags(model: nn.Module, s: Suite, correct, x: torch.Tensor, y: torch.Tensor, frame: pd.DataFrame,
+def sanity_flags(model: nn.Module, s: Suite, correct: dict[tuple[str, str | None, float | None], torch.Tensor],
+                 x: torch.Tensor, y: torch.Tensor, frame: pd.DataFrame,
                  *, seed: int, batch_size: int, probe: int = 200) -> list[str]:
     """Signs of gradient masking, in the spirit of AutoAttack's checks.
 
@@ -512,7 +514,7 @@ def sanity_flags(model: nn.Module, s: Suite, correct, x: torch.Tensor, y: torch.
     flags: list[str] = []
     dev = _device_of(model)
     xs, ys = x[:probe], y[:probe]
-    norms_used = sorted({a.norm for a in s.attacks if a.bounded}) or ["L2"]
+    norms_used = sorted({a.norm for a in s.attacks if a.norm is not None and a.bounded}) or ["L2"]
     big = {"L2": 10.0, "Linf": 0.5}
     for norm in norms_used:
         spec = AttackSpec("pgd", "pgd-huge", norm, big[norm], {"steps": 20})

@@ -126,7 +126,8 @@ def _betacf(a: float, b: float, x: float) -> float:
     h = d
     for m in range(1, 500):
         m2 = 2 * m
-        for num in (m * (b - m) * x / ((a + m2 - 1) * (a + m2)), -(a + m) * (a + b + m) * x / ((a + m2) * (a + m2 + 1))):
+        for num in (m * (b - m) * x / ((a + m2 - 1) * (a + m2)),
+                    -(a + m) * (a + b + m) * x / ((a + m2) * (a + m2 + 1))):
             d = 1.0 + num * d
             d = 1.0 / (d if abs(d) > tiny else tiny)
             c = 1.0 + num / c
@@ -222,6 +223,14 @@ class ModelSource:
     dataset: str | None = None
     data_file: str | None = None
     device: str | None = None
+
+
+def _bounds(lower: float, upper: float | None) -> dict[str, list[float]]:
+    """One estimate's bounds as lists; no ``upper`` for a model whose structure has no sound upper bound."""
+    out = {"lower": [float(lower)]}
+    if upper is not None:
+        out["upper"] = [float(upper)]
+    return out
 
 
 def ev_model_device(ev: Any) -> str:
@@ -330,8 +339,8 @@ def measure(path: str, suite: Any, *, n: int | None = None, data_dir: str | None
     own. ``both_modes``: with ``lipschitz="full"``, also record ``fast`` estimates (so a later check may use either).
     ``source``: a user's model code, dataset, evaluation data file and device (see :class:`ModelSource`).
     """
-    from . import data, loading, models
     from . import lipschitz as lipmod
+    from . import loading, models
     from .pipeline import LIPSCHITZ_MODES, LIPSCHITZ_POINTS, evaluate_checkpoint
 
     src = source or ModelSource()
@@ -345,21 +354,21 @@ def measure(path: str, suite: Any, *, n: int | None = None, data_dir: str | None
     dataset = str(res.frame.dataset.iloc[0])
     lips: dict[str, dict[str, list[float]]] = {}
     if lipschitz != "off":
-        lips[lipschitz] = {"lower": [float(ev.lipschitz.lower)], "upper": [float(ev.lipschitz.upper)]}
+        lips[lipschitz] = _bounds(ev.lipschitz.lower, ev.lipschitz.upper)
         modes = ["full", "fast"] if (both_modes and lipschitz == "full") else [lipschitz]
         if restarts > 1 or len(modes) > 1:
             model, meta = loading.load_model(path, model=src.model, dataset=src.dataset)
-            model.to(lipmod._device(ev_model_device(ev)))
+            model.to(ev_model_device(ev))
             in_shape = models.input_shape(meta.model) if meta.model and src.data_file is None else None
             x = _eval_split(dataset, nn_, data_dir, src.data_file).x[:LIPSCHITZ_POINTS].to(ev_model_device(ev))
             for m in modes:
-                est = lips.setdefault(m, {"lower": [], "upper": []})
+                est = lips.setdefault(m, {"lower": []})
                 for r in range(len(est["lower"]), restarts):
                     cfg = LIPSCHITZ_MODES[m]
                     rep = lipmod.estimate(model, x, in_shape=in_shape, seed=seed + r, pairs=cfg["pairs"],
                                           steps=cfg["steps"])
-                    est["lower"].append(float(rep.lower))
-                    est["upper"].append(float(rep.upper))
+                    for key, values in _bounds(rep.lower, rep.upper).items():
+                        est.setdefault(key, []).extend(values)
     return Measured(path=str(path), sha256=res.meta.get("checkpoint_sha256"), dataset=dataset, n=nn_, seed=seed,
                     frame=res.frame, outcomes=per_sample_outcomes(res, suite),
                     images=images_digest(dataset, nn_, data_dir, data_file=src.data_file), lipschitz=lips,
@@ -404,9 +413,9 @@ def make_baseline(measured: Sequence[Measured], *, suite_raw: dict[str, Any], su
     lip_modes: dict[str, Any] = {}
     for lm in LIP_MODES[:2]:
         if all(lm in m.lipschitz for m in measured):
-            lip_modes[lm] = {b: {"samples": [v for m in measured for v in m.lipschitz[lm][b]]}
-                             for b in ("lower", "upper")}
-            for b in ("lower", "upper"):
+            kinds = [b for b in ("lower", "upper") if all(m.lipschitz[lm].get(b) for m in measured)]
+            lip_modes[lm] = {b: {"samples": [v for m in measured for v in m.lipschitz[lm][b]]} for b in kinds}
+            for b in kinds:
                 s = lip_modes[lm][b]["samples"]
                 lip_modes[lm][b].update(mean=statistics.fmean(s), spread=statistics.stdev(s) if len(s) > 1 else 0.0)
     return {
@@ -557,7 +566,11 @@ def validate_baseline(doc: Any, *, where: str = "baseline", fix: str = "re-creat
     for lm, bounds in lip["modes"].items():
         if lm not in LIP_MODES[:2] or not isinstance(bounds, dict):
             raise bad(f"has an unknown Lipschitz mode {lm!r}")
+        if "lower" not in bounds:
+            raise bad(f"has no {lm} Lipschitz lower bound")
         for b in ("lower", "upper"):
+            if b == "upper" and b not in bounds:
+                continue  # a model without a sound upper bound (its structure is not understood)
             s = (bounds.get(b) or {}).get("samples") if isinstance(bounds.get(b), dict) else None
             if not isinstance(s, list) or not s or not all(_finite(v) and v > 0 for v in s):
                 raise bad(f"has {lm} Lipschitz {b} bounds that are not positive finite numbers")
@@ -648,7 +661,8 @@ def _paired(name: str, base_ok: np.ndarray, cur_ok: np.ndarray, b_acc: float, c_
     detect = (b - gains) / n if b <= n else None
     return Comparison(name, b_acc, c_acc, ci[0], ci[1], beyond_tolerance=drop > tolerance,
                       beyond_noise=p_worse < alpha, test="paired McNemar", p_value=p_worse, detectable=detect,
-                      threshold=None if detect is None else b_acc - detect, suspicious=-drop > tolerance and p_better < alpha,
+                      threshold=None if detect is None else b_acc - detect,
+                      suspicious=-drop > tolerance and p_better < alpha,
                       losses=losses, gains=gains)
 
 
@@ -754,7 +768,11 @@ def compare(baseline: dict[str, Any], current: Measured, *, suite_raw: dict[str,
     if mode == "fixed" and not paired_ok:
         notes.append("the evaluated images differ from the baseline's (another data copy?): unpaired tests only")
     cur = {metric_name(r): r for r in current.frame.to_dict(orient="records")}
-    lip_rows = [] if lipschitz == "off" else [(b, lip["modes"][lipschitz][b]["samples"]) for b in ("lower", "upper")]
+    lip_rows = [] if lipschitz == "off" else [(b, lip["modes"][lipschitz][b]["samples"]) for b in ("lower", "upper")
+                                              if b in lip["modes"][lipschitz]]
+    if any(key not in current.lipschitz[lipschitz] for key, _ in lip_rows):
+        raise RobustclipError("the baseline has a Lipschitz upper bound but this model has none (its structure is "
+                              "no longer one the bounds understand)", "re-create the baseline with --update-baseline")
     n_tests = len(baseline["metrics"]) + len(lip_rows)
     alpha = ALPHA / max(n_tests, 1)
     out: list[Comparison] = []

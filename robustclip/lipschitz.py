@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-
 import torch
 from torch import nn
 
@@ -182,7 +181,7 @@ def known_layers(model: nn.Module) -> tuple[list[tuple[str, nn.Module]] | None, 
                     return why
             return None
         if type(m) in KNOWN_LEAVES or type(m) is Normalize:
-            if type(m) is nn.Flatten and m.start_dim != 1:  # type: ignore[comparison-overlap]
+            if type(m) is nn.Flatten and m.start_dim != 1:
                 return f"{label} flattens from dim {m.start_dim}, not 1"
             if type(m) is nn.Conv2d and (m.padding_mode != "zeros" or isinstance(m.padding, str)):
                 return f"{label} uses padding {m.padding!r} ({m.padding_mode}); only numeric zero padding is known"
@@ -256,7 +255,7 @@ def affine_ops(model: nn.Module, in_shape: tuple[int, ...]) -> tuple[list[Affine
             w = layer.weight.detach().double().cpu()
             with torch.no_grad():
                 basis = torch.eye(d_in, dtype=torch.float64).view(d_in, *shape)
-                cols = F.conv2d(basis, w, stride=layer.stride, padding=layer.padding,  # type: ignore[arg-type]
+                cols = F.conv2d(basis, w, stride=layer.stride, padding=layer.padding,
                                 dilation=layer.dilation, groups=layer.groups)
             bias = torch.zeros(next_shape[0], dtype=torch.float64)
             if layer.bias is not None:

@@ -48,7 +48,7 @@ class Evaluation:
     """
 
     result: evaluation.EvalResult | None
-    lipschitz: lipschitz.LipschitzReport
+    lipschitz: lipschitz_mod.LipschitzReport
     meta: CheckpointMeta
     name: str
     rows: list[dict[str, Any]] = field(default_factory=list)

@@ -23,9 +23,9 @@ import base64
 import html
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -132,7 +132,8 @@ def read_eval(path: Path) -> dict[str, Any]:
         for k in ("seed", "eps"):
             if isinstance(r[k], bool) or not isinstance(r[k], (int, float)):
                 raise RobustclipError(f"{path}: row {i} has {k} {r[k]!r:.40}, not a number", _REDO)
-        if r["accuracy"] is not None and (isinstance(r["accuracy"], bool) or not isinstance(r["accuracy"], (int, float))):
+        acc = r["accuracy"]
+        if acc is not None and (isinstance(acc, bool) or not isinstance(acc, (int, float))):
             raise RobustclipError(f"{path}: row {i} has accuracy {r['accuracy']!r:.40}, not a number", _REDO)
     if not isinstance(doc.get("flags", []), list):
         raise RobustclipError(f"{path}: flags is not a list", _REDO)
@@ -179,20 +180,21 @@ def summary_table(df: pd.DataFrame, head: tuple[str, float] | None) -> pd.DataFr
         runs = g.groupby("run")
         rec: dict[str, Any] = {"dataset": dataset, "method": label, "setting": setting, "seeds": runs.ngroups}
 
-        def per_run(mask_fn: Callable[[pd.DataFrame], Any]) -> list[float]:
+        def per_run(mask_fn: Callable[[pd.DataFrame], Any], runs: Any = runs) -> list[float]:
             vals = []
             for _, r in runs:
                 sel = r[mask_fn(r)]
                 vals.append(float(sel.accuracy.iloc[0]) if len(sel) else float("nan"))
             return vals
 
-        cols: dict[str, Any] = {"clean": lambda r: r.attack == "clean", "clean_full": lambda r: r.attack == "clean_full",
+        cols: dict[str, Any] = {"clean": lambda r: r.attack == "clean",
+                                "clean_full": lambda r: r.attack == "clean_full",
                                 "noise": lambda r: r.attack == "noise"}
         if head:
             n, e = head
             for name, key in (("fgsm", "fgsm"), ("authors_pgd", "authors_pgd"), ("pgd", "pgd"),
                               ("worst_case", "worst_case"), ("certified", "certified")):
-                cols[name] = (lambda k: (lambda r: r.index.isin(select(r, k, n, e).index)))(key)
+                cols[name] = _row_mask(key, n, e)
         for name, fn in cols.items():
             st = seed_stats(per_run(fn))
             if st.n == 0:
@@ -209,6 +211,11 @@ def summary_table(df: pd.DataFrame, head: tuple[str, float] | None) -> pd.DataFr
                     rec[f"{k}_std"] = st.sd
         recs.append(rec)
     return pd.DataFrame(recs)
+
+
+def _row_mask(attack: str, norm: str, eps: float) -> Callable[[pd.DataFrame], Any]:
+    """A mask function: which rows of a run's frame are ``attack`` at ``norm`` and ``eps``."""
+    return lambda r: r.index.isin(select(r, attack, norm, eps).index)
 
 
 _PCT_COLUMNS = ("clean_full", "clean", "noise", "fgsm", "authors_pgd", "pgd", "worst_case", "certified")
@@ -471,7 +478,8 @@ def fig_tradeoff(df: pd.DataFrame, head: tuple[str, float] | None, out: Path) ->
         fig, ax = plt.subplots(figsize=(6.5, 4.5))
         sns.scatterplot(data=pts, x="clean accuracy", y=pts.columns[1], hue="label", style="label", s=80, ax=ax)
         for _, r in pts.iterrows():
-            ax.annotate(r["setting"], (r["clean accuracy"], r.iloc[1]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.annotate(r["setting"], (r["clean accuracy"], r.iloc[1]), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
         ax.set(title=f"{dataset}: clean versus robust accuracy")
         figs.append(_finish(fig, out, f"tradeoff_{dataset}.png", f"{dataset}: the clean-versus-robust trade-off",
                            f"Each point is one run: clean accuracy against worst-case accuracy at {n} ε={e:g}; "

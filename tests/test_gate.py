@@ -223,7 +223,8 @@ def test_mismatched_suite_or_n_is_an_error_not_a_pass(capsys, tmp_path):
     gate_ckpts = {k: tmp_path / "never-loaded.safetensors" for k in ("clip", "plain")}  # fails before
     other = tmp_path / "other.toml"
     other.write_text(Path(SUITE).read_text().replace("steps = 20", "steps = 5"))
-    code, _, err = _run(capsys, "check", gate_ckpts["clip"], "--suite", other, "--baseline", BASELINES / "ci-plain.json")
+    code, _, err = _run(capsys, "check", gate_ckpts["clip"], "--suite", other, "--baseline",
+                        BASELINES / "ci-plain.json")
     assert code == 2 and "suite" in err
     code, _, err = _run(capsys, "check", gate_ckpts["clip"], "--suite", SUITE, "--n", "200",
                         "--baseline", BASELINES / "ci-plain.json")

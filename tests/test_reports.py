@@ -10,7 +10,6 @@ Torch runs on one thread (two threads on a busy 2-core machine are ~4x slower).
 from __future__ import annotations
 
 import base64
-import contextlib
 import copy
 import io
 import json
@@ -22,13 +21,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from tiny import SMALL, SUITE_TOML, one_thread
 
 from robustclip import _io, reports, sweeps
 from robustclip.cli import demo as demo_cmd
 from robustclip.cli import main
 from robustclip.errors import RobustclipError
 
-from tiny import SMALL, SUITE_TOML, one_thread  # noqa: E402
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EXPECTED_FIGURES = {"curve_mnist_L2.png", "lambda_mnist.png", "lambda_regression.png", "tradeoff_mnist.png",
                     "regression_fits.png", "history_mnist.png", "history_regression.png"}

@@ -30,8 +30,10 @@ def register(sub: Any) -> None:
                     "2: a usage or input error; 3: an internal error.",
                     examples="  robustclip check runs/clip.safetensors --suite ci-quick \\\n"
                              "      --baseline reports/baselines/clip.json --update-baseline       # record (fixed)\n"
-                             "  robustclip check runs/seed{0,1,2,3,4}.safetensors --mode retrained --suite ci-quick \\\n"
-                             "      --baseline reports/baselines/clip.json --update-baseline       # record (retrained)\n"
+                             "  robustclip check runs/seed{0,1,2,3,4}.safetensors --mode retrained "
+                             "--suite ci-quick \\\n"
+                             "      --baseline reports/baselines/clip.json --update-baseline       "
+                             "# record (retrained)\n"
                              "  robustclip check runs/clip.safetensors --suite ci-quick \\\n"
                              "      --baseline reports/baselines/clip.json --junit-xml check.xml    # gate\n")
     p.add_argument("checkpoint", metavar="CKPT", nargs="+",
