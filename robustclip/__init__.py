@@ -13,9 +13,10 @@ evaluation, lipschitz, sweeps, reports, gate, testing, cli.
 """
 
 from . import attacks, checkpoints, data, evaluation, lipschitz, models, regularizers, training
-from .checkpoints import load, save
+from .checkpoints import save
 from .errors import RobustclipError
 from .evaluation import EvalResult, benchmark, evaluate
+from .loading import load
 from .penalty import ClipPenalty
 from .training import TrainConfig, train
 

@@ -33,7 +33,7 @@ import torchattacks
 from torch import nn
 
 from .errors import RobustclipError
-from .regularizers import Regularizer
+from .regularizer import Regularizer
 
 MAX_STEPS = 100  # an inner attack is paid for on every weight step: more than this is almost surely a typo
 NORMS = ("L2", "Linf")

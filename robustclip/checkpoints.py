@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import struct
 from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field, fields
@@ -34,6 +35,8 @@ _MAX_HEADER = 16 * 1024 * 1024
 """Largest safetensors header (JSON) read; ours are a few kB plus the history."""
 _MAX_DEPTH = 64
 """Deepest JSON nesting accepted in a header or in the metadata document."""
+FACTORY_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+"""``package.module:callable`` of a factory (the callable may be dotted, e.g. ``nets:Zoo.small``)."""
 MAX_FILE_BYTES = 8 + _MAX_HEADER + 4 * models.MAX_PARAMETERS
 """Largest checkpoint file read: the largest header plus the largest model's float32 weights."""
 
@@ -128,6 +131,15 @@ def weights_digest(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def check_factory_ref(ref: str, *, what: str = "--model") -> str:
+    """Validate the form ``MODULE:CALLABLE`` (nothing is imported); returns ``ref``."""
+    if not isinstance(ref, str) or not FACTORY_RE.match(ref):
+        raise RobustclipError(f"{what} {ref!r} is not of the form MODULE:CALLABLE",
+                              "e.g. --model mypkg.nets:small_cnn (a module importable from this folder and a "
+                              "function in it that returns the nn.Module)")
+    return ref
+
+
 def save(model: nn.Module, path: str | os.PathLike[str], meta: Mapping[str, Any] | None = None, *,
          factory: str | None = None) -> Path:
     """Write ``model`` and ``meta`` to ``path`` atomically; return the path.
@@ -145,7 +157,6 @@ def save(model: nn.Module, path: str | os.PathLike[str], meta: Mapping[str, Any]
                               "build it with robustclip.models.build(spec), or pass factory='pkg.module:function' "
                               "naming the code that builds it")
     if factory is not None:
-        from .loading import check_factory_ref
 
         check_factory_ref(factory, what="factory")
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
@@ -250,8 +261,9 @@ def load(path: str | os.PathLike[str], *, map_location: str | torch.device = "cp
          trust_factory: bool = False) -> tuple[nn.Module, CheckpointMeta]:
     """Rebuild the model stored at ``path``: ``(model in eval mode, metadata)``.
 
-    A checkpoint saved with ``factory=`` (no spec) is rebuilt by importing that factory only with
-    ``trust_factory=True`` (importing runs its code); see :func:`robustclip.loading.load_model`.
+    Only checkpoints with a model spec: one saved with ``factory=`` (a user's model) is loaded by
+    :func:`robustclip.loading.load` (``robustclip.load``), which imports that factory only with
+    ``trust_factory=True``. ``trust_factory`` here is accepted for the same call shape and changes nothing.
     Raises :class:`CheckpointError` for a pickle, a truncated or tampered file,
     missing metadata, or weights that do not fit the spec.
     """
@@ -260,10 +272,10 @@ def load(path: str | os.PathLike[str], *, map_location: str | torch.device = "cp
     if weights_digest(state) != meta.get("weights_sha256"):
         raise CheckpointError(f"{path} weights do not match the digest in its metadata (tampered or corrupt)",
                               "re-create the checkpoint from its training run")
-    if meta["model"] is None:  # a user's model, rebuilt by the factory it names
-        from .loading import load_model
-
-        return load_model(path, trust_factory=trust_factory, map_location=map_location)
+    if meta["model"] is None:  # a user's model, rebuilt by the factory it names: robustclip.loading's job
+        raise CheckpointError(f"{path} holds a user's model (factory {meta.get('factory')}), not a spec",
+                              "load it with robustclip.load(path, trust_factory=True), which imports the factory "
+                              "(importing runs its code), or pass --model on the command line")
     try:
         model = models.build(meta["model"])
     except RobustclipError as exc:

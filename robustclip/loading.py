@@ -20,7 +20,6 @@ from __future__ import annotations
 import importlib
 import os
 import pickle
-import re
 import struct
 import sys
 import zipfile
@@ -33,24 +32,13 @@ import torch
 from torch import nn
 
 from . import data
-from .checkpoints import _META_KEY, CheckpointMeta, weights_digest
+from .checkpoints import _META_KEY, CheckpointMeta, check_factory_ref, weights_digest
 from .errors import CheckpointError, RobustclipError
 
-FACTORY_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
-"""``package.module:callable`` (the callable may be a dotted attribute path, e.g. ``nets:Zoo.small``)."""
 _PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 _ZIP_MAGIC = b"PK\x03\x04"
 _MAX_HEADER = 100 * 1024 * 1024
 _TORCH_SUFFIXES = (".pt", ".pth")
-
-
-def check_factory_ref(ref: str, *, what: str = "--model") -> str:
-    """Validate the form ``MODULE:CALLABLE`` (nothing is imported); returns ``ref``."""
-    if not isinstance(ref, str) or not FACTORY_RE.match(ref):
-        raise RobustclipError(f"{what} {ref!r} is not of the form MODULE:CALLABLE",
-                              "e.g. --model mypkg.nets:small_cnn (a module importable from this folder and a "
-                              "function in it that returns the nn.Module)")
-    return ref
 
 
 @contextmanager
@@ -388,3 +376,16 @@ def load_data_file(path: str | os.PathLike[str]) -> data.Split:
                       torch.from_numpy(np.ascontiguousarray(y).astype(np.int64)),
                       dataset=f"{p.name}@{digest}", split="test", source=f"file {p} (sha256 {digest}...)")
 
+
+
+def load(path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu",
+         trust_factory: bool = False) -> tuple[nn.Module, CheckpointMeta]:
+    """``robustclip.load``: rebuild the model of a checkpoint, ``(model in eval mode, metadata)``.
+
+    A checkpoint with a model spec is rebuilt from it (:func:`robustclip.checkpoints.load`); one saved with
+    ``factory=`` (a user's model) only with ``trust_factory=True``, which imports that factory (importing runs its
+    code). Example::
+
+        model, meta = robustclip.load("clip.safetensors")
+    """
+    return load_model(path, trust_factory=trust_factory, map_location=map_location)

@@ -100,5 +100,10 @@ def console_table(frame: pd.DataFrame, lips: list[dict[str, Any]] | None = None)
     if lips:
         text += "\n\nLipschitz (L2)   lower    upper    upper/lower"
         for lp in lips:
-            text += f"\n{lp['model'][:14]:14s} {lp['lower']:8.3g} {lp['upper']:8.3g} {lp['ratio']:10.3g}"
+            upper, ratio = lp.get("upper"), lp.get("ratio")
+            if upper is None:  # no sound upper bound for this model's structure: say so, with the reason
+                why = lp.get("upper_reason") or "structure not understood"
+                text += f"\n{lp['model'][:14]:14s} {lp['lower']:8.3g}     none          -   ({why})"
+            else:
+                text += f"\n{lp['model'][:14]:14s} {lp['lower']:8.3g} {upper:8.3g} {ratio:10.3g}"
     return text

@@ -1,0 +1,55 @@
+"""The regulariser protocol the trainer drives: extra rows beside the batch, a penalty on their outputs, state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class Regularizer:
+    """Base class: no penalty at all (plain training).
+
+    The protocol the trainer drives, once per weight step:
+
+    1. ``bind(model)`` once, before the first step;
+    2. ``extra_inputs(x, step, y=y)``: rows ``(r, *in_shape)`` in [0,1] to run through the model, or None;
+    3. ``penalty(model, model(extra))``: the unscaled penalty (a scalar with graph), or None to skip;
+    4. after the optimiser step, ``after_step()``.
+    """
+
+    name = "none"
+
+    def bind(self, model: nn.Module) -> None:
+        """Tell the regulariser which model it serves (some build their extra rows with it)."""
+
+    def extra_inputs(self, x: torch.Tensor, step: int, y: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Rows ``(r, *in_shape)`` to pass through the model beside batch ``x`` (labels ``y``), or None."""
+        return None
+
+    def penalty(self, model: nn.Module, extra_out: torch.Tensor | None) -> torch.Tensor | None:
+        """The unscaled penalty (a scalar with graph) given outputs of the extra rows."""
+        return None
+
+    def after_step(self) -> None:
+        """Update internal state once the optimiser step is done."""
+
+    def estimate(self) -> float | None:
+        """The largest quotient seen since the last call (CLIP), else None."""
+        return None
+
+    def peek(self) -> float | None:
+        """The largest quotient seen so far in this epoch, without resetting it."""
+        return None
+
+    def config(self) -> dict[str, Any]:
+        """The settings, as stored in a checkpoint's metadata."""
+        return {"name": self.name}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Internal state (tensors and numbers) to resume a run; empty for stateless methods."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
