@@ -3,30 +3,60 @@
 The small public surface::
 
     model, meta = robustclip.load("model.safetensors")
-    clean, robust = robustclip.benchmark(model, dataset="mnist", suite="attacks/paper-mnist.toml")
-    result = robustclip.evaluate(model, x, y, suite="attacks/curve-l2.toml", n_classes=10)
+    clean, robust = robustclip.benchmark(model, dataset="mnist", suite="paper-mnist")
+    result = robustclip.evaluate(model, x, y, suite="curve-l2", n_classes=10)
     trained = robustclip.train(robustclip.TrainConfig(dataset="mnist", reg="clip", lam=0.1))
     robustclip.save(trained.model, "clip.safetensors", trained.meta)
+    penalty = robustclip.ClipPenalty(model)          # CLIP as a loss in your own training loop
 
-Modules: data, models, checkpoints, regularizers, training, attacks,
-evaluation, lipschitz, sweeps, reports, gate, testing, cli.
+Modules: data, models, checkpoints, loading, regularizers, training, attacks, evaluation, lipschitz, certify,
+pipeline, sweeps, reports, gate, testing, cli.
+
+Names are imported on first use (PEP 562), so ``import robustclip`` and the command line start without loading
+torch; a broken install then fails with one line when a command needs it, not with a traceback at import.
 """
 
-from . import attacks, checkpoints, data, evaluation, lipschitz, models, regularizers, training
-from .checkpoints import save
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .errors import RobustclipError
-from .evaluation import EvalResult, benchmark, evaluate
-from .loading import load
-from .penalty import ClipPenalty
-from .training import TrainConfig, train
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from . import attacks, checkpoints, data, evaluation, lipschitz, models, regularizers, training
+    from .checkpoints import save
+    from .evaluation import EvalResult, benchmark, evaluate
+    from .loading import load
+    from .penalty import ClipPenalty
+    from .training import TrainConfig, train
+
+_NAMES = {"save": "checkpoints", "load": "loading", "benchmark": "evaluation", "evaluate": "evaluation",
+          "EvalResult": "evaluation", "train": "training", "TrainConfig": "training", "ClipPenalty": "penalty"}
+_MODULES = ("attacks", "checkpoints", "data", "evaluation", "lipschitz", "models", "regularizers", "training")
 
 __all__ = ["load", "save", "benchmark", "evaluate", "EvalResult", "train", "TrainConfig", "ClipPenalty",
            "RobustclipError", "attacks", "checkpoints", "data", "evaluation", "lipschitz", "models", "regularizers",
            "training"]
 
-try:
-    from importlib.metadata import version as _version
 
-    __version__ = _version("robustclip")
-except Exception:  # pragma: no cover
-    __version__ = "unknown"
+def __getattr__(name: str) -> Any:
+    if name in _NAMES:
+        value = getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
+    elif name in _MODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    elif name == "__version__":
+        try:
+            from importlib.metadata import version
+
+            value = version("robustclip")
+        except Exception:  # pragma: no cover - metadata missing in odd installs
+            value = "unknown"
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__, "__version__"])

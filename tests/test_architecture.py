@@ -102,3 +102,26 @@ def test_every_command_module_registers_a_handler():
     assert len(sub.choices) == len(COMMAND_MODULES)
     for name, p in sub.choices.items():
         assert callable(p.get_default("handler")), f"{name} has no handler"
+
+
+def test_a_broken_install_exits_3_with_one_line(tmp_path):
+    """A dependency that cannot be imported is an internal error (3), never 1 (a regression) or a traceback."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['torchattacks'] = None\n"
+            "from robustclip.cli import main\n"
+            "sys.exit(main(['evaluate', 'x.safetensors', '--suite', 'ci-quick', '--out', 'o']))\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 3, res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "torchattacks" in lines[0] and "Traceback" not in res.stderr
+
+
+def test_importing_the_package_loads_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, robustclip, robustclip.cli; print('torch' in sys.modules)"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and res.stdout.strip() == "False", res.stderr

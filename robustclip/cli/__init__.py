@@ -84,13 +84,13 @@ def safe_streams() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (see :mod:`robustclip.exitcodes`)."""
     safe_streams()
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    handler = getattr(args, "handler", None)
-    if handler is None:
-        parser.print_help()
-        return ExitCode.OK
     try:
+        parser = build_parser()  # inside the guard: a broken install fails here, with one line
+        args = parser.parse_args(argv)
+        handler = getattr(args, "handler", None)
+        if handler is None:
+            parser.print_help()
+            return ExitCode.OK
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # sanity flags are printed by the commands themselves
             return int(handler(args) or 0)
@@ -103,6 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. piped into head
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return ExitCode.OK
+    except ModuleNotFoundError as exc:  # a broken install, not a user error: one line, exit 3
+        if os.environ.get("ROBUSTCLIP_DEBUG"):
+            traceback.print_exc()
+        print(f"robustclip: internal error: the package {exc.name!r} cannot be imported -- the installation is "
+              "incomplete; reinstall robustclip (pip install --force-reinstall robustclip)", file=sys.stderr)
+        return ExitCode.INTERNAL
     except Exception as exc:  # a bug: one line, exit 3, the traceback on request
         if os.environ.get("ROBUSTCLIP_DEBUG"):
             traceback.print_exc()
