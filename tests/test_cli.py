@@ -246,7 +246,7 @@ def test_model_output_that_does_not_fit_the_dataset(work, data_dir, tmp_path):
     pytest.param(["--reg", "lasso"], ["lasso", "none", "weight", "clip"], id="unknown-reg"),
     pytest.param(["--reg", "clip", "--lam", "-0.1"], ["λ", "-0.1"], id="negative-lam"),
     pytest.param(["--reg", "clip", "--lam", "0.1", "--target-acc", "1.5"], ["τ", "1.5", "(0, 1]"], id="tau-above-1"),
-    pytest.param(["--reg", "clip", "--lam", "0.1", "--target-acc", "0"], ["τ", "(0, 1]"], id="tau-zero"),
+    pytest.param(["--reg", "clip", "--lam", "0.1", "--target-acc", "0"], ["τ", "> 0"], id="tau-zero"),
     pytest.param(["--reg", "none", "--lam", "0.1"], ["none", "--lam"], id="none-with-lam"),
     pytest.param(["--model", "{not json"], ["--model", "JSON"], id="bad-model-json"),
 ])
