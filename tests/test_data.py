@@ -93,6 +93,7 @@ def load_from(root: Path, split: str = "train", name: str = "mnist") -> data.Spl
 # --------------------------------------------------------------------------- real data
 
 
+@pytest.mark.data
 @pytest.mark.parametrize("which", ["mnist_train", "mnist_test", "fashion_train", "fashion_test"])
 def test_real_splits_shape_dtype_range(which, request):
     split = request.getfixturevalue(which)

@@ -335,7 +335,9 @@ def test_sigint_to_a_real_sweep_exits_130_and_marks_nothing_finished(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 130, err[-2000:]
+    # 130 from main(), or death by SIGINT (-2) when Python re-raises the interrupt at shutdown: a shell reports
+    # both as status 130, so both mean "interrupted"; what matters is that nothing unfinished is marked done
+    assert proc.returncode in (130, -signal.SIGINT), err[-2000:]
     assert "interrupted" in err and "Traceback" not in err
     assert list(out.glob("runs/*/manifest.json")) == [] and _run_claims(out) == []
 
