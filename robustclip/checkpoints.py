@@ -150,6 +150,10 @@ def save(model: nn.Module, path: str | os.PathLike[str], meta: Mapping[str, Any]
     too, see :func:`robustclip.loading.load_model`). ``meta`` is any JSON-serialisable
     dict: dataset, training config and history, metrics. Spec, factory, versions and
     the weights' digest are added here.
+
+    Example::
+
+        robustclip.save(model, "cnn.safetensors", {"dataset": "mnist"}, factory="mypkg.nets:small_cnn")
     """
     spec = getattr(model, "spec", None)
     if spec is None and factory is None:

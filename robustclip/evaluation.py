@@ -320,6 +320,20 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str |
     ``False``: none), overriding the suite's ``certify`` key. Returns an
     :class:`EvalResult`. Samples the model gets wrong on clean input are not
     attacked (they count as wrong under every attack).
+
+    Args:
+        model: a classifier taking inputs in [0,1] (normalisation inside) and returning logits ``(N, k)``.
+        x, y: inputs ``(N, ...)`` in [0,1] and integer labels ``(N,)``.
+        suite: a suite name (``ci-quick``, ``paper-mnist``, ...), a TOML path, or a parsed :class:`Suite`.
+
+    Returns:
+        An :class:`EvalResult`: ``frame`` (one row per attack, norm and ε, with 95% intervals), per-sample
+        ``correct``, the per-sample ``worst_case``, ``certified`` rows, and gradient-masking ``flags``.
+
+    Example::
+
+        res = robustclip.evaluate(model, x, y, suite="curve-l2", n_classes=10)
+        res.accuracy("worst_case", "L2", 1.0)
     """
     from .progress import bar as progress_bar
 
@@ -545,7 +559,20 @@ def sanity_flags(model: nn.Module, s: Suite, correct: dict[tuple[str, str | None
 
 def benchmark(model: nn.Module, *, dataset: str = "mnist", suite: str | Suite = "demo", n: int | None = 1000,
               data_dir: str | None = None, progress: bool = False) -> tuple[float, float]:
-    """RobustBench-style one call: ``(clean accuracy, worst-case accuracy at the suite's headline ε)``."""
+    """RobustBench-style one call: ``(clean accuracy, worst-case accuracy at the suite's headline ε)``.
+
+    Args:
+        model: a classifier for ``dataset`` (inputs in [0,1], logits out).
+        dataset: ``mnist`` or ``fashion-mnist`` (the first ``n`` test images are used).
+        suite: a suite name or TOML path; its headline (norm, ε) names the robust accuracy.
+
+    Returns:
+        ``(clean, robust)``, both in [0, 1]; robust is the per-sample worst case over the suite's attacks.
+
+    Example::
+
+        clean, robust = robustclip.benchmark(model, dataset="mnist", suite="paper-mnist", n=1000)
+    """
     from . import data
 
     s = load_suite(suite)

@@ -391,6 +391,19 @@ def train(cfg: TrainConfig, *, data_dir: str | None = None, progress: bool = Tru
     and returns the best weights so far with ``interrupted=True`` (metadata
     ``status: "partial"``); one before the first epoch finished propagates.
     A NaN, infinite or exploding loss raises :class:`TrainingDiverged`.
+
+    Args:
+        cfg: the run (dataset, model spec, regulariser from :data:`robustclip.regularizers.REGISTRY`, λ schedule,
+            optimiser, seed); the same seed on the CPU gives bit-identical weights.
+
+    Returns:
+        A :class:`TrainResult`: the model with the selected epoch's weights, the per-epoch ``history`` and the
+        typed checkpoint ``meta`` (:class:`~robustclip.checkpoints.CheckpointMeta`).
+
+    Example::
+
+        res = robustclip.train(robustclip.TrainConfig(dataset="mnist", reg="clip", lam=0.1, epochs=5))
+        robustclip.save(res.model, "clip.safetensors", res.meta)
     """
     return Trainer(cfg, data_dir=data_dir, progress=progress, splits=splits).run(on_epoch)
 
