@@ -7,8 +7,6 @@ one epoch on one thread.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 
@@ -16,10 +14,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchattacks
-from tiny import SMALL, one_thread
+from tiny import SMALL, one_thread, run_cli
 from torch import nn
 
-from robustclip import checkpoints, cli, models, regularizers, sweeps
+from robustclip import checkpoints, models, regularizers, sweeps
 from robustclip.adversarial import KLPGD, AdversarialConfig, AdversarialRegularizer, TradesRegularizer
 from robustclip.errors import RobustclipError, SuiteError
 from robustclip.training import TrainConfig, Trainer, load_training_data
@@ -237,14 +235,7 @@ def test_adversarial_training_and_trades_beat_plain_training_under_pgd(data_dir,
 # --------------------------------------------------------------------------- command line and sweeps
 
 
-def _main(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = cli.main(argv)
-        except SystemExit as exc:
-            rc = exc.code if isinstance(exc.code, int) else 1
-    return rc, out.getvalue(), err.getvalue()
+_main = run_cli
 
 
 def test_cli_train_adversarial_writes_the_settings(tmp_path, data_dir):

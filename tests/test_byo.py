@@ -5,8 +5,6 @@ it; suites resolve by name from any folder, also from an installed wheel.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import pickle
 import subprocess
@@ -20,10 +18,11 @@ import pandas as pd
 import pytest
 import torch
 from safetensors.torch import save_file
+from tiny import run_cli
 from torch import nn
 
 import robustclip as rc
-from robustclip import cli, loading
+from robustclip import loading
 from robustclip.attacks import find_suite, load_suite, shipped_suites_dir
 from robustclip.errors import CheckpointError, RobustclipError, SuiteError
 
@@ -87,15 +86,7 @@ steps = 3
 """
 
 
-def _main(argv: list[Any]) -> tuple[int, str, str]:
-    """Run ``cli.main`` in-process: (exit status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = cli.main([str(a) for a in argv])
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    return code, out.getvalue(), err.getvalue()
+_main = run_cli
 
 
 def _one_line_error(code: int, err: str, *words: str) -> str:

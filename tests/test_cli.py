@@ -9,8 +9,6 @@ data. Every user error exits with status 2 and exactly one stderr line starting
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import pickle
@@ -21,8 +19,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from tiny import run_cli
 
-from robustclip import checkpoints, cli, models
+from robustclip import checkpoints, models
 
 ROOT = Path(__file__).resolve().parent.parent
 COLUMNS = ["model", "dataset", "attack", "norm", "eps", "accuracy", "n", "ci_low", "ci_high"]
@@ -55,15 +54,7 @@ steps = 5
 """
 
 
-def _main(argv: list[str]) -> tuple[int, str, str]:
-    """Run ``cli.main`` in-process: (exit status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = cli.main(argv)
-        except SystemExit as exc:  # argparse: --help, usage errors
-            rc = exc.code if isinstance(exc.code, int) else 1
-    return rc, out.getvalue(), err.getvalue()
+_main = run_cli
 
 
 def _assert_one_line_error(rc: int, err: str, *words: str) -> str:

@@ -9,9 +9,7 @@ parsing and checkpoint headers: the answer is a result or the module's own error
 
 from __future__ import annotations
 
-import contextlib
 import gzip
-import io
 import json
 import os
 import resource
@@ -26,8 +24,9 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tiny import run_cli
 
-from robustclip import _io, checkpoints, cli, data, models, validate
+from robustclip import _io, checkpoints, data, models, validate
 from robustclip.attacks import AttackSpec, Suite, parse_suite
 from robustclip.checkpoints import CheckpointMeta
 from robustclip.errors import CheckpointError, DataError, RobustclipError, SuiteError
@@ -54,15 +53,7 @@ steps = 2
 """
 
 
-def _main(argv: list[str]) -> tuple[int, str, str]:
-    """``cli.main`` in-process: (exit status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = cli.main(argv)
-        except SystemExit as exc:
-            rc = exc.code if isinstance(exc.code, int) else 1
-    return int(rc), out.getvalue(), err.getvalue()
+_main = run_cli
 
 
 def _one_line_error(rc: int, err: str, *words: str) -> str:

@@ -1,7 +1,9 @@
-"""Shared by the sweep and report tests: a small model spec, a tiny suite, and a one-thread guard
-(two torch threads on two busy cores run these tiny models several times slower)."""
+"""Shared by the tests: a small model spec, a tiny suite, a one-thread guard (two torch threads on two busy cores
+run these tiny models several times slower), and the command line run in-process."""
 
 import contextlib
+import io
+from typing import Any
 
 import torch
 
@@ -34,3 +36,16 @@ def one_thread():
     finally:
         torch.set_num_threads(old)
 
+
+
+def run_cli(argv: list[Any]) -> tuple[int, str, str]:
+    """Run ``robustclip.cli.main`` in-process: ``(exit status, stdout, stderr)``; argparse exits become statuses."""
+    from robustclip import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = cli.main([str(a) for a in argv])
+        except SystemExit as exc:  # argparse: --help, usage errors
+            rc = exc.code if isinstance(exc.code, int) else 1
+    return int(rc), out.getvalue(), err.getvalue()
