@@ -190,6 +190,16 @@ def looks_like_safetensors(head: bytes, size: int) -> bool:
     return 8 + n <= size and head[8:9] == b"{"
 
 
+def header_length(raw: bytes, path: Path, *, fix: str) -> int:
+    """The length ``n`` of a safetensors file's JSON header, checked: present, at most the cap, inside the file."""
+    if len(raw) < 8:
+        raise CheckpointError(f"{path} is truncated ({len(raw)} bytes)", fix)
+    (n,) = struct.unpack("<Q", raw[:8])
+    if n > _MAX_HEADER or 8 + n > len(raw):
+        raise CheckpointError(f"{path} is not a complete safetensors file (bad header length)", fix)
+    return int(n)
+
+
 def _sniff(raw: bytes, path: Path) -> None:
     """Refuse anything that is not a well-formed safetensors file, without parsing it."""
     if not looks_like_safetensors(raw[:9], len(raw)) and (
@@ -199,12 +209,7 @@ def _sniff(raw: bytes, path: Path) -> None:
             "to read a state_dict saved with torch.save, name the code that builds the network: --model "
             "MODULE:CALLABLE on the command line, robustclip.loading.load_model(path, model=...) in Python",
         )
-    if len(raw) < 8:
-        raise CheckpointError(f"{path} is truncated ({len(raw)} bytes)", "re-create the checkpoint")
-    (n,) = struct.unpack("<Q", raw[:8])
-    if n > _MAX_HEADER or 8 + n > len(raw):
-        raise CheckpointError(f"{path} is not a complete safetensors file (bad header length)",
-                              "re-create the checkpoint; it may be truncated or not a checkpoint")
+    header_length(raw, path, fix="re-create the checkpoint; it may be truncated or not a checkpoint")
 
 
 def read_meta(path: str | os.PathLike[str]) -> CheckpointMeta:

@@ -10,8 +10,10 @@ constant of ``f``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -105,6 +107,22 @@ def ascent_move(P: torch.Tensor, grad: torch.Tensor, eta: torch.Tensor) -> torch
     return P.reshape(2, m, -1).addcmul(g, scale.view(1, m, 1)).clamp_(0.0, 1.0).view_as(P)
 
 
+@contextlib.contextmanager
+def frozen(model: nn.Module) -> Iterator[None]:
+    """The model in eval mode with its parameters' gradients off (input gradients only); both restored after."""
+    was_training = model.training
+    flags = [p.requires_grad for p in model.parameters()]
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(model.parameters(), flags):
+            p.requires_grad_(flag)
+        model.train(was_training)
+
+
 def pair_ascent(model: nn.Module, P: torch.Tensor, *, steps: int, eta: float | torch.Tensor = 0.1,
                 grow: float = 1.2, shrink: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
     """Maximise the quotients of pair set ``P`` for a fixed ``model``.
@@ -118,12 +136,7 @@ def pair_ascent(model: nn.Module, P: torch.Tensor, *, steps: int, eta: float | t
     P = P.detach().clone()
     m = P.shape[0] // 2
     eta_t = eta.clone() if isinstance(eta, torch.Tensor) else torch.full((m,), float(eta), device=P.device)
-    was_training = model.training
-    model.eval()
-    params = [p.requires_grad for p in model.parameters()]
-    for p in model.parameters():
-        p.requires_grad_(False)
-    try:
+    with frozen(model):
         P.requires_grad_(True)
         q = quotients(model, P)
         for _ in range(steps):
@@ -138,10 +151,6 @@ def pair_ascent(model: nn.Module, P: torch.Tensor, *, steps: int, eta: float | t
             P = torch.where(keep, cand.detach(), P.detach()).requires_grad_(True)
             q = quotients(model, P)
         return P.detach(), q.detach()
-    finally:
-        for p, flag in zip(model.parameters(), params):
-            p.requires_grad_(flag)
-        model.train(was_training)
 
 
 # --------------------------------------------------------------------------- structure (issue 11)
@@ -809,12 +818,7 @@ def lower_bounds(model: nn.Module, x: torch.Tensor, *, seed: int = 0, budget: st
     scale = {"quick": 1, "normal": 2, "thorough": 4}[budget]
     g = torch.Generator().manual_seed(seed)
     out: dict[str, float] = {}
-    was_training = model.training
-    model.eval()
-    flags = [p.requires_grad for p in model.parameters()]
-    for p in model.parameters():
-        p.requires_grad_(False)
-    try:
+    with frozen(model):
         js = jacobian_norms_batched(model, x)
         out["jacobian_data"] = float(js.max()) if js.numel() else 0.0
         top = x[js.argsort(descending=True)[: 8 * scale]]
@@ -844,10 +848,6 @@ def lower_bounds(model: nn.Module, x: torch.Tensor, *, seed: int = 0, budget: st
         separate(P, generator=g)
         _, q = pair_ascent(model, P, steps=steps * scale, eta=0.01)
         out["quotient_jacobian"] = float(q.max())
-    finally:
-        for p, f in zip(model.parameters(), flags):
-            p.requires_grad_(f)
-        model.train(was_training)
     return out
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import importlib
 import os
 import pickle
-import struct
 import sys
 import zipfile
 from collections.abc import Iterator
@@ -32,12 +31,11 @@ import torch
 from torch import nn
 
 from . import data
-from .checkpoints import _META_KEY, CheckpointMeta, check_factory_ref, weights_digest
+from .checkpoints import _META_KEY, CheckpointMeta, check_factory_ref, header_length, weights_digest
 from .errors import CheckpointError, RobustclipError
 
 _PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 _ZIP_MAGIC = b"PK\x03\x04"
-_MAX_HEADER = 100 * 1024 * 1024
 _TORCH_SUFFIXES = (".pt", ".pth")
 
 
@@ -159,12 +157,7 @@ def _read_safetensors(raw: bytes, path: Path) -> tuple[dict[str, torch.Tensor], 
     from safetensors import SafetensorError
     from safetensors.torch import load as st_load
 
-    if len(raw) < 8:
-        raise CheckpointError(f"{path} is truncated ({len(raw)} bytes)", "re-create the file")
-    (n,) = struct.unpack("<Q", raw[:8])
-    if n > _MAX_HEADER or 8 + n > len(raw):
-        raise CheckpointError(f"{path} is not a safetensors file (bad header length)",
-                              "pass a .safetensors or .pt/.pth state_dict, or a robustclip checkpoint")
+    n = header_length(raw, path, fix="pass a .safetensors or .pt/.pth state_dict, or a robustclip checkpoint")
     try:
         header = json.loads(raw[8: 8 + n])
         state = st_load(raw)
