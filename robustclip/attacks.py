@@ -46,7 +46,7 @@ from . import _io, validate
 from .errors import SuiteError
 
 NORMS = ("L2", "Linf")
-_SUITE_KEYS = {"name", "description", "n", "batch_size", "seed", "eps", "attack", "headline", "certify"}
+_SUITE_KEYS = {"name", "description", "n", "batch_size", "seed", "eps", "attack", "headline", "certify", "cascade"}
 CERTIFY_METHODS = ("lipschitz", "crown")  # as robustclip.certify.METHODS
 _CERTIFY_KEYS = {"methods", "sdp"}
 
@@ -181,8 +181,9 @@ class AttackKind:
     torchattacks object. ``label(params)``: its default row label. ``outer_restarts``: the evaluation repeats it
     ``restarts`` times with new seeds (kinds that restart internally, like APGD, say False). ``role``: ``weak``
     (a baseline that must not beat the iterative attacks, else gradients are masked), ``iterative`` (a strong
-    gradient attack), or ``other``. ``cost(params)``: model evaluations per sample it spends, restarts included
-    (for the suite's budget cap).
+    gradient attack), ``blackbox`` (a query attack without gradients: breaking what the gradient attacks could not
+    is a sign of gradient masking), or ``other``. ``cost(params)``: model evaluations per sample it spends, restarts
+    included (for the suite's budget cap).
     """
 
     keys: frozenset[str]
@@ -260,10 +261,10 @@ ATTACKS: dict[str, AttackKind] = {
     # APGD-CE + APGD-T (9 targets) + FAB-T + Square (5,000 queries), rounded up
     "autoattack": AttackKind(_keys("norm", "eps", "version"), _autoattack, role="iterative",
                              cost=lambda p: 10_000),
-    "square": AttackKind(_keys("norm", "eps", "n_queries", "restarts", "p_init"), _square,
+    "square": AttackKind(_keys("norm", "eps", "n_queries", "restarts", "p_init"), _square, role="blackbox",
                          cost=lambda p: int(p.get("n_queries", 5000)) * int(p.get("restarts", 1))),
     "authors_pgd": AttackKind(_keys("norm", "eps", "steps", "step_size", "restarts"), _authors_pgd,
-                              outer_restarts=True, cost=_steps(100)),
+                              outer_restarts=True, role="iterative", cost=_steps(100)),
 }
 ATTACK_TYPES = tuple(ATTACKS)
 
@@ -283,6 +284,7 @@ class Suite:
     raw: dict[str, Any] = field(default_factory=dict)
     certify: tuple[str, ...] | None = None  # None: the default (lipschitz); (): no certified rows
     certify_sdp: bool = False
+    cascade: bool = False  # AutoAttack's order: a later strong attack runs only on the samples still robust
 
     def budget(self, n: int | None = None) -> int:
         """Sample-steps the suite costs on ``n`` samples (default: its n, else :data:`DEFAULT_N`)."""
@@ -502,9 +504,12 @@ def parse_suite(raw: dict[str, Any], *, where: str = "<suite>") -> Suite:
         if bounded:
             headline = (bounded[-1].norm, max(a.eps for a in bounded if a.norm == bounded[-1].norm))  # type: ignore
     cert, sdp = _parse_certify(raw.get("certify"), where) if "certify" in raw else (None, False)
+    cascade = raw.get("cascade", False)
+    if not isinstance(cascade, bool):
+        raise SuiteError(f"{where}: cascade must be true or false, got {cascade!r:.80}", "e.g. cascade = true")
     suite = Suite(name=str(raw.get("name") or Path(where).stem), path=where,
                   description=str(raw.get("description", "")), attacks=specs, n=n, batch_size=bs, seed=seed,
-                  headline=headline, raw=raw, certify=cert, certify_sdp=sdp)
+                  headline=headline, raw=raw, certify=cert, certify_sdp=sdp, cascade=cascade)
     suite.check_budget()
     return suite
 

@@ -259,6 +259,32 @@ def run_attack(model: nn.Module, spec: AttackSpec, x: torch.Tensor, y: torch.Ten
     return correct, worst
 
 
+def cascades(spec: AttackSpec) -> bool:
+    """Whether ``spec`` is skipped on samples already broken when its suite has ``cascade = true``.
+
+    Weak attacks (noise, FGSM) run on every clean-correct sample and do not shrink the cascade, so the first
+    iterative attack at each (norm, ε) also runs on every sample: the gradient-masking check compares the two.
+    Every other norm-bounded attack joins the cascade.
+    """
+    return spec.bounded and ATTACKS[spec.type].role != "weak"
+
+
+def survivors(alive: dict[tuple[str, float], torch.Tensor], spec: AttackSpec, clean_ok: torch.Tensor) -> torch.Tensor:
+    """The samples ``(N,)`` that ``spec`` attacks in a cascade: clean-correct and not broken by any earlier attack at
+    the same norm and an ε no larger (the larger ball holds the smaller one's adversarial examples).
+
+    AutoAttack's order: the worst case per sample is unchanged, since a skipped sample is already broken; the
+    attack's own row then counts samples robust to it *and* to every attack before it (a cumulative accuracy).
+    """
+    if not cascades(spec):
+        return clean_ok
+    todo = clean_ok.clone()
+    for (norm, eps), ok in alive.items():
+        if norm == spec.norm and eps <= float(spec.eps or 0.0):
+            todo &= ok
+    return todo
+
+
 def _attack_batch(model: nn.Module, spec: AttackSpec, atk: Any, xb: torch.Tensor, yb: torch.Tensor,
                   batch_seed: int) -> tuple[torch.Tensor, float, torch.Tensor]:
     """One batch: correctness ``(B,)``, the largest perturbation norm, and which outputs were not finite ``(B,)``.
@@ -356,6 +382,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str |
         correct: dict[tuple[str, str | None, float | None], torch.Tensor] = {("clean", None, None): clean_ok}
         worst_norm: dict[tuple[str, str | None, float | None], float] = {}
         batches: dict[str, dict[str, Any]] = {}
+        alive: dict[tuple[str, float], torch.Tensor] = {}  # per (norm, ε): not yet broken by any attack so far
         todo = [a for a in s.attacks if a.type != "clean"]
         bar = progress_bar(todo, enabled=progress, desc=f"attacks on {model_name}", leave=False)
         for i, spec in enumerate(bar):
@@ -367,9 +394,13 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str |
             stats: dict[str, int] = {}
             log: dict[str, Any] = {}
             batches[f"{spec.label}|{spec.norm}|{spec.eps}"] = log
-            ok, size = run_attack(model, spec, x, y, n_classes=k, seed=seed + 7 * i, batch_size=bs, todo=clean_ok,
+            todo_mask = survivors(alive, spec, clean_ok) if s.cascade else clean_ok
+            ok, size = run_attack(model, spec, x, y, n_classes=k, seed=seed + 7 * i, batch_size=bs, todo=todo_mask,
                                   log=log, stats=stats)
-            correct[key] = ok & clean_ok
+            correct[key] = ok & todo_mask
+            if cascades(spec):
+                cell = (str(spec.norm), float(spec.eps or 0.0))
+                alive[cell] = alive.get(cell, clean_ok) & correct[key]
             worst_norm[key] = size
             if stats.get("nonfinite"):
                 nonfinite[key] = stats["nonfinite"]
@@ -381,6 +412,11 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str |
                                   per_method=(methods is not None and len(methods) > 0))
         if sanity:
             flags += sanity_flags(model, s, correct, x, y, frame, seed=seed, batch_size=bs)
+        if s.cascade:
+            cascaded = [a.label for a in s.attacks if cascades(a)]
+            cascade_note = f"cascade: {', '.join(dict.fromkeys(cascaded))} ran only on samples still robust"
+        else:
+            cascade_note = ""
         for (a, nm, e), count in nonfinite.items():
             where = a if nm is None else f"{a} at {nm} ε={e}"
             flags.append(f"ATTACK MALFUNCTION: {where} gave NaN or infinite outputs on {count} samples; they count "
@@ -393,7 +429,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str |
                       lipschitz={"upper": cert_info.get("upper"), "lower": lip_lower, **cert_info},
                       seconds=time.perf_counter() - t0,
                       meta={"suite": s.name, "suite_path": s.path, "seed": seed, "n": int(x.shape[0]),
-                            "batch_size": bs,
+                            "batch_size": bs, "cascade": s.cascade, "cascade_note": cascade_note,
                             "max_perturbation": {f"{a}|{nm}|{e}": v for (a, nm, e), v in worst_norm.items()},
                             "nonfinite_outputs": {f"{a}|{nm}|{e}": v for (a, nm, e), v in nonfinite.items()},
                             "attack_batches": batches, **runtime_meta(model)})
@@ -523,7 +559,9 @@ def sanity_flags(model: nn.Module, s: Suite, correct: dict[tuple[str, str | None
     * accuracy that does not fall toward 0 at a very large ε (PGD, 20 steps,
       L2 ε = 10 / L∞ ε = 0.5 on ``probe`` samples);
     * zero input gradients of the loss on many inputs;
-    * random noise or one-step FGSM beating iterative PGD at the same (norm, ε).
+    * random noise or one-step FGSM breaking samples (more than 1%) that every iterative attack at the same
+      (norm, ε) left robust;
+    * a black-box attack (Square) breaking samples that every gradient attack left robust.
     """
     flags: list[str] = []
     dev = _device_of(model)
@@ -546,14 +584,23 @@ def sanity_flags(model: nn.Module, s: Suite, correct: dict[tuple[str, str | None
         flags.append(f"GRADIENT MASKING? the loss gradient is exactly zero on {zero:.0%} of inputs "
                      "(saturated outputs); gradient-based accuracies overstate robustness")
     for (norm, eps), specs in s.grid().items():
-        accs = {a.type: float(correct[(a.label, norm, eps)].float().mean()) for a in specs}
-        pgd = min((v for t, v in accs.items() if ATTACKS[t].role == "iterative"), default=None)
-        if pgd is None:
-            continue
-        for weak in (t for t in accs if ATTACKS[t].role == "weak"):
-            if weak in accs and accs[weak] < pgd - 0.01:
-                flags.append(f"GRADIENT MASKING? {weak} ({accs[weak]:.1%}) beats iterative attacks ({pgd:.1%}) at "
-                             f"{norm} ε={eps}")
+        # per sample: robust to every iterative gradient attack (in a cascade, the survivors of all of them)
+        grad_robust = correct[("clean", None, None)].clone()
+        iterative = [a for a in specs if ATTACKS[a.type].role == "iterative"]
+        for a in iterative:
+            grad_robust &= correct[(a.label, norm, eps)]
+        n = max(1, grad_robust.numel())
+        for a in (b for b in specs if ATTACKS[b.type].role == "weak") if iterative else ():
+            missed = int((grad_robust & ~correct[(a.label, norm, eps)]).sum())
+            if missed > max(1, 0.01 * n):
+                flags.append(f"GRADIENT MASKING? {a.type} beats iterative attacks at {norm} ε={eps}: it broke "
+                             f"{missed} samples ({missed / n:.1%}) that every iterative attack left robust")
+        for a in (b for b in specs if ATTACKS[b.type].role == "blackbox") if iterative else ():
+            missed = int((grad_robust & ~correct[(a.label, norm, eps)]).sum())
+            if missed > max(1, 0.005 * n):
+                flags.append(f"GRADIENT MASKING? {a.label} (no gradients) broke {missed} samples that every "
+                             f"gradient attack missed at {norm} ε={eps}; the gradient attacks' numbers overstate "
+                             "robustness")
     return flags
 
 

@@ -364,12 +364,18 @@ def test_paper_mnist_is_l2_eps2_with_100_steps_and_the_strong_attacks():
     s = load_suite(SHIPPED / "paper-mnist.toml")
     assert s.headline == ("L2", 2.0)
     types = {a.type for a in s.attacks}
-    assert {"authors_pgd", "pgd", "apgd", "apgdt"} <= types
-    assert any(a.type == "apgd" and a.params.get("loss", "ce") == "ce" for a in s.attacks)
+    assert {"authors_pgd", "pgd", "apgd", "apgdt", "square"} <= types
+    assert {a.params.get("loss", "ce") for a in s.attacks if a.type == "apgd"} == {"ce", "dlr"}
     for a in s.attacks:
         if a.type in ("clean", "noise"):
             continue
         assert (a.norm, a.eps) == ("L2", 2.0), a
-        if a.type != "fgsm":
+        if a.type == "square":
+            assert a.params["n_queries"] == 5000  # the black-box check against gradient masking
+        elif a.type != "fgsm":
             assert a.params.get("steps") == 100, a
     assert list(s.grid()) == [("L2", 2.0)]
+    # AutoAttack's cascade, with the authors' PGD first so that its own column is comparable with theirs
+    assert s.cascade
+    bounded = [a.type for a in s.attacks if a.bounded and a.type != "fgsm"]
+    assert bounded[0] == "authors_pgd" and bounded[-1] == "square"

@@ -308,3 +308,70 @@ def test_noise_beating_pgd_is_flagged(mnist_small):
     correct[("noise", "L2", 1.0)] = clean.clone()
     flags = sanity_flags(model, s, correct, x[:n], y[:n], pd.DataFrame(), seed=0, batch_size=n)
     assert not any("beats iterative" in f for f in flags), flags
+
+
+# --- cascade (AutoAttack's order) and the black-box check ---------------------------------------------------------
+
+def _cascade_suite(cascade: bool):
+    return parse_suite({"name": "cascade", "batch_size": 64, "seed": 0, "cascade": cascade,
+                        "eps": {"L2": [0.5, 1.0]},
+                        "attack": [{"type": "clean"}, {"type": "fgsm", "norm": "L2"},
+                                   {"type": "pgd", "norm": "L2", "steps": 5},
+                                   {"type": "apgd", "norm": "L2", "steps": 5}]})
+
+
+def test_cascade_runs_later_attacks_only_on_survivors_and_keeps_the_first_iterative_attack_whole(mnist_small):
+    model, x, y = mnist_small
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        full = evaluate(model, x, y, suite=_cascade_suite(False), n_classes=10, progress=False)
+        casc = evaluate(model, x, y, suite=_cascade_suite(True), n_classes=10, progress=False)
+    assert casc.meta["cascade"] and "apgd-ce" in casc.meta["cascade_note"]
+    for eps in (0.5, 1.0):
+        # FGSM does not shrink the cascade, so PGD ran on every clean-correct sample with the same seeds
+        assert torch.equal(full.correct[("pgd", "L2", eps)], casc.correct[("pgd", "L2", eps)])
+        assert torch.equal(full.correct[("fgsm", "L2", eps)], casc.correct[("fgsm", "L2", eps)])
+        # APGD's row is cumulative: robust to it and to PGD at this and every smaller ε
+        apgd = casc.correct[("apgd-ce", "L2", eps)]
+        assert not bool((apgd & ~casc.correct[("pgd", "L2", eps)]).any())
+        assert not bool((apgd & ~casc.correct[("pgd", "L2", 0.5)]).any())
+    # the worst case is the AND over every row at this and every smaller ε, either way
+    for res in (full, casc):
+        wc = res.correct[("clean", None, None)].clone()
+        for eps in (0.5, 1.0):
+            for a in ("fgsm", "pgd", "apgd-ce"):
+                wc &= res.correct[(a, "L2", eps)]
+            assert res.accuracy("worst_case", "L2", eps) == pytest.approx(float(wc.float().mean()))
+
+
+def test_cascade_must_be_a_boolean():
+    from robustclip.attacks import SuiteError
+
+    with pytest.raises(SuiteError, match="cascade must be true or false"):
+        parse_suite({"cascade": "yes", "attack": [{"type": "pgd", "norm": "L2", "eps": 1.0}]})
+
+
+class Quantised(nn.Module):
+    """Rounds its input to 4 grey levels before a model: gradients are zero almost everywhere, queries still work."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(torch.round(x * 3) / 3)
+
+
+def test_square_breaking_what_gradient_attacks_missed_is_flagged(mnist_small):
+    model, x, y = mnist_small
+    q = Quantised(model).eval()
+    s = parse_suite({"name": "bb", "batch_size": 64, "seed": 0, "cascade": True, "eps": {"Linf": [0.3]},
+                     "attack": [{"type": "clean"}, {"type": "pgd", "norm": "Linf", "steps": 5},
+                                {"type": "square", "norm": "Linf", "n_queries": 300}]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = evaluate(q, x[:64], y[:64], suite=s, n_classes=10, progress=False)
+    pgd = res.correct[("pgd", "Linf", 0.3)]
+    square = res.correct[("square", "Linf", 0.3)]
+    assert int((pgd & ~square).sum()) > 1, "the construction must let Square break what PGD cannot"
+    assert any("square" in f and "every gradient attack missed" in f for f in res.flags), res.flags
