@@ -1,6 +1,6 @@
 """CLIP as a loss term for your own training loop: one object that computes the penalty and moves its pairs.
 
-    clip = robustclip.ClipPenalty(model, pairs=16)
+    clip = robustclip.ClipPenalty(model)                 # 64 pairs, as the CLI default
     for x, y in loader:                                   # x (B, *in_shape) in [0,1]
         loss = F.cross_entropy(model(x), y) + lam * clip(x)
         opt.zero_grad(); loss.backward(); opt.step()
@@ -51,8 +51,8 @@ class ClipPenalty:
     Calling it with a batch ``x`` ``(B, *in_shape)`` in [0,1] returns a scalar tensor ``>= 0`` with graph.
     """
 
-    def __init__(self, model: nn.Module, *, pairs: int = 16, init: str = "partial_random", radius: float = 0.5,
-                 eta: float = 0.1, reduce: str = "max", cap: float = 1e4, refresh_every: int = 200,
+    def __init__(self, model: nn.Module, *, pairs: int = 64, init: str = "partial_random", radius: float = 2.0,
+                 eta: float = 0.1, reduce: str = "max", cap: float = 1e4, refresh_every: int = 20,
                  ascent_steps: int = 1, seed: int = 0) -> None:
         cfg = ClipConfig(pairs=pairs, init=init, radius=radius, ascent_steps=ascent_steps, eta=eta, reduce=reduce,
                          cap=cap, refresh_every=refresh_every, every=1)

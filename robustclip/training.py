@@ -64,6 +64,7 @@ class TrainConfig:
     batch_size: int = 128
     optimizer: str = "sgd"
     lr: float = 0.1
+    lr_schedule: str = "constant"
     momentum: float = 0.9
     seed: int = 0
     device: str = "cpu"
@@ -80,7 +81,7 @@ class TrainConfig:
         if dataset == "regression":
             base: dict[str, Any] = dict(optimizer="adam", lr=0.01, batch_size=40, epochs=600, val_fraction=0.0,
                                         lip_probe_every=25, clip={"init": "noise", "pairs": 16, "radius": 0.05,
-                                                                  "refresh_every": 50, "eta": 0.02})
+                                                                  "refresh_every": 50, "eta": 0.02, "every": 2})
             base.update({k: v for k, v in kw.items() if v is not None})
             return cls(dataset=dataset, **base)
         return cls(dataset=dataset, **{k: v for k, v in kw.items() if v is not None})
@@ -97,6 +98,9 @@ class TrainConfig:
                                   f"use one of {', '.join(regularizers.REGULARIZERS)}")
         if not isinstance(self.optimizer, str) or self.optimizer not in OPTIMIZERS:
             raise RobustclipError(f"unknown optimizer {self.optimizer!r}", f"use one of {', '.join(OPTIMIZERS)}")
+        if not isinstance(self.lr_schedule, str) or self.lr_schedule not in LR_SCHEDULES:
+            raise RobustclipError(f"unknown learning-rate schedule {self.lr_schedule!r:.80}",
+                                  f"use one of {', '.join(LR_SCHEDULES)}")
         num = validate.number
         num(self.epochs, "--epochs", integer=True, lo=1, hi=MAX_EPOCHS, fix="pass e.g. --epochs 10")
         num(self.batch_size, "--batch-size", integer=True, lo=1, hi=1_000_000, fix="pass e.g. --batch-size 128")
@@ -160,6 +164,18 @@ class TrainResult:
 def _seed_all(seed: int) -> torch.Generator:
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+LR_SCHEDULES = ("constant", "cosine")
+"""``constant``: ``lr`` throughout; ``cosine``: ``lr · (1 + cos(π · epoch / epochs)) / 2``, set as each epoch
+starts."""
+
+
+def learning_rate(cfg: TrainConfig, epoch: int) -> float:
+    """The learning rate of 0-based ``epoch`` under ``cfg.lr_schedule`` (see :data:`LR_SCHEDULES`)."""
+    if cfg.lr_schedule == "cosine":
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / cfg.epochs))
+    return cfg.lr
 
 
 def load_training_data(cfg: TrainConfig, data_dir: str | None = None) -> tuple[data_mod.Split, data_mod.Split | None]:
@@ -249,6 +265,9 @@ class Trainer:
         cfg, model, reg = self.cfg, self.model, self.reg
         epoch = len(self.history)
         lam = self.sched.value(epoch)
+        lr = learning_rate(cfg, epoch)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
         model.train()
         n = self.X.shape[0]
         bs = min(cfg.batch_size, n)
@@ -295,7 +314,8 @@ class Trainer:
         train_seconds = time.perf_counter() - t0
         train_loss = float(loss_sum) / n
         train_acc = None if self.regression else float(correct) / n
-        rec: dict[str, Any] = {"epoch": epoch + 1, "lam": lam, "train_loss": train_loss, "train_acc": train_acc}
+        rec: dict[str, Any] = {"epoch": epoch + 1, "lam": lam, "lr": lr, "train_loss": train_loss,
+                               "train_acc": train_acc}
         if self.Xv is not None and self.Yv is not None:
             v = score(model, self.Xv, self.Yv, regression=self.regression)
             rec["val_mse" if self.regression else "val_acc"] = v

@@ -537,3 +537,39 @@ def test_lambda_schedule_rejects_invalid(kw):
 def test_lambda_schedule_accepts_boundaries():
     LambdaSchedule(lam=0.0, target=1.0)
     LambdaSchedule(lam=0.0, target=1e-6, step=0.0)
+
+
+def test_clip_margin_adds_the_lipschitz_margin_cross_entropy_of_the_batch(images):
+    """margin = r: the batch rides along with the pairs, and the penalty is max q (+ tie) plus the cross-entropy of
+    the batch's logits with every wrong class raised by √2 · r · max q."""
+    x, y = images
+    xb, yb = x[:32], y[:32]
+    model = _small_image_model(2)
+    m, r = 8, 1.58
+    plain = ClipRegularizer(ClipConfig(pairs=m, every=1), seed=0)
+    margin = ClipRegularizer(ClipConfig(pairs=m, every=1, margin=r), seed=0)
+    P = plain.extra_inputs(xb, 0, y=yb)
+    extra = margin.extra_inputs(xb, 0, y=yb)
+    assert P.shape[0] == 2 * m and extra.shape[0] == 2 * m + 32
+    assert torch.equal(extra[: 2 * m].detach(), P.detach()) and torch.equal(extra[2 * m :], xb)
+    pen_plain = plain.penalty(model, model(P))
+    pen = margin.penalty(model, model(extra))
+    with torch.no_grad():
+        q = lipschitz.quotients(model, P.detach())
+        z = model(xb)
+        wrong = 1 - nn.functional.one_hot(yb, 10).float()
+        ce = nn.functional.cross_entropy(z + math.sqrt(2) * r * q.max() * wrong, yb)
+    torch.testing.assert_close(float(pen.detach()), float(pen_plain.detach()) + float(ce), rtol=1e-5, atol=1e-6)
+    # a margin asks for more than plain cross-entropy: raising the wrong logits raises the loss
+    assert float(ce) > float(nn.functional.cross_entropy(z, yb))
+    pen.backward()
+    grad = margin.P.grad  # the pairs are the leaf; the batch rows carry no gradient to keep
+    assert grad is not None and float(grad.abs().sum()) > 0, "the pairs get no ascent direction"
+    margin.after_step()
+    _assert_valid_pairs(margin.P, m, (1, 28, 28))
+
+
+@pytest.mark.parametrize("bad", [-1.0, math.nan, math.inf, 1000.0])
+def test_clip_margin_must_be_finite_and_in_range(bad):
+    with pytest.raises(RobustclipError, match="margin"):
+        ClipConfig(margin=bad).validate()

@@ -272,3 +272,26 @@ def test_keyboard_interrupt_returns_usable_model(data_dir):
     assert _same_state(res.model, one.model)
     out = res.model(torch.rand(4, 1, 28, 28))
     assert out.shape == (4, 10) and torch.isfinite(out).all()
+
+
+# --------------------------------------------------------------------------- learning-rate schedule
+
+
+def test_cosine_learning_rate_decays_from_lr_to_near_zero():
+    from robustclip.training import learning_rate
+
+    cfg = TrainConfig(epochs=10, lr=0.1, lr_schedule="cosine")
+    rates = [learning_rate(cfg, e) for e in range(10)]
+    assert rates[0] == pytest.approx(0.1) and rates[5] == pytest.approx(0.05)
+    assert all(a > b for a, b in zip(rates, rates[1:])) and 0 < rates[-1] < 0.01
+    assert learning_rate(TrainConfig(epochs=10, lr=0.1), 7) == 0.1
+    with pytest.raises(RobustclipError, match="learning-rate schedule"):
+        TrainConfig(lr_schedule="step").validate()
+
+
+def test_training_applies_and_records_the_cosine_schedule(data_dir):
+    res = _run(data_dir, reg="none", epochs=3, lr_schedule="cosine", lr=0.01)
+    assert [h["lr"] for h in res.history] == pytest.approx([0.01, 0.0075, 0.0025])
+    flat = _run(data_dir, reg="none", epochs=3, lr=0.01)
+    assert [h["lr"] for h in flat.history] == [0.01, 0.01, 0.01]
+    assert not _same_state(res.model, flat.model)
