@@ -64,6 +64,9 @@ def compute_run(run: Run, data_dir: str | None = None, progress: bool = False,
     suite = None if cfg.dataset == "regression" else parse_suite(run.suite or {}, where=f"sweep suite of {run.id}")
     ev = pipeline.evaluate_model(res.model, res.meta, suite=suite, data_dir=data_dir, n=run.n_test,
                                  progress=progress, name=run.id, clean_full=True)
+    n_val = pipeline.VAL_N if run.n_val is None else run.n_val
+    if suite is not None and n_val > 0:
+        ev.rows += pipeline.validation_rows(res.model, cfg, suite, data_dir=data_dir, n=n_val)
     lip = ev.lipschitz
     flags = ev.result.flags if ev.result is not None else []
     rows = [{**common, "lip_lower": lip.lower, "lip_upper": lip.upper, "lip_exact": lip.exact, "mse": None, **r}

@@ -165,6 +165,52 @@ def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite
     return Evaluation(res, lip, meta, name, rows, info={"lipschitz": lipschitz})
 
 
+VAL_N = 1000
+"""Validation images scored per run for model selection (the run's own held-out split, never test images)."""
+
+
+def selection_suite(suite: Suite) -> Suite:
+    """The cheap attack pair that scores validation data for model selection, at ``suite``'s headline (norm, ε):
+    PGD (100 steps), then APGD-CE (100 steps) on the samples PGD did not break."""
+    from .attacks import parse_suite
+
+    norm, eps = suite.headline or ("L2", 2.0)
+    return parse_suite({"name": f"selection-{norm}-{eps:g}", "seed": suite.seed, "cascade": True,
+                        "batch_size": suite.batch_size, "certify": False,
+                        "attack": [{"type": "clean"}, {"type": "pgd", "norm": norm, "eps": eps, "steps": 100},
+                                   {"type": "apgd", "norm": norm, "eps": eps, "steps": 100, "loss": "ce"}]},
+                       where="<selection suite>")
+
+
+def validation_rows(model: nn.Module, cfg: TrainConfig, suite: Suite, *, data_dir: str | None = None,
+                    n: int = VAL_N) -> list[dict[str, Any]]:
+    """Rows ``val_clean`` and ``val_worst_case`` (at the suite's headline) on the first ``n`` images of ``cfg``'s own
+    validation split: what sweeps and reports select settings and checkpoints by, so no choice looks at test images.
+
+    Empty for regression and for a config without a validation split.
+    """
+    from .training import load_training_data
+
+    if cfg.dataset == "regression":
+        return []
+    _, val = load_training_data(cfg, data_dir)
+    if val is None or not len(val):
+        return []
+    val = val.subset(n)
+    s = selection_suite(suite)
+    res = evaluation.evaluate(model, val.x, val.y, suite=s, model_name="validation", dataset=cfg.dataset,
+                              n_classes=data.NUM_CLASSES[cfg.dataset], sanity=False, progress=False, certify=False)
+    assert s.headline is not None
+    norm, eps = s.headline
+    rows = []
+    for r in res.frame.drop(columns=["model", "dataset"]).to_dict(orient="records"):
+        if r["attack"] == "clean":
+            rows.append({**r, "attack": "val_clean"})
+        elif r["attack"] == "worst_case" and r["norm"] == norm and abs(float(r["eps"]) - eps) < 1e-9:
+            rows.append({**r, "attack": "val_worst_case"})
+    return rows
+
+
 def evaluate_checkpoint(path: str | os.PathLike[str], *, suite: str | Suite, data_dir: str | None = None,
                         n: int | None = None, batch_size: int | None = None, seed: int | None = None,
                         progress: bool = True, model: str | None = None, dataset: str | None = None,

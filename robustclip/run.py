@@ -14,7 +14,8 @@ class Run:
 
     ``id``: a safe folder name. ``train``: the :class:`~robustclip.training.TrainConfig` fields. ``suite``: the
     attack suite as a dict (None for regression). ``n_test``: test samples (None: the suite's n). ``meta``: the
-    sweep's labels for it (method, λ or τ, seed, experiment).
+    sweep's labels for it (method, λ or τ, seed, experiment). ``n_val``: validation images scored for model
+    selection (None: :data:`robustclip.pipeline.VAL_N`; 0: none).
     """
 
     id: str
@@ -22,8 +23,12 @@ class Run:
     suite: dict[str, Any] | None
     n_test: int | None
     meta: dict[str, Any]
+    n_val: int | None = None
 
     def digest(self) -> str:
-        """A hash of what defines the run's result: its training config, suite and test size."""
-        blob = json.dumps({"train": self.train, "suite": self.suite, "n_test": self.n_test}, sort_keys=True)
+        """A hash of what defines the run's result: its training config, suite, test and validation sizes."""
+        what: dict[str, Any] = {"train": self.train, "suite": self.suite, "n_test": self.n_test}
+        if self.n_val is not None:
+            what["n_val"] = self.n_val
+        blob = json.dumps(what, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

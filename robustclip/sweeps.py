@@ -12,6 +12,7 @@ the one experiment::
     n_train = 10000            # optional: a data subset
     suite = "ci-quick"         # attack suite for evaluation (image data only)
     n_test = 1000              # optional: test samples (default: the suite's n)
+    n_val = 1000               # optional: validation images scored for model selection (default 1000; 0: none)
     train = { optimizer = "sgd", lr = 0.1 }   # any other TrainConfig field
 
     [[method]]
@@ -70,7 +71,7 @@ from .errors import RobustclipError, SuiteError
 from .regularizers import REGISTRY
 from .run import Run
 
-_EXP_KEYS = {"name", "dataset", "model", "epochs", "seeds", "n_train", "suite", "n_test", "train", "method",
+_EXP_KEYS = {"name", "dataset", "model", "epochs", "seeds", "n_train", "suite", "n_test", "n_val", "train", "method",
              "experiment", "description", "output_sigmoid", "label"}
 _METHOD_KEYS = {"reg", "lam", "tau", "lam0", "lam_step", "lam_every", "warmup", "clip", "adversarial", "label",
                 "train", "output_sigmoid", "require_target"}
@@ -108,7 +109,7 @@ def load_sweep(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def plan(raw: dict[str, Any], *, where: str = "<sweep>") -> list[Run]:
     """Expand a sweep dict into runs: experiments × methods × (λ or τ) × seeds."""
-    from . import models
+    from . import models, validate
     from .attacks import load_suite
     from .training import TrainConfig
 
@@ -144,6 +145,10 @@ def plan(raw: dict[str, Any], *, where: str = "<sweep>") -> list[Run]:
                 suite = load_suite(e.get("suite", "demo")).raw
             except SuiteError as exc:
                 raise SuiteError(f"{at}: {exc.problem}", exc.fix) from None
+        n_val = e.get("n_val")
+        if n_val is not None:
+            validate.number(n_val, f"{at}: n_val", integer=True, lo=0, hi=60_000, error=SuiteError,
+                            fix="use e.g. n_val = 1000 (0: no validation scoring)")
         methods = e.get("method")
         if not isinstance(methods, list) or not methods:
             raise SuiteError(f"{at}: no [[method]] entries", 'add e.g. [[method]] reg = "clip" lam = [0.1]')
@@ -177,18 +182,27 @@ def plan(raw: dict[str, Any], *, where: str = "<sweep>") -> list[Run]:
                     label = m.get("label") or reg
                     run_id = "-".join(x for x in (e.get("label") or dataset, label, tag, f"s{seed}") if x)
                     _check_id(run_id, f"{mat}: run id")
-                    cfg = TrainConfig.for_dataset(
-                        dataset, model=mmodel, reg=reg, seed=seed, epochs=e.get("epochs"), n_train=e.get("n_train"),
-                        warmup=m.get("warmup"), clip=m.get("clip"), adversarial=m.get("adversarial"),
-                        require_target=m.get("require_target"),
-                        **lamcfg, **(e.get("train") or {}), **(m.get("train") or {}))
+                    kw: dict[str, Any] = dict(model=mmodel, reg=reg, seed=seed, epochs=e.get("epochs"),
+                                              n_train=e.get("n_train"), warmup=m.get("warmup"), clip=m.get("clip"),
+                                              adversarial=m.get("adversarial"),
+                                              require_target=m.get("require_target"), **lamcfg)
+                    for extra in (e.get("train") or {}, m.get("train") or {}):  # a method's own epochs, lr, ...
+                        if not isinstance(extra, dict):
+                            raise SuiteError(f"{mat}: train must be a table, got {extra!r:.80}",
+                                             'e.g. train = { epochs = 20, lr_schedule = "cosine" }')
+                        kw.update(extra)
+                    try:
+                        cfg = TrainConfig.for_dataset(dataset, **kw)
+                    except TypeError as exc:
+                        raise SuiteError(f"{mat}: unknown training setting ({exc})",
+                                         "use fields of robustclip.TrainConfig in train = {...}") from None
                     try:
                         cfg.validate()
                     except RobustclipError as exc:
                         raise SuiteError(f"{mat} ({run_id}): {exc.problem}", exc.fix or "fix the sweep file") from None
                     from dataclasses import asdict
 
-                    runs.append(Run(id=run_id, train=asdict(cfg), suite=suite, n_test=e.get("n_test"),
+                    runs.append(Run(id=run_id, train=asdict(cfg), suite=suite, n_test=e.get("n_test"), n_val=n_val,
                                     meta={"label": label, "method": reg,
                                           "lam": lamcfg.get("lam") if "target_acc" not in lamcfg else None,
                                           "tau": lamcfg.get("target_acc"), "seed": seed,

@@ -482,7 +482,8 @@ def test_certify_l2_suite_file_loads():
 
     s = load_suite("attacks/certify-l2.toml")
     assert s.certify == ("lipschitz", "crown")
-    assert sorted({e for (_, e) in s.grid()}) == [0.1, 0.25, 0.5, 1.0, 1.5, 2.0]
+    assert sorted({e for (_, e) in s.grid()}) == [0.1, 0.25, 0.5, 1.0, 1.5, 1.58, 2.0]  # 1.58: GloRo's MNIST radius
+    assert s.cascade
     assert {a.type for a in s.attacks} == {"clean", "pgd", "apgd", "apgdt"}
     assert all(a.params.get("steps") == 100 for a in s.attacks if a.type != "clean")
 

@@ -8,6 +8,7 @@ import pandas as pd
 from page_check import check_page, chromium
 
 from robustclip import checkpoints, paper, sweeps
+from robustclip.attacks import parse_suite
 
 TINY_SUITE = {"name": "tiny", "n": 64, "batch_size": 64, "seed": 0, "headline": {"norm": "L2", "eps": 2.0},
               "attack": [{"type": "clean"}, {"type": "noise", "sigma": 1.0}, {"type": "fgsm", "norm": "L2", "eps": 2.0},
@@ -18,16 +19,29 @@ TINY_SUITE = {"name": "tiny", "n": 64, "batch_size": 64, "seed": 0, "headline": 
 def test_preset_plans_the_issue_grid():
     runs = sweeps.plan(paper.preset())
     ids = {r.id for r in runs}
-    for dataset in ("mnist", "fashion-mnist"):
-        for seed in (0, 1, 2):
-            assert f"{dataset}-none-s{seed}" in ids
-            assert sum(i.startswith(f"{dataset}-weight-") and i.endswith(f"s{seed}") for i in ids) >= 2
-            assert sum(i.startswith(f"{dataset}-clip-lam") and i.endswith(f"s{seed}") for i in ids) >= 1
-    assert {"mnist-clip-tau0.95-s0", "mnist-clip-tau0.97-s0"} <= ids
+    by_id = {r.id: r for r in runs}
+    for seed in range(5):  # MNIST: five seeds of every method, adversarial training included
+        assert f"mnist-none-s{seed}" in ids
+        assert sum(i.startswith("mnist-weight-") and i.endswith(f"-s{seed}") for i in ids) >= 2
+        assert sum(i.startswith("mnist-clip-lam") and i.endswith(f"-s{seed}") for i in ids) >= 2
+        assert f"mnist-clip-tau0.97-s{seed}" in ids
+        for steps in (1, 3, 7):  # PGD adversarial training with 1, 3 and 7 steps, and TRADES
+            run = by_id[f"mnist-pgd-at{steps}-lam1-s{seed}"]
+            assert run.train["reg"] == "adversarial" and run.train["adversarial"]["steps"] == steps
+        assert by_id[f"mnist-trades-lam1-s{seed}"].train["reg"] == "trades"
+    # fewer epochs for more attack steps: each trains about as long as CLIP
+    epochs = {s: by_id[f"mnist-pgd-at{s}-lam1-s0"].train["epochs"] for s in (1, 3, 7)}
+    assert epochs[1] > epochs[3] > epochs[7]
+    for seed in (0, 1, 2):
+        assert f"fashion-mnist-none-s{seed}" in ids
+        assert sum(i.startswith("fashion-mnist-clip-lam") and i.endswith(f"s{seed}") for i in ids) >= 1
     sig = [r for r in runs if r.id.startswith("mnist-sigmoid")]
     assert sig and all(r.train["model"]["output_activation"] == "sigmoid" for r in sig)
     assert all(r.train["model"].get("output_activation") is None for r in runs if r.id.startswith("mnist-none"))
     assert sum(r.train["dataset"] == "regression" for r in runs) >= 6
+    suite = by_id["mnist-none-s0"].suite
+    assert suite is not None and suite["cascade"] is True
+    assert {a.get("label", a["type"]) for a in suite["attack"]} >= {"apgd-ce", "apgd-dlr", "apgdt", "square"}
 
 
 def test_regenerate_tiny(tmp_path, data_dir):
@@ -43,9 +57,12 @@ def test_regenerate_tiny(tmp_path, data_dir):
     from robustclip import attacks
 
     attacks.BUILTIN_SUITES["tiny"] = TINY_SUITE
+    cert = parse_suite({"name": "tiny-certify", "n": 64, "batch_size": 64, "seed": 0, "certify": True,
+                        "eps": {"L2": [0.25, 1.0]}, "attack": [{"type": "clean"},
+                                                               {"type": "pgd", "norm": "L2", "steps": 3}]})
     try:
         index = paper.regenerate(tmp_path / "paper", tmp_path / "runs", data_dir=str(data_dir), progress=False,
-                                 sweep=sweep)
+                                 sweep=sweep, sandwich_suite=cert)
     finally:
         del attacks.BUILTIN_SUITES["tiny"]
     out = tmp_path / "paper"
@@ -76,5 +93,36 @@ def test_regenerate_tiny(tmp_path, data_dir):
     for name in ("mnist-clip-best", "mnist-plain-best"):
         model, meta = checkpoints.load(out / "checkpoints" / f"{name}.safetensors")
         assert meta["dataset"] == "mnist" and meta["history"]
+    # the committed checkpoints' ε-curves: attacked and certified accuracy on the suite's grid, as a figure and a
+    # table, cached per checkpoint and suite
+    assert (out / "sandwich_L2.png").is_file() and "Attacked and certified accuracy against" in html
+    cached = sorted((tmp_path / "runs" / "sandwich").glob("*.csv"))
+    assert len(cached) == 2
+    curves = pd.concat(pd.read_csv(c) for c in cached)
+    for model, g in curves.groupby("model"):
+        wc = g[g.attack == "worst_case"].set_index("eps").accuracy
+        cert_acc = g[g.attack == "certified"].set_index("eps").accuracy
+        assert list(wc.index) == [0.25, 1.0] and (cert_acc <= wc + 1e-12).all(), model
     info = json.loads((out / "regeneration.json").read_text())
     assert info["minutes"] > 0 and set(info["checkpoints"]) == {"mnist-clip-best", "mnist-plain-best"}
+
+
+def test_committed_checkpoints_are_chosen_on_validation_rows():
+    def run(name, method, test_wc, val_wc, val_clean, clean=0.98):
+        base = {"dataset": "mnist", "run": name, "method": method, "label": method}
+        return [{**base, "attack": "worst_case", "norm": "L2", "eps": 2.0, "accuracy": test_wc},
+                {**base, "attack": "clean_full", "norm": "none", "eps": 0.0, "accuracy": clean},
+                {**base, "attack": "val_worst_case", "norm": "L2", "eps": 2.0, "accuracy": val_wc},
+                {**base, "attack": "val_clean", "norm": "none", "eps": 0.0, "accuracy": val_clean}]
+
+    rows = (run("mnist-clip-a", "clip", 0.50, 0.40, 0.975)  # best on test, not on validation
+            + run("mnist-clip-b", "clip", 0.45, 0.44, 0.972)  # best on validation
+            + run("mnist-clip-c", "clip", 0.60, 0.55, 0.960)  # most robust, but below 97% clean on validation
+            + run("mnist-none-s0", "none", 0.02, 0.03, 0.981) + run("mnist-none-s1", "none", 0.03, 0.02, 0.979)
+            + run("mnist-pgd-at7-s0", "adversarial", 0.5, 0.49, 0.974))
+    picks = paper._best_checkpoints(pd.DataFrame(rows))
+    assert picks == {"mnist-clip-best": "mnist-clip-b", "mnist-plain-best": "mnist-none-s0",
+                     "mnist-adversarial-best": "mnist-pgd-at7-s0"}
+    # runs from before validation scoring: judged on test rows, as before
+    old = pd.DataFrame([r for r in rows if not r["attack"].startswith("val_")])
+    assert paper._best_checkpoints(old)["mnist-clip-best"] == "mnist-clip-c"  # all at 98% clean on test

@@ -30,7 +30,7 @@ from robustclip.errors import RobustclipError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EXPECTED_FIGURES = {"curve_mnist_L2.png", "lambda_mnist.png", "lambda_regression.png", "tradeoff_mnist.png",
-                    "regression_fits.png", "history_mnist.png", "history_regression.png"}
+                    "regression_fits.png", "history_mnist.png", "history_regression.png", "frontier_mnist.png"}
 EXPECTED_ROWS = {("regression", "clip", "λ=0.01"), ("regression", "clip", "λ=0.1"), ("regression", "weight", "λ=0.001"),
                  ("mnist", "none", "-"), ("mnist", "clip", "λ=0.1"), ("mnist", "clip", "τ=0.5")}
 
@@ -45,7 +45,7 @@ def _sweep_raw(suite: Path) -> dict:
     return {"name": "tiny-report", "experiment": [
         {"label": "regression", "dataset": "regression", "epochs": 30, "seeds": [0],
          "method": [{"reg": "clip", "lam": [0.01, 0.1]}, {"reg": "weight", "lam": [0.001]}]},
-        {"label": "mnist", "dataset": "mnist", "epochs": 1, "n_train": 500, "n_test": 64, "seeds": [0, 1],
+        {"label": "mnist", "dataset": "mnist", "epochs": 1, "n_train": 500, "n_test": 64, "n_val": 100, "seeds": [0, 1],
          "model": SMALL, "suite": str(suite), "train": {"optimizer": "adam", "lr": 0.005},
          "method": [{"reg": "none"}, {"reg": "clip", "lam": [0.1], "tau": [0.5], "lam0": 0.05}]},
     ]}
@@ -479,7 +479,9 @@ def test_page_leads_with_the_headline_then_figures_then_full_tables(report):
     head = html_text[html_text.index('id="headline"'):html_text.index('id="figures"')]
     assert "<th>worst case, 95% CI</th>" in head
     assert head.count("<td>mnist</td>") == 2 and "<td>none</td>" in head and "<td>clip</td>" in head
-    assert "<img" not in html_text[: html_text.index('id="figures"')]
+    # the only image before the figures is the robustness-versus-training-time frontier, inside the headline
+    before = html_text[: html_text.index('id="figures"')]
+    assert before.count("<img") == 1 and 'data-file="frontier_mnist.png"' in head
     lines = md.splitlines()
     assert lines.index("## Headline") < lines.index("## Figures") < lines.index("## Full tables") \
         < lines.index("## Hyperparameters") < lines.index("## Provenance")
@@ -494,7 +496,7 @@ def test_hyperparameter_section_lists_each_experiment_and_method(report, sweep):
     assert none.runs == 2 and none.epochs == "1" and none.optimiser == "adam" and none.lr == "0.005"
     assert none.n_train == "500" and none.seeds == "0, 1" and none["model"] == "fc 784-32-10 sigmoid"
     clip = hp.loc[("mnist", "clip")]
-    assert "pairs=16" in clip["method settings"] and "τ=0.5" in clip["λ / τ"] and "λ=0.1" in clip["λ / τ"]
+    assert "pairs=64" in clip["method settings"] and "τ=0.5" in clip["λ / τ"] and "λ=0.1" in clip["λ / τ"]
     assert hp.loc[("regression", "weight")].epochs == "30"
     _, _, html_text, _ = report
     section = html_text[html_text.index('id="hyperparameters"'):html_text.index('id="provenance"')]
@@ -544,3 +546,71 @@ def test_page_check_catches_overflow_wrapping_and_broken_images(tmp_path):
     assert r["wrapped"] == ["38.9 ± 3.7"]
     assert r["images"] == [{"file": "broken.png", "decoded": False, "width": 0, "shown": r["images"][0]["shown"]}]
     assert any("broken.png" in e for e in r["errors"])
+
+
+# --------------------------------------------------------------------------- selection and the frontier
+
+
+def _synthetic_table(val: bool) -> pd.DataFrame:
+    """Two CLIP settings: A wins on test, B on validation."""
+    rows = [{"dataset": "mnist", "method": "none", "setting": "-", "seeds": 2, "clean": 0.98, "worst_case": 0.02,
+             "val_worst_case": 0.03},
+            {"dataset": "mnist", "method": "clip", "setting": "λ=0.3", "seeds": 2, "clean": 0.97, "worst_case": 0.45,
+             "val_worst_case": 0.30},
+            {"dataset": "mnist", "method": "clip", "setting": "λ=0.5", "seeds": 2, "clean": 0.97, "worst_case": 0.40,
+             "val_worst_case": 0.41}]
+    t = pd.DataFrame(rows)
+    if not val:
+        t.loc[1, "val_worst_case"] = float("nan")  # one run without validation rows: fall back to test
+    return t
+
+
+def test_headline_chooses_settings_on_validation_rows_not_test_rows():
+    t = _synthetic_table(val=True)
+    assert reports.selection_column(t) == "val_worst_case"
+    picked = reports.headline_rows(t)
+    assert list(picked[picked.method == "clip"].setting) == ["λ=0.5"]  # best on validation, not on test
+    md = reports._headline_md(t, "L2 ε = 2", None, None)
+    assert "validation" in md and "a choice made on the test set" not in md
+    old = _synthetic_table(val=False)
+    assert reports.selection_column(old) == "worst_case"
+    assert list(reports.headline_rows(old).query("method == 'clip'").setting) == ["λ=0.3"]
+    assert "a choice made on the test set" in reports._headline_md(old, "L2 ε = 2", None, None)
+
+
+def test_frontier_points_keep_exactly_the_undominated_settings():
+    def runs(label, setting, secs, accs):
+        return [{"run": f"{label}{setting}{i}", "label": label, "setting": setting, "group": f"{label} {setting}",
+                 "dataset": "mnist", "attack": "worst_case", "norm": "L2", "eps": 2.0, "accuracy": a,
+                 "train_seconds": s} for i, (s, a) in enumerate(zip(secs, accs))]
+
+    df = pd.DataFrame(runs("none", "-", [10, 12], [0.02, 0.04])  # fastest: on the frontier
+                      + runs("clip", "λ=0.3", [30, 30], [0.40, 0.42])  # on it
+                      + runs("clip", "λ=0.5", [40, 40], [0.38, 0.40])  # slower and weaker than λ=0.3: off it
+                      + runs("pgd-at7", "λ=1", [90, 100], [0.48, 0.50]))  # slowest but most robust: on it
+    pts = reports.frontier_points(df, ("L2", 2.0)).set_index("setting")
+    assert pts.loc["-", "seconds"] == 11 and pts.loc["-", "worst_case"] == pytest.approx(0.03)
+    assert pts.frontier.to_dict() == {"-": True, "λ=0.3": True, "λ=0.5": False, "λ=1": True}
+    assert (pts.lo <= pts.worst_case).all() and (pts.worst_case <= pts.hi).all()
+
+
+def test_report_leads_with_the_frontier_figure(report):
+    _, out, html, readme = report
+    assert "frontier_mnist.png" in readme
+    assert (out / "frontier_mnist.png").is_file()
+    head = html[html.index('id="headline"'):html.index('id="figures"')]
+    assert 'data-file="frontier_mnist.png"' in head
+    assert html.count('data-file="frontier_mnist.png"') == 1
+
+
+def test_no_accuracy_curve_from_a_single_eps(tmp_path):
+    """Clean accuracy and one ε joined by a line is not a curve: no figure (the paper's ε-curves come from its
+    certify-l2 sandwich instead)."""
+    rows = []
+    for run, acc in (("a", 0.4), ("b", 0.5)):
+        base = {"run": run, "group": "clip λ=0.5", "dataset": "mnist", "ci_low": 0.0, "ci_high": 1.0}
+        rows += [{**base, "attack": "clean", "norm": "none", "eps": 0.0, "accuracy": 0.97},
+                 {**base, "attack": "worst_case", "norm": "L2", "eps": 2.0, "accuracy": acc}]
+    assert reports.fig_curves(pd.DataFrame(rows), tmp_path) == []
+    two = pd.DataFrame(rows + [{**r, "eps": 1.0, "accuracy": 0.8} for r in rows if r["attack"] == "worst_case"])
+    assert [f.file for f in reports.fig_curves(two, tmp_path)] == ["curve_mnist_L2.png"]

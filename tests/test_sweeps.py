@@ -172,7 +172,22 @@ BAD_PLANS = [
     ({"dataset": "regression", "method": [{"reg": "clip", "lam": [0.1]}, {"reg": "clip", "lam": [0.1]}]},
      "appears twice"),
     ({"dataset": "mnist", "suite": "no-such-suite", "method": [{"reg": "none"}]}, "no-such-suite"),
+    ({"dataset": "mnist", "n_val": -1, "method": [{"reg": "none"}]}, "n_val"),
+    ({"dataset": "mnist", "n_val": 1.5, "method": [{"reg": "none"}]}, "n_val"),
+    ({"dataset": "regression", "method": [{"reg": "none", "train": {"bogus": 1}}]}, "unknown training setting"),
+    ({"dataset": "regression", "method": [{"reg": "none", "train": [1]}]}, "train must be a table"),
 ]
+
+
+def test_a_method_may_set_its_own_epochs_and_schedule():
+    runs = sweeps.plan({"dataset": "regression", "epochs": 30, "train": {"lr_schedule": "cosine"},
+                        "method": [{"reg": "none"}, {"reg": "weight", "lam": [0.1], "train": {"epochs": 7}}]})
+    by = {r.meta["method"]: r for r in runs}
+    assert by["none"].train["epochs"] == 30 and by["weight"].train["epochs"] == 7
+    assert by["none"].train["lr_schedule"] == by["weight"].train["lr_schedule"] == "cosine"
+    # the validation size is part of what defines a run: changing it means computing it again
+    a, b = (sweeps.plan({"dataset": "mnist", "n_val": n, "method": [{"reg": "none"}]})[0] for n in (100, 200))
+    assert a.digest() != b.digest() and a.n_val == 100
 
 
 @pytest.mark.parametrize("raw,needle", BAD_PLANS, ids=[n for _, n in BAD_PLANS])
@@ -428,12 +443,18 @@ def mixed_sweep(tmp_path_factory, data_dir):
     raw = {"name": "mixed", "experiment": [
         {"label": "regression", "dataset": "regression", "epochs": 30,
          "method": [{"reg": "clip", "lam": [0.01]}, {"reg": "weight", "lam": [0.001]}]},
-        {"label": "mnist", "dataset": "mnist", "epochs": 1, "n_train": 500, "n_test": 64, "model": SMALL,
-         "suite": str(base / "tiny.toml"), "method": [{"reg": "none"}, {"reg": "clip", "lam": [0.1]}]},
+        {"label": "mnist", "dataset": "mnist", "epochs": 1, "n_train": 500, "n_test": 64, "n_val": 50,
+         "model": SMALL, "suite": str(base / "tiny.toml"),
+         "method": [{"reg": "none"}, {"reg": "clip", "lam": [0.1]}]},
     ]}
     with one_thread():
         table = sweeps.run_sweep(raw, base / "out", data_dir=str(data_dir), progress=False)
     return base / "out", table, sweeps.plan(raw)
+
+
+# selection scores on each run's own validation split: clean, and the worst case at the suite's headline (the
+# tiny suite's largest L2 ε)
+VAL_ROWS = {("val_clean", "none", 0.0), ("val_worst_case", "L2", 2.0)}
 
 
 def test_results_table_columns_and_one_row_per_run_attack_eps(mixed_sweep):
@@ -451,8 +472,12 @@ def test_results_table_columns_and_one_row_per_run_attack_eps(mixed_sweep):
         if r.train["dataset"] == "regression":
             assert got == {("fit", "none", 0.0)}
         else:
-            assert got == SUITE_ROWS and len(rows) == len(SUITE_ROWS)
-            assert (rows[rows.attack != "clean_full"].n == 64).all()
+            assert got == SUITE_ROWS | VAL_ROWS and len(rows) == len(SUITE_ROWS | VAL_ROWS)
+            val = rows.attack.str.startswith("val_")
+            assert (rows[val].n == 50).all()
+            assert float(rows[rows.attack == "val_worst_case"].accuracy.iloc[0]) <= float(
+                rows[rows.attack == "val_clean"].accuracy.iloc[0])
+            assert (rows[(rows.attack != "clean_full") & ~val].n == 64).all()
             assert (rows[rows.attack == "clean_full"].n == 10000).all()
             assert rows.accuracy.between(0, 1).all()
             assert (rows.ci_low <= rows.accuracy + 1e-12).all() and (rows.accuracy <= rows.ci_high + 1e-12).all()
