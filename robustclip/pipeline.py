@@ -166,7 +166,8 @@ def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite
 
 
 VAL_N = 1000
-"""Validation images scored per run for model selection (the run's own held-out split, never test images)."""
+"""The most validation images a sweep run scores for model selection by default (the run's own held-out split,
+never test images); a run scores as many as the test images it is evaluated on, up to this."""
 
 
 def selection_suite(suite: Suite) -> Suite:

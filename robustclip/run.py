@@ -15,7 +15,7 @@ class Run:
     ``id``: a safe folder name. ``train``: the :class:`~robustclip.training.TrainConfig` fields. ``suite``: the
     attack suite as a dict (None for regression). ``n_test``: test samples (None: the suite's n). ``meta``: the
     sweep's labels for it (method, λ or τ, seed, experiment). ``n_val``: validation images scored for model
-    selection (None: :data:`robustclip.pipeline.VAL_N`; 0: none).
+    selection (None: as many as test images, at most :data:`robustclip.pipeline.VAL_N`; 0: none).
     """
 
     id: str

@@ -12,7 +12,8 @@ the one experiment::
     n_train = 10000            # optional: a data subset
     suite = "ci-quick"         # attack suite for evaluation (image data only)
     n_test = 1000              # optional: test samples (default: the suite's n)
-    n_val = 1000               # optional: validation images scored for model selection (default 1000; 0: none)
+    n_val = 1000               # optional: validation images scored for model selection (default: as many as
+                               # test images, at most 1000; 0: none)
     train = { optimizer = "sgd", lr = 0.1 }   # any other TrainConfig field
 
     [[method]]

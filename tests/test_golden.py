@@ -2,12 +2,12 @@
 
 ``tests/golden/mnist-clip-best-ci-quick.json`` was written by the pre-refactor code (robustclip 0.1.0, commit
 2a8681d) for the then committed ``reports/paper/checkpoints/mnist-clip-best.safetensors`` (frozen as
-``tests/golden/mnist-clip-best-v1.safetensors`` when a later paper regeneration replaced it) under the ci-quick suite on the first 200
-MNIST test images. The pipeline must reproduce it. Tolerances are for other CPUs: floating-point differences can
-flip a sample at a decision boundary (two samples of 200 allowed per row), and move ascent-based Lipschitz bounds
-slightly (2% allowed); on the machine that wrote the file the match is exact. One figure changed on purpose
-after the refactor: issue 13 made the upper bound the best sound bound (layer pairs, 18.80) instead of the
-layer product (23.70); the file records both.
+``tests/golden/mnist-clip-best-v1.safetensors`` when a later paper regeneration replaced it) under the ci-quick
+suite on the first 200 MNIST test images. The pipeline must reproduce it. Tolerances are for other CPUs:
+floating-point differences can flip a sample at a decision boundary (two samples of 200 allowed per row), and move
+ascent-based Lipschitz bounds slightly (2% allowed); on the machine that wrote the file the match is exact. One
+figure changed on purpose after the refactor: issue 13 made the upper bound the best sound bound (layer pairs,
+18.80) instead of the layer product (23.70); the file records both.
 """
 
 from __future__ import annotations

@@ -126,3 +126,22 @@ def test_committed_checkpoints_are_chosen_on_validation_rows():
     # runs from before validation scoring: judged on test rows, as before
     old = pd.DataFrame([r for r in rows if not r["attack"].startswith("val_")])
     assert paper._best_checkpoints(old)["mnist-clip-best"] == "mnist-clip-c"  # all at 98% clean on test
+
+
+def test_verdict_says_plainly_whether_clip_beats_adversarial_training_at_equal_time():
+    def row(method, setting, clean, wc, secs):
+        return {"dataset": "mnist", "method": method, "lam_or_tau": setting, "seeds": 5, "clean": clean,
+                "worst_case": wc, "train_seconds": secs}
+
+    df = pd.DataFrame([{"label": "clip", "method": "clip"}, {"label": "pgd-at7", "method": "adversarial"},
+                       {"label": "pgd-at3", "method": "adversarial"}])
+    table = pd.DataFrame([row("clip", "λ=0.5", 0.972, 0.395, 62), row("clip", "λ=0.8", 0.968, 0.431, 64),
+                          row("pgd-at7", "λ=1", 0.974, 0.519, 69), row("pgd-at3", "λ=1", 0.98, 0.531, 89)])
+    text = paper.verdict_text(table, df)
+    assert "clip λ=0.5, 39.5% worst case" in text  # λ=0.8 is below 97% clean
+    assert "pgd-at7 λ=1, 51.9%" in text and "does not beat adversarial training" in text  # 69 s ≤ 1.15 × 62 s
+    assert "pgd-at3 λ=1, 53.1%" in text and "**not met** (39.5%)" in text
+    strong = table.assign(worst_case=[0.60, 0.431, 0.519, 0.531])
+    text = paper.verdict_text(strong, df)
+    assert "CLIP beats it at equal training time" in text and "≥ 97% clean: met." in text
+    assert paper.verdict_text(table[table.method == "clip"], df) == ""  # no yardstick, no verdict
