@@ -31,6 +31,8 @@ gets its own row and never enters the worst case.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 from collections.abc import Callable
@@ -306,6 +308,11 @@ class Suite:
             if a.bounded:
                 out.setdefault((a.norm, a.eps), []).append(a)  # type: ignore[arg-type]
         return dict(sorted(out.items()))
+
+
+def suite_digest(raw: dict[str, Any]) -> str:
+    """A stable hash of a suite's settings (its TOML as a dict)."""
+    return hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def attack_cost(a: AttackSpec) -> int:

@@ -64,9 +64,10 @@ def compute_run(run: Run, data_dir: str | None = None, progress: bool = False,
     suite = None if cfg.dataset == "regression" else parse_suite(run.suite or {}, where=f"sweep suite of {run.id}")
     ev = pipeline.evaluate_model(res.model, res.meta, suite=suite, data_dir=data_dir, n=run.n_test,
                                  progress=progress, name=run.id, clean_full=True)
-    n_val = run.n_val if run.n_val is not None else min(pipeline.VAL_N, run.n_test or suite.n or pipeline.VAL_N) \
-        if suite is not None else 0  # by default as many validation images as test images, at most VAL_N
-    if suite is not None and n_val > 0:
+    n_val = run.n_val
+    if n_val is None and suite is not None:  # by default as many validation images as test images, at most VAL_N
+        n_val = min(pipeline.VAL_N, run.n_test or suite.n or pipeline.VAL_N)
+    if suite is not None and n_val:
         ev.rows += pipeline.validation_rows(res.model, cfg, suite, data_dir=data_dir, n=n_val)
     lip = ev.lipschitz
     flags = ev.result.flags if ev.result is not None else []

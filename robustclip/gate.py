@@ -260,11 +260,6 @@ def images_digest(dataset: str, n: int, data_dir: str | None = None, *,
     return {"split": "test", "first": int(split.x.shape[0]), "sha256": h.hexdigest()}
 
 
-def suite_digest(raw: dict[str, Any]) -> str:
-    """A stable hash of a suite's settings."""
-    return hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def metric_name(row: dict[str, Any]) -> str:
     """The metric's name in tables and baselines (see :func:`robustclip.results.row_key`)."""
     return row_key(row)
@@ -382,6 +377,8 @@ def measure(path: str, suite: Any, *, n: int | None = None, data_dir: str | None
 def make_baseline(measured: Sequence[Measured], *, suite_raw: dict[str, Any], suite_name: str, mode: str,
                   lipschitz_mode: str = "full") -> dict[str, Any]:
     """The baseline document (format version 2) for one checkpoint (``fixed``) or several seeds (``retrained``)."""
+    from .attacks import suite_digest
+
     if mode not in MODES:
         raise RobustclipError(f"unknown baseline mode {mode!r}", f"use one of {', '.join(MODES)}")
     if not measured:
@@ -721,6 +718,8 @@ def precheck(baseline: dict[str, Any], suite_raw: dict[str, Any], n: int, *, lip
              where: str = "baseline", update_cmd: str | None = None) -> None:
     """The comparability checks that need no evaluation (suite, n, estimator version, Lipschitz mode); raises
     :class:`RobustclipError`, so that an incomparable baseline fails in seconds, before the attacks run."""
+    from .attacks import suite_digest
+
     cmd = update_cmd or "robustclip check CKPT --suite S --baseline B.json --update-baseline"
     fix = f"compare like with like, or re-create the baseline: {cmd}"
     if baseline.get("suite_sha256") != suite_digest(suite_raw):

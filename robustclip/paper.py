@@ -291,13 +291,11 @@ def sandwich(picks: dict[str, Path], cache: Path, *, suite: Any = SANDWICH_SUITE
     Each result is cached in ``cache`` under the checkpoint's and the suite's hashes, so a resumed regeneration
     evaluates only what changed.
     """
-    import hashlib
-
     from . import pipeline
-    from .attacks import load_suite
+    from .attacks import load_suite, suite_digest
 
     s = load_suite(suite)
-    suite_key = hashlib.sha256(json.dumps(s.raw, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    suite_key = suite_digest(s.raw)[:12]
     frames = []
     for name, path in picks.items():
         key = cache / f"{name}-{_io.sha256_file(path)[:12]}-{suite_key}.csv"

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import torch
 from safetensors.torch import save_file
-from tiny import run_cli
+from tiny import assert_one_line_error, run_cli
 from torch import nn
 
 import robustclip as rc
@@ -89,13 +89,6 @@ steps = 3
 _main = run_cli
 
 
-def _one_line_error(code: int, err: str, *words: str) -> str:
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("robustclip: error:"), err
-    for w in words:
-        assert w in lines[0], (w, lines[0])
-    return lines[0]
 
 
 def _write_module(folder: Path) -> str:
@@ -200,12 +193,12 @@ def test_check_gates_a_users_model(user, in_user_dir, data_dir):
 def test_state_dict_without_model_names_the_fix(user, in_user_dir):
     for weights in ("trained.pt", "trained.safetensors"):
         code, _, err = _main(["evaluate", weights, "--dataset", "mnist", "--suite", "tiny.toml", "--out", "x"])
-        _one_line_error(code, err, weights, "--model MODULE:CALLABLE")
+        assert_one_line_error(code, err, weights, "--model MODULE:CALLABLE")
 
 
 def test_state_dict_without_dataset_names_the_fix(user, in_user_dir):
     code, _, err = _main(["evaluate", "trained.pt", "--model", user["ref"], "--suite", "tiny.toml", "--out", "x"])
-    _one_line_error(code, err, "--dataset mnist")
+    assert_one_line_error(code, err, "--dataset mnist")
 
 
 # --------------------------------------------------------------------------- the factory trust rule
@@ -224,7 +217,7 @@ def test_a_factory_named_in_a_file_is_imported_only_when_the_user_names_it(tmp_p
     assert str(info.value).startswith(f"{path} was saved with factory {ref} -- pass --model {ref} to import it "
                                       "(importing runs its code)")
     code, _, err = _main(["evaluate", path, "--suite", "demo", "--out", "ev"])
-    _one_line_error(code, err, f"was saved with factory {ref}", f"pass --model {ref}", "importing runs its code")
+    assert_one_line_error(code, err, f"was saved with factory {ref}", f"pass --model {ref}", "importing runs its code")
     assert not marker.exists(), "robustclip imported a module only the file named"
 
     model, meta = rc.load(path, trust_factory=True)
@@ -271,13 +264,13 @@ def test_weights_that_do_not_fit_name_the_mismatch(user, in_user_dir, tmp_path):
     torch.save(renamed, tmp_path / "renamed.pt")
     code, _, err = _main(["evaluate", tmp_path / "renamed.pt", "--model", user["ref"], "--dataset", "mnist",
                           "--suite", "tiny.toml", "--out", "x"])
-    _one_line_error(code, err, "missing keys conv1.weight", "unexpected keys module.conv1.weight")
+    assert_one_line_error(code, err, "missing keys conv1.weight", "unexpected keys module.conv1.weight")
 
 
 def test_model_output_must_be_logits_per_class(user, in_user_dir):
     code, _, err = _main(["evaluate", "trained.pt", "--model", f"{user['name']}:five_classes", "--dataset", "mnist",
                           "--suite", "tiny.toml", "--out", "x"])
-    _one_line_error(code, err, "does not fit")  # the fc layer has 5 rows: caught as a shape mismatch first
+    assert_one_line_error(code, err, "does not fit")  # the fc layer has 5 rows: caught as a shape mismatch first
     net = user["mod"].SmallCNN(classes=5)
     with pytest.raises(RobustclipError, match=r"return \(2, 10\) logits"):
         loading.check_classifier(net, torch.rand(4, 1, 28, 28), 10)
@@ -295,7 +288,7 @@ def test_bad_model_references_are_one_line_errors(user, in_user_dir, ref, words)
     ref = ref.replace("NAME", user["name"])
     code, _, err = _main(["evaluate", "trained.pt", "--model", ref, "--dataset", "mnist", "--suite", "tiny.toml",
                           "--out", "x"])
-    _one_line_error(code, err, *words)
+    assert_one_line_error(code, err, *words)
 
 
 class _Payload:
@@ -494,7 +487,7 @@ def test_check_gates_on_own_data(colour, monkeypatch):
     common = ["--model", colour["ref"], "--suite", "tiny.toml", "--baseline", "b.json"]
     assert _main(["check", "linear.pt", "--data", "patches.npz", *common, "--update-baseline"])[0] == 0
     code, out, err = _main(["check", "linear.pt", "--data", "patches.safetensors", *common, "--json"])
-    _one_line_error(code, err, "was made on patches.npz@")  # other data file: not compared like with like
+    assert_one_line_error(code, err, "was made on patches.npz@")  # other data file: not compared like with like
 
 
 def _npz(path: Path, **arrays: Any) -> Path:
@@ -539,7 +532,7 @@ def test_labels_beyond_the_models_outputs_are_refused(colour, monkeypatch, tmp_p
     bad = _npz(tmp_path / "seven.npz", x=colour["x"].numpy(), y=(colour["y"] + 3).numpy())
     code, _, err = _main(["evaluate", "linear.pt", "--model", colour["ref"], "--data", bad, "--suite", "tiny.toml",
                           "--out", tmp_path / "ev"])
-    _one_line_error(code, err, "has 4 outputs")
+    assert_one_line_error(code, err, "has 4 outputs")
 
 
 def re_escape(text: str) -> str:

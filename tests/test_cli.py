@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from tiny import run_cli
+from tiny import assert_one_line_error, run_cli
 
 from robustclip import checkpoints, models
 
@@ -57,15 +57,6 @@ steps = 5
 _main = run_cli
 
 
-def _assert_one_line_error(rc: int, err: str, *words: str) -> str:
-    assert rc == 2, err
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("robustclip: error:"), err
-    for w in words:
-        assert w in lines[0], (w, lines[0])
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -170,14 +161,14 @@ def test_pickled_checkpoint_is_refused(work, data_dir, tmp_path):
     bad = tmp_path / "evil.safetensors"
     bad.write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
     rc, _, err = _evaluate_bad(work, bad, data_dir)
-    _assert_one_line_error(rc, err, str(bad), "pickle")
+    assert_one_line_error(rc, err, str(bad), "pickle")
 
 
 def test_torch_save_checkpoint_is_refused(work, data_dir, tmp_path):
     bad = tmp_path / "torch.pt"
     torch.save({"w": torch.zeros(2)}, bad)
     rc, _, err = _evaluate_bad(work, bad, data_dir)
-    _assert_one_line_error(rc, err, str(bad))
+    assert_one_line_error(rc, err, str(bad))
 
 
 @pytest.mark.parametrize("how", ["truncated", "tiny", "garbage", "flipped-weights"])
@@ -197,13 +188,13 @@ def test_corrupt_checkpoint_is_refused(work, data_dir, tmp_path, how):
     bad = tmp_path / f"{how}.safetensors"
     bad.write_bytes(raw)
     rc, _, err = _evaluate_bad(work, bad, data_dir)
-    _assert_one_line_error(rc, err, str(bad))
+    assert_one_line_error(rc, err, str(bad))
 
 
 def test_missing_checkpoint_path(work, data_dir, tmp_path):
     missing = tmp_path / "nope.safetensors"
     rc, _, err = _evaluate_bad(work, missing, data_dir)
-    _assert_one_line_error(rc, err, str(missing), "does not exist")
+    assert_one_line_error(rc, err, str(missing), "does not exist")
 
 
 @pytest.mark.parametrize("text,words", [
@@ -216,12 +207,12 @@ def test_suite_error(work, data_dir, tmp_path, text, words):
     suite = tmp_path / "bad-suite.toml"
     suite.write_text(text, encoding="utf-8")
     rc, _, err = _evaluate_bad(work, work["ckpt"], data_dir, suite)
-    _assert_one_line_error(rc, err, str(suite), *words)
+    assert_one_line_error(rc, err, str(suite), *words)
 
 
 def test_missing_suite_file(work, data_dir, tmp_path):
     rc, _, err = _evaluate_bad(work, work["ckpt"], data_dir, tmp_path / "none.toml")
-    _assert_one_line_error(rc, err, "none.toml", "not found")
+    assert_one_line_error(rc, err, "none.toml", "not found")
 
 
 def test_model_output_that_does_not_fit_the_dataset(work, data_dir, tmp_path):
@@ -229,7 +220,7 @@ def test_model_output_that_does_not_fit_the_dataset(work, data_dir, tmp_path):
     three = models.build({"arch": "fc", "sizes": [784, 16, 3], "activation": "relu"})
     path = checkpoints.save(three, tmp_path / "three.safetensors", {"dataset": "mnist"})
     rc, _, err = _evaluate_bad(work, path, data_dir)
-    _assert_one_line_error(rc, err, "3 outputs", "10 classes")
+    assert_one_line_error(rc, err, "3 outputs", "10 classes")
 
 
 @pytest.mark.parametrize("args,words", [
@@ -245,7 +236,7 @@ def test_train_user_errors(tmp_path, data_dir, args, words):
     out = tmp_path / "m.safetensors"
     rc, _, err = _main(["train", *args, "--epochs", "1", "--n-train", "200", "--out", str(out), "--quiet",
                         "--data-dir", str(data_dir)])
-    _assert_one_line_error(rc, err, *words)
+    assert_one_line_error(rc, err, *words)
     assert not out.exists()
 
 
@@ -253,7 +244,7 @@ def test_train_into_a_missing_folder(tmp_path, data_dir):
     out = tmp_path / "no" / "such" / "dir" / "m.safetensors"
     rc, _, err = _main(["train", "--epochs", "1", "--n-train", "200", "--out", str(out), "--quiet",
                         "--data-dir", str(data_dir)])
-    _assert_one_line_error(rc, err, str(out.parent), "mkdir")
+    assert_one_line_error(rc, err, str(out.parent), "mkdir")
     assert not out.parent.exists()
 
 

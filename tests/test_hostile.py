@@ -24,7 +24,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tiny import run_cli
+from tiny import assert_one_line_error, run_cli
 
 from robustclip import _io, checkpoints, data, models, validate
 from robustclip.attacks import AttackSpec, Suite, parse_suite
@@ -56,15 +56,6 @@ steps = 2
 _main = run_cli
 
 
-def _one_line_error(rc: int, err: str, *words: str) -> str:
-    assert rc == 2, err
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("robustclip: error: ") and " -- " in lines[0], err
-    for w in words:
-        assert w in lines[0], (w, lines[0])
-    return lines[0]
 
 
 def _save(path: Path, spec: dict[str, Any] = SMALL, *, fill: float | None = None, name: str | None = None) -> Path:
@@ -134,7 +125,7 @@ def test_bad_suite_values_end_in_one_line(work, tmp_path, no_work, edit, words):
     suite = _suite(tmp_path, *edit)
     rc, _, err = _main(["evaluate", str(work["ckpt"]), "--suite", str(suite), "--out", str(tmp_path / "o"),
                         "--quiet"])
-    _one_line_error(rc, err, *words)
+    assert_one_line_error(rc, err, *words)
     assert not (tmp_path / "o").exists()
 
 
@@ -161,7 +152,7 @@ TRAIN_CASES = [
 def test_bad_train_flags_end_in_one_line_before_any_work(tmp_path, no_work, extra, words):
     out = tmp_path / "m.safetensors"
     rc, _, err = _main([*TRAIN, *extra, "--out", str(out)])
-    _one_line_error(rc, err, *words)
+    assert_one_line_error(rc, err, *words)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -180,7 +171,7 @@ def test_bad_evaluate_flags_end_in_one_line_before_any_work(work, tmp_path, no_w
     monkeypatch.chdir(ROOT)  # suite names resolve under ./attacks
     argv = ["evaluate", str(work["ckpt"]), "--suite", str(work["suite"]), "--out", str(tmp_path / "o"), "--quiet"]
     rc, _, err = _main([*argv, *extra])
-    _one_line_error(rc, err, *words)
+    assert_one_line_error(rc, err, *words)
     assert not (tmp_path / "o").exists()
 
 
@@ -195,7 +186,7 @@ def _raw_checkpoint(header: Any, body: bytes = b"") -> bytes:
 def test_checkpoint_with_infinite_weights_is_refused(work, tmp_path):
     bad = _save(tmp_path / "inf.safetensors", fill=float("inf"))
     rc, _, err = _main(["evaluate", str(bad), "--suite", str(work["suite"]), "--out", str(tmp_path / "o"), "--quiet"])
-    _one_line_error(rc, err, "NaN or infinite weights", "learning rate")
+    assert_one_line_error(rc, err, "NaN or infinite weights", "learning rate")
     with pytest.raises(CheckpointError, match="infinite"):
         checkpoints.load(_save(tmp_path / "nan.safetensors", fill=float("nan")))
 
@@ -226,7 +217,7 @@ def test_huge_spec_in_a_header_is_refused_before_allocation(tmp_path):
 
 def test_folder_and_device_as_checkpoint(work, tmp_path):
     rc, _, err = _main(["evaluate", str(tmp_path), "--suite", str(work["suite"]), "--out", str(tmp_path / "o")])
-    _one_line_error(rc, err, "folder")
+    assert_one_line_error(rc, err, "folder")
     with pytest.raises(CheckpointError, match="not a regular file"):
         checkpoints.load("/dev/zero")
 
@@ -261,7 +252,7 @@ def test_unbounded_inputs_end_in_one_line_in_bounded_time_and_memory(work, tmp_p
             fh.truncate(8 << 30)  # 8 GB of holes: no disk used
         ckpt = str(sparse)
     rc, err, peak = _run_cli(["evaluate", ckpt, "--suite", suite, "--out", str(tmp_path / "o"), "--quiet"])
-    _one_line_error(rc, err)
+    assert_one_line_error(rc, err)
     assert peak < 4 << 30, peak
     assert not (tmp_path / "o").exists()
 
@@ -298,7 +289,7 @@ def test_idx_file_that_is_a_fifo_is_refused(tmp_path):
 def test_exploding_learning_rate_stops_the_run_and_saves_nothing(tmp_path, data_dir):
     out = tmp_path / "m.safetensors"
     rc, _, err = _main([*TRAIN, "--lr", "1e30", "--out", str(out), "--data-dir", str(data_dir)])
-    _one_line_error(rc, err, "diverged", "epoch 1", "--lr")
+    assert_one_line_error(rc, err, "diverged", "epoch 1", "--lr")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -341,11 +332,11 @@ def test_output_paths_are_checked_before_any_work(work, tmp_path, no_work):
     a_file = tmp_path / "file"
     a_file.write_text("x")
     rc, _, err = _main([*TRAIN, "--out", str(a_file / "m.safetensors")])
-    _one_line_error(rc, err, "not a folder")
+    assert_one_line_error(rc, err, "not a folder")
     rc, _, err = _main([*TRAIN, "--out", str(tmp_path)])
-    _one_line_error(rc, err, "folder")
+    assert_one_line_error(rc, err, "folder")
     rc, _, err = _main(["evaluate", str(work["ckpt"]), "--suite", str(work["suite"]), "--out", str(a_file)])
-    _one_line_error(rc, err, "is a file")
+    assert_one_line_error(rc, err, "is a file")
     assert a_file.read_text() == "x"
 
 
@@ -353,12 +344,12 @@ def test_existing_outputs_are_not_overwritten_without_force(work, tmp_path, no_w
     ckpt = _save(tmp_path / "old.safetensors")
     before = ckpt.read_bytes()
     rc, _, err = _main([*TRAIN, "--out", str(ckpt)])
-    _one_line_error(rc, err, "already exists", "--force")
+    assert_one_line_error(rc, err, "already exists", "--force")
     assert ckpt.read_bytes() == before
     (tmp_path / "ev").mkdir()
     (tmp_path / "ev" / "results.csv").write_text("mine")
     rc, _, err = _main(["evaluate", str(work["ckpt"]), "--suite", str(work["suite"]), "--out", str(tmp_path / "ev")])
-    _one_line_error(rc, err, "results.csv", "--force")
+    assert_one_line_error(rc, err, "results.csv", "--force")
     assert (tmp_path / "ev" / "results.csv").read_text() == "mine"
     assert validate.output_file(ckpt, force=True) == ckpt
 
@@ -390,7 +381,7 @@ def test_checkpoints_with_the_same_name_keep_distinct_rows(work, tmp_path, data_
     assert [lp["model"] for lp in lips] == ["a/clip", "b/clip"]
     rc, _, err = _main(["evaluate", str(work["ckpt"]), str(work["ckpt"]), "--suite", str(work["suite"]),
                         "--out", str(tmp_path / "twice")])
-    _one_line_error(rc, err, "twice")
+    assert_one_line_error(rc, err, "twice")
 
 
 # --------------------------------------------------------------------------- honest output
@@ -467,7 +458,7 @@ ROW = {"run": "r1", "label": "none", "dataset": "mnist", "method": "none", "lam"
 def test_report_on_a_broken_run_file_is_one_line(tmp_path, text, words):
     sw = _fake_sweep(tmp_path, text)
     rc, _, err = _main(["report", str(sw), "--out", str(tmp_path / "rep")])
-    _one_line_error(rc, err, "eval.json", *words)
+    assert_one_line_error(rc, err, "eval.json", *words)
     assert not (tmp_path / "rep").exists()
 
 

@@ -49,3 +49,17 @@ def run_cli(argv: list[Any]) -> tuple[int, str, str]:
         except SystemExit as exc:  # argparse: --help, usage errors
             rc = exc.code if isinstance(exc.code, int) else 1
     return int(rc), out.getvalue(), err.getvalue()
+
+
+def assert_one_line_error(rc: int, err: str, *words: str) -> str:
+    """A user error as the CLI must end one: status 2, no traceback, one line ``robustclip: error: PROBLEM -- FIX``
+    holding every one of ``words``; returns that line."""
+    __tracebackhide__ = True
+    assert rc == 2, err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("robustclip: error: ") and " -- " in lines[0], err
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    return lines[0]
