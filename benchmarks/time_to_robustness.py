@@ -44,6 +44,14 @@ METHODS: dict[str, dict[str, Any]] = {
     "pgd-at1": {"reg": "adversarial", "lam": 1.0, "adversarial": {"norm": "L2", "eps": 2.0, "steps": 1}, "epochs": 30},
     "pgd-at3": {"reg": "adversarial", "lam": 1.0, "adversarial": {"norm": "L2", "eps": 2.0, "steps": 3}, "epochs": 20},
     "pgd-at7": {"reg": "adversarial", "lam": 1.0, "adversarial": {"norm": "L2", "eps": 2.0, "steps": 7}, "epochs": 10},
+    "clip-at1": {"reg": "clip-adversarial", "lam": 0.3, "clip": _CLIP,
+                 "adversarial": {"norm": "L2", "eps": 2.0, "steps": 1}, "epochs": 30},
+    "clip-at1-1": {"reg": "clip-adversarial", "lam": 1.0, "clip": _CLIP,
+                   "adversarial": {"norm": "L2", "eps": 2.0, "steps": 1}, "epochs": 30},
+    "clip-at3": {"reg": "clip-adversarial", "lam": 0.3, "clip": _CLIP,
+                 "adversarial": {"norm": "L2", "eps": 2.0, "steps": 3}, "epochs": 20},
+    "clip-at1-p16": {"reg": "clip-adversarial", "lam": 0.3, "clip": {**_CLIP, "pairs": 16},
+                     "adversarial": {"norm": "L2", "eps": 2.0, "steps": 1}, "epochs": 30},
 }
 
 

@@ -15,11 +15,14 @@ class Regularizer:
 
     1. ``bind(model)`` once, before the first step;
     2. ``extra_inputs(x, step, y=y)``: rows ``(r, *in_shape)`` in [0,1] to run through the model, or None;
-    3. ``penalty(model, model(extra))``: the unscaled penalty (a scalar with graph), or None to skip;
+    3. ``penalty(model, model(extra))``: the unscaled penalty (a scalar with graph), or None to skip; the trainer
+       adds ``λ · penalty`` to the data loss, and also ``unscaled_penalty()`` (a term of weight 1, for hybrids);
     4. after the optimiser step, ``after_step()``.
     """
 
     name = "none"
+    unscaled = False
+    """True when :meth:`unscaled_penalty` may return a term: the trainer then drives the regulariser even at λ = 0."""
 
     def bind(self, model: nn.Module) -> None:
         """Tell the regulariser which model it serves (some build their extra rows with it)."""
@@ -30,6 +33,13 @@ class Regularizer:
 
     def penalty(self, model: nn.Module, extra_out: torch.Tensor | None) -> torch.Tensor | None:
         """The unscaled penalty (a scalar with graph) given outputs of the extra rows."""
+        return None
+
+    def unscaled_penalty(self) -> torch.Tensor | None:
+        """A term (a scalar with graph) the trainer adds with weight 1, not λ, computed by the last ``penalty`` call.
+
+        None for every single method; the hybrid ``clip-adversarial`` returns its adversarial cross-entropy here.
+        """
         return None
 
     def after_step(self) -> None:

@@ -14,7 +14,8 @@ Methods: ``none`` (plain training), ``weight`` (``Σ ||W||_F^2``), ``clip``
 (the CLIP penalty: the largest difference quotient over a set of input pairs
 that chases the steepest directions of the network by gradient ascent), and
 the yardsticks ``adversarial`` (PGD adversarial training) and ``trades``
-(TRADES), both in :mod:`robustclip.adversarial`.
+(TRADES), both in :mod:`robustclip.adversarial`, and the hybrid
+``clip-adversarial`` (adversarial training with CLIP's penalty on top).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch
 from torch import nn
 
 from . import lipschitz, validate
-from .adversarial import make_adversarial, make_trades
+from .adversarial import AdversarialConfig, AdversarialRegularizer, make_adversarial, make_trades, parse_config
 from .errors import RobustclipError
 from .regularizer import Regularizer
 
@@ -233,13 +234,83 @@ class ClipRegularizer(Regularizer):
         self._max_seen, self._skipped, self._moves = state["max_seen"], state["skipped"], state["moves"]
 
 
-def _clip_factory(params: dict[str, Any], seed: int) -> Regularizer:
+class ClipAdversarialRegularizer(Regularizer):
+    """The hybrid ``clip-adversarial``: PGD adversarial training with CLIP's penalty on top.
+
+    The trainer minimises ``CE(f(x), y) + w · CE(f(x_adv), y) + λ · Lip(f)``: ``w`` is the adversarial weight of
+    :class:`~robustclip.adversarial.AdversarialConfig` (1, half clean and half adversarial, unless ``share`` says
+    otherwise) and does not move with λ, so λ keeps CLIP's meaning and the discrepancy principle still steers it.
+    The extra rows are CLIP's pairs ``(2m, *in_shape)`` followed by the batch's PGD examples ``(n, *in_shape)``,
+    all in [0, 1]; one epoch costs about one of PGD-AT with the same steps plus CLIP's pair rows.
+    """
+
+    name = "clip-adversarial"
+    unscaled = True
+
+    def __init__(self, clip: ClipConfig | None = None, adversarial: AdversarialConfig | None = None, *,
+                 seed: int = 0) -> None:
+        self.clip = ClipRegularizer(clip, seed=seed)
+        self.adv = AdversarialRegularizer(adversarial, seed=seed)
+        if self.clip.cfg.margin > 0:
+            raise RobustclipError("clip-adversarial takes no CLIP margin", "drop margin=..., or use --reg clip")
+        self._k = 0
+        self._fixed: torch.Tensor | None = None
+
+    def bind(self, model: nn.Module) -> None:
+        self.clip.bind(model)
+        self.adv.bind(model)
+
+    def extra_inputs(self, x: torch.Tensor, step: int, y: torch.Tensor | None = None) -> torch.Tensor | None:
+        """``cat([P, x_adv])``: CLIP's pairs (on its steps) then the PGD examples of batch ``x``."""
+        adv = self.adv.extra_inputs(x, step, y)
+        assert adv is not None
+        pairs = self.clip.extra_inputs(x, step, y)
+        self._k = 0 if pairs is None else pairs.shape[0]
+        return adv if pairs is None else torch.cat([pairs, adv])
+
+    def penalty(self, model: nn.Module, extra_out: torch.Tensor | None) -> torch.Tensor | None:
+        """CLIP's penalty on the pair rows; the adversarial cross-entropy is kept for :meth:`unscaled_penalty`."""
+        if extra_out is None:
+            self._fixed = None
+            return None
+        self._fixed = self.adv.penalty(model, extra_out[self._k :])
+        return self.clip.penalty(model, extra_out[: self._k]) if self._k else None
+
+    def unscaled_penalty(self) -> torch.Tensor | None:
+        """``w · CE(f(x_adv), y)`` of the last step (a scalar ≥ 0 with graph)."""
+        fixed, self._fixed = self._fixed, None
+        return fixed
+
+    def after_step(self) -> None:
+        self.clip.after_step()
+        self.adv.after_step()
+
+    def estimate(self) -> float | None:
+        return self.clip.estimate()
+
+    def peek(self) -> float | None:
+        return self.clip.peek()
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, "clip": self.clip.config(), "adversarial": self.adv.config()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.clip.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.clip.load_state_dict(state)
+
+
+def _clip_config(params: dict[str, Any]) -> ClipConfig:
     try:
-        cfg = ClipConfig(**params)
+        return ClipConfig(**params)
     except TypeError as exc:
         raise RobustclipError(f"bad CLIP setting: {exc}",
                               f"use fields of ClipConfig: {', '.join(ClipConfig.__dataclass_fields__)}") from None
-    return ClipRegularizer(cfg, seed=seed)
+
+
+def _clip_factory(params: dict[str, Any], seed: int) -> Regularizer:
+    return ClipRegularizer(_clip_config(params), seed=seed)
 
 
 def _adversarial_factory(params: dict[str, Any], seed: int) -> Regularizer:
@@ -250,18 +321,36 @@ def _trades_factory(params: dict[str, Any], seed: int) -> Regularizer:
     return make_trades(params, seed)
 
 
+def _hybrid_factory(params: dict[str, Any], seed: int) -> Regularizer:
+    bad = sorted(set(params) - {"clip", "adversarial"})
+    if bad:
+        raise RobustclipError(f"clip-adversarial settings are the tables clip and adversarial, got {bad[0]!r}",
+                              "use clip={...} and adversarial={...}")
+    return ClipAdversarialRegularizer(_clip_config(dict(params.get("clip") or {})),
+                                      parse_config(dict(params.get("adversarial") or {}), "clip-adversarial"),
+                                      seed=seed)
+
+
 @dataclass(frozen=True)
 class RegularizerEntry:
     """One method of the registry.
 
     ``factory(params, seed)`` builds it; ``params_field`` names the TrainConfig field (a dict) that holds its
-    settings, or None; ``takes_lam`` says whether λ means anything for it.
+    settings, or None; a hybrid names a tuple of fields and its factory gets ``{field: settings}``;
+    ``takes_lam`` says whether λ means anything for it.
     """
 
     factory: Callable[[dict[str, Any], int], Regularizer]
-    params_field: str | None = None
+    params_field: str | tuple[str, ...] | None = None
     takes_lam: bool = True
     doc: str = ""
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The TrainConfig fields holding this method's settings (empty when it has none)."""
+        if self.params_field is None:
+            return ()
+        return (self.params_field,) if isinstance(self.params_field, str) else self.params_field
 
 
 REGISTRY: dict[str, RegularizerEntry] = {
@@ -272,6 +361,8 @@ REGISTRY: dict[str, RegularizerEntry] = {
                                     doc="PGD adversarial training: λ·CE(f(x_adv), y); λ = s/(1-s) for a share s"),
     "trades": RegularizerEntry(_trades_factory, params_field="adversarial",
                                doc="TRADES: β·KL(f(x) ‖ f(x_adv)) with β = λ, the adversary maximising the KL"),
+    "clip-adversarial": RegularizerEntry(_hybrid_factory, params_field=("clip", "adversarial"),
+                                         doc="hybrid: PGD adversarial training plus λ·(CLIP's largest quotient)"),
 }
 REGULARIZERS = tuple(REGISTRY)
 

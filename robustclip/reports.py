@@ -36,7 +36,8 @@ from .errors import RobustclipError
 from .results import markdown_table, select
 
 METHOD_NAMES = {"none": "no regularisation", "weight": "weight regularisation", "clip": "CLIP",
-                "adversarial": "adversarial training", "trades": "TRADES"}
+                "adversarial": "adversarial training", "trades": "TRADES",
+                "clip-adversarial": "CLIP + adversarial training"}
 
 # Two-sided 95% Student-t quantiles t(0.975, df) for df = 1..30 (scipy is not a dependency).
 T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,

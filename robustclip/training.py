@@ -39,9 +39,10 @@ class TrainConfig:
 
     ``model``: a model spec (None: the default for the dataset). ``reg``: a
     name of :data:`~robustclip.regularizers.REGISTRY` (``none``, ``weight``,
-    ``clip``, ``adversarial``, ``trades``); ``clip`` holds :class:`ClipConfig`
-    fields, ``adversarial`` the :class:`~robustclip.adversarial.AdversarialConfig`
-    fields of ``adversarial`` and ``trades``.
+    ``clip``, ``adversarial``, ``trades``, ``clip-adversarial``); ``clip`` holds
+    :class:`ClipConfig` fields, ``adversarial`` the
+    :class:`~robustclip.adversarial.AdversarialConfig` fields of ``adversarial``
+    and ``trades``; the hybrid ``clip-adversarial`` reads both.
     ``lam``, ``target_acc``, ``lam_step``, ``lam_every``, ``warmup``: the λ
     schedule (fixed λ when ``target_acc`` is None). ``n_train``: use only the
     first n training samples (after the seeded train/validation split).
@@ -130,7 +131,7 @@ class TrainConfig:
         if self.target_acc is not None and self.dataset == "regression":
             raise RobustclipError("the discrepancy principle (--target-acc) needs a classification dataset",
                                   "use a fixed --lam for regression")
-        if self.dataset == "regression" and regularizers.REGISTRY[self.reg].params_field == "adversarial":
+        if self.dataset == "regression" and "adversarial" in regularizers.REGISTRY[self.reg].fields:
             raise RobustclipError(f"--reg {self.reg} needs class labels; the regression has none",
                                   "use --reg weight or --reg clip for regression")
         if not regularizers.REGISTRY[self.reg].takes_lam and (self.lam > 0 or self.target_acc is not None):
@@ -145,7 +146,11 @@ class TrainConfig:
     def reg_params(self) -> dict[str, Any]:
         """Settings of the chosen regulariser (the config field its registry entry names), else {}."""
         entry = regularizers.REGISTRY.get(self.reg)
-        return dict(getattr(self, entry.params_field) or {}) if entry and entry.params_field else {}
+        if entry is None or not entry.fields:
+            return {}
+        if isinstance(entry.params_field, str):
+            return dict(getattr(self, entry.params_field) or {})
+        return {f: dict(getattr(self, f) or {}) for f in entry.fields}
 
     def model_spec(self) -> dict[str, Any]:
         return self.model or models.default_spec("mlp1d" if self.dataset == "regression" else "fc", self.dataset)
@@ -281,22 +286,26 @@ class Trainer:
         for i in bar:
             idx = perm[i * bs : (i + 1) * bs]
             xb, yb = self.X[idx], self.Y[idx]
-            extra = reg.extra_inputs(xb, self.step, y=yb) if lam > 0 else None
+            on = lam > 0 or reg.unscaled  # a hybrid's weight-1 term stays on at λ = 0 (warm-up, discrepancy)
+            extra = reg.extra_inputs(xb, self.step, y=yb) if on else None
             out_b = model(xb)
             # The extra rows get their own forward pass: concatenated with the batch,
             # autograd would compute the input gradient of every batch row too.
             out_e = model(extra) if extra is not None else None
             loss = self.crit(out_b, yb)
             total = loss
-            if lam > 0:
+            if on:
                 pen = reg.penalty(model, out_e)
-                if pen is not None:
+                if pen is not None and lam > 0:
                     total = loss + lam * pen
+                fixed = reg.unscaled_penalty()
+                if fixed is not None:
+                    total = total + fixed
             self._check_loss(total, epoch, i)
             self.opt.zero_grad(set_to_none=True)
             total.backward()
             self.opt.step()
-            if lam > 0:
+            if on:
                 reg.after_step()
             loss_sum += loss.detach() * xb.shape[0]
             if not self.regression:

@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchattacks
-from tiny import SMALL, one_thread, run_cli
+from tiny import SMALL, assert_one_line_error, one_thread, run_cli
 from torch import nn
 
 from robustclip import checkpoints, models, regularizers, sweeps
@@ -296,3 +296,99 @@ def test_sweep_runs_and_reports_adversarial_training_like_any_method(tmp_path, d
     assert "adversarial training: fixed λ" in reports._family("adversarial", None)
     section = page[page.index('id="hyperparameters"'):page.index('id="provenance"')]
     assert "eps=2" in section and "steps=2" in section
+
+
+# --------------------------------------------------------------------------- the hybrid clip-adversarial
+
+
+def test_hybrid_rows_are_pairs_then_examples_and_its_terms_are_clip_and_ce(batch):
+    from robustclip import lipschitz
+
+    x, y = batch
+    model = _model(2)
+    reg = regularizers.make("clip-adversarial", clip={"pairs": 4, "radius": 2.0},
+                            adversarial={"eps": 2.0, "steps": 2})
+    reg.bind(model)
+    extra = reg.extra_inputs(x, 0, y=y)
+    assert extra is not None and extra.shape == (8 + x.shape[0], *x.shape[1:])
+    assert float(extra.min()) >= 0.0 and float(extra.max()) <= 1.0
+    out = model(extra)
+    pen, fixed = reg.penalty(model, out), reg.unscaled_penalty()
+    assert pen is not None and fixed is not None and pen.requires_grad and fixed.requires_grad
+    q = lipschitz.quotients_from_outputs(out[:8], extra[:8])
+    assert float(pen) == pytest.approx(float(q.max()), rel=1e-3)
+    assert float(fixed) == pytest.approx(float(F.cross_entropy(out[8:], y)), rel=1e-6)
+    adv_dist = (extra[8:] - x).flatten(1).norm(dim=1)
+    assert float(adv_dist.max()) <= 2.0 + 1e-4 and float(adv_dist.mean()) > 0.5  # real PGD examples, not the batch
+    assert reg.unscaled_penalty() is None  # handed over once per step
+    (pen + fixed).backward()
+    before = reg.clip.P.detach().clone()
+    reg.after_step()
+    assert reg.clip.P is not None and not torch.equal(before, reg.clip.P)  # the pairs ascended
+    assert reg.estimate() == pytest.approx(float(q.max()), rel=1e-3)
+    cfg = reg.config()
+    assert cfg["name"] == "clip-adversarial" and cfg["clip"]["pairs"] == 4 and cfg["adversarial"]["steps"] == 2
+
+
+def _train_small(splits, reg: str, lam: float, **kw) -> nn.Module:
+    cfg = TrainConfig(dataset="mnist", model=SMALL, reg=reg, lam=lam, epochs=1, n_train=256, optimizer="adam",
+                      lr=0.005, lip_probe_pairs=0, select=False, adversarial={"eps": 2.0, "steps": 2}, **kw)
+    torch.manual_seed(0)
+    return Trainer(cfg, progress=False, splits=splits).run().model
+
+
+def test_the_trainer_adds_the_hybrids_adversarial_term_with_weight_1_whatever_lam(data_dir):
+    """At a vanishing λ the hybrid trains exactly as PGD-AT at λ = 1 (same seed, same examples); at λ = 1 it does
+    not; and at λ = 0 (a warm-up) it still trains adversarially instead of plainly."""
+    splits = load_training_data(TrainConfig(dataset="mnist", n_train=256), str(data_dir))
+    at = _train_small(splits, "adversarial", 1.0)
+    tiny_lam = _train_small(splits, "clip-adversarial", 1e-12, clip={"pairs": 4})
+    big_lam = _train_small(splits, "clip-adversarial", 1.0, clip={"pairs": 4})
+    warm = _train_small(splits, "clip-adversarial", 1.0, clip={"pairs": 4}, warmup=1)
+    plain = _train_small(splits, "none", 0.0)
+    w = lambda m: torch.cat([p.detach().flatten() for p in m.parameters()])  # noqa: E731
+    torch.testing.assert_close(w(tiny_lam), w(at), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(w(warm), w(at), rtol=1e-4, atol=1e-5)
+    assert float((w(big_lam) - w(at)).abs().max()) > 1e-3
+    assert float((w(warm) - w(plain)).abs().max()) > 1e-3
+
+
+@pytest.mark.parametrize("params,needle", [
+    ({"clip": {"margin": 1.0}}, "margin"),
+    ({"clip": {"pairs": 0}}, "pairs"),
+    ({"adversarial": {"steps": 0}}, "steps"),
+    ({"bogus": {}}, "bogus"),
+])
+def test_hybrid_bad_settings_are_one_line_user_errors(params, needle):
+    with pytest.raises(RobustclipError, match=needle):
+        regularizers.make("clip-adversarial", **params)
+
+
+def test_cli_trains_the_hybrid_and_records_both_settings(tmp_path, data_dir):
+    out = tmp_path / "hyb.safetensors"
+    rc, _, se = _main(["train", "--reg", "clip-adversarial", "--clip", "pairs=4", "--adv", "steps=1",
+                       "--model", json.dumps(SMALL), "--n-train", "256", "--epochs", "1", "--quiet",
+                       "--data-dir", str(data_dir), "--out", str(out)])
+    assert rc == 0, se
+    _, meta = checkpoints.load(out)
+    t = meta["train"]
+    assert t["reg"] == "clip-adversarial" and t["lam"] == 0.3  # the CLI's default λ for the hybrid
+    assert t["clip"] == {"pairs": 4} and t["adversarial"] == {"steps": 1}
+    assert t["regularizer"]["clip"]["pairs"] == 4 and t["regularizer"]["adversarial"]["steps"] == 1
+    assert meta["history"][0]["lip_train"] > 0
+
+
+def test_cli_clip_settings_need_a_clip_method(tmp_path):
+    rc, _, err = _main(["train", "--reg", "weight", "--clip", "pairs=4", "--out", str(tmp_path / "m.safetensors")])
+    assert_one_line_error(rc, err, "--clip applies")
+
+
+def test_sweep_plans_the_hybrid_with_both_tables():
+    runs = sweeps.plan({"dataset": "mnist", "seeds": [0], "method": [
+        {"reg": "clip-adversarial", "lam": [0.3], "clip": {"pairs": 8}, "adversarial": {"steps": 1}}]})
+    (r,) = runs
+    assert r.id == "mnist-clip-adversarial-lam0.3-s0" and r.meta["method"] == "clip-adversarial"
+    assert r.train["clip"] == {"pairs": 8} and r.train["adversarial"] == {"steps": 1}
+    with pytest.raises(SuiteError, match="margin"):
+        sweeps.plan({"dataset": "mnist", "method": [{"reg": "clip-adversarial", "lam": [0.3],
+                                                     "clip": {"margin": 1.0}}]}, where="s.toml")

@@ -29,6 +29,10 @@ def test_preset_plans_the_issue_grid():
             run = by_id[f"mnist-pgd-at{steps}-lam1-s{seed}"]
             assert run.train["reg"] == "adversarial" and run.train["adversarial"]["steps"] == steps
         assert by_id[f"mnist-trades-lam1-s{seed}"].train["reg"] == "trades"
+        for steps in (1, 3):  # the named hybrid: adversarial training with CLIP's penalty on top
+            hyb = by_id[f"mnist-clip-at{steps}-lam0.3-s{seed}"].train
+            assert hyb["reg"] == "clip-adversarial" and hyb["adversarial"]["steps"] == steps
+            assert hyb["clip"]["pairs"] == 64
     # fewer epochs for more attack steps: each trains about as long as CLIP
     epochs = {s: by_id[f"mnist-pgd-at{s}-lam1-s0"].train["epochs"] for s in (1, 3, 7)}
     assert epochs[1] > epochs[3] > epochs[7]
@@ -62,7 +66,8 @@ def test_regenerate_tiny(tmp_path, data_dir):
                                                                {"type": "pgd", "norm": "L2", "steps": 3}]})
     try:
         index = paper.regenerate(tmp_path / "paper", tmp_path / "runs", data_dir=str(data_dir), progress=False,
-                                 sweep=sweep, sandwich_suite=cert)
+                                 sweep=sweep, sandwich_suite=cert, full_test_suite=parse_suite(TINY_SUITE),
+                                 full_test_n=200)
     finally:
         del attacks.BUILTIN_SUITES["tiny"]
     out = tmp_path / "paper"
@@ -103,6 +108,11 @@ def test_regenerate_tiny(tmp_path, data_dir):
         wc = g[g.attack == "worst_case"].set_index("eps").accuracy
         cert_acc = g[g.attack == "certified"].set_index("eps").accuracy
         assert list(wc.index) == [0.25, 1.0] and (cert_acc <= wc + 1e-12).all(), model
+    # the committed checkpoints on more test images than the sweep's suite takes (there: all 10,000), led with
+    full = pd.read_csv(out / "full_test.csv")
+    assert set(full.model) == {"mnist-clip-best", "mnist-plain-best"} and set(full.n) == {200}
+    assert html.index('id="the-committed-checkpoints-on-the-whole-test-set"') < first_fig
+    assert len(list((tmp_path / "runs" / "full-test").glob("*-n200.csv"))) == 2
     info = json.loads((out / "regeneration.json").read_text())
     assert info["minutes"] > 0 and set(info["checkpoints"]) == {"mnist-clip-best", "mnist-plain-best"}
 
@@ -119,10 +129,12 @@ def test_committed_checkpoints_are_chosen_on_validation_rows():
             + run("mnist-clip-b", "clip", 0.45, 0.44, 0.972)  # best on validation
             + run("mnist-clip-c", "clip", 0.60, 0.55, 0.960)  # most robust, but below 97% clean on validation
             + run("mnist-none-s0", "none", 0.02, 0.03, 0.981) + run("mnist-none-s1", "none", 0.03, 0.02, 0.979)
-            + run("mnist-pgd-at7-s0", "adversarial", 0.5, 0.49, 0.974))
+            + run("mnist-pgd-at7-s0", "adversarial", 0.5, 0.49, 0.974)
+            + run("mnist-clip-at1-s0", "clip-adversarial", 0.5, 0.52, 0.981)
+            + run("mnist-clip-at1-s1", "clip-adversarial", 0.5, 0.53, 0.969))  # below 97% clean
     picks = paper._best_checkpoints(pd.DataFrame(rows))
     assert picks == {"mnist-clip-best": "mnist-clip-b", "mnist-plain-best": "mnist-none-s0",
-                     "mnist-adversarial-best": "mnist-pgd-at7-s0"}
+                     "mnist-adversarial-best": "mnist-pgd-at7-s0", "mnist-clip-adversarial-best": "mnist-clip-at1-s0"}
     # runs from before validation scoring: judged on test rows, as before
     old = pd.DataFrame([r for r in rows if not r["attack"].startswith("val_")])
     assert paper._best_checkpoints(old)["mnist-clip-best"] == "mnist-clip-c"  # all at 98% clean on test
@@ -143,5 +155,15 @@ def test_verdict_says_plainly_whether_clip_beats_adversarial_training_at_equal_t
     assert "pgd-at3 λ=1, 53.1%" in text and "**not met** (39.5%)" in text
     strong = table.assign(worst_case=[0.60, 0.431, 0.519, 0.531])
     text = paper.verdict_text(strong, df)
-    assert "CLIP beats it at equal training time" in text and "≥ 97% clean: met." in text
+    assert "CLIP beats it at equal training time" in text and "≥ 97% clean: met on the first 1,000" in text
     assert paper.verdict_text(table[table.method == "clip"], df) == ""  # no yardstick, no verdict
+    # the hybrid gets its own line and its own equal-time peer; the whole test set's rows are quoted
+    df2 = pd.concat([df, pd.DataFrame([{"label": "clip-at1", "method": "clip-adversarial"}])])
+    hyb = pd.concat([table, pd.DataFrame([row("clip-at1", "λ=0.3", 0.982, 0.55, 95)])])
+    full = pd.DataFrame([{"model": "mnist-clip-best", "attack": a, "accuracy": v, "n": 10000}
+                         for a, v in (("clean", 0.969), ("pgd", 0.45), ("worst_case", 0.423))])
+    text = paper.verdict_text(hyb, df2, full=full)
+    assert "Best hybrid CLIP + adversarial training setting" in text and "clip-at1 λ=0.3, 55.0%" in text
+    assert "hybrid CLIP + adversarial training beats it at equal training time" in text  # pgd-at3: 89 s ≤ 1.15 × 95
+    assert "**not met** (39.5%)" in text  # the target is CLIP's own, not the hybrid's
+    assert "`mnist-clip-best` on all 10,000 test images: 42.3% worst case at 96.9% clean" in text

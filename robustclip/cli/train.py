@@ -13,7 +13,7 @@ from .common import add_command, add_data_dir, add_force, add_quiet, positive_in
 # λ when --lam is not given. CLIP λ = 0.2 with ClipConfig's defaults: chosen on validation data for robustness per
 # second at ≤ 0.5 points of clean validation accuracy lost (benchmarks/tune_defaults.py). Adversarial λ = 1 is half
 # clean, half adversarial; TRADES' β = 1 is its paper's mildest
-DEFAULT_LAM = {"clip": 0.2, "weight": 1e-4, "adversarial": 1.0, "trades": 1.0}
+DEFAULT_LAM = {"clip": 0.2, "weight": 1e-4, "adversarial": 1.0, "trades": 1.0, "clip-adversarial": 0.3}
 
 
 def register(sub: Any) -> None:
@@ -34,7 +34,10 @@ def register(sub: Any) -> None:
                              "--out runs/reg.safetensors\n"
                              "  robustclip train --reg adversarial --adv eps=2 --adv steps=7 --epochs 10 "
                              "--out runs/at.safetensors   # PGD-L2, λ=1: half clean, half adversarial\n"
-                             "  robustclip train --reg trades --lam 6 --adv eps=2 --out runs/trades.safetensors\n")
+                             "  robustclip train --reg trades --lam 6 --adv eps=2 --out runs/trades.safetensors\n"
+                             "  robustclip train --reg clip-adversarial --lam 0.3 --adv steps=1 --lr-schedule cosine "
+                             "--epochs 30 \\\n"
+                             "      --out runs/hybrid.safetensors   # one-step PGD-AT with CLIP's penalty on top\n")
     p.add_argument("--dataset", default="mnist", help=f"one of {', '.join(DATASETS)} (default mnist)")
     p.add_argument("--model", default=None, help="fc (784-200-80-10 sigmoid), cnn, mlp1d, or a JSON spec")
     p.add_argument("--output-sigmoid", action="store_true",
@@ -117,9 +120,12 @@ def run(args: argparse.Namespace) -> int:
     if entry is not None and not entry.takes_lam and args.lam not in (None, 0.0):
         raise RobustclipError(f"--reg {args.reg} takes no --lam", "drop --lam, or pick --reg weight or --reg clip")
     adv = parse_clip(args.adv, "--adv", "eps=2")
-    if adv and (entry is None or entry.params_field != "adversarial"):
-        raise RobustclipError(f"--adv applies to --reg adversarial or trades, not --reg {args.reg}",
+    if adv and (entry is None or "adversarial" not in entry.fields):
+        raise RobustclipError(f"--adv applies to --reg adversarial, trades or clip-adversarial, not --reg {args.reg}",
                               "drop --adv, or pick --reg adversarial")
+    if args.clip and (entry is None or "clip" not in entry.fields):
+        raise RobustclipError(f"--clip applies to --reg clip or clip-adversarial, not --reg {args.reg}",
+                              "drop --clip, or pick --reg clip")
     lam = args.lam if args.lam is not None else DEFAULT_LAM.get(args.reg, 0.0)
     cfg = TrainConfig.for_dataset(
         args.dataset, model=spec, reg=args.reg, lam=lam, target_acc=args.target_acc, lam_step=args.lam_step,
