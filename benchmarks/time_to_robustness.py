@@ -4,9 +4,14 @@ Trains the paper's MNIST net (784-200-80-10 sigmoid; SGD lr 0.1 with cosine deca
 one seed with each method as the paper preset (``robustclip/presets/paper.toml``) sets it up, epochs included:
 
 * ``weight``: weight regularisation, λ = 3e-4, 30 epochs;
-* ``clip``: CLIP, 64 pairs, λ = 0.5, 30 epochs (``clip-0.8``: λ = 0.8);
+* ``clip``: CLIP, 64 pairs, λ = 0.5, 30 epochs (``clip-0.8``: λ = 0.8; ``clip-0.8-60`` and ``clip-1.2-60``:
+  λ = 0.8 and 1.2 for 60 epochs);
 * ``pgd-at1`` / ``pgd-at3`` / ``pgd-at7``: PGD-L2 adversarial training at ε = 2 with 1, 3 and 7 steps, half clean
   and half adversarial loss, 30 / 20 / 10 epochs.
+* ``trades-0.5``: TRADES with β = 0.5, 7 steps at ε = 2, 10 epochs; ``trades-s3``: β = 1 with 3 steps for 20
+  epochs (the paper preset's TRADES, β = 1 with 7 steps for 10 epochs, stays below 97% clean);
+* ``clip-at1`` / ``clip-at3``: the hybrid ``clip-adversarial`` (PGD-AT with 1 / 3 steps as above, plus CLIP's
+  penalty at λ = 0.3 with 64 pairs), 30 / 20 epochs; ``clip-at1-p16``: the same with 16 pairs.
 
 After every epoch the current weights are scored on the first ``--n-val`` images of the run's *validation* split
 (clean accuracy, and the per-sample worst case of PGD-L2 with 100 steps then APGD-CE on the survivors, L2 ε = 2);
@@ -41,13 +46,15 @@ METHODS: dict[str, dict[str, Any]] = {
     "weight": {"reg": "weight", "lam": 3e-4, "epochs": 30},
     "clip": {"reg": "clip", "lam": 0.5, "clip": _CLIP, "epochs": 30},
     "clip-0.8": {"reg": "clip", "lam": 0.8, "clip": _CLIP, "epochs": 30},
+    "clip-0.8-60": {"reg": "clip", "lam": 0.8, "clip": _CLIP, "epochs": 60},
+    "clip-1.2-60": {"reg": "clip", "lam": 1.2, "clip": _CLIP, "epochs": 60},
     "pgd-at1": {"reg": "adversarial", "lam": 1.0, "adversarial": {"norm": "L2", "eps": 2.0, "steps": 1}, "epochs": 30},
     "pgd-at3": {"reg": "adversarial", "lam": 1.0, "adversarial": {"norm": "L2", "eps": 2.0, "steps": 3}, "epochs": 20},
     "pgd-at7": {"reg": "adversarial", "lam": 1.0, "adversarial": {"norm": "L2", "eps": 2.0, "steps": 7}, "epochs": 10},
+    "trades-0.5": {"reg": "trades", "lam": 0.5, "adversarial": {"norm": "L2", "eps": 2.0, "steps": 7}, "epochs": 10},
+    "trades-s3": {"reg": "trades", "lam": 1.0, "adversarial": {"norm": "L2", "eps": 2.0, "steps": 3}, "epochs": 20},
     "clip-at1": {"reg": "clip-adversarial", "lam": 0.3, "clip": _CLIP,
                  "adversarial": {"norm": "L2", "eps": 2.0, "steps": 1}, "epochs": 30},
-    "clip-at1-1": {"reg": "clip-adversarial", "lam": 1.0, "clip": _CLIP,
-                   "adversarial": {"norm": "L2", "eps": 2.0, "steps": 1}, "epochs": 30},
     "clip-at3": {"reg": "clip-adversarial", "lam": 0.3, "clip": _CLIP,
                  "adversarial": {"norm": "L2", "eps": 2.0, "steps": 3}, "epochs": 20},
     "clip-at1-p16": {"reg": "clip-adversarial", "lam": 0.3, "clip": {**_CLIP, "pairs": 16},

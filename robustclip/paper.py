@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import shutil
 import time
@@ -34,6 +35,85 @@ FULL_TEST_SUITE = "paper-mnist"
 """The suite the committed checkpoints are attacked with on the whole test set."""
 FULL_TEST_N = 10_000
 """Test images for that: all of MNIST's."""
+FULL_TEST_SCOPES = ("off", "checkpoints", "all")
+"""What ``robustclip paper --full-test`` attacks on the whole test set: nothing more, the committed checkpoints
+(the default: about 20 minutes on 2 cores), or every MNIST and Fashion-MNIST run (hours on 2 cores; meant for a
+GPU or a bigger machine), whose rows then replace the sweep's first-1,000 rows everywhere in the report."""
+
+_ROW_COLS = ["attack", "norm", "eps", "accuracy", "n", "ci_low", "ci_high"]
+
+
+def with_full_test(df: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """``df`` (the sweep's tidy rows) with each run's attack rows replaced by its rows on the whole test set.
+
+    ``rows``: tidy rows of :func:`sandwich` whose ``model`` is a run id. Validation rows (``val_*``) and
+    ``clean_full`` stay; runs absent from ``rows`` keep their own rows.
+    """
+    if rows.empty:
+        return df
+    runs = set(rows.model)
+    swap = df.run.isin(runs) & df.attack.isin(set(rows.attack))
+    per_run = [c for c in df.columns if c not in _ROW_COLS]
+    base = df[df.run.isin(runs)].drop_duplicates("run")[per_run]
+    new = rows[["model", *_ROW_COLS]].rename(columns={"model": "run"}).merge(base, on="run")
+    return pd.concat([df[~swap], new[df.columns]], ignore_index=True)
+
+
+def full_runs_table(df: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, label, setting) of the runs in ``rows`` (tidy rows of :func:`sandwich`, ``model`` = run id):
+    seeds, mean clean accuracy and the worst case's mean, sample std and 95% t-interval over seeds on the larger
+    test set, beside the same runs' mean worst case in the sweep (``worst_case_sweep``, on its n). Fractions."""
+    from .reports import seed_stats
+
+    meta = df.drop_duplicates("run").set_index("run")
+    eps = rows[rows.attack == "worst_case"].eps.max()
+    wc = rows[(rows.attack == "worst_case") & (rows.eps == eps)].drop_duplicates("model").set_index("model")
+    clean = rows[rows.attack == "clean"].drop_duplicates("model").set_index("model").accuracy
+    sweep_wc = df[(df.attack == "worst_case") & (df.eps == eps)].drop_duplicates("run").set_index("run")
+    out = []
+    keys = ["dataset", "label", "setting"]
+    runs = pd.DataFrame({"run": wc.index}).join(meta[keys], on="run")
+    for key, g in runs.groupby(keys, sort=False):
+        st = seed_stats(wc.accuracy.loc[g.run])
+        out.append({**dict(zip(keys, key)), "seeds": st.n, "n": int(wc.n.loc[g.run].min()),
+                    "clean": float(clean.reindex(g.run).mean()), "worst_case": st.mean, "worst_case_std": st.sd,
+                    "worst_case_ci_low": st.lo, "worst_case_ci_high": st.hi,
+                    "worst_case_sweep": float(sweep_wc.accuracy.reindex(g.run).mean()),
+                    "n_sweep": int(sweep_wc.n.reindex(g.run).min())})
+    return pd.DataFrame(out)
+
+
+def _full_runs_text(t: pd.DataFrame) -> str:
+    from .reports import ci_cell, pct_cell
+
+    n, n_sweep = int(t.n.min()), int(t.n_sweep.min())
+    show = pd.DataFrame({
+        "dataset": t.dataset, "method": t.label, "setting": t.setting, "seeds": t.seeds,
+        "clean": [_pct(v) for v in t.clean],
+        "worst case": [pct_cell(m, s) for m, s in zip(t.worst_case, t.worst_case_std)],
+        "95% CI": [ci_cell(lo, hi) for lo, hi in zip(t.worst_case_ci_low, t.worst_case_ci_high)],
+        f"worst case on the first {n_sweep:,}": [_pct(v) for v in t.worst_case_sweep]})
+    return (f"These settings were attacked with the paper suite on {_images(n)} test images, every seed "
+            "(`robustclip paper --full-test PATTERN`); mean ± sample std over seeds and the 95% t-interval, in %, "
+            "with the same runs' mean on the sweep's images for comparison.\n\n"
+            + markdown_table(show, list(show.columns), lambda r, c: str(r[c])))
+
+
+def _images(n: int) -> str:
+    """``n`` test images of MNIST or Fashion-MNIST (10,000 each), in words."""
+    return f"all {n:,}" if n >= FULL_TEST_N else f"the first {n:,}"
+
+
+def attacked_images(df: pd.DataFrame, dataset: str = "mnist") -> str:
+    """How many test images the attacks of ``dataset``'s runs saw, in words: "the first 1,000", "all 10,000"."""
+    n = df[(df.dataset == dataset) & (df.attack == "worst_case")].n
+    full = df[(df.dataset == dataset) & (df.attack == "clean_full")].n
+    if n.empty:
+        return "no"
+    lo, hi = int(n.min()), int(n.max())
+    if not full.empty and lo == int(full.max()):
+        return f"all {lo:,}"
+    return f"the first {lo:,}" if lo == hi else f"the first {lo:,} to {hi:,}"
 
 
 AUTHORS = """**What the authors report** (their README; MNIST, FC 784-200-80-10 sigmoid, mean of 3 runs; \
@@ -168,11 +248,16 @@ def _md(t: pd.DataFrame, cols: list[str], pct: set[str]) -> str:
 def regenerate(out: str | Path = "reports/paper", runs: str | Path = "runs/paper", *, data_dir: str | None = None,
                jobs: int = 1, progress: bool = True, sweep: dict[str, Any] | None = None,
                sandwich_suite: Any = SANDWICH_SUITE, full_test_suite: Any = FULL_TEST_SUITE,
-               full_test_n: int | None = FULL_TEST_N) -> Path:
+               full_test_n: int | None = FULL_TEST_N, full_test: str = "checkpoints") -> Path:
     """Run the paper sweep (resuming) and write the full report to ``out``; the committed checkpoints also get
     ε-curves of attacked and certified accuracy under ``sandwich_suite``, and are attacked under
-    ``full_test_suite`` on the first ``full_test_n`` test images (None: the whole split); either suite None
-    skips that step."""
+    ``full_test_suite`` on the first ``full_test_n`` test images (None: the whole split). ``full_test``
+    (:data:`FULL_TEST_SCOPES`, or a pattern of run ids) says what is attacked that way: ``"all"`` does every MNIST
+    and Fashion-MNIST run (not the output-sigmoid ones) and reports their rows instead of the sweep's; a pattern
+    such as ``"mnist-clip-lam0.5-*"`` does the matching runs and reports them per setting in a section of their
+    own. Every such evaluation is cached per checkpoint, so an interrupted regeneration resumes. A suite of None
+    skips its step."""
+    from .errors import RobustclipError
     from .reports import fig_sandwich, load_results, render
     from .sweeps import is_done, plan, run_sweep
 
@@ -180,15 +265,31 @@ def regenerate(out: str | Path = "reports/paper", runs: str | Path = "runs/paper
     out, runs = Path(out), Path(runs)
     raw = sweep or preset()
     planned = plan(raw)
+    if full_test not in FULL_TEST_SCOPES and not fnmatch.filter([r.id for r in planned], full_test):
+        raise RobustclipError(f"--full-test {full_test!r} is no scope and matches no run of the paper sweep",
+                              f"use one of {', '.join(FULL_TEST_SCOPES)}, or a pattern of run ids such as "
+                              "'mnist-clip-lam0.5-*'")
     reused = sum(is_done(runs, r) for r in planned) if runs.exists() else 0
     run_sweep(raw, runs, data_dir=data_dir, jobs=jobs, progress=progress, where="robustclip/presets/paper.toml")
     df = load_results(runs)
+    all_rows = pd.DataFrame()
+    if full_test == "all" and full_test_suite is not None:
+        todo = df[df.dataset.isin(["mnist", "fashion-mnist"]) & ~df.run.str.startswith("mnist-sigmoid")].run.unique()
+        all_rows = sandwich({r: runs / "runs" / r / "model.safetensors" for r in todo}, runs / "full-test",
+                            suite=full_test_suite, data_dir=data_dir, progress=progress, n=full_test_n)
+        df = with_full_test(df, all_rows)
+    run_rows = pd.DataFrame()
+    if full_test not in FULL_TEST_SCOPES and full_test_suite is not None:
+        todo = fnmatch.filter(list(df.run.unique()), full_test)
+        run_rows = sandwich({r: runs / "runs" / r / "model.safetensors" for r in todo}, runs / "full-test",
+                            suite=full_test_suite, data_dir=data_dir, progress=progress, n=full_test_n)
+    seen = attacked_images(df)
     table = paper_table(df)
     sig = logits_check(runs, df, data_dir=data_dir) if df.run.str.startswith("mnist-sigmoid").any() else pd.DataFrame()
     pct = {"clean", "noise", "fgsm", "authors_pgd", "pgd_l2", "worst_case", "certified"}
     sections = [("The paper's table, ours", "Accuracies in % (mean ± sample std over seeds, ddof = 1, and the 95% "
                  "t-interval of the mean worst case). `clean` is on all 10,000 test "
-                 "images; the attacks (L2, ε = 2, 100 steps) on the first 1,000, as in `attacks/paper-mnist.toml`. "
+                 f"images; the attacks (L2, ε = 2, 100 steps) on {seen} (MNIST), with `attacks/paper-mnist.toml`. "
                  "`worst_case` is the per-sample worst case over noise-free attacks (FGSM, the authors' PGD, PGD-L2, "
                  "APGD-CE, APGD-DLR, targeted APGD, and Square with 5,000 queries as the black-box check against "
                  "gradient masking); after the authors' PGD, which runs on every sample so that its column can be "
@@ -207,26 +308,37 @@ def regenerate(out: str | Path = "reports/paper", runs: str | Path = "runs/paper
             shutil.copyfile(runs / "runs" / run / "model.safetensors", tmp)
     extra_figs = []
     full = None
+    stage_seconds = 0.0  # the committed checkpoints' own evaluations, measured when they were made
     if sandwich_suite is not None and picks:
         from .attacks import load_suite
 
         rows = sandwich({k: ckpt_dir / f"{k}.safetensors" for k in picks}, runs / "sandwich", suite=sandwich_suite,
                         data_dir=data_dir, progress=progress)
+        stage_seconds += _stage_seconds(rows)
         if len(rows) and (rows.attack == "certified").any():
             extra_figs = fig_sandwich(rows, out, name="sandwich_L2.png")
             sections.append(("Attacked and certified accuracy against ε",
                              _sandwich_text(rows, load_suite(sandwich_suite).name)))
-    if full_test_suite is not None and picks:
+    if full_test != "off" and full_test_suite is not None and picks:
         from .attacks import load_suite
 
-        rows = sandwich({k: ckpt_dir / f"{k}.safetensors" for k in picks}, runs / "full-test", suite=full_test_suite,
-                        data_dir=data_dir, progress=progress, n=full_test_n)
+        if len(all_rows):  # already attacked as runs: the same checkpoints under their committed names
+            rows = pd.concat([all_rows[all_rows.model == run].assign(model=name) for name, run in picks.items()],
+                             ignore_index=True)
+        else:
+            rows = sandwich({k: ckpt_dir / f"{k}.safetensors" for k in picks}, runs / "full-test",
+                            suite=full_test_suite, data_dir=data_dir, progress=progress, n=full_test_n)
+        stage_seconds += _stage_seconds(rows)
         if len(rows):
             full = rows
             _io.write_text(out / "full_test.csv", rows.to_csv(index=False))
             lead.insert(0, ("The committed checkpoints on the whole test set",
                             _full_test_text(rows, load_suite(full_test_suite).name, picks)))
-    verdict = verdict_text(table, df, full=full)
+    full_runs = full_runs_table(df, run_rows) if len(run_rows) else None
+    if full_runs is not None:
+        _io.write_text(out / "full_test_runs.csv", full_runs.to_csv(index=False))
+        lead.insert(0, ("Settings attacked on the whole test set", _full_runs_text(full_runs)))
+    verdict = verdict_text(table, df, full=full, seen=seen, full_runs=full_runs)
     if verdict:
         lead.insert(0, ("Verdict", verdict))
     minutes = (time.perf_counter() - t0) / 60
@@ -241,13 +353,18 @@ def regenerate(out: str | Path = "reports/paper", runs: str | Path = "runs/paper
                                               f"`robustclip evaluate reports/paper/checkpoints/{k}.safetensors "
                                               f"--suite attacks/paper-mnist.toml --out runs/re-eval`"
                                               for k, v in picks.items())))
+    estimate = estimate_minutes(runs, [r.id for r in planned], stage_seconds, jobs=max(jobs, 1))
     timing = (f"This regeneration trained and evaluated all {len(planned)} runs in {minutes:.1f} minutes "
               "on 2 CPU cores."
               if reused == 0 else
               f"This rendering reused {reused} finished runs and took {minutes:.1f} minutes"
-              + (f"; the last full regeneration of all {last_full['runs']} runs took "
+              + (f"; the last full regeneration, of {last_full['runs']} runs, took "
                  f"{last_full['minutes']:.1f} minutes "
-                 "on 2 CPU cores." if last_full else "."))
+                 "on 2 CPU cores." if last_full else ".")
+              + ("" if estimate is None else
+                 f" From the measured time of every run and of the committed checkpoints' evaluations, a full "
+                 f"regeneration of today's {len(planned)} runs would take about {estimate:.0f} minutes with "
+                 f"--jobs {max(jobs, 1)}."))
     intro = ("CLIP against plain training, weight regularisation and, as the yardstick, adversarial training, with "
              "the paper's nets, evaluated by strong attacks. Regenerate everything with one command, "
              "`robustclip paper --data-dir D --jobs 2` (resumable: an interrupted run picks up where it stopped; "
@@ -260,9 +377,33 @@ def regenerate(out: str | Path = "reports/paper", runs: str | Path = "runs/paper
     if len(sig):
         _io.write_text(out / "sigmoid.csv", sig.to_csv(index=False))
     _io.write_json(out / "regeneration.json", {"minutes": minutes, "reused": reused, "last_full": last_full,
+                                               "estimate_minutes": estimate,
                                                "commit": _io.git_commit(), "versions": _io.versions(),
                                                "command": "robustclip paper", "checkpoints": picks})
     return out / "index.html"
+
+
+def _stage_seconds(rows: pd.DataFrame) -> float:
+    """Wall seconds of the evaluations behind ``rows`` (tidy rows of :func:`sandwich`: one time per model)."""
+    if rows.empty or "seconds" not in rows:
+        return 0.0
+    return float(rows.drop_duplicates("model")["seconds"].fillna(0).sum())
+
+
+def estimate_minutes(runs: Path, run_ids: list[str], stage_seconds: float, *, jobs: int) -> float | None:
+    """Minutes a full regeneration would take: the runs' measured seconds (their manifests) shared over ``jobs``,
+    plus ``stage_seconds`` done one after another. None when a run has no measured time (not finished)."""
+    total = 0.0
+    for rid in run_ids:
+        man = runs / "runs" / rid / "manifest.json"
+        try:
+            secs = json.loads(man.read_text()).get("seconds")
+        except (OSError, ValueError):
+            return None
+        if not isinstance(secs, (int, float)) or isinstance(secs, bool):
+            return None
+        total += float(secs)
+    return (total / jobs + stage_seconds) / 60
 
 
 def _best_checkpoints(df: pd.DataFrame) -> dict[str, str]:
@@ -373,8 +514,8 @@ def _full_test_text(rows: pd.DataFrame, suite_name: str, picks: dict[str, str]) 
     t["95% Wilson interval"] = [f"[{_pct(wc.ci_low.get(m))}, {_pct(wc.ci_high.get(m))}]" for m in t.checkpoint]
     secs = rows.drop_duplicates("model").set_index("model")["seconds"] if "seconds" in rows else pd.Series()
     t["seconds"] = [f"{secs.get(m, float('nan')):.0f}" for m in t.checkpoint]
-    return (f"The committed checkpoints under `attacks/{suite_name}.toml` on all {n:,} test images (the sweep's "
-            "tables attack the first 1,000): accuracy in % after each attack at L2 ε = "
+    return (f"The committed checkpoints under `attacks/{suite_name}.toml` on {_images(n)} test images: accuracy in % "
+            "after each attack at L2 ε = "
             f"{eps:g}, cumulative along the cascade, and the per-sample worst case with its 95% Wilson interval; "
             "`seconds` is the evaluation's wall time on 2 CPU cores.\n\n"
             + markdown_table(t, list(t.columns), lambda r, c: str(r[c])))
@@ -387,7 +528,8 @@ EQUAL_TIME = 1.15
 
 
 def verdict_text(table: pd.DataFrame, df: pd.DataFrame, *, dataset: str = "mnist",
-                 full: pd.DataFrame | None = None) -> str:
+                 full: pd.DataFrame | None = None, seen: str = "the first 1,000",
+                 full_runs: pd.DataFrame | None = None) -> str:
     """Plain sentences from the MNIST rows of :func:`paper_table`: the best CLIP setting (and the best hybrid
     CLIP + adversarial training) at ≥ 97% clean, the best adversarial training (or TRADES) that trains about as
     long, and whether the CLIP-based method beats it; with ``full`` (rows of the committed checkpoints on the whole
@@ -412,30 +554,59 @@ def verdict_text(table: pd.DataFrame, df: pd.DataFrame, *, dataset: str = "mnist
         peers = adv[adv.train_seconds <= c.train_seconds * EQUAL_TIME]
         if len(peers):
             a = peers.loc[peers.worst_case.idxmax()]
+            # equal time is only tested when some adversarial training ran about as long as this method or longer
+            tested = bool((adv.train_seconds >= c.train_seconds / EQUAL_TIME).any())
+            overlap = _overlap(c, a)
+            subject = what[0].upper() + what[1:]  # it starts a sentence
+            if c.worst_case <= a.worst_case:
+                verdict = f"**{subject} does not beat adversarial training at equal training time.**"
+            elif not tested:
+                verdict = (f"{subject} is ahead{overlap}, but no adversarial training here trained as long "
+                           f"(the longest took {adv.train_seconds.max():.0f} s): **a win at equal time is not "
+                           "established.**")
+            elif overlap.endswith("which overlap)"):
+                verdict = (f"{subject} is ahead by {100 * (c.worst_case - a.worst_case):.1f} points at about equal "
+                           f"training time, within the noise of the seeds{overlap}: **not a clear win.**")
+            else:
+                verdict = f"{subject} beats it at equal training time{overlap}."
             lines.append(f"  - Best adversarial training within {EQUAL_TIME:.2f}× that time: {a.method} "
                          f"{a.lam_or_tau}, {_pct(a.worst_case)}% at {_pct(a.clean)}% clean in "
-                         f"{a.train_seconds:.0f} s. "
-                         + (f"{what} beats it at equal training time." if c.worst_case > a.worst_case else
-                            f"**{what} does not beat adversarial training at equal training time.**"))
+                         f"{a.train_seconds:.0f} s. " + verdict)
     best = adv.loc[adv.worst_case.idxmax()]
     lines.append(f"- Most robust adversarial training overall: {best.method} {best.lam_or_tau}, "
                  f"{_pct(best.worst_case)}% at {_pct(best.clean)}% clean in {best.train_seconds:.0f} s.")
     assert best_clip is not None
     met = best_clip.worst_case >= CLIP_TARGET
     lines.append(f"- Target for CLIP, a mean of ≥ {100 * CLIP_TARGET:.0f}% at ≥ 97% clean: "
-                 + ("met" if met else f"**not met** ({_pct(best_clip.worst_case)}%)") + " on the first 1,000 images.")
+                 + ("met" if met else f"**not met** ({_pct(best_clip.worst_case)}%)") + f" on {seen} images.")
+    if full_runs is not None:
+        for _, r in full_runs[full_runs.dataset == dataset].iterrows():
+            ok = r.clean >= 0.97 and r.worst_case >= CLIP_TARGET
+            what = (" (meets the CLIP target)" if ok and kinds.get(r.label) == "clip" else "")
+            lines.append(f"- {r.label} {r.setting} on {_images(int(r.n))} test images (mean over {int(r.seeds)} "
+                         f"seeds): {_pct(r.worst_case)}% worst case at {_pct(r.clean)}% clean{what}.")
     if full is not None and len(full):
         n = int(full.n.max())
         for name in full.model.drop_duplicates():
             g = full[full.model == name]
             wc, cl = g[g.attack == "worst_case"].accuracy, g[g.attack == "clean"].accuracy
             if len(wc) and len(cl):
-                lines.append(f"- `{name}` on all {n:,} test images: {_pct(float(wc.min()))}% worst case at "
+                lines.append(f"- `{name}` on {_images(n)} test images: {_pct(float(wc.min()))}% worst case at "
                              f"{_pct(float(cl.iloc[0]))}% clean.")
-    return ("Read from the table below (attacks on the first 1,000 test images, clean accuracy on all 10,000) and, "
-            "for the committed checkpoints, from the whole test set. "
+    return (f"Read from the table below (attacks on {seen} test images, clean accuracy on all 10,000) and, "
+            "for the committed checkpoints, from their evaluation on the whole test set. "
             "Here settings are compared by their test means, an optimistic reading applied to every method alike; "
             "the headline and the committed checkpoints are chosen on validation data.\n\n" + "\n".join(lines))
+
+
+def _overlap(c: pd.Series, a: pd.Series) -> str:
+    """", and the 95% intervals of the two means do not overlap" or "..., though they overlap", or nothing."""
+    if not all(k in c and pd.notna(c[k]) and pd.notna(a.get(k)) for k in ("worst_case_ci_low", "worst_case_ci_high")):
+        return ""
+    apart = c.worst_case_ci_low > a.worst_case_ci_high
+    return (f" (95% intervals [{_pct(c.worst_case_ci_low)}, {_pct(c.worst_case_ci_high)}] and "
+            f"[{_pct(a.worst_case_ci_low)}, {_pct(a.worst_case_ci_high)}]"
+            + (", which do not overlap)" if apart else ", which overlap)"))
 
 
 def _sigmoid_text(sig: pd.DataFrame) -> str:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
 from page_check import check_page, chromium
 
 from robustclip import checkpoints, paper, sweeps
 from robustclip.attacks import parse_suite
+from robustclip.errors import RobustclipError
 
 TINY_SUITE = {"name": "tiny", "n": 64, "batch_size": 64, "seed": 0, "headline": {"norm": "L2", "eps": 2.0},
               "attack": [{"type": "clean"}, {"type": "noise", "sigma": 1.0}, {"type": "fgsm", "norm": "L2", "eps": 2.0},
@@ -22,17 +24,15 @@ def test_preset_plans_the_issue_grid():
     by_id = {r.id: r for r in runs}
     for seed in range(5):  # MNIST: five seeds of every method, adversarial training included
         assert f"mnist-none-s{seed}" in ids
-        assert sum(i.startswith("mnist-weight-") and i.endswith(f"-s{seed}") for i in ids) >= 2
+        assert sum(i.startswith("mnist-weight-") and i.endswith(f"-s{seed}") for i in ids) >= 1
         assert sum(i.startswith("mnist-clip-lam") and i.endswith(f"-s{seed}") for i in ids) >= 2
         assert f"mnist-clip-tau0.97-s{seed}" in ids
         for steps in (1, 3, 7):  # PGD adversarial training with 1, 3 and 7 steps, and TRADES
             run = by_id[f"mnist-pgd-at{steps}-lam1-s{seed}"]
             assert run.train["reg"] == "adversarial" and run.train["adversarial"]["steps"] == steps
         assert by_id[f"mnist-trades-lam1-s{seed}"].train["reg"] == "trades"
-        for steps in (1, 3):  # the named hybrid: adversarial training with CLIP's penalty on top
-            hyb = by_id[f"mnist-clip-at{steps}-lam0.3-s{seed}"].train
-            assert hyb["reg"] == "clip-adversarial" and hyb["adversarial"]["steps"] == steps
-            assert hyb["clip"]["pairs"] == 64
+        hyb = by_id[f"mnist-clip-at3-lam0.3-s{seed}"].train  # the named hybrid: AT with CLIP's penalty on top
+        assert hyb["reg"] == "clip-adversarial" and hyb["adversarial"]["steps"] == 3 and hyb["clip"]["pairs"] == 64
     # fewer epochs for more attack steps: each trains about as long as CLIP
     epochs = {s: by_id[f"mnist-pgd-at{s}-lam1-s0"].train["epochs"] for s in (1, 3, 7)}
     assert epochs[1] > epochs[3] > epochs[7]
@@ -115,6 +115,65 @@ def test_regenerate_tiny(tmp_path, data_dir):
     assert len(list((tmp_path / "runs" / "full-test").glob("*-n200.csv"))) == 2
     info = json.loads((out / "regeneration.json").read_text())
     assert info["minutes"] > 0 and set(info["checkpoints"]) == {"mnist-clip-best", "mnist-plain-best"}
+    # the estimate adds every run's measured seconds (one job) and the checkpoints' evaluations
+    run_secs = sum(json.loads(m.read_text())["seconds"] for m in (tmp_path / "runs" / "runs").glob("*/manifest.json"))
+    stage = sum(pd.read_csv(c).seconds.iloc[0] for c in cached) + full.drop_duplicates("model").seconds.sum()
+    assert info["estimate_minutes"] == pytest.approx((run_secs + stage) / 60)
+    # --full-test all: every MNIST run attacked on the larger set, whose rows then replace the sweep's everywhere
+    attacks.BUILTIN_SUITES["tiny"] = TINY_SUITE
+    try:
+        paper.regenerate(tmp_path / "paper2", tmp_path / "runs", data_dir=str(data_dir), progress=False, sweep=sweep,
+                         sandwich_suite=None, full_test_suite=parse_suite(TINY_SUITE), full_test_n=200,
+                         full_test="all")
+    finally:
+        del attacks.BUILTIN_SUITES["tiny"]
+    per_run = pd.concat(pd.read_csv(c) for c in (tmp_path / "runs" / "full-test").glob("mnist-*-s*-n200.csv"))
+    assert set(per_run.model) == {"mnist-none-s0", "mnist-none-s1", "mnist-clip-lam0.3-s0", "mnist-clip-lam0.3-s1"}
+    wc = per_run[per_run.attack == "worst_case"].groupby("model").accuracy
+    t2 = pd.read_csv(tmp_path / "paper2" / "table.csv").set_index("lam_or_tau")
+    assert t2.loc["-", "worst_case"] == pytest.approx((wc.get_group("mnist-none-s0").iloc[0]
+                                                       + wc.get_group("mnist-none-s1").iloc[0]) / 2)
+    assert "on the first 200 (MNIST)" in (tmp_path / "paper2" / "index.html").read_text()
+    # a pattern of run ids: those runs on the larger set, per setting in a section of their own
+    attacks.BUILTIN_SUITES["tiny"] = TINY_SUITE
+    try:
+        paper.regenerate(tmp_path / "paper3", tmp_path / "runs", data_dir=str(data_dir), progress=False, sweep=sweep,
+                         sandwich_suite=None, full_test_suite=parse_suite(TINY_SUITE), full_test_n=200,
+                         full_test="mnist-clip-*")
+    finally:
+        del attacks.BUILTIN_SUITES["tiny"]
+    (row,) = pd.read_csv(tmp_path / "paper3" / "full_test_runs.csv").to_dict("records")
+    assert row["label"] == "clip" and row["seeds"] == 2 and row["n"] == 200 and row["n_sweep"] == 64
+    assert row["worst_case"] == pytest.approx(wc.get_group("mnist-clip-lam0.3-s0").iloc[0] / 2
+                                              + wc.get_group("mnist-clip-lam0.3-s1").iloc[0] / 2)
+    page3 = (tmp_path / "paper3" / "index.html").read_text()
+    assert 'id="settings-attacked-on-the-whole-test-set"' in page3 and "on the first 64 (MNIST)" in page3
+    with pytest.raises(RobustclipError, match="matches no run"):
+        paper.regenerate(tmp_path / "p4", tmp_path / "runs", sweep=sweep, full_test="most")
+
+
+def test_full_test_rows_replace_a_runs_attack_rows_and_keep_the_rest():
+    base = {"label": "clip", "dataset": "mnist", "method": "clip", "lam": 0.5, "seed": 0, "train_seconds": 60.0,
+            "ci_low": 0.0, "ci_high": 1.0}
+    df = pd.DataFrame([{**base, "run": r, "attack": a, "norm": nm, "eps": e, "accuracy": acc, "n": n}
+                       for r in ("a", "b")
+                       for a, nm, e, acc, n in (("clean", "none", 0.0, 0.97, 1000),
+                                                ("worst_case", "L2", 2.0, 0.4, 1000),
+                                                ("clean_full", "none", 0.0, 0.968, 10000),
+                                                ("val_worst_case", "L2", 2.0, 0.41, 1000))])
+    rows = pd.DataFrame([{"model": "a", "attack": "clean", "norm": "none", "eps": 0.0, "accuracy": 0.968, "n": 10000,
+                          "ci_low": 0.96, "ci_high": 0.97, "seconds": 9.0},
+                         {"model": "a", "attack": "worst_case", "norm": "L2", "eps": 2.0, "accuracy": 0.38,
+                          "n": 10000, "ci_low": 0.37, "ci_high": 0.39, "seconds": 9.0}])
+    out = paper.with_full_test(df, rows)
+    assert len(out) == len(df) and list(out.columns) == list(df.columns)
+    a = out[out.run == "a"].set_index("attack")
+    assert a.loc["worst_case", "accuracy"] == 0.38 and a.loc["worst_case", "n"] == 10000
+    assert a.loc["val_worst_case", "accuracy"] == 0.41 and a.loc["worst_case", "train_seconds"] == 60.0
+    assert out[out.run == "b"].set_index("attack").loc["worst_case", "n"] == 1000  # untouched
+    assert paper.attacked_images(df) == "the first 1,000"
+    assert paper.attacked_images(out) == "the first 1,000 to 10,000"
+    assert paper.attacked_images(paper.with_full_test(df, pd.concat([rows, rows.assign(model="b")]))) == "all 10,000"
 
 
 def test_committed_checkpoints_are_chosen_on_validation_rows():
@@ -164,6 +223,19 @@ def test_verdict_says_plainly_whether_clip_beats_adversarial_training_at_equal_t
                          for a, v in (("clean", 0.969), ("pgd", 0.45), ("worst_case", 0.423))])
     text = paper.verdict_text(hyb, df2, full=full)
     assert "Best hybrid CLIP + adversarial training setting" in text and "clip-at1 λ=0.3, 55.0%" in text
-    assert "hybrid CLIP + adversarial training beats it at equal training time" in text  # pgd-at3: 89 s ≤ 1.15 × 95
+    assert "Hybrid CLIP + adversarial training beats it at equal training time" in text  # pgd-at3: 89 s ≤ 1.15 × 95
     assert "**not met** (39.5%)" in text  # the target is CLIP's own, not the hybrid's
     assert "`mnist-clip-best` on all 10,000 test images: 42.3% worst case at 96.9% clean" in text
+    # ahead, but every adversarial training trained much shorter: no win at equal time is claimed
+    slow = hyb.assign(train_seconds=[62, 64, 69, 89, 130])
+    text = paper.verdict_text(slow, df2)
+    assert "ahead, but no adversarial training here trained as long (the longest took 89 s)" in text
+    assert "beats it at equal" not in text.split("hybrid")[-1]
+    ci = hyb.assign(worst_case_ci_low=[0.38, 0.41, 0.51, 0.52, 0.54], worst_case_ci_high=[0.41, 0.45, 0.53, 0.54, 0.56])
+    text = paper.verdict_text(ci, df2)
+    assert ("Hybrid CLIP + adversarial training is ahead by 1.9 points at about equal training time, within the "
+            "noise of the seeds (95% intervals [54.0, 56.0] and [52.0, 54.0], which overlap): **not a clear win.**"
+            in text)
+    apart = ci.assign(worst_case_ci_low=[0.38, 0.41, 0.51, 0.52, 0.545])
+    assert "beats it at equal training time (95% intervals [54.5, 56.0] and [52.0, 54.0], which do not overlap)" \
+        in paper.verdict_text(apart, df2)
