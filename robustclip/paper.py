@@ -167,6 +167,9 @@ def paper_table(df: pd.DataFrame) -> pd.DataFrame:
             out[f"{c}_std"] = t[f"{c}_std"] if c != "clean" else t.get("clean_full_std", t.get("clean_std"))
     if "worst_case_ci_low" in t:  # 95% t-interval over seeds, as in the report's headline and figures
         out["worst_case_ci_low"], out["worst_case_ci_high"] = t.worst_case_ci_low, t.worst_case_ci_high
+    for c in ("val_clean", "val_worst_case"):  # the validation means settings are chosen by
+        if c in t:
+            out[c] = t[c]
     return out.reset_index(drop=True)
 
 
@@ -537,20 +540,25 @@ def verdict_text(table: pd.DataFrame, df: pd.DataFrame, *, dataset: str = "mnist
     kinds = df.drop_duplicates("label").set_index("label").method.to_dict()  # label → regulariser
     t = table[table.dataset == dataset]
     adv = t[t.method.map(kinds).isin(["adversarial", "trades"])]
+    # CLIP-based settings are chosen on validation data when every row has it (≥ 97% clean there, then the highest
+    # worst case there), else on the test means
+    on_val = {"val_clean", "val_worst_case"} <= set(t.columns) and bool(
+        t[["val_clean", "val_worst_case"]].notna().all().all())
+    clean_col, wc_col = ("val_clean", "val_worst_case") if on_val else ("clean", "worst_case")
     clip = t[t.method.map(kinds) == "clip"]
-    if clip[clip.clean >= 0.97].empty or adv.empty:
+    if clip[clip[clean_col] >= 0.97].empty or adv.empty:
         return ""
     lines: list[str] = []
     best_clip = None
     for what, kind in (("CLIP", "clip"), ("hybrid CLIP + adversarial training", "clip-adversarial")):
-        good = t[(t.method.map(kinds) == kind) & (t.clean >= 0.97)]
+        good = t[(t.method.map(kinds) == kind) & (t[clean_col] >= 0.97)]
         if good.empty:
             continue
-        c = good.loc[good.worst_case.idxmax()]
+        c = good.loc[good[wc_col].idxmax()]
         best_clip = c if best_clip is None or kind == "clip" else best_clip
-        lines.append(f"- Best {what} setting with ≥ 97% clean accuracy (mean over {int(c.seeds)} seeds): "
-                     f"{c.method} {c.lam_or_tau}, {_pct(c.worst_case)}% worst case at {_pct(c.clean)}% clean, "
-                     f"{c.train_seconds:.0f} s of training.")
+        lines.append(f"- Best {what} setting with ≥ 97% clean accuracy{' on validation data' if on_val else ''} "
+                     f"(mean over {int(c.seeds)} seeds): {c.method} {c.lam_or_tau}, {_pct(c.worst_case)}% worst case "
+                     f"at {_pct(c.clean)}% clean on test images, {c.train_seconds:.0f} s of training.")
         peers = adv[adv.train_seconds <= c.train_seconds * EQUAL_TIME]
         if len(peers):
             a = peers.loc[peers.worst_case.idxmax()]
@@ -576,9 +584,19 @@ def verdict_text(table: pd.DataFrame, df: pd.DataFrame, *, dataset: str = "mnist
     lines.append(f"- Most robust adversarial training overall: {best.method} {best.lam_or_tau}, "
                  f"{_pct(best.worst_case)}% at {_pct(best.clean)}% clean in {best.train_seconds:.0f} s.")
     assert best_clip is not None
-    met = best_clip.worst_case >= CLIP_TARGET
-    lines.append(f"- Target for CLIP, a mean of ≥ {100 * CLIP_TARGET:.0f}% at ≥ 97% clean: "
-                 + ("met" if met else f"**not met** ({_pct(best_clip.worst_case)}%)") + f" on {seen} images.")
+    target = f"- Target for CLIP, a mean of ≥ {100 * CLIP_TARGET:.0f}% at ≥ 97% clean, for {best_clip.method} " \
+             f"{best_clip.lam_or_tau}: "
+    met = best_clip.worst_case >= CLIP_TARGET and best_clip.clean >= 0.97
+    lines.append(target + ("met" if met else f"**not met** ({_pct(best_clip.worst_case)}%)") + f" on {seen} images.")
+    whole = None if full_runs is None else full_runs[(full_runs.dataset == dataset)
+                                                     & (full_runs.label == best_clip.method)
+                                                     & (full_runs.setting == best_clip.lam_or_tau)]
+    if whole is not None and len(whole):
+        w = whole.iloc[0]
+        met = w.worst_case >= CLIP_TARGET and w.clean >= 0.97
+        lines.append(target + (f"**met** ({_pct(w.worst_case)}% at {_pct(w.clean)}% clean)" if met else
+                               f"**not met** ({_pct(w.worst_case)}% at {_pct(w.clean)}% clean)")
+                     + f" on {_images(int(w.n))} images, every seed attacked there.")
     if full_runs is not None:
         for _, r in full_runs[full_runs.dataset == dataset].iterrows():
             ok = r.clean >= 0.97 and r.worst_case >= CLIP_TARGET
@@ -595,8 +613,11 @@ def verdict_text(table: pd.DataFrame, df: pd.DataFrame, *, dataset: str = "mnist
                              f"{_pct(float(cl.iloc[0]))}% clean.")
     return (f"Read from the table below (attacks on {seen} test images, clean accuracy on all 10,000) and, "
             "for the committed checkpoints, from their evaluation on the whole test set. "
-            "Here settings are compared by their test means, an optimistic reading applied to every method alike; "
-            "the headline and the committed checkpoints are chosen on validation data.\n\n" + "\n".join(lines))
+            + ("CLIP-based settings are chosen on validation data; adversarial training is compared by its test "
+               "means, an optimistic reading in its favour; "
+               if on_val else "Here settings are compared by their test means, an optimistic reading applied to "
+               "every method alike; ")
+            + "the headline and the committed checkpoints are chosen on validation data.\n\n" + "\n".join(lines))
 
 
 def _overlap(c: pd.Series, a: pd.Series) -> str:

@@ -214,7 +214,7 @@ def test_verdict_says_plainly_whether_clip_beats_adversarial_training_at_equal_t
     assert "pgd-at3 λ=1, 53.1%" in text and "**not met** (39.5%)" in text
     strong = table.assign(worst_case=[0.60, 0.431, 0.519, 0.531])
     text = paper.verdict_text(strong, df)
-    assert "CLIP beats it at equal training time" in text and "≥ 97% clean: met on the first 1,000" in text
+    assert "CLIP beats it at equal training time" in text and "for clip λ=0.5: met on the first 1,000" in text
     assert paper.verdict_text(table[table.method == "clip"], df) == ""  # no yardstick, no verdict
     # the hybrid gets its own line and its own equal-time peer; the whole test set's rows are quoted
     df2 = pd.concat([df, pd.DataFrame([{"label": "clip-at1", "method": "clip-adversarial"}])])
@@ -239,3 +239,32 @@ def test_verdict_says_plainly_whether_clip_beats_adversarial_training_at_equal_t
     apart = ci.assign(worst_case_ci_low=[0.38, 0.41, 0.51, 0.52, 0.545])
     assert "beats it at equal training time (95% intervals [54.5, 56.0] and [52.0, 54.0], which do not overlap)" \
         in paper.verdict_text(apart, df2)
+
+
+def test_cli_paper_refuses_a_full_test_scope_that_matches_nothing_before_any_work(tmp_path):
+    from tiny import assert_one_line_error, run_cli
+
+    rc, _, err = run_cli(["paper", "--full-test", "mnist-nothing-*", "--runs", str(tmp_path / "runs"),
+                          "--out", str(tmp_path / "out")])
+    assert_one_line_error(rc, err, "--full-test", "matches no run", "mnist-clip-lam0.5-*")
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "out").exists()
+
+
+def test_verdict_chooses_clip_on_validation_and_judges_the_target_on_the_whole_test_set():
+    def row(method, setting, clean, wc, secs, val_clean, val_wc):
+        return {"dataset": "mnist", "method": method, "lam_or_tau": setting, "seeds": 5, "clean": clean,
+                "worst_case": wc, "train_seconds": secs, "val_clean": val_clean, "val_worst_case": val_wc}
+
+    df = pd.DataFrame([{"label": "clip", "method": "clip"}, {"label": "pgd-at7", "method": "adversarial"}])
+    table = pd.DataFrame([row("clip", "λ=0.5", 0.972, 0.395, 62, 0.9706, 0.505),
+                          row("clip", "λ=0.8", 0.971, 0.431, 64, 0.9652, 0.537),  # ≥ 97% on test, not on validation
+                          row("pgd-at7", "λ=1", 0.974, 0.519, 69, 0.975, 0.56)])
+    full_runs = pd.DataFrame([{"dataset": "mnist", "label": "clip", "setting": "λ=0.5", "seeds": 5, "n": 10000,
+                               "clean": 0.9722, "worst_case": 0.459}])
+    text = paper.verdict_text(table, df, full_runs=full_runs)
+    assert "Best CLIP setting with ≥ 97% clean accuracy on validation data (mean over 5 seeds): clip λ=0.5" in text
+    assert "for clip λ=0.5: **not met** (39.5%) on the first 1,000 images" in text
+    assert "for clip λ=0.5: **met** (45.9% at 97.2% clean) on all 10,000 images, every seed attacked there" in text
+    assert "CLIP-based settings are chosen on validation data" in text
+    low = full_runs.assign(worst_case=0.449)
+    assert "**not met** (44.9% at 97.2% clean) on all 10,000" in paper.verdict_text(table, df, full_runs=low)
