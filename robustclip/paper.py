@@ -105,9 +105,10 @@ def _images(n: int) -> str:
 
 
 def attacked_images(df: pd.DataFrame, dataset: str = "mnist") -> str:
-    """How many test images the attacks of ``dataset``'s runs saw, in words: "the first 1,000", "all 10,000"."""
-    n = df[(df.dataset == dataset) & (df.attack == "worst_case")].n
-    full = df[(df.dataset == dataset) & (df.attack == "clean_full")].n
+    """How many test images the attacks of the experiment ``dataset`` saw, in words: "the first 1,000", "all 10,000"."""
+    exp = df[df.experiment == dataset] if "experiment" in df else df[df.dataset == dataset]  # not mnist-sigmoid
+    n = exp[exp.attack == "worst_case"].n
+    full = exp[exp.attack == "clean_full"].n
     if n.empty:
         return "no"
     lo, hi = int(n.min()), int(n.max())
@@ -599,6 +600,8 @@ def verdict_text(table: pd.DataFrame, df: pd.DataFrame, *, dataset: str = "mnist
                      + f" on {_images(int(w.n))} images, every seed attacked there.")
     if full_runs is not None:
         for _, r in full_runs[full_runs.dataset == dataset].iterrows():
+            if whole is not None and len(whole) and r.label == best_clip.method and r.setting == best_clip.lam_or_tau:
+                continue  # already said by the target line
             ok = r.clean >= 0.97 and r.worst_case >= CLIP_TARGET
             what = (" (meets the CLIP target)" if ok and kinds.get(r.label) == "clip" else "")
             lines.append(f"- {r.label} {r.setting} on {_images(int(r.n))} test images (mean over {int(r.seeds)} "
