@@ -48,6 +48,19 @@ def test_preset_plans_the_issue_grid():
     assert {a.get("label", a["type"]) for a in suite["attack"]} >= {"apgd-ce", "apgd-dlr", "apgdt", "square"}
 
 
+def _regenerate_tiny(tmp_path, data_dir, sweep, out: str, **kw):
+    """``paper.regenerate`` of ``sweep`` into ``tmp_path/out`` (runs in ``tmp_path/runs``) with the tiny suite
+    registered as a built-in for the time of the call (it travels through the sweep plan by name)."""
+    from robustclip import attacks
+
+    attacks.BUILTIN_SUITES["tiny"] = TINY_SUITE
+    try:
+        return paper.regenerate(tmp_path / out, tmp_path / "runs", data_dir=str(data_dir), progress=False,
+                                sweep=sweep, full_test_suite=parse_suite(TINY_SUITE), full_test_n=200, **kw)
+    finally:
+        del attacks.BUILTIN_SUITES["tiny"]
+
+
 def test_regenerate_tiny(tmp_path, data_dir):
     sweep = {"name": "paper-tiny", "experiment": [
         {"label": "mnist", "dataset": "mnist", "epochs": 1, "n_train": 1000, "seeds": [0, 1], "suite": "demo",
@@ -57,19 +70,10 @@ def test_regenerate_tiny(tmp_path, data_dir):
     ]}
     for e in sweep["experiment"]:
         e["suite"] = "tiny"
-    # the tiny suite travels through the sweep plan as a built-in
-    from robustclip import attacks
-
-    attacks.BUILTIN_SUITES["tiny"] = TINY_SUITE
     cert = parse_suite({"name": "tiny-certify", "n": 64, "batch_size": 64, "seed": 0, "certify": True,
                         "eps": {"L2": [0.25, 1.0]}, "attack": [{"type": "clean"},
                                                                {"type": "pgd", "norm": "L2", "steps": 3}]})
-    try:
-        index = paper.regenerate(tmp_path / "paper", tmp_path / "runs", data_dir=str(data_dir), progress=False,
-                                 sweep=sweep, sandwich_suite=cert, full_test_suite=parse_suite(TINY_SUITE),
-                                 full_test_n=200)
-    finally:
-        del attacks.BUILTIN_SUITES["tiny"]
+    index = _regenerate_tiny(tmp_path, data_dir, sweep, "paper", sandwich_suite=cert)
     out = tmp_path / "paper"
     assert index == out / "index.html" and index.is_file()
     table = pd.read_csv(out / "table.csv")
@@ -120,13 +124,7 @@ def test_regenerate_tiny(tmp_path, data_dir):
     stage = sum(pd.read_csv(c).seconds.iloc[0] for c in cached) + full.drop_duplicates("model").seconds.sum()
     assert info["estimate_minutes"] == pytest.approx((run_secs + stage) / 60)
     # --full-test all: every MNIST run attacked on the larger set, whose rows then replace the sweep's everywhere
-    attacks.BUILTIN_SUITES["tiny"] = TINY_SUITE
-    try:
-        paper.regenerate(tmp_path / "paper2", tmp_path / "runs", data_dir=str(data_dir), progress=False, sweep=sweep,
-                         sandwich_suite=None, full_test_suite=parse_suite(TINY_SUITE), full_test_n=200,
-                         full_test="all")
-    finally:
-        del attacks.BUILTIN_SUITES["tiny"]
+    _regenerate_tiny(tmp_path, data_dir, sweep, "paper2", sandwich_suite=None, full_test="all")
     per_run = pd.concat(pd.read_csv(c) for c in (tmp_path / "runs" / "full-test").glob("mnist-*-s*-n200.csv"))
     assert set(per_run.model) == {"mnist-none-s0", "mnist-none-s1", "mnist-clip-lam0.3-s0", "mnist-clip-lam0.3-s1"}
     wc = per_run[per_run.attack == "worst_case"].groupby("model").accuracy
@@ -136,25 +134,15 @@ def test_regenerate_tiny(tmp_path, data_dir):
                                                        + wc.get_group("mnist-none-s1").iloc[0]) / 2)
     assert "on the first 200 (MNIST)" in (tmp_path / "paper2" / "index.html").read_text()
     # a pattern of run ids: those runs on the larger set, per setting in a section of their own
-    attacks.BUILTIN_SUITES["tiny"] = TINY_SUITE
-    try:
-        paper.regenerate(tmp_path / "paper3", tmp_path / "runs", data_dir=str(data_dir), progress=False, sweep=sweep,
-                         sandwich_suite=None, full_test_suite=parse_suite(TINY_SUITE), full_test_n=200,
-                         full_test="mnist-clip-*")
-    finally:
-        del attacks.BUILTIN_SUITES["tiny"]
+    _regenerate_tiny(tmp_path, data_dir, sweep, "paper3", sandwich_suite=None, full_test="mnist-clip-*")
     (row,) = pd.read_csv(tmp_path / "paper3" / "full_test_runs.csv").to_dict("records")
     assert row["label"] == "clip" and row["seeds"] == 2 and row["n"] == 200 and row["n_sweep"] == 64
     assert row["worst_case"] == pytest.approx(wc.get_group("mnist-clip-lam0.3-s0").iloc[0] / 2
                                               + wc.get_group("mnist-clip-lam0.3-s1").iloc[0] / 2)
     page3 = (tmp_path / "paper3" / "index.html").read_text()
     assert 'id="settings-attacked-on-the-whole-test-set"' in page3 and "on the first 64 (MNIST)" in page3
-    attacks.BUILTIN_SUITES["tiny"] = TINY_SUITE
-    try:
-        with pytest.raises(RobustclipError, match="matches no run"):
-            paper.regenerate(tmp_path / "p4", tmp_path / "runs", sweep=sweep, full_test="most")
-    finally:
-        del attacks.BUILTIN_SUITES["tiny"]
+    with pytest.raises(RobustclipError, match="matches no run"):
+        _regenerate_tiny(tmp_path, data_dir, sweep, "p4", full_test="most")
 
 
 def test_full_test_rows_replace_a_runs_attack_rows_and_keep_the_rest():
