@@ -46,7 +46,7 @@ _ROW_COLS = ["attack", "norm", "eps", "accuracy", "n", "ci_low", "ci_high"]
 def with_full_test(df: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
     """``df`` (the sweep's tidy rows) with each run's attack rows replaced by its rows on the whole test set.
 
-    ``rows``: tidy rows of :func:`sandwich` whose ``model`` is a run id. Validation rows (``val_*``) and
+    ``rows``: tidy rows of :func:`evaluate_cached` whose ``model`` is a run id. Validation rows (``val_*``) and
     ``clean_full`` stay; runs absent from ``rows`` keep their own rows.
     """
     if rows.empty:
@@ -60,7 +60,7 @@ def with_full_test(df: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def full_runs_table(df: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
-    """Per (dataset, label, setting) of the runs in ``rows`` (tidy rows of :func:`sandwich`, ``model`` = run id):
+    """Per (dataset, label, setting) of the runs in ``rows`` (tidy rows of :func:`evaluate_cached`, ``model`` = run id):
     seeds, mean clean accuracy and the worst case's mean, sample std and 95% t-interval over seeds on the larger
     test set, beside the same runs' mean worst case in the sweep (``worst_case_sweep``, on its n). Fractions."""
     from .reports import seed_stats
@@ -263,7 +263,7 @@ def regenerate(out: str | Path = "reports/paper", runs: str | Path = "runs/paper
     skips its step."""
     from .errors import RobustclipError
     from .reports import fig_sandwich, load_results, render
-    from .sweeps import is_done, plan, run_sweep
+    from .sweeps import is_done, plan, run_dir, run_sweep
 
     t0 = time.perf_counter()
     out, runs = Path(out), Path(runs)
@@ -276,17 +276,14 @@ def regenerate(out: str | Path = "reports/paper", runs: str | Path = "runs/paper
     reused = sum(is_done(runs, r) for r in planned) if runs.exists() else 0
     run_sweep(raw, runs, data_dir=data_dir, jobs=jobs, progress=progress, where="robustclip/presets/paper.toml")
     df = load_results(runs)
-    all_rows = pd.DataFrame()
-    if full_test == "all" and full_test_suite is not None:
-        todo = df[df.dataset.isin(["mnist", "fashion-mnist"]) & ~df.run.str.startswith("mnist-sigmoid")].run.unique()
-        all_rows = sandwich({r: runs / "runs" / r / "model.safetensors" for r in todo}, runs / "full-test",
-                            suite=full_test_suite, data_dir=data_dir, progress=progress, n=full_test_n)
-        df = with_full_test(df, all_rows)
-    run_rows = pd.DataFrame()
-    if full_test not in FULL_TEST_SCOPES and full_test_suite is not None:
-        todo = fnmatch.filter(list(df.run.unique()), full_test)
-        run_rows = sandwich({r: runs / "runs" / r / "model.safetensors" for r in todo}, runs / "full-test",
-                            suite=full_test_suite, data_dir=data_dir, progress=progress, n=full_test_n)
+    scope_rows = pd.DataFrame()  # runs attacked on the whole test set: every one ("all") or a pattern's
+    if full_test not in ("off", "checkpoints") and full_test_suite is not None:
+        ids = (df[df.dataset.isin(["mnist", "fashion-mnist"]) & ~df.run.str.startswith("mnist-sigmoid")].run.unique()
+               if full_test == "all" else fnmatch.filter(list(df.run.unique()), full_test))
+        scope_rows = evaluate_cached({r: run_dir(runs, r) / "model.safetensors" for r in ids}, runs / "full-test",
+                                     suite=full_test_suite, data_dir=data_dir, progress=progress, n=full_test_n)
+        if full_test == "all":
+            df = with_full_test(df, scope_rows)
     seen = attacked_images(df)
     table = paper_table(df)
     sig = logits_check(runs, df, data_dir=data_dir) if df.run.str.startswith("mnist-sigmoid").any() else pd.DataFrame()
@@ -309,15 +306,15 @@ def regenerate(out: str | Path = "reports/paper", runs: str | Path = "runs/paper
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     for name, run in picks.items():
         with _io.atomic_path(ckpt_dir / f"{name}.safetensors") as tmp:
-            shutil.copyfile(runs / "runs" / run / "model.safetensors", tmp)
+            shutil.copyfile(run_dir(runs, run) / "model.safetensors", tmp)
     extra_figs = []
     full = None
     stage_seconds = 0.0  # the committed checkpoints' own evaluations, measured when they were made
     if sandwich_suite is not None and picks:
         from .attacks import load_suite
 
-        rows = sandwich({k: ckpt_dir / f"{k}.safetensors" for k in picks}, runs / "sandwich", suite=sandwich_suite,
-                        data_dir=data_dir, progress=progress)
+        rows = evaluate_cached({k: ckpt_dir / f"{k}.safetensors" for k in picks}, runs / "sandwich",
+                               suite=sandwich_suite, data_dir=data_dir, progress=progress)
         stage_seconds += _stage_seconds(rows)
         if len(rows) and (rows.attack == "certified").any():
             extra_figs = fig_sandwich(rows, out, name="sandwich_L2.png")
@@ -326,19 +323,19 @@ def regenerate(out: str | Path = "reports/paper", runs: str | Path = "runs/paper
     if full_test != "off" and full_test_suite is not None and picks:
         from .attacks import load_suite
 
-        if len(all_rows):  # already attacked as runs: the same checkpoints under their committed names
-            rows = pd.concat([all_rows[all_rows.model == run].assign(model=name) for name, run in picks.items()],
+        if full_test == "all" and len(scope_rows):  # attacked as runs: the same checkpoints, their committed names
+            rows = pd.concat([scope_rows[scope_rows.model == run].assign(model=name) for name, run in picks.items()],
                              ignore_index=True)
         else:
-            rows = sandwich({k: ckpt_dir / f"{k}.safetensors" for k in picks}, runs / "full-test",
-                            suite=full_test_suite, data_dir=data_dir, progress=progress, n=full_test_n)
+            rows = evaluate_cached({k: ckpt_dir / f"{k}.safetensors" for k in picks}, runs / "full-test",
+                                   suite=full_test_suite, data_dir=data_dir, progress=progress, n=full_test_n)
         stage_seconds += _stage_seconds(rows)
         if len(rows):
             full = rows
             _io.write_text(out / "full_test.csv", rows.to_csv(index=False))
             lead.insert(0, ("The committed checkpoints on the whole test set",
                             _full_test_text(rows, load_suite(full_test_suite).name, picks)))
-    full_runs = full_runs_table(df, run_rows) if len(run_rows) else None
+    full_runs = full_runs_table(df, scope_rows) if full_test != "all" and len(scope_rows) else None
     if full_runs is not None:
         _io.write_text(out / "full_test_runs.csv", full_runs.to_csv(index=False))
         lead.insert(0, ("Settings attacked on the whole test set", _full_runs_text(full_runs)))
@@ -388,7 +385,7 @@ def regenerate(out: str | Path = "reports/paper", runs: str | Path = "runs/paper
 
 
 def _stage_seconds(rows: pd.DataFrame) -> float:
-    """Wall seconds of the evaluations behind ``rows`` (tidy rows of :func:`sandwich`: one time per model)."""
+    """Wall seconds of the evaluations behind ``rows`` (tidy rows of :func:`evaluate_cached`: one time per model)."""
     if rows.empty or "seconds" not in rows:
         return 0.0
     return float(rows.drop_duplicates("model")["seconds"].fillna(0).sum())
@@ -397,9 +394,11 @@ def _stage_seconds(rows: pd.DataFrame) -> float:
 def estimate_minutes(runs: Path, run_ids: list[str], stage_seconds: float, *, jobs: int) -> float | None:
     """Minutes a full regeneration would take: the runs' measured seconds (their manifests) shared over ``jobs``,
     plus ``stage_seconds`` done one after another. None when a run has no measured time (not finished)."""
+    from .sweeps import run_dir
+
     total = 0.0
     for rid in run_ids:
-        man = runs / "runs" / rid / "manifest.json"
+        man = run_dir(runs, rid) / "manifest.json"
         try:
             secs = json.loads(man.read_text()).get("seconds")
         except (OSError, ValueError):
@@ -448,11 +447,11 @@ def _best_checkpoints(df: pd.DataFrame) -> dict[str, str]:
     return picks
 
 
-def sandwich(picks: dict[str, Path], cache: Path, *, suite: Any = SANDWICH_SUITE, data_dir: str | None = None,
-             progress: bool = True, n: int | None = None) -> pd.DataFrame:
-    """Evaluate each committed checkpoint (name → path) under ``suite`` (attacks and certificates on an ε grid)
-    on the first ``n`` test images (None: the suite's n); the tidy rows of all of them, ``model`` set to the name
-    and ``seconds`` to the time each took.
+def evaluate_cached(picks: dict[str, Path], cache: Path, *, suite: Any = SANDWICH_SUITE,
+                    data_dir: str | None = None, progress: bool = True, n: int | None = None) -> pd.DataFrame:
+    """Evaluate each checkpoint (name → path) under ``suite`` (e.g. attacks and certificates on an ε grid, the
+    paper's ε-curves) on the first ``n`` test images (None: the suite's n); the tidy rows of all of them,
+    ``model`` set to the name and ``seconds`` to the time each took.
 
     Each result is cached in ``cache`` under the checkpoint's and the suite's hashes (and n), so a resumed
     regeneration evaluates only what changed.
