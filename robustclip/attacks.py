@@ -12,7 +12,7 @@ A suite file looks like this (see ``attacks/*.toml``)::
     L2 = [1.0, 2.0]
 
     [[attack]]
-    type = "pgd"       # clean | noise | fgsm | pgd | apgd | apgdt | autoattack | square | authors_pgd
+    type = "pgd"       # clean | noise | fgsm | pgd | apgd | apgdt | fabt | autoattack | square | authors_pgd
     norm = "L2"
     steps = 20
 
@@ -220,20 +220,37 @@ def _apgd(s: AttackSpec, m: nn.Module, k: int, seed: int) -> torchattacks.attack
                              n_restarts=s.params.get("restarts", 1), seed=seed, loss=s.params.get("loss", "ce"))
 
 
+TARGETS = 9
+"""Target classes of the targeted attacks (APGD-T, FAB-T), as AutoAttack's standard version: the 9 classes with
+the highest logits after the true one (fewer when the model has fewer than 10 classes)."""
+
+
+def _target_arg(k: int) -> int:
+    """torchattacks' ``n_classes`` argument of its targeted attacks: they attack ``n_classes - 1`` targets."""
+    return min(TARGETS, k - 1) + 1
+
+
 def _apgdt(s: AttackSpec, m: nn.Module, k: int, seed: int) -> torchattacks.attack.Attack:
     return torchattacks.APGDT(m, norm=s.norm, eps=s.eps, steps=s.params.get("steps", 100),
-                              n_restarts=s.params.get("restarts", 1), seed=seed, n_classes=k)
+                              n_restarts=s.params.get("restarts", 1), seed=seed, n_classes=_target_arg(k))
+
+
+def _fabt(s: AttackSpec, m: nn.Module, k: int, seed: int) -> torchattacks.attack.Attack:
+    # multi_targeted: for each of the top-9 wrong classes in turn, FAB searches the closest boundary to it
+    return torchattacks.FAB(m, norm=s.norm, eps=s.eps, steps=s.params.get("steps", 100),
+                            n_restarts=s.params.get("restarts", 1), seed=seed, multi_targeted=True,
+                            n_classes=_target_arg(k))
 
 
 def _autoattack(s: AttackSpec, m: nn.Module, k: int, seed: int) -> torchattacks.attack.Attack:
     return torchattacks.AutoAttack(m, norm=s.norm, eps=s.eps, version=s.params.get("version", "standard"),
-                                   n_classes=k, seed=seed)
+                                   n_classes=_target_arg(k), seed=seed)
 
 
 def _square(s: AttackSpec, m: nn.Module, k: int, seed: int) -> torchattacks.attack.Attack:
     return torchattacks.Square(m, norm=s.norm, eps=s.eps, n_queries=s.params.get("n_queries", 5000),
                                n_restarts=s.params.get("restarts", 1), p_init=s.params.get("p_init", 0.8),
-                               seed=seed)
+                               resc_schedule=s.params.get("rescale_schedule", True), seed=seed)
 
 
 def _authors_pgd(s: AttackSpec, m: nn.Module, k: int, seed: int) -> torchattacks.attack.Attack:
@@ -259,11 +276,15 @@ ATTACKS: dict[str, AttackKind] = {
     "apgd": AttackKind(_keys("norm", "eps", "steps", "restarts", "loss"), _apgd,
                        label=lambda p: f"apgd-{p.get('loss', 'ce')}", role="iterative", cost=_steps(100)),
     "apgdt": AttackKind(_keys("norm", "eps", "steps", "restarts"), _apgdt, role="iterative",
-                        cost=_steps(100, targets=9)),
+                        cost=_steps(100, targets=TARGETS)),
+    # FAB-T: per target, one forward and one backward pass per step (plus a few for the final search)
+    "fabt": AttackKind(_keys("norm", "eps", "steps", "restarts"), _fabt, role="iterative",
+                       cost=_steps(100, targets=TARGETS)),
     # APGD-CE + APGD-T (9 targets) + FAB-T + Square (5,000 queries), rounded up
     "autoattack": AttackKind(_keys("norm", "eps", "version"), _autoattack, role="iterative",
                              cost=lambda p: 10_000),
-    "square": AttackKind(_keys("norm", "eps", "n_queries", "restarts", "p_init"), _square, role="blackbox",
+    "square": AttackKind(_keys("norm", "eps", "n_queries", "restarts", "p_init", "rescale_schedule"), _square,
+                         role="blackbox",
                          cost=lambda p: int(p.get("n_queries", 5000)) * int(p.get("restarts", 1))),
     "authors_pgd": AttackKind(_keys("norm", "eps", "steps", "step_size", "restarts"), _authors_pgd,
                               outer_restarts=True, role="iterative", cost=_steps(100)),
@@ -469,6 +490,9 @@ def parse_suite(raw: dict[str, Any], *, where: str = "<suite>") -> Suite:
         for key in ("step_size", "sigma", "p_init"):
             if key in params:
                 _num(at, key, params[key], hi=MAX_EPS["L2"])
+        if "rescale_schedule" in params and not isinstance(params["rescale_schedule"], bool):
+            raise SuiteError(f"{at}: rescale_schedule must be true or false, got {params['rescale_schedule']!r:.80}",
+                             "AutoAttack's standard protocol uses rescale_schedule = false")
         if "loss" in params and params["loss"] not in ("ce", "dlr"):
             raise SuiteError(f"{at}: loss {params['loss']!r:.80} is not supported", "use ce or dlr")
         if "version" in params and params["version"] not in ("standard", "plus", "rand"):

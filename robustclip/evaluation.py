@@ -38,7 +38,8 @@ import torch
 from torch import nn
 
 from . import certify as certify_mod
-from . import lipschitz
+from . import lipschitz, shapes
+from . import samples as samples_mod
 from .attacks import ATTACKS, AttackSpec, Suite, load_suite
 from .errors import RobustclipError
 from .results import select
@@ -80,6 +81,13 @@ class EvalResult:
     lipschitz: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     meta: dict[str, Any] = field(default_factory=dict)
+    samples: pd.DataFrame | None = None
+    """Per-sample outcomes, one row per (sample, norm, ε): see :mod:`robustclip.samples`."""
+    per_class: list[dict[str, Any]] = field(default_factory=list)
+    """Clean and worst-case accuracy per true class (see :func:`robustclip.samples.per_class`)."""
+    adversarial: list[tuple[int, str, str, float, torch.Tensor]] = field(default_factory=list)
+    """With ``keep_adversarial``: ``(sample, attack, norm, ε, example)`` for the attack that first broke each
+    sample per norm (the ``broken_by`` and ``broken_at_eps`` of :attr:`samples`)."""
 
     def accuracy(self, attack: str, norm: str | None = None, eps: float | None = None) -> float:
         """Accuracy of one row, e.g. ``accuracy('worst_case', 'L2', 2.0)``."""
@@ -97,11 +105,27 @@ def _device_of(model: nn.Module) -> torch.device:
 
 
 def check_outputs(model: nn.Module, x: torch.Tensor, n_classes: int | None) -> int:
-    """Check the model's output shape against the data; return the number of classes."""
-    with torch.no_grad():
-        out = model(x[:2].to(_device_of(model)))
-    if out.dim() != 2:
-        raise RobustclipError(f"model output has shape {tuple(out.shape)}, expected (N, classes)",
+    """Check the model's output shape against the data; return the number of classes.
+
+    The probe runs in eval mode (BatchNorm's running statistics stay untouched) on the first two samples; a
+    model that cannot take inputs of the data's shape, or whose output is not ``(N, classes)``, is refused with
+    one line (:class:`RobustclipError`).
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(x[:2].to(_device_of(model)))
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise RobustclipError(f"the model fails on inputs of shape (N, {', '.join(map(str, x.shape[1:]))}): {first}",
+                              "give data whose per-sample shape the model takes (or the model for this data)"
+                              ) from None
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != x[:2].shape[0]:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise RobustclipError(f"model output has shape {shape} for {x[:2].shape[0]} inputs, expected (N, classes)",
                               "evaluate classifiers that return logits of shape (N, classes)")
     if n_classes is not None and out.shape[1] != n_classes:
         raise RobustclipError(f"model has {out.shape[1]} outputs but the dataset has {n_classes} classes",
@@ -121,7 +145,7 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.
     return torch.cat(outs)
 
 
-ATTACK_BATCH_CAP: dict[str, int] = {"apgd": 250, "apgdt": 250, "autoattack": 250}
+ATTACK_BATCH_CAP: dict[str, int] = {"apgd": 250, "apgdt": 250, "fabt": 250, "autoattack": 250}
 """Largest CPU batch for attack types whose heap grows with batch × steps.
 
 torchattacks' APGD allocates a dozen batch-sized temporaries per step; glibc keeps the freed ones, so on 1000
@@ -190,7 +214,8 @@ def _heap_trimmed(model: nn.Module, every: int) -> Iterator[None]:
 
 def run_attack(model: nn.Module, spec: AttackSpec, x: torch.Tensor, y: torch.Tensor, *, n_classes: int,
                seed: int, batch_size: int, todo: torch.Tensor | None = None,
-               log: dict[str, Any] | None = None, stats: dict[str, int] | None = None) -> tuple[torch.Tensor, float]:
+               log: dict[str, Any] | None = None, stats: dict[str, int] | None = None,
+               record: dict[str, Any] | None = None) -> tuple[torch.Tensor, float]:
     """Per-sample correctness ``(N,)`` of ``model`` on ``spec``'s outputs.
 
     ``x``: ``(N, ...)`` in [0,1] on any device (batches move to the model's device one at a time); ``y``: ``(N,)``.
@@ -203,6 +228,10 @@ def run_attack(model: nn.Module, spec: AttackSpec, x: torch.Tensor, y: torch.Ten
     Batches: ``batch_size``, at most :data:`ATTACK_BATCH_CAP` for memory-heavy attacks on the CPU. When a batch
     runs out of memory (CPU or GPU), the batch size halves and the batch is retried, down to 1. ``log``, when
     given, receives ``batch_size`` (the size that finished) and ``backoffs`` (one entry per halving).
+    ``record``, when given, receives ``norms``: ``(N,)`` float64, the perturbation norm (in ``spec.norm``) of
+    each sample's output that the model got wrong (NaN elsewhere; the smallest over restarts), and, when it
+    holds ``keep_adversarial=True``, ``adversarial``: ``{sample index: output (…)}`` on the CPU for those samples.
+    Inputs of any per-sample shape work: torchattacks sees them as images (see :mod:`robustclip.shapes`).
     Returns ``(correct, worst observed perturbation norm)``.
     """
     dev = _device_of(model)
@@ -217,6 +246,9 @@ def run_attack(model: nn.Module, spec: AttackSpec, x: torch.Tensor, y: torch.Ten
         bs = min(bs, ATTACK_BATCH_CAP[spec.type])
     backoffs: list[dict[str, Any]] = []
     atk_cache = None
+    norms = torch.full((n,), float("nan"), dtype=torch.float64)
+    keep = record is not None and bool(record.get("keep_adversarial"))
+    kept: dict[int, torch.Tensor] = {}
     guard = _heap_trimmed(model, TRIM_EVERY) if heavy else contextlib.nullcontext()
     with guard:
         for r in range(spec.restarts):
@@ -228,12 +260,13 @@ def run_attack(model: nn.Module, spec: AttackSpec, x: torch.Tensor, y: torch.Ten
                     torch.manual_seed(seed + 1000 * r + b)
                     try:
                         if spec.type != "clean" and atk_cache is None:
-                            built = spec.build(model, n_classes=n_classes, seed=seed + r)
+                            built = spec.build(shapes.attack_model(model, tuple(x.shape[1:])),
+                                               n_classes=n_classes, seed=seed + r)
                             assert built is not None
                             built.set_device(dev)
                             atk_cache = built
-                        ok, size, bad = _attack_batch(model, spec, atk_cache, x[sel].to(dev), y[sel].to(dev),
-                                                 seed + 1000 * r + b)
+                        ok, sizes, bad, adv = _attack_batch(model, spec, atk_cache, x[sel].to(dev),
+                                                            y[sel].to(dev), seed + 1000 * r + b)
                     except (RuntimeError, MemoryError) as exc:
                         if not is_out_of_memory(exc) or bs == 1:
                             raise
@@ -244,7 +277,15 @@ def run_attack(model: nn.Module, spec: AttackSpec, x: torch.Tensor, y: torch.Ten
                         if dev.type == "cuda":
                             torch.cuda.empty_cache()
                         continue  # retry the same samples in smaller batches
-                    worst = max(worst, size)
+                    if sizes.numel() and not bool(sizes.isnan().all()):
+                        worst = max(worst, float(sizes.nan_to_num(0.0).max()))
+                    hit = ~ok & ~bad & ~sizes.isnan()
+                    for j in hit.nonzero().flatten().tolist():  # the smallest breaking norm over restarts
+                        i = int(sel[j])
+                        if not norms[i] <= sizes[j]:
+                            norms[i] = sizes[j]
+                            if keep:
+                                kept[i] = adv[j].detach().cpu().clone()
                     broken[sel] |= bad
                     if r == 0:
                         correct[sel] = ok
@@ -254,6 +295,10 @@ def run_attack(model: nn.Module, spec: AttackSpec, x: torch.Tensor, y: torch.Ten
                 b += 1
     if log is not None:
         log.update({"batch_size": bs, "backoffs": backoffs})
+    if record is not None:
+        record["norms"] = norms
+        if keep:
+            record["adversarial"] = kept
     if stats is not None:
         stats["nonfinite"] = stats.get("nonfinite", 0) + int(broken.sum())
     return correct, worst
@@ -286,58 +331,66 @@ def survivors(alive: dict[tuple[str, float], torch.Tensor], spec: AttackSpec, cl
 
 
 def _attack_batch(model: nn.Module, spec: AttackSpec, atk: Any, xb: torch.Tensor, yb: torch.Tensor,
-                  batch_seed: int) -> tuple[torch.Tensor, float, torch.Tensor]:
-    """One batch: correctness ``(B,)``, the largest perturbation norm, and which outputs were not finite ``(B,)``.
+                  batch_seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One batch: correctness ``(B,)``, perturbation norms ``(B,)`` (float64, NaN for non-finite outputs and
+    unbounded attacks), which outputs were not finite ``(B,)``, and the outputs ``(B, ...)``.
 
-    Correctness and the non-finite mask are on the CPU. A non-finite output (or non-finite logits on it) is a
-    malfunction of the attack: never correct, counted by the caller.
+    Correctness, norms and the non-finite mask are on the CPU. A non-finite output (or non-finite logits on it)
+    is a malfunction of the attack: never correct, counted by the caller. ``atk`` was built on
+    :func:`robustclip.shapes.attack_model`, so it sees the image view of ``xb``; its output is viewed back.
     """
-    size = 0.0
     if spec.type == "clean":
         adv = xb
     else:
         if hasattr(atk, "seed"):
             atk.seed = batch_seed
-        adv = atk(xb, yb).detach()
+        adv = atk(shapes.to_view(xb), yb).detach()
+        if adv.shape != xb.shape and adv.numel() == xb.numel():
+            adv = adv.reshape(xb.shape)
     finite = torch.isfinite(adv.flatten(1)).all(1)
+    sizes = torch.full((xb.shape[0],), float("nan"), dtype=torch.float64)
     if spec.type != "clean":
-        size = _verify(spec, xb[finite], adv[finite])
+        got = _verify(spec, xb[finite], adv[finite])
+        if got.numel():
+            sizes[finite.cpu()] = got
     with torch.no_grad():
         logits = model(torch.where(finite.view(-1, *([1] * (adv.dim() - 1))), adv, xb))
     finite &= torch.isfinite(logits).all(1)
     ok = ((logits.argmax(1) == yb) & finite).cpu()
-    return ok, size, ~finite.cpu()
+    return ok, sizes, ~finite.cpu(), adv
 
 
-def _verify(spec: AttackSpec, x: torch.Tensor, adv: torch.Tensor) -> float:
-    """Check that finite outputs ``adv`` lie in [0,1] and within ε of ``x``; the largest perturbation seen.
+def _verify(spec: AttackSpec, x: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
+    """Check that finite outputs ``adv`` lie in [0,1] and within ε of ``x``; their perturbation norms ``(B,)``.
 
-    Non-finite outputs are screened out by the caller: NaN compares false with every bound and would pass.
+    Norms are float64 on the CPU, in ``spec.norm`` (NaN for attacks that are not norm-bounded). Non-finite
+    outputs are screened out by the caller: NaN compares false with every bound and would pass.
     """
     if adv.shape != x.shape:
         raise AssertionError(f"{spec.label} returned shape {tuple(adv.shape)} for input {tuple(x.shape)}")
     if adv.numel() == 0:
-        return 0.0
+        return torch.zeros(adv.shape[0], dtype=torch.float64)
     if not bool(torch.isfinite(adv).all()):
         raise AssertionError(f"{spec.label} returned non-finite values")
     if float(adv.min()) < 0 or float(adv.max()) > 1:
         raise AssertionError(f"{spec.label} left the input domain [0,1]")
     if not spec.bounded:
-        return 0.0
+        return torch.full((adv.shape[0],), float("nan"), dtype=torch.float64)
     d = (adv - x).flatten(1)
-    size = float(d.norm(dim=1).max()) if spec.norm == "L2" else float(d.abs().max())
+    per = (d.norm(dim=1) if spec.norm == "L2" else d.abs().amax(dim=1)).detach().double().cpu()
+    size = float(per.max())
     assert spec.norm is not None and spec.eps is not None  # bounded
     if not size <= spec.eps * (1 + _TOL[spec.norm]) + 1e-6:
         raise AssertionError(f"{spec.label} at eps={spec.eps} produced a {spec.norm} perturbation of {size}")
-    return size
+    return per
 
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str | Suite = "demo",
              model_name: str = "model", dataset: str = "unknown", n_classes: int | None = None,
              batch_size: int | None = None, seed: int | None = None, lip_upper: float | None = None,
              lip_lower: float | None = None, sanity: bool = True, progress: bool = True,
-             certify: bool | tuple[str, ...] | None = None) -> EvalResult:
-    """Evaluate ``model`` on ``x`` ``(N, C, H, W)`` in [0,1] and labels ``y`` ``(N,)`` under a suite.
+             certify: bool | tuple[str, ...] | None = None, keep_adversarial: bool = False) -> EvalResult:
+    """Evaluate ``model`` on ``x`` ``(N, ...)`` (any per-sample shape) in [0,1] and labels ``y`` ``(N,)`` under a suite.
 
     ``lip_upper``: an upper bound on the model's L2 Lipschitz constant given
     by the caller for the ``lipschitz`` certificate (``√2 · lip_upper`` for
@@ -345,7 +398,10 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str |
     ``certify``: methods to certify with (``True``: lipschitz and crown;
     ``False``: none), overriding the suite's ``certify`` key. Returns an
     :class:`EvalResult`. Samples the model gets wrong on clean input are not
-    attacked (they count as wrong under every attack).
+    attacked (they count as wrong under every attack). ``keep_adversarial``:
+    keep the adversarial example that first broke each sample (per norm) in
+    ``result.adversarial``. Attacks that cannot run on the data (Square on
+    non-images, DLR losses on too few classes) are refused before any work.
 
     Args:
         model: a classifier taking inputs in [0,1] (normalisation inside) and returning logits ``(N, k)``.
@@ -368,6 +424,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str |
     if x.min() < 0 or x.max() > 1:
         raise RobustclipError("inputs must lie in [0,1]", "put normalisation inside the model, not in the data")
     k = check_outputs(model, x, n_classes)
+    shapes.check_attacks(((a.type, a.label, a.params) for a in s.attacks), tuple(x.shape[1:]), k)
     bs = batch_size or s.batch_size
     seed = s.seed if seed is None else seed
     was_training = model.training
@@ -381,6 +438,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str |
             nonfinite[("clean", None, None)] = bad_logits
         correct: dict[tuple[str, str | None, float | None], torch.Tensor] = {("clean", None, None): clean_ok}
         worst_norm: dict[tuple[str, str | None, float | None], float] = {}
+        fooled_norms: dict[tuple[str, str | None, float | None], torch.Tensor] = {}
+        kept: dict[tuple[str, str | None, float | None], dict[int, torch.Tensor]] = {}
         batches: dict[str, dict[str, Any]] = {}
         alive: dict[tuple[str, float], torch.Tensor] = {}  # per (norm, ε): not yet broken by any attack so far
         todo = [a for a in s.attacks if a.type != "clean"]
@@ -395,9 +454,13 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str |
             log: dict[str, Any] = {}
             batches[f"{spec.label}|{spec.norm}|{spec.eps}"] = log
             todo_mask = survivors(alive, spec, clean_ok) if s.cascade else clean_ok
+            record: dict[str, Any] = {"keep_adversarial": keep_adversarial and spec.bounded}
             ok, size = run_attack(model, spec, x, y, n_classes=k, seed=seed + 7 * i, batch_size=bs, todo=todo_mask,
-                                  log=log, stats=stats)
+                                  log=log, stats=stats, record=record)
             correct[key] = ok & todo_mask
+            if spec.bounded:
+                fooled_norms[key] = record["norms"]
+                kept[key] = record.get("adversarial", {})
             if cascades(spec):
                 cell = (str(spec.norm), float(spec.eps or 0.0))
                 alive[cell] = alive.get(cell, clean_ok) & correct[key]
@@ -406,10 +469,20 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str |
                 nonfinite[key] = stats["nonfinite"]
         bar.close()
         methods = s.certify if certify is None else _methods(certify)
+        pairs_out: list[torch.Tensor] = []
         cert, cert_info = certificates(model, x, y, logits, s, methods=methods, lip_upper=lip_upper,
-                                       sdp=s.certify_sdp if certify is None else False)
+                                       sdp=s.certify_sdp if certify is None else False, pairs_out=pairs_out)
         frame, flags = _summarise(s, correct, logits, y, cert, model_name, dataset,
                                   per_method=(methods is not None and len(methods) > 0))
+        best_cert: dict[tuple[str, float], torch.Tensor] = {}
+        for got in cert.values():
+            for cell, v in got.items():
+                best_cert[cell] = best_cert.get(cell, torch.zeros_like(v.cpu())) | v.cpu()
+        radius = (samples_mod.lipschitz_radius(logits, y, pairs_out[0]) if pairs_out and "lipschitz" in cert
+                  else None)
+        per_sample = samples_mod.frame(s, correct, logits, y, best_cert, fooled_norms, radius, x[0].numel())
+        classes = samples_mod.per_class(per_sample, s.headline)
+        adversarial = _first_breaks(per_sample, kept) if keep_adversarial else []
         if sanity:
             flags += sanity_flags(model, s, correct, x, y, frame, seed=seed, batch_size=bs)
         if s.cascade:
@@ -425,14 +498,29 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str |
         model.train(was_training)
     for f in flags:
         warnings.warn(f, stacklevel=2)
-    return EvalResult(frame=frame, correct=correct, flags=flags,
+    return EvalResult(frame=frame, correct=correct, flags=flags, samples=per_sample, per_class=classes,
+                      adversarial=adversarial,
                       lipschitz={"upper": cert_info.get("upper"), "lower": lip_lower, **cert_info},
                       seconds=time.perf_counter() - t0,
                       meta={"suite": s.name, "suite_path": s.path, "seed": seed, "n": int(x.shape[0]),
+                            "sample_shape": [int(d) for d in x.shape[1:]],
                             "batch_size": bs, "cascade": s.cascade, "cascade_note": cascade_note,
                             "max_perturbation": {f"{a}|{nm}|{e}": v for (a, nm, e), v in worst_norm.items()},
                             "nonfinite_outputs": {f"{a}|{nm}|{e}": v for (a, nm, e), v in nonfinite.items()},
-                            "attack_batches": batches, **runtime_meta(model)})
+                            "attack_batches": batches, "per_class": classes, **runtime_meta(model)})
+
+
+def _first_breaks(per_sample: pd.DataFrame, kept: dict[tuple[str, str | None, float | None], dict[int, torch.Tensor]]
+                  ) -> list[tuple[int, str, str, float, torch.Tensor]]:
+    """The kept adversarial example of each sample's ``broken_by`` attack at ``broken_at_eps``, once per norm."""
+    out: list[tuple[int, str, str, float, torch.Tensor]] = []
+    rows = per_sample[(per_sample.broken_by != "") & (per_sample.broken_by != "clean")]
+    for i, a, nm, e in rows.drop_duplicates(["sample", "norm"])[["sample", "broken_by", "norm",
+                                                                  "broken_at_eps"]].itertuples(index=False):
+        t = kept.get((str(a), str(nm), float(e)), {}).get(int(i))
+        if t is not None:
+            out.append((int(i), str(a), str(nm), float(e), t))
+    return out
 
 
 def _methods(certify: bool | tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -448,6 +536,7 @@ def _methods(certify: bool | tuple[str, ...] | list[str]) -> tuple[str, ...]:
 
 def certificates(model: nn.Module, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor, s: Suite, *,
                  methods: tuple[str, ...] | None, lip_upper: float | None, sdp: bool = False,
+                 pairs_out: list[torch.Tensor] | None = None,
                  ) -> tuple[dict[str, dict[tuple[str, float], torch.Tensor]], dict[str, Any]]:
     """Per-method certificates ``{method: {(norm, ε): bool (N,)}}`` for every cell of the suite, and info.
 
@@ -456,6 +545,7 @@ def certificates(model: nn.Module, x: torch.Tensor, y: torch.Tensor, logits: tor
     is infinite); otherwise the sound per-class-pair constants of
     :func:`robustclip.lipschitz.upper_bounds`, or nothing (with the reason in
     the info) for a model whose structure is not fully understood.
+    ``pairs_out``, when given, receives the ``(K, K)`` per-class-pair constants the ``lipschitz`` method used.
     """
     methods = ("lipschitz",) if methods is None else methods
     cells = list(s.grid())
@@ -473,6 +563,8 @@ def certificates(model: nn.Module, x: torch.Tensor, y: torch.Tensor, logits: tor
         if math.isfinite(lip_upper):
             K = logits.shape[1]
             pairs = torch.full((K, K), math.sqrt(2) * lip_upper, dtype=torch.float64)
+            if pairs_out is not None:
+                pairs_out.append(pairs)
             out["lipschitz"] = {(nm, e): certify_mod.lipschitz_certified(logits, y, pairs, e if nm == "L2" else
                                                                        e * math.sqrt(x[0].numel()))
                                 for nm, e in cells}
@@ -495,6 +587,13 @@ def certificates(model: nn.Module, x: torch.Tensor, y: torch.Tensor, logits: tor
     if "reason" in res.info:
         info["reason"] = res.info["reason"]
         return out, info
+    if pairs_out is not None and uppers is not None:
+        best_pairs = lipschitz.best_pairs(uppers)
+        values = [u.value for u in uppers if math.isfinite(u.value)]
+        if best_pairs is None and values:
+            best_pairs = torch.full((logits.shape[1],) * 2, math.sqrt(2) * min(values), dtype=torch.float64)
+        if best_pairs is not None:
+            pairs_out.append(best_pairs)
     out.update(res.per_method)
     info["seconds"] = res.seconds
     return out, info

@@ -275,8 +275,9 @@ def check_classifier(model: nn.Module, x: torch.Tensor, n_classes: int | None, *
         with torch.no_grad():
             out = model(sample)
     except Exception as exc:  # the user's forward failed on inputs of the dataset's shape
+        per = ", ".join(map(str, shape[1:]))
         raise RobustclipError(f"model {name} fails on a {shape} batch of the dataset's inputs: {_one_line(exc)}",
-                              "the model must take inputs in [0,1] of the dataset's shape (N, C, H, W)") from None
+                              f"the model must take inputs in [0,1] of the data's shape (N, {per})") from None
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != shape[0] or out.shape[1] < 2:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise RobustclipError(f"model {name} maps a {shape} batch to {got}; a classifier must return "

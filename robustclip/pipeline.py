@@ -97,7 +97,8 @@ def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite
                    data_dir: str | None = None, n: int | None = None, batch_size: int | None = None,
                    seed: int | None = None, progress: bool = True, name: str = "model",
                    clean_full: bool = False, eval_set: data.Split | None = None,
-                   device: str | torch.device | None = None, lipschitz: str = "full") -> Evaluation:
+                   device: str | torch.device | None = None, lipschitz: str = "full",
+                   keep_adversarial: bool = False) -> Evaluation:
     """Evaluate a model of ``meta.dataset`` on its test split, or on ``eval_set`` (a user's data, any input shape:
     see :func:`robustclip.loading.load_data_file`; the number of classes then comes from the model's output).
 
@@ -109,7 +110,8 @@ def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite
 
     ``device`` (``cpu``, ``cuda``, ``cuda:N``; None: where the model already is): the model moves there; the data
     stays on the CPU and moves one batch at a time; the Lipschitz ascents run there too. The result's meta records
-    the device, the deterministic-algorithms and cuDNN flags and the thread counts.
+    the device, the deterministic-algorithms and cuDNN flags and the thread counts. ``keep_adversarial``: keep
+    the adversarial examples that broke each sample (see :func:`robustclip.evaluation.evaluate`).
     """
     if lipschitz not in ("full", "fast", "off"):
         raise RobustclipError(f"unknown Lipschitz mode {lipschitz!r}", "use full, fast or off")
@@ -152,7 +154,8 @@ def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite
                                      pairs=cfg["pairs"], steps=cfg["steps"])
     res = evaluation.evaluate(model, split.x, split.y, suite=s, model_name=name, dataset=dataset,
                               n_classes=n_classes, batch_size=batch_size, seed=seed,
-                              lip_upper=None, lip_lower=lip.lower, progress=progress)  # sound per-pair bounds
+                              lip_upper=None, lip_lower=lip.lower, progress=progress,  # sound per-pair bounds
+                              keep_adversarial=keep_adversarial)
     res.meta["data_source"] = split.source
     rows = res.frame.drop(columns=["model", "dataset"]).to_dict(orient="records")
     if clean_full:
@@ -216,7 +219,8 @@ def evaluate_checkpoint(path: str | os.PathLike[str], *, suite: str | Suite, dat
                         n: int | None = None, batch_size: int | None = None, seed: int | None = None,
                         progress: bool = True, model: str | None = None, dataset: str | None = None,
                         trust_factory: bool = False, data_file: str | os.PathLike[str] | None = None,
-                        device: str | torch.device | None = None, lipschitz: str = "full") -> Evaluation:
+                        device: str | torch.device | None = None, lipschitz: str = "full",
+                        keep_adversarial: bool = False) -> Evaluation:
     """Load a model and evaluate it under ``suite`` on its dataset's test split (see :func:`evaluate_model`).
 
     ``path``: a robustclip checkpoint, or a user's state_dict (safetensors, or ``.pt``/``.pth`` read with
@@ -239,7 +243,8 @@ def evaluate_checkpoint(path: str | os.PathLike[str], *, suite: str | Suite, dat
                               f"pass --dataset {' or '.join(data.NUM_CLASSES)}, or your own data with --data FILE")
     name = meta.name or Path(path).name.removesuffix(".safetensors").removesuffix(".pth").removesuffix(".pt")
     ev = evaluate_model(net, meta, suite=suite, data_dir=data_dir, n=n, batch_size=batch_size, seed=seed,
-                        progress=progress, name=name, eval_set=eval_set, device=dev, lipschitz=lipschitz)
+                        progress=progress, name=name, eval_set=eval_set, device=dev, lipschitz=lipschitz,
+                        keep_adversarial=keep_adversarial)
     assert ev.result is not None
     train_cfg = meta.train
     ev.result.meta.update({"checkpoint": str(path), "checkpoint_sha256": sha256_file(path),

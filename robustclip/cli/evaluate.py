@@ -15,27 +15,35 @@ def register(sub: Any) -> None:
     """Add the ``evaluate`` subcommand."""
     p = add_command(sub, "evaluate", run, help="evaluate checkpoints under an attack suite",
                     description="Evaluate saved checkpoints: clean, noise and attack accuracies per ε, the per-sample "
-                    "worst case, certified accuracy, Lipschitz bounds and sanity flags. Writes DIR/results.csv, "
-                    "DIR/results.json and DIR/lipschitz.json.",
+                    "worst case, certified accuracy, robust accuracy per class, Lipschitz bounds and sanity flags. "
+                    "Writes DIR/results.csv, DIR/results.json, DIR/lipschitz.json and DIR/samples.csv (one row per "
+                    "test sample, norm and ε: pandas.read_csv reads it).",
                     examples="  robustclip evaluate runs/clip.safetensors --suite paper-mnist --out runs/eval\n"
                              "  robustclip evaluate a.safetensors b.safetensors --suite ci-quick --n 500 "
                              "--out runs/cmp\n"
                              "  robustclip evaluate my_cnn.pt --model mypkg.nets:small_cnn --dataset mnist "
-                             "--suite ci-quick --out runs/mine\n")
+                             "--suite ci-quick --out runs/mine\n"
+                             "  robustclip evaluate tab.pt --model mynets:tab_mlp --data tab.npz --suite ci-quick "
+                             "--out runs/tab --save-adversarial runs/tab-adv.safetensors\n")
     p.add_argument("checkpoints", nargs="+", metavar="CKPT")
     p.add_argument("--suite", default="demo", help="suite TOML path, a suite name (e.g. ci-quick), or 'demo'")
     p.add_argument("--n", type=positive_int, default=None, help="test samples (default: the suite's n, else all)")
     p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--seed", type=int, default=None, help="attack seed (default: the suite's)")
     p.add_argument("--out", required=True, metavar="DIR")
-    add_force(p, "results.csv, results.json and lipschitz.json in DIR")
+    add_force(p, "results.csv, results.json, lipschitz.json and samples.csv in DIR (and --save-adversarial's file)")
+    p.add_argument("--save-adversarial", metavar="FILE.safetensors", default=None,
+                   help="store the adversarial example that first broke each sample (per norm), with its attack, ε "
+                   "and sample index, in a safetensors file (one checkpoint at a time)")
     add_model(p)
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N: where the model and attacks run")
     add_quiet(p)
     add_data_dir(p)
 
 
-OUTPUTS = ("results.csv", "results.json", "lipschitz.json")
+OUTPUTS = ("results.csv", "results.json", "lipschitz.json", "samples.csv")
+FULL_TEST = 10_000
+"""Test images of MNIST, Fashion-MNIST and CIFAR: results on fewer are not comparable with RobustBench's."""
 
 
 def distinct_names(names: list[str], paths: list[str]) -> list[str]:
@@ -75,6 +83,19 @@ def run(args: argparse.Namespace) -> int:
         validate.number(args.batch_size, "--batch-size", integer=True, lo=1, hi=MAX_BATCH)
     if args.seed is not None:
         validate.seed(args.seed, "--seed")
+    adv_path = None
+    if args.save_adversarial is not None:
+        if len(args.checkpoints) != 1:
+            raise RobustclipError("--save-adversarial takes one checkpoint at a time",
+                                  "evaluate each checkpoint in its own run")
+        if not str(args.save_adversarial).endswith(".safetensors"):
+            raise RobustclipError(f"--save-adversarial {args.save_adversarial}: the file is written as safetensors",
+                                  "name it FILE.safetensors")
+        # a local check (folder exists and is writable; no file there unless --force)
+        adv_path = validate.output_file(args.save_adversarial, "--save-adversarial", force=args.force)
+        if adv_path.resolve().parent == out.resolve() and adv_path.name in OUTPUTS:
+            raise RobustclipError(f"--save-adversarial {adv_path} would overwrite an output of --out",
+                                  "pick another file name")
     suite = load_suite(args.suite)
     suite.check_budget(args.n)
     resolve_device(args.device)  # fail before any work on an unavailable device
@@ -85,13 +106,15 @@ def run(args: argparse.Namespace) -> int:
         if key in seen:
             raise RobustclipError(f"checkpoint {c} is given twice", "list each checkpoint once")
         seen.add(key)
-    frames, lips, metas, flags = [], [], [], []
+    frames, lips, metas, flags, sample_frames = [], [], [], [], []
+    classes: list[tuple[str, list[dict[str, Any]]]] = []
     names: list[str] = []
     model_flags: list[list[str]] = []
     for c in args.checkpoints:
         ev = evaluate_checkpoint(c, suite=suite, data_dir=args.data_dir, n=args.n, batch_size=args.batch_size,
                                  seed=args.seed, progress=not args.quiet, model=args.model,
-                                 dataset=args.dataset, data_file=args.data, device=args.device)
+                                 dataset=args.dataset, data_file=args.data, device=args.device,
+                                 keep_adversarial=adv_path is not None)
         res = ev.result
         assert res is not None
         names.append(ev.name)
@@ -99,20 +122,57 @@ def run(args: argparse.Namespace) -> int:
         lips.append(ev.lipschitz_dict())
         metas.append({**res.meta, "flags": res.flags, "seconds": res.seconds})
         model_flags.append(res.flags)
+        assert res.samples is not None
+        sample_frames.append(res.samples)
+        classes.append((ev.name, res.per_class))
+        if adv_path is not None:
+            from ..samples import save_adversarial
+            saved = save_adversarial(adv_path, res.adversarial, sample_shape=tuple(res.meta.get("sample_shape", ())),
+                                     model=ev.name, suite=suite.name)
+            metas[-1]["adversarial_file"] = {"path": str(adv_path), "examples": saved}
     for i, name in enumerate(distinct_names(names, list(args.checkpoints))):  # distinct models keep distinct rows
         frames[i] = frames[i].assign(model=name)
         lips[i]["model"] = name
         metas[i]["model"] = name
         flags += [f"{name}: {f}" for f in model_flags[i]]
+        sample_frames[i] = sample_frames[i].assign(model=name)
+        classes[i] = (name, classes[i][1])
     frame = pd.concat(frames, ignore_index=True)
+    samples = pd.concat(sample_frames, ignore_index=True)
+    samples = samples[["model", *[c for c in samples.columns if c != "model"]]]
     out.mkdir(parents=True, exist_ok=True)
     _io.write_text(out / "results.csv", frame.to_csv(index=False))
     _io.write_json(out / "results.json", {"suite": suite.name, "suite_file": suite.path, "suite_config": suite.raw,
                                           "versions": _io.versions(), "runs": metas,
                                           "results": frame.to_dict(orient="records")})
     _io.write_json(out / "lipschitz.json", lips)
+    _io.write_text(out / "samples.csv", samples.to_csv(index=False))
     print(console_table(frame, lips))
+    print(sample_size_note(frame, suite.headline))
+    from ..samples import per_class_table
+    for name, rows in classes:
+        if len(rows) > 1:
+            print(f"\nper class ({name}):\n{per_class_table(rows, suite.headline)}")
     for f in flags:
         print(f"WARNING {f}", file=sys.stderr)
-    print(f"wrote {out / 'results.csv'}, {out / 'results.json'}, {out / 'lipschitz.json'}")
+    print(f"wrote {out / 'results.csv'}, {out / 'results.json'}, {out / 'lipschitz.json'}, {out / 'samples.csv'}"
+          + (f", {adv_path}" if adv_path is not None else ""))
     return 0
+
+
+def sample_size_note(frame: Any, headline: tuple[str, float] | None) -> str:
+    """How many test samples each model was evaluated on, with the 95% Wilson interval of its headline worst case;
+    below :data:`FULL_TEST` it says the numbers are not comparable with results on the whole test set."""
+    lines = []
+    for model, f in frame.groupby("model", sort=False):
+        n = int(f["n"].iloc[0])
+        row = f[(f.attack == "worst_case") & (f.norm == headline[0]) & (f.eps == headline[1])] if headline else f[:0]
+        row = row if len(row) else f[f.attack == "clean"]
+        r = row.iloc[0]
+        what = "clean" if r.attack == "clean" else f"worst case {r.norm} ε={r.eps:g}"
+        text = (f"{model}: n = {n} samples; {what} {100 * r.accuracy:.1f}% "
+                f"(95% Wilson interval {100 * r.ci_low:.1f}-{100 * r.ci_high:.1f}%)")
+        if n < FULL_TEST:
+            text += f"; fewer than the {FULL_TEST:,} test images, so not comparable with full-test-set results"
+        lines.append(text)
+    return "\n".join(lines)
