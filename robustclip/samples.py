@@ -6,7 +6,8 @@ norm-bounded attack), with the columns of :data:`SAMPLE_COLUMNS`:
 * ``sample``: index into the evaluated inputs; ``label``, ``prediction``: true and clean predicted class;
 * ``clean_correct``; ``robust``: correct under every attack at this norm and every ε up to this one (the worst
   case); ``broken_by``: the first attack in suite order that broke it, at the smallest ε ("clean" when the
-  clean input is already wrong, empty when robust); ``broken_at_eps``: that ε;
+  clean input is already wrong, empty when robust, which pandas reads from the CSV as NaN); ``broken_at_eps``:
+  that ε (0 for "clean", NaN when robust);
 * ``certified``: proven robust at this ε by any certification method asked for;
   ``certified_radius``: the radius in this norm the global Lipschitz margin proves, ``min_j (f_y − f_j) / L_yj``
   (L2; divided by ``√d`` for L∞), NaN where no sound Lipschitz certificate exists (CROWN's radius is not

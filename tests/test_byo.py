@@ -545,7 +545,7 @@ def re_escape(text: str) -> str:
 
 
 @pytest.mark.parametrize("name, norm, eps, attacks", [
-    ("mnist-linf-0.3", "Linf", 0.3, {"clean", "apgd-ce", "apgdt", "square"}),
+    ("mnist-linf-0.3", "Linf", 0.3, {"clean", "apgd-ce", "apgdt", "fabt", "square"}),
     ("mnist-l2-1.58", "L2", 1.58, {"clean", "pgd", "apgd-ce", "apgdt"}),
 ])
 def test_threat_model_suites_parse_and_run(user, name, norm, eps, attacks, mnist_test):
