@@ -279,13 +279,12 @@ def run_attack(model: nn.Module, spec: AttackSpec, x: torch.Tensor, y: torch.Ten
                         continue  # retry the same samples in smaller batches
                     if sizes.numel() and not bool(sizes.isnan().all()):
                         worst = max(worst, float(sizes.nan_to_num(0.0).max()))
-                    hit = ~ok & ~bad & ~sizes.isnan()
-                    for j in hit.nonzero().flatten().tolist():  # the smallest breaking norm over restarts
-                        i = int(sel[j])
-                        if not norms[i] <= sizes[j]:
-                            norms[i] = sizes[j]
-                            if keep:
-                                kept[i] = adv[j].detach().cpu().clone()
+                    # the smallest norm of a fooling output over restarts (NaN compares false: first one wins)
+                    better = ~ok & ~bad & ~sizes.isnan() & ~(norms[sel] <= sizes)
+                    norms[sel[better]] = sizes[better]
+                    if keep:
+                        for j in better.nonzero().flatten().tolist():
+                            kept[int(sel[j])] = adv[j].detach().cpu().clone()
                     broken[sel] |= bad
                     if r == 0:
                         correct[sel] = ok
