@@ -334,14 +334,14 @@ def test_suites_resolve_by_name_from_any_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no ./attacks here
     shipped = shipped_suites_dir()
     assert shipped is not None
-    for name in ("ci-quick", "paper-mnist", "curve-l2", "curve-linf"):
+    for name in ("ci-quick", "paper-mnist", "curve-l2", "curve-linf", "cifar10-linf-8", "cifar10-l2-0.5"):
         assert Path(find_suite(name)) == shipped / f"{name}.toml"
         assert load_suite(name).name == name
     assert find_suite("demo") == "demo"  # built-in
     (tmp_path / "attacks").mkdir()
     (tmp_path / "attacks" / "ci-quick.toml").write_text(TINY_SUITE.replace('"tiny"', '"mine"'), encoding="utf-8")
     assert load_suite("ci-quick").name == "mine"  # ./attacks/NAME.toml comes before the shipped suite
-    with pytest.raises(SuiteError, match="ci-quick, curve-l2"):
+    with pytest.raises(SuiteError, match="ci-quick, cifar10-l2-0.5, cifar10-linf-8, curve-l2"):
         find_suite("no-such-suite")
     with pytest.raises(SuiteError, match="not found"):
         find_suite("../attacks/ci-quick")  # names are names, not paths
