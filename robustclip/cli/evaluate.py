@@ -42,6 +42,8 @@ def register(sub: Any) -> None:
 
 
 OUTPUTS = ("results.csv", "results.json", "lipschitz.json", "samples.csv")
+MAX_CLASS_ROWS = 20
+"""Most classes printed in the console's per-class table (CIFAR-100's 100 stay in results.json)."""
 FULL_TEST = 10_000
 """Test images of MNIST, Fashion-MNIST and CIFAR: results on fewer are not comparable with RobustBench's."""
 
@@ -151,7 +153,9 @@ def run(args: argparse.Namespace) -> int:
     print(sample_size_note(frame, suite.headline))
     from ..samples import per_class_table
     for name, rows in classes:
-        if len(rows) > 1:
+        if len(rows) > MAX_CLASS_ROWS:
+            print(f"\nper class ({name}): {len(rows)} classes, in results.json (runs[].per_class)")
+        elif len(rows) > 1:
             print(f"\nper class ({name}):\n{per_class_table(rows, suite.headline)}")
     for f in flags:
         print(f"WARNING {f}", file=sys.stderr)
