@@ -420,6 +420,9 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str |
 
     t0 = time.perf_counter()
     s = load_suite(suite)
+    if x.numel() and not bool(torch.isfinite(x).all()):
+        raise RobustclipError("inputs hold NaN or infinite values; they must lie in [0,1]",
+                              "clean the data (NaN would pass every range check and every attack's clamp)")
     if x.min() < 0 or x.max() > 1:
         raise RobustclipError("inputs must lie in [0,1]", "put normalisation inside the model, not in the data")
     k = check_outputs(model, x, n_classes)
