@@ -1,19 +1,23 @@
-"""Datasets: MNIST and Fashion-MNIST from IDX files, and the 1-D regression problem.
+"""Datasets: MNIST and Fashion-MNIST from IDX files, CIFAR-10/100 from the binary archives, and 1-D regression.
 
-Image data comes back as float32 tensors of shape ``(N, 1, 28, 28)`` with values
-in ``[0, 1]`` and int64 labels of shape ``(N,)``. Any normalisation belongs
-inside the model, never here.
+Image data comes back as float32 tensors of shape ``(N, 1, 28, 28)`` (MNIST,
+Fashion-MNIST) or ``(N, 3, 32, 32)`` (CIFAR, see :mod:`robustclip.cifar`) with
+values in ``[0, 1]`` and int64 labels of shape ``(N,)``. Any normalisation
+belongs inside the model, never here.
 
 Where image data is looked for, in order:
 
 1. an explicit ``data_dir``, else the environment variable ``ROBUSTCLIP_DATA``;
    either holds ``mnist/`` and ``fashion-mnist/`` folders with the official
-   file names (``train-images-idx3-ubyte[.gz]`` and so on);
+   file names (``train-images-idx3-ubyte[.gz]`` and so on), and ``cifar10/``,
+   ``cifar100/`` with the official tarball or its extracted folder;
 2. the user cache, ``$ROBUSTCLIP_CACHE`` or ``~/.cache/robustclip``;
 3. Debian's ``/usr/share/datasets/<name>`` (package ``dataset-fashion-mnist``);
 4. a download from the official mirrors into the cache. Each ``.gz`` is checked
    against its published MD5, and its decompressed content against the
-   SHA-256 of the official IDX file, before it is renamed into place.
+   SHA-256 of the official IDX file, before it is renamed into place; a CIFAR
+   tarball is checked against its MD5 and extracted (:mod:`robustclip.cifar`).
+   Downloads resume and retry (:mod:`robustclip.download`).
    ``ROBUSTCLIP_NO_DOWNLOAD=1`` turns this step off.
 """
 
@@ -25,7 +29,7 @@ import hashlib
 import math
 import os
 import struct
-import urllib.request
+import urllib.request  # noqa: F401  (tests replace urlopen here to forbid the network)
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,13 +37,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import validate
-from ._io import atomic_path
+from . import cifar, download, validate
 from .errors import DataError
 
-IMAGE_DATASETS = ("mnist", "fashion-mnist")
+IMAGE_DATASETS = ("mnist", "fashion-mnist", *cifar.NAMES)
 DATASETS = (*IMAGE_DATASETS, "regression")
-NUM_CLASSES = {"mnist": 10, "fashion-mnist": 10}
+NUM_CLASSES = {"mnist": 10, "fashion-mnist": 10, **cifar.NUM_CLASSES}
+INPUT_SHAPES = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), **{n: cifar.SHAPE for n in cifar.NAMES}}
+"""The per-sample input shape of each image dataset."""
 SPLITS = ("train", "test")
 
 _FILES = {
@@ -133,7 +138,9 @@ def _find_file(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def _complete(folder: Path) -> bool:
+def _complete(name: str, folder: Path) -> bool:
+    if name in cifar.LAYOUTS:
+        return cifar.find(name, folder) is not None
     return all(_find_file(folder, stem) for pair in _FILES.values() for stem in pair)
 
 
@@ -159,7 +166,7 @@ def locate(name: str, data_dir: str | os.PathLike[str] | None = None, *,
     _check_name(name)
     tried = []
     for origin, folder in candidate_dirs(name, data_dir):
-        if _complete(folder):
+        if _complete(name, folder):
             return origin, folder
         tried.append(f"{origin} {folder}")
     why_not = "not asked for; pass --download"
@@ -177,50 +184,35 @@ def locate(name: str, data_dir: str | os.PathLike[str] | None = None, *,
         tried.append(f"download ({why_not})")
     raise DataError(
         f"{name} data not found; tried: " + "; ".join(tried),
-        f"pass --data-dir D (or set ROBUSTCLIP_DATA=D) where D/{name}/ holds the four IDX files, "
+        f"pass --data-dir D (or set ROBUSTCLIP_DATA=D) where D/{name}/ holds "
+        f"{cifar.hint(name) if name in cifar.LAYOUTS else 'the four IDX files'}, "
         "or allow the download from the official mirrors",
     )
 
 
 def fetch(name: str, target: Path, *, progress: bool = True) -> None:
     """Download dataset ``name`` into ``target``, checking every file."""
-    from .progress import bar as progress_bar
-
+    if name in cifar.LAYOUTS:
+        cifar.fetch(name, target, progress=progress)
+        return
     target.mkdir(parents=True, exist_ok=True)
     for stems in _FILES.values():
         for stem in stems:
             final = target / f"{stem}.gz"
             if final.is_file():
                 continue
-            errors = []
-            for mirror in _MIRRORS[name]:
-                url = f"{mirror}{stem}.gz"
-                try:
-                    with urllib.request.urlopen(url, timeout=30) as resp:
-                        total = int(resp.headers.get("Content-Length") or 0) or None
-                        chunks = []
-                        with progress_bar(total=total, enabled=progress, unit="B", unit_scale=True,
-                                          desc=f"{name}/{stem}.gz", leave=False) as bar:
-                            for chunk in iter(lambda: resp.read(1 << 16), b""):
-                                chunks.append(chunk)
-                                bar.update(len(chunk))
-                    blob = b"".join(chunks)
-                except OSError as exc:
-                    errors.append(f"{url}: {exc}")
-                    continue
-                md5 = hashlib.md5(blob).hexdigest()
-                if md5 != _GZ_MD5[name][stem]:
-                    errors.append(f"{url}: MD5 {md5} does not match the published {_GZ_MD5[name][stem]}")
-                    continue
-                raw = gzip.decompress(blob)
+            # into a staging name first: the content check below runs before the official name exists
+            staged = download.fetch([f"{mirror}{stem}.gz" for mirror in _MIRRORS[name]], target / f".{stem}.gz.dl",
+                                    md5=_GZ_MD5[name][stem], max_bytes=_max_idx_bytes(Path(stem)),
+                                    desc=f"{name}/{stem}.gz", progress=progress)
+            try:
+                raw = gzip.decompress(staged.read_bytes())
                 if hashlib.sha256(raw).hexdigest() != RAW_SHA256[name][stem]:
-                    errors.append(f"{url}: content SHA-256 does not match the official file")
-                    continue
-                with atomic_path(final) as tmp:
-                    tmp.write_bytes(blob)
-                break
-            else:
-                raise DataError(f"could not download {name}/{stem}.gz: " + " | ".join(errors))
+                    raise DataError(f"could not download {name}/{stem}.gz: content SHA-256 does not match the "
+                                    "official file")
+                os.replace(staged, final)
+            finally:
+                staged.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------- IDX parsing
@@ -290,6 +282,8 @@ def parse_idx(raw: bytes, path: Path, *, kind: str) -> np.ndarray:
 
 @functools.lru_cache(maxsize=8)
 def _load_cached(name: str, split: str, folder: str, origin: str) -> Split:
+    if name in cifar.LAYOUTS:
+        return _load_cifar(name, split, Path(folder), origin)
     img_stem, lab_stem = _FILES[split]
     img_path = _find_file(Path(folder), img_stem)
     lab_path = _find_file(Path(folder), lab_stem)
@@ -311,10 +305,11 @@ def _load_cached(name: str, split: str, folder: str, origin: str) -> Split:
 
 def load(name: str, split: str = "train", *, data_dir: str | os.PathLike[str] | None = None,
          download: bool | None = None) -> Split:
-    """Load a split of ``mnist``, ``fashion-mnist`` or ``regression``.
+    """Load a split of ``mnist``, ``fashion-mnist``, ``cifar10``, ``cifar100`` or ``regression``.
 
-    Images: ``x`` float32 ``(N,1,28,28)`` in [0,1]; ``y`` int64 ``(N,)``.
-    The official split: 60,000 train / 10,000 test. Results are cached per
+    Images: ``x`` float32 ``(N,1,28,28)`` (CIFAR: ``(N,3,32,32)``) in [0,1];
+    ``y`` int64 ``(N,)``. The official split: 60,000 train / 10,000 test
+    (CIFAR: 50,000 / 10,000; CIFAR-100 labels are the fine labels). Results are cached per
     process, so repeated loads are free; treat the tensors as read-only.
     """
     if split not in SPLITS and not (name == "regression" and split == "val"):
@@ -323,6 +318,14 @@ def load(name: str, split: str = "train", *, data_dir: str | os.PathLike[str] | 
         return regression(split)
     origin, folder = locate(name, data_dir, download=download)
     return _load_cached(name, split, str(folder), origin)
+
+
+def _load_cifar(name: str, split: str, folder: Path, origin: str) -> Split:
+    source = cifar.find(name, folder)
+    assert source is not None
+    images, labels = cifar.read_split(name, split, source)
+    x = torch.from_numpy(images.astype(np.float32) / 255.0)
+    return Split(x, torch.from_numpy(labels.astype(np.int64)), name, split, f"{origin}:{source}")
 
 
 def train_val_split(split: Split, *, val_fraction: float = 0.1, seed: int = 0) -> tuple[Split, Split]:
@@ -351,6 +354,16 @@ def verify(name: str, data_dir: str | os.PathLike[str] | None = None, *, downloa
     """
     origin, folder = locate(name, data_dir, download=download)
     report: dict = {"dataset": name, "origin": origin, "folder": str(folder), "splits": {}, "files": {}}
+    if name in cifar.LAYOUTS:
+        source = cifar.find(name, folder)
+        assert source is not None
+        report["folder"] = str(source)
+        for split in SPLITS:
+            s = _load_cached(name, split, str(folder), origin)
+            report["splits"][split] = {"count": len(s), "expected": cifar.LAYOUTS[name].count(split)}
+        report["files"] = cifar.content_ok(name, source)
+        report["ok"] = all(report["files"].values())
+        return report
     for split, stems in _FILES.items():
         s = _load_cached(name, split, str(folder), origin)
         report["splits"][split] = {"count": len(s), "expected": _COUNTS[split]}

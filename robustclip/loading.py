@@ -322,6 +322,8 @@ def _data_arrays(p: Path) -> dict[str, Any]:
 def load_data_file(path: str | os.PathLike[str]) -> data.Split:
     """A user's evaluation set: ``x`` in [0,1] of any shape ``(N, ...)`` and integer labels ``y`` ``(N,)``.
 
+    A folder is read as one subfolder per class of PNG or JPEG images (:func:`robustclip.imagefolder.load`).
+
     Read from a safetensors or ``.npz`` file (``allow_pickle=False``: never unpickled). Checked where it enters:
     a regular file of at most :data:`MAX_DATA_BYTES`, both arrays present, ``x`` floating point, finite and in
     [0,1] with at most :data:`MAX_DATA_ELEMENTS` values, ``y`` whole numbers >= 0, one label per input. The split's
@@ -332,9 +334,13 @@ def load_data_file(path: str | os.PathLike[str]) -> data.Split:
     import numpy as np
 
     p = Path(path)
+    if p.is_dir():  # a folder of class folders of images (robustclip.imagefolder)
+        from . import imagefolder
+
+        return imagefolder.load(p)
     if not p.is_file():
         raise RobustclipError(f"data file {p} {'is not a regular file' if p.exists() else 'does not exist'}",
-                              "pass a .safetensors or .npz file holding x and y")
+                              "pass a .safetensors or .npz file holding x and y, or a folder of class folders")
     size = p.stat().st_size
     if size > MAX_DATA_BYTES:
         raise RobustclipError(f"data file {p} is {size / 1024**3:.1f} GiB, more than the {MAX_DATA_BYTES // 1024**3} "

@@ -77,6 +77,8 @@ def default_spec(arch: str, dataset: str) -> dict[str, Any]:
         if arch not in ("mlp1d", "fc"):
             raise RobustclipError(f"model {arch!r} does not fit the 1-D regression data", "use --model mlp1d")
         return {"arch": "mlp1d", "sizes": [1, 64, 64, 1], "activation": "tanh"}
+    if arch == "fc" and dataset in ("cifar10", "cifar100"):  # the paper's widths on (3, 32, 32) colour input
+        return {**paper_spec(), "sizes": [3 * 32 * 32, 200, 80, 100 if dataset == "cifar100" else 10]}
     if arch == "fc":
         return paper_spec()
     if arch == "cnn":
@@ -178,7 +180,7 @@ def input_shape(spec: dict[str, Any]) -> tuple[int, ...]:
         return (1,)
     if spec["arch"] == "fc":
         n = spec["sizes"][0]
-        return (1, 28, 28) if n == 784 else (n,)
+        return {784: (1, 28, 28), 3072: (3, 32, 32)}.get(n, (n,))
     return (1, 28, 28)
 
 

@@ -5,7 +5,7 @@ A sweep file (TOML) lists experiments; top-level keys are defaults that each
 the one experiment::
 
     name = "mnist-lambda"
-    dataset = "mnist"          # mnist | fashion-mnist | regression
+    dataset = "mnist"          # mnist | fashion-mnist | cifar10 | cifar100 | regression
     model = "fc"               # fc | cnn | mlp1d, or a spec table
     epochs = 10
     seeds = [0, 1, 2]
@@ -110,7 +110,7 @@ def load_sweep(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def plan(raw: dict[str, Any], *, where: str = "<sweep>") -> list[Run]:
     """Expand a sweep dict into runs: experiments × methods × (λ or τ) × seeds."""
-    from . import models, validate
+    from . import data, models, validate
     from .attacks import load_suite
     from .training import TrainConfig
 
@@ -128,9 +128,8 @@ def plan(raw: dict[str, Any], *, where: str = "<sweep>") -> list[Run]:
             raise SuiteError(f"{at}: unknown key {sorted(bad)[0]!r}", f"allowed keys: {', '.join(sorted(_EXP_KEYS))}")
         e = {**defaults, **exp}
         dataset = e.get("dataset")
-        if dataset not in ("mnist", "fashion-mnist", "regression"):
-            raise SuiteError(f"{at}: dataset {dataset!r} is missing or unknown",
-                             "use mnist, fashion-mnist or regression")
+        if dataset not in data.DATASETS:
+            raise SuiteError(f"{at}: dataset {dataset!r} is missing or unknown", f"use {', '.join(data.DATASETS)}")
         _check_label(e.get("label"), f"{at}: label")
         model = e.get("model")
         if isinstance(model, str) or model is None:

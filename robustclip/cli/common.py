@@ -40,7 +40,8 @@ def add_command(sub: Any, name: str, handler: Handler, *, help: str, description
 def add_data_dir(p: argparse.ArgumentParser) -> None:
     """``--data-dir D``."""
     p.add_argument("--data-dir", metavar="D", default=None,
-                   help="folder holding mnist/ and fashion-mnist/ (default: $ROBUSTCLIP_DATA, cache, download)")
+                   help="folder holding mnist/, fashion-mnist/, cifar10/, cifar100/ (default: $ROBUSTCLIP_DATA, "
+                   "cache, download)")
 
 
 def add_model(p: argparse.ArgumentParser) -> None:
@@ -53,9 +54,10 @@ def add_model(p: argparse.ArgumentParser) -> None:
     which = p.add_mutually_exclusive_group()
     which.add_argument("--dataset", choices=IMAGE_DATASETS, default=None,
                        help="the dataset the model classifies (needed for a state_dict; a checkpoint records it)")
-    which.add_argument("--data", metavar="FILE", default=None,
+    which.add_argument("--data", metavar="FILE|DIR", default=None,
                        help="evaluate on your own data: a .safetensors or .npz file holding x (N, ...) in [0,1] and "
-                       "integer labels y (N,); any input shape, classes from the model's output")
+                       "integer labels y (N,), any input shape; or a folder with one subfolder per class of PNG/JPEG "
+                       "images of one size (classes in sorted folder order); classes from the model's output")
 
 
 def add_quiet(p: argparse.ArgumentParser) -> None:

@@ -31,7 +31,7 @@ def register(sub: Any) -> None:
                              "  robustclip sweep sweeps/paper.toml --out runs/paper --run-index $SLURM_ARRAY_TASK_ID\n"
                              "  robustclip sweep sweeps/paper.toml --out runs/paper --finalize\n")
     p.add_argument("file", nargs="?", help="sweep TOML file (or give --dataset and --method flags)")
-    p.add_argument("--dataset", help="flags mode: mnist, fashion-mnist or regression")
+    p.add_argument("--dataset", help="flags mode: mnist, fashion-mnist, cifar10, cifar100 or regression")
     p.add_argument("--model", help="flags mode: fc, cnn or mlp1d")
     p.add_argument("--method", action="append", default=[], metavar="REG[:λ,λ|:tau=τ,τ]",
                    help="flags mode, repeatable: none, weight:1e-4,1e-3, clip:0.1, clip:tau=0.95,0.97")
