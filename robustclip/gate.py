@@ -958,7 +958,10 @@ def run_check(checkpoint: str | Sequence[str], *, suite: str, baseline: str, tol
     cmd = update_command(stored if base["mode"] == "retrained" else ckpts, suite=suite, baseline=baseline,
                          mode=base["mode"], lipschitz=lipschitz if lipschitz != "off" else "full", n=n)
     s = _suite_for(suite, base)
-    precheck(base, s.raw, n or s.n, lipschitz=lipschitz, where=f"baseline {baseline}", update_cmd=cmd)
+    n_eff = n or s.n
+    if source is not None and source.data_file is not None:  # a user's data may hold fewer samples than asked for
+        n_eff = len(_eval_split("", n_eff, data_dir, source.data_file))
+    precheck(base, s.raw, n_eff, lipschitz=lipschitz, where=f"baseline {baseline}", update_cmd=cmd)
     cur = measure(ckpts[0], s, n=n, data_dir=data_dir, lipschitz=lipschitz, progress=progress, source=source)
     rows, notes = compare(base, cur, suite_raw=s.raw, tolerance=tolerance, lip_tolerance=lip_tolerance,
                           lipschitz=lipschitz, where=f"baseline {baseline}", update_cmd=cmd)

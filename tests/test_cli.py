@@ -224,7 +224,7 @@ def test_model_output_that_does_not_fit_the_dataset(work, data_dir, tmp_path):
 
 
 @pytest.mark.parametrize("args,words", [
-    pytest.param(["--dataset", "cifar10"], ["cifar10", "mnist", "fashion-mnist", "regression"], id="unknown-dataset"),
+    pytest.param(["--dataset", "imagenet"], ["imagenet", "mnist", "fashion-mnist", "regression"], id="unknown-dataset"),
     pytest.param(["--reg", "lasso"], ["lasso", "none", "weight", "clip"], id="unknown-reg"),
     pytest.param(["--reg", "clip", "--lam", "-0.1"], ["λ", "-0.1"], id="negative-lam"),
     pytest.param(["--reg", "clip", "--lam", "0.1", "--target-acc", "1.5"], ["τ", "1.5", "(0, 1]"], id="tau-above-1"),

@@ -174,7 +174,7 @@ def test_raw_sha256_table_matches_shared_readme(data_dir):
 
 def test_unknown_dataset_and_split(data_dir):
     with pytest.raises(DataError, match="unknown dataset"):
-        data.load("cifar10", "train", data_dir=data_dir)
+        data.load("imagenet", "train", data_dir=data_dir)
     with pytest.raises(DataError, match="unknown split"):
         data.load("mnist", "val", data_dir=data_dir)
     with pytest.raises(DataError):

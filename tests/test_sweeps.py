@@ -166,7 +166,7 @@ BAD_PLANS = [
     ({"dataset": "regression", "seeds": [], "method": [{"reg": "none"}]}, "seeds must be a non-empty list"),
     ({"dataset": "regression", "seeds": ["a"], "method": [{"reg": "none"}]}, "seeds must be a non-empty list"),
     ({"method": [{"reg": "none"}]}, "dataset None is missing"),
-    ({"dataset": "cifar10", "method": [{"reg": "none"}]}, "dataset 'cifar10'"),
+    ({"dataset": "imagenet", "method": [{"reg": "none"}]}, "dataset 'imagenet'"),
     ({"dataset": "regression"}, "no [[method]]"),
     ({"dataset": "regression", "epochs": 0, "method": [{"reg": "none"}]}, "epochs"),
     ({"dataset": "regression", "method": [{"reg": "clip", "lam": [0.1]}, {"reg": "clip", "lam": [0.1]}]},

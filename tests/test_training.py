@@ -42,7 +42,7 @@ def _same_state(a: nn.Module, b: nn.Module) -> bool:
 
 
 @pytest.mark.parametrize("kw", [
-    pytest.param({"dataset": "cifar10"}, id="unknown-dataset"),
+    pytest.param({"dataset": "imagenet"}, id="unknown-dataset"),
     pytest.param({"reg": "lasso"}, id="unknown-reg"),
     pytest.param({"reg": "clip", "lam": -0.1}, id="negative-lam-clip"),
     pytest.param({"reg": "weight", "lam": -1e-6}, id="negative-lam-weight"),
