@@ -240,7 +240,7 @@ def evaluate_checkpoint(path: str | os.PathLike[str], *, suite: str | Suite, dat
                               "use robustclip.lipschitz.estimate(..., exact=True) for regression models")
     if eval_set is None and meta.dataset not in data.NUM_CLASSES:
         raise RobustclipError(f"{path} does not say which dataset its model classifies ({meta.dataset})",
-                              f"pass --dataset {' or '.join(data.NUM_CLASSES)}, or your own data with --data FILE")
+                              f"pass --dataset {' or '.join(data.NUM_CLASSES)}, or your own data with --data FILE|DIR")
     name = meta.name or Path(path).name.removesuffix(".safetensors").removesuffix(".pth").removesuffix(".pt")
     ev = evaluate_model(net, meta, suite=suite, data_dir=data_dir, n=n, batch_size=batch_size, seed=seed,
                         progress=progress, name=name, eval_set=eval_set, device=dev, lipschitz=lipschitz,
