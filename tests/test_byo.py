@@ -523,7 +523,7 @@ def test_own_data_is_validated_where_it_enters(tmp_path):
         z.write(tmp_path / "obj.npy", "y.npy")
     with pytest.raises(RobustclipError, match="cannot be read as .npz"):
         loading.load_data_file(tmp_path / "pickled.npz")
-    with pytest.raises(RobustclipError, match="not a regular file"):
+    with pytest.raises(RobustclipError, match="has no class subfolders"):  # a folder is read as an image folder
         loading.load_data_file(tmp_path)
 
 

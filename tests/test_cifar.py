@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from tiny import run_cli
+from tiny import assert_one_line_error, run_cli
 
 from robustclip import cifar, data, download
 from robustclip.errors import DataError
@@ -188,6 +188,16 @@ def test_broken_record_file_is_one_line(tmp_path, damage, words):
     assert rc == 2 and "BROKEN" in out and words[0] in out, out + err
 
 
+def test_train_on_a_broken_file_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
+    folder = _broken_folder(tmp_path)
+    (folder / "data_batch_2.bin").write_bytes((folder / "data_batch_2.bin").read_bytes()[:-100])
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = run_cli(["train", "--dataset", "cifar10", "--data-dir", tmp_path, "--epochs", "1",
+                          "--out", "m.safetensors"])
+    assert_one_line_error(rc, err, "data_batch_2.bin is 18,338 bytes, not a whole number of 3,073-byte")
+    assert not (tmp_path / "m.safetensors").exists()
+
+
 def test_cifar100_coarse_label_out_of_range(tmp_path):
     folder = _broken_folder(tmp_path, "cifar100")
     raw = bytearray((folder / "test.bin").read_bytes())
@@ -215,9 +225,10 @@ def test_broken_tarball_is_one_line(tmp_path, damage):
         blob = buf.getvalue()
     (tmp_path / name).mkdir()
     (tmp_path / name / lay.archive).write_bytes(blob)
-    rc, _, err = run_cli(["evaluate", "nothing.safetensors", "--dataset", name, "--data-dir", tmp_path,
-                          "--out", tmp_path / "out"])
-    assert rc == 2
+    before = _listing(tmp_path)
+    rc, out, err = run_cli(["data", "--check", "--dataset", name, "--data-dir", tmp_path])
+    assert rc == 2 and "BROKEN" in out and "Traceback" not in out + err
+    assert _listing(tmp_path) == before
     with pytest.raises(DataError) as info:
         data.load(name, "test", data_dir=tmp_path, download=False)
     msg = str(info.value)
