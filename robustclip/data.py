@@ -180,6 +180,8 @@ def locate(name: str, data_dir: str | os.PathLike[str] | None = None, *,
             return "download", target
         except DataError as exc:
             tried.append(f"download ({exc.problem})")
+        except OSError as exc:  # the cache cannot be written
+            tried.append(f"download (cannot write {target}: {exc.strerror or exc})")
     else:
         tried.append(f"download ({why_not})")
     raise DataError(

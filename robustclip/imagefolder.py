@@ -35,7 +35,10 @@ _FIX = "give one subfolder per class holding only PNG or JPEG images of one size
 
 
 def _visible(path: Path) -> list[Path]:
-    return sorted((p for p in path.iterdir() if not p.name.startswith(".")), key=lambda p: p.name)
+    try:
+        return sorted((p for p in path.iterdir() if not p.name.startswith(".")), key=lambda p: p.name)
+    except OSError as exc:
+        raise DataError(f"cannot list folder {path}: {exc.strerror or exc}", "check the path and permissions") from None
 
 
 def classes(root: str | os.PathLike[str]) -> list[str]:

@@ -495,3 +495,15 @@ def test_train_evaluate_and_sweep_accept_cifar(tmp_path, monkeypatch, name):
     assert runs and runs[0].train["dataset"] == name
     rc, out, _ = run_cli(["evaluate", "--help"])
     assert rc == 0 and "FILE|DIR" in out and "cifar10" in out
+
+
+def test_unwritable_cache_is_one_line(tmp_path, monkeypatch):
+    blocker = tmp_path / "cache-is-a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("ROBUSTCLIP_CACHE", str(blocker))
+    monkeypatch.setenv("ROBUSTCLIP_NO_DOWNLOAD", "0")
+    with _Server({}) as srv:
+        _serve(monkeypatch, "cifar10", b"", srv.url)
+        rc, out, err = run_cli(["data", "--check", "--dataset", "cifar10", "--download", "--data-dir", tmp_path])
+    assert rc == 2 and "download (cannot write" in out and "Traceback" not in out + err
+    assert srv.requests == []
