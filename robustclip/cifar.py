@@ -272,6 +272,9 @@ def extract(name: str, archive: Path, target: Path) -> Path:
             with tarfile.open(archive, "r:gz") as tf:
                 members = [m for m in tf.getmembers() if m.name.removeprefix("./") in wanted and m.isfile()]
                 for m in members:
+                    if m.size > 2 * lay.record * max(n for ms in lay.splits.values() for _, n in ms):
+                        raise DataError(f"{archive}: {m.name} is {m.size:,} bytes, far more than an official file",
+                                        f"use the official {lay.archive}")
                     tf.extract(m, tmp, filter="data")
         except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
             raise _archive_error(archive, exc, lay) from None
