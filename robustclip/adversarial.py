@@ -192,7 +192,7 @@ class AdversarialRegularizer(Regularizer):
             self._attack = self.build_attack(self._model)
         if x.dim() != 4:
             raise RobustclipError(f"--reg {self.name} needs image batches (n, c, h, w), got shape {tuple(x.shape)}",
-                                  "use an image dataset (mnist or fashion-mnist)")
+                                  "use an image dataset (mnist, fashion-mnist, cifar10 or cifar100)")
         self._y = y
         return self._attack(x.detach(), y).detach()
 

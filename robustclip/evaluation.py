@@ -711,7 +711,7 @@ def benchmark(model: nn.Module, *, dataset: str = "mnist", suite: str | Suite = 
 
     Args:
         model: a classifier for ``dataset`` (inputs in [0,1], logits out).
-        dataset: ``mnist`` or ``fashion-mnist`` (the first ``n`` test images are used).
+        dataset: ``mnist``, ``fashion-mnist``, ``cifar10`` or ``cifar100`` (the first ``n`` test images are used).
         suite: a suite name or TOML path; its headline (norm, ε) names the robust accuracy.
 
     Returns:

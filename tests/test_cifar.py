@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tiny import assert_one_line_error, run_cli
 
 from robustclip import cifar, data, download
@@ -42,7 +44,7 @@ def _records(lay: cifar.Layout, n: int, seed: int) -> tuple[bytes, np.ndarray, n
     images = rng.integers(0, 256, size=(n, 3, 32, 32), dtype=np.uint8)
     fine = rng.integers(0, lay.classes, size=n, dtype=np.uint8)
     heads = [fine[:, None]] if lay.label_bytes == 1 else [(fine // 5)[:, None], fine[:, None]]
-    rec = np.concatenate([*heads, images.reshape(n, -1)], axis=1)
+    rec = np.concatenate([*heads, images.reshape(n, cifar.PIXELS)], axis=1)
     assert rec.shape == (n, lay.record)
     return rec.tobytes(), images, fine
 
@@ -507,3 +509,15 @@ def test_unwritable_cache_is_one_line(tmp_path, monkeypatch):
         rc, out, err = run_cli(["data", "--check", "--dataset", "cifar10", "--download", "--data-dir", tmp_path])
     assert rc == 2 and "download (cannot write" in out and "Traceback" not in out + err
     assert srv.requests == []
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(0, 4), cut=st.integers(0, 3 * 3074), cifar100=st.booleans(), seed=st.integers(0, 2**16))
+def test_parse_records_accepts_exactly_whole_records_of_the_expected_count(n, cut, cifar100, seed):
+    lay = cifar.LAYOUTS["cifar100" if cifar100 else "cifar10"]
+    raw, images, fine = _records(lay, n, seed)
+    images_got, labels_got = cifar.parse_records(raw, "f", lay, n)
+    assert np.array_equal(images_got, images) and np.array_equal(labels_got, fine)
+    damaged = raw[: len(raw) - cut] if 0 < cut <= len(raw) else raw + bytes(lay.record)
+    with pytest.raises(DataError):
+        cifar.parse_records(damaged, "f", lay, n)
