@@ -495,6 +495,12 @@ def test_train_evaluate_and_sweep_accept_cifar(tmp_path, monkeypatch, name):
                           "--out", "ev", "--quiet"])
     assert rc == 0, err
     assert (tmp_path / "ev" / "results.csv").is_file()
+    common = ["--suite", "tiny.toml", "--baseline", "b.json", "--data-dir", tmp_path, "--dataset", name,
+              "--lipschitz", "off"]
+    rc, out, err = run_cli(["check", "m.safetensors", *common, "--update-baseline"])
+    assert rc == 0, out + err
+    rc, out, err = run_cli(["check", "m.safetensors", *common])
+    assert rc == 0, out + err
     runs = sweeps.plan({"name": "x", "dataset": name, "method": [{"reg": "none"}], "epochs": 1})
     assert runs and runs[0].train["dataset"] == name
     rc, out, _ = run_cli(["evaluate", "--help"])
