@@ -462,7 +462,7 @@ def parse_suite(raw: dict[str, Any], *, where: str = "<suite>") -> Suite:
                          "write it as [eps] with L2 = [...] and/or Linf = [...]")
     for norm, values in (raw.get("eps") or {}).items():
         if norm not in NORMS:
-            raise SuiteError(f"{where}: eps.{norm} is not a norm", f"use one of {', '.join(NORMS)}")
+            raise SuiteError(f"{where}: eps key {norm!r} is not a norm", f"use one of {', '.join(NORMS)}")
         values = values if isinstance(values, list) else [values]
         grids[norm] = [_eps(where, f"eps.{norm}", norm, v) for v in values]
         if not grids[norm]:
