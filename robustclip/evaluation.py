@@ -40,6 +40,7 @@ from torch import nn
 from . import certify as certify_mod
 from . import lipschitz, shapes
 from . import samples as samples_mod
+from . import sanity as sanity_mod
 from .attacks import ATTACKS, AttackSpec, Suite, load_suite
 from .errors import RobustclipError
 from .results import select
@@ -476,6 +477,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str |
                                        sdp=s.certify_sdp if certify is None else False, pairs_out=pairs_out)
         frame, flags = _summarise(s, correct, logits, y, cert, model_name, dataset,
                                   per_method=(methods is not None and len(methods) > 0))
+        sanity_mod.check_worst_case(frame, "evaluate")
         best_cert: dict[tuple[str, float], torch.Tensor] = {}
         for got in cert.values():
             for cell, v in got.items():
@@ -487,6 +489,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str |
         adversarial = _first_breaks(per_sample, kept) if keep_adversarial else []
         if sanity:
             flags += sanity_flags(model, s, correct, x, y, frame, seed=seed, batch_size=bs)
+            flags += sanity_mod.near_chance(float(clean_ok.float().mean()), k)
         if s.cascade:
             cascaded = [a.label for a in s.attacks if cascades(a)]
             cascade_note = f"cascade: {', '.join(dict.fromkeys(cascaded))} ran only on samples still robust"
@@ -662,11 +665,17 @@ def sanity_flags(model: nn.Module, s: Suite, correct: dict[tuple[str, str | None
     * zero input gradients of the loss on many inputs;
     * random noise or one-step FGSM breaking samples (more than 1%) that every iterative attack at the same
       (norm, ε) left robust;
-    * a black-box attack (Square) breaking samples that every gradient attack left robust.
+    * a black-box attack (Square) breaking samples that every gradient attack left robust, or its accuracy more
+      than 0.2 points below every white-box attack's (:func:`robustclip.sanity.square_beats_whitebox`);
+    * probability outputs instead of logits, and randomised outputs (:func:`robustclip.sanity.output_checks`).
+
+    Near-chance models are flagged by :func:`evaluate` itself (:func:`robustclip.sanity.near_chance`).
     """
     flags: list[str] = []
     dev = _device_of(model)
     xs, ys = x[:probe], y[:probe]
+    flags += sanity_mod.output_checks(model, xs[:64].to(dev))
+    flags += sanity_mod.square_beats_whitebox(frame)
     norms_used = sorted({a.norm for a in s.attacks if a.norm is not None and a.bounded}) or ["L2"]
     big = {"L2": 10.0, "Linf": 0.5}
     for norm in norms_used:

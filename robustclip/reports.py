@@ -24,7 +24,7 @@ import html
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -85,9 +85,13 @@ def seed_stats(values: Any) -> SeedStats:
 
 @dataclass
 class Figure:
+    """A written figure: its PNG file name in the report folder, title and caption; ``axes``: the matplotlib Axes it
+    was drawn on (closed, but their limits, scales and labels stay readable, e.g. by tests)."""
+
     file: str
     title: str
     caption: str
+    axes: list[Any] = field(default_factory=list, compare=False, repr=False)
 
 
 def _setting(row: pd.Series) -> str:
@@ -331,6 +335,30 @@ def _errorbars(ax: Any, x: Any, a: pd.DataFrame, color: Any, label: str, marker:
     ax.errorbar(x, a["mean"], yerr=[lo, hi], marker=marker, color=color, label=label, capsize=3, lw=1.6)
 
 
+def pct_top(values: Any) -> float:
+    """The top of a percent axis that starts at 0: 100 when the data reach 60%, else the data's maximum plus 15%,
+    rounded up to a multiple of 10 (at least 10). Accuracy axes always start at 0: never an unannounced zoom."""
+    v = pd.to_numeric(pd.Series(np.asarray(values, dtype=float).ravel()), errors="coerce").dropna()
+    top = float(v.max()) if len(v) else 100.0
+    if top >= 60:
+        return 100.0
+    return float(max(10, math.ceil(top * 1.15 / 10) * 10))
+
+
+def spans_decades(values: Any, decades: float = 2.0) -> bool:
+    """True when the positive finite ``values`` span at least ``decades`` powers of ten (then a log axis helps)."""
+    v = np.asarray(values, dtype=float).ravel()
+    v = v[np.isfinite(v) & (v > 0)]
+    return bool(v.size >= 2 and math.log10(v.max() / v.min()) >= decades)
+
+
+def _integer_ticks(ax: Any) -> None:
+    """Whole-number ticks on the x-axis (epochs)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def fig_curves(df: pd.DataFrame, out: Path) -> list[Figure]:
     plt, sns = _plt()
     figs = []
@@ -349,11 +377,11 @@ def fig_curves(df: pd.DataFrame, out: Path) -> list[Figure]:
             palette = sns.color_palette("tab10", agg.group.nunique())
             for color, (grp, a) in zip(palette, agg.groupby("group", sort=False)):
                 a = a.sort_values("eps")
-                ax.plot(a.eps, a["mean"], marker="o", color=color, label=grp)
+                ax.plot(a.eps, 100 * a["mean"], marker="o", color=color, label=grp)
                 lo = a["lo"].where(a.n > 1, a.wlo)
                 hi = a["hi"].where(a.n > 1, a.whi)
-                ax.fill_between(a.eps, lo.clip(0, 1), hi.clip(0, 1), color=color, alpha=0.15)
-            ax.set(xlabel=f"ε ({norm})", ylabel="accuracy (worst case over attacks)", ylim=(0, 1),
+                ax.fill_between(a.eps, 100 * lo.clip(0, 1), 100 * hi.clip(0, 1), color=color, alpha=0.15)
+            ax.set(xlabel=f"ε ({norm})", ylabel="accuracy (%), worst case over attacks", ylim=(0, 100),
                    title=f"{dataset}: accuracy versus ε ({norm})")
             ax.legend(fontsize=8, loc="best")
             figs.append(_finish(fig, out, f"curve_{dataset}_{norm}.png", f"{dataset}: accuracy versus ε ({norm})",
@@ -383,7 +411,10 @@ def fig_lambda(df: pd.DataFrame, head: tuple[str, float] | None, out: Path) -> l
         reg["family"] = [_family(m, t) for m, t in zip(reg.method, reg.tau)]
         reg["x"] = [t if "τ" in f else lam for f, t, lam in zip(reg.family, reg.tau, reg.lam)]
         reg["x"] = reg["x"].astype(float)
-        families = list(dict.fromkeys(reg.family))
+        # a panel only where there is something to compare: a family with one λ (or τ) is a single point
+        families = [f for f in dict.fromkeys(reg.family) if reg[reg.family == f].x.nunique() > 1]
+        if not families:
+            continue
         is_regression = bool((d.dataset == "regression").all())
         with_rob = bool(head) and not is_regression
         nrows = 2 if with_rob else 1
@@ -401,14 +432,16 @@ def fig_lambda(df: pd.DataFrame, head: tuple[str, float] | None, out: Path) -> l
                 rob = select(f, "worst_case", *head)
                 for color, lab in zip(palette, labels):
                     a = _agg(rob[rob.label == lab], ["x"]).sort_values("x")
-                    _errorbars(ax, a.x, a, color, lab)
+                    _errorbars(ax, a.x, a.assign(**{c: 100 * a[c] for c in ("mean", "lo", "hi")}), color, lab)
                 if len(base):
-                    ax.axhline(seed_stats(base.accuracy).mean, color="grey", ls="--", label="no regularisation")
-                ax.set(xscale="log" if logx else "linear", xlabel=xlabel, ylim=(0, 1), title=fam,
-                       ylabel=f"worst case, {head[0]} ε={head[1]:g}" if j == 0 else "")
+                    ax.axhline(100 * seed_stats(base.accuracy).mean, color="grey", ls="--", label="no regularisation")
+                ax.set(xscale="log" if logx else "linear", xlabel=xlabel, ylim=(0, 100), title=fam,
+                       ylabel=f"worst case (%), {head[0]} ε={head[1]:g}" if j == 0 else "")
                 ax.legend(fontsize=7)
             ax = axes[nrows - 1, j]
             per_run = f.drop_duplicates("run")
+            bounds = pd.concat([pd.to_numeric(per_run[b], errors="coerce") for b in ("lip_upper", "lip_lower",
+                                                                                      "lip_exact") if b in per_run])
             for color, lab in zip(palette, labels):
                 r = per_run[per_run.label == lab]
                 for bound, marker, ls in (("lip_upper", "^", "-"), ("lip_lower", "v", "--"), ("lip_exact", "o", ":")):
@@ -417,12 +450,10 @@ def fig_lambda(df: pd.DataFrame, head: tuple[str, float] | None, out: Path) -> l
                         continue
                     a = _agg(v, ["x"], bound).sort_values("x")
                     ax.plot(a.x, a["mean"], marker=marker, ls=ls, color=color, label=f"{lab} {bound[4:]}")
-            ax.set(xscale="log" if logx else "linear", yscale="log", xlabel=xlabel,
+            ax.set(xscale="log" if logx else "linear", yscale="log" if spans_decades(bounds) else "linear",
+                   xlabel=xlabel,
                    ylabel="Lipschitz bound (L2)" if j == 0 else "", title="" if with_rob else fam)
             ax.legend(fontsize=7)
-            if f.x.nunique() == 1:  # one value: one readable tick, not a crowd of offsets around it
-                for a_ in axes[:, j]:
-                    a_.set_xticks([float(f.x.iloc[0])], [f"{float(f.x.iloc[0]):g}"])
         cap = ("One column per method family, each on its own axis (λ, or the target τ of the discrepancy "
                "principle). "
                + ("Top: worst-case accuracy at the headline ε, mean over seeds with 95% t-interval bars (dashed: no "
@@ -461,7 +492,8 @@ def fig_history(histories: dict[str, list[dict[str, Any]]], df: pd.DataFrame, ou
         groups = list(dict.fromkeys(d.group))
         palette = sns.color_palette("tab10", len(groups))
         for ax, col in zip(axes[0], panels):
-            v = d.assign(**{col: pd.to_numeric(d[col], errors="coerce")}).dropna(subset=[col])
+            scale = 100.0 if col == "val_acc" else 1.0  # accuracies in percent, as in the tables
+            v = d.assign(**{col: scale * pd.to_numeric(d[col], errors="coerce")}).dropna(subset=[col])
             for color, grp in zip(palette, groups):
                 a = _agg(v[v.group == grp], ["epoch"], col).sort_values("epoch")
                 if a.empty:
@@ -469,10 +501,16 @@ def fig_history(histories: dict[str, list[dict[str, Any]]], df: pd.DataFrame, ou
                 ax.plot(a.epoch, a["mean"], color=color, label=grp, lw=1.5)
                 if (a.n > 1).any():
                     ax.fill_between(a.epoch, a["lo"], a["hi"], color=color, alpha=0.15)
-            ax.set(xlabel="epoch", ylabel={"val_acc": "validation accuracy", "train_loss": "training loss (data term)"}
-                   [col], title=f"{exp}: {'validation accuracy' if col == 'val_acc' else 'training loss'}")
-            if col == "train_loss":
+            ax.set(xlabel="epoch", ylabel={"val_acc": "validation accuracy (%)",
+                                           "train_loss": "training loss (data term)"}[col],
+                   title=f"{exp}: {'validation accuracy' if col == 'val_acc' else 'training loss'}")
+            _integer_ticks(ax)
+            if col == "val_acc":
+                ax.set_ylim(0, pct_top(v[col]))
+            elif spans_decades(v[col]):  # linear unless the loss spans decades
                 ax.set_yscale("log")
+            else:
+                ax.set_ylim(0, None)
             ax.legend(fontsize=7)
         figs.append(_finish(fig, out, f"history_{exp}.png", f"{exp}: training curves",
                             "Per-epoch validation accuracy and training loss (the data term, without the penalty) from "
@@ -490,16 +528,17 @@ def fig_tradeoff(df: pd.DataFrame, head: tuple[str, float] | None, out: Path) ->
         clean = d[d.attack == "clean"].set_index("run").accuracy.rename("clean accuracy")
         rob = select(d, "worst_case", n, e).set_index("run")
         pts = rob.join(clean)[["clean accuracy", "accuracy", "label", "setting"]].rename(
-            columns={"accuracy": f"worst-case accuracy ({n} ε={e:g})"})
+            columns={"accuracy": f"worst-case accuracy (%, {n} ε={e:g})", "clean accuracy": "clean accuracy (%)"})
+        pts[pts.columns[:2]] = 100 * pts[pts.columns[:2]]
         fig, ax = plt.subplots(figsize=(6.5, 4.5))
-        sns.scatterplot(data=pts, x="clean accuracy", y=pts.columns[1], hue="label", style="label", s=80, ax=ax)
+        sns.scatterplot(data=pts, x="clean accuracy (%)", y=pts.columns[1], hue="label", style="label", s=80, ax=ax)
         for _, r in pts.iterrows():
-            ax.annotate(r["setting"], (r["clean accuracy"], r.iloc[1]), fontsize=7, xytext=(3, 3),
+            ax.annotate(r["setting"], (r["clean accuracy (%)"], r.iloc[1]), fontsize=7, xytext=(3, 3),
                         textcoords="offset points")
-        ax.set(title=f"{dataset}: clean versus robust accuracy")
+        ax.set(title=f"{dataset}: clean versus robust accuracy", xlim=(0, 100), ylim=(0, pct_top(pts.iloc[:, 1])))
         figs.append(_finish(fig, out, f"tradeoff_{dataset}.png", f"{dataset}: the clean-versus-robust trade-off",
-                           f"Each point is one run: clean accuracy against worst-case accuracy at {n} ε={e:g}; "
-                           "up and to the right is better."))
+                           f"Each point is one run: clean accuracy against worst-case accuracy at {n} ε={e:g}, in "
+                           "%, both axes from 0; up and to the right is better."))
     return figs
 
 
@@ -543,21 +582,24 @@ def fig_frontier(df: pd.DataFrame, head: tuple[str, float] | None, out: Path) ->
     n, e = head
     figs = []
     for x, d in pts.groupby("experiment", sort=False):
+        if len(d) < 2:
+            continue  # one point: nothing to compare
         fig, ax = plt.subplots(figsize=(7, 4.5))
         palette = sns.color_palette("tab10", d.label.nunique())
         for color, (label, g) in zip(palette, d.groupby("label", sort=False)):
             yerr = [(g.worst_case - g.lo.fillna(g.worst_case)).clip(lower=0),
                     (g.hi.fillna(g.worst_case) - g.worst_case).clip(lower=0)]
-            ax.errorbar(g.seconds, g.worst_case, yerr=yerr, fmt="o", color=color, capsize=3,
-                        label=METHOD_NAMES.get(label, label))
+            ax.errorbar(g.seconds, 100 * g.worst_case, yerr=[100 * v for v in yerr], fmt="o", color=color,
+                        capsize=3, label=METHOD_NAMES.get(label, label))
             for _, r in g.iterrows():
                 if r.setting != "-":
-                    ax.annotate(r.setting, (r.seconds, r.worst_case), fontsize=7, xytext=(3, 3),
+                    ax.annotate(r.setting, (r.seconds, 100 * r.worst_case), fontsize=7, xytext=(3, 3),
                                 textcoords="offset points")
         f = d[d.frontier].sort_values("seconds")
-        ax.step(f.seconds, f.worst_case, where="post", color="0.4", linestyle="--", linewidth=1, label="frontier")
-        ax.set(xlabel="training seconds (mean over seeds)", ylabel=f"worst-case accuracy ({n} ε={e:g})",
-               ylim=(0, max(0.05, float(d.hi.fillna(d.worst_case).max()) * 1.15)),
+        ax.step(f.seconds, 100 * f.worst_case, where="post", color="0.4", linestyle="--", linewidth=1,
+                label="frontier")
+        ax.set(xlabel="training seconds (mean over seeds)", ylabel=f"worst-case accuracy (%, {n} ε={e:g})",
+               xlim=(0, float(d.seconds.max()) * 1.1 or 1.0), ylim=(0, pct_top(100 * d.hi.fillna(d.worst_case))),
                title=f"{x}: robustness against training time")
         ax.legend(fontsize=8, loc="best")
         figs.append(_finish(fig, out, f"frontier_{x}.png", f"{x}: robustness versus training time",
@@ -619,12 +661,13 @@ def fig_sandwich(df: pd.DataFrame, out: Path, *, norm: str = "L2", name: str | N
             a = d[(d.model == model) & (d.attack == attack)].sort_values("eps")
             if a.empty:
                 continue
-            ax.plot(a.eps, a.accuracy, style, marker="o", color=color, label=f"{model}: {label}")
-            ax.fill_between(a.eps, a.ci_low, a.ci_high, color=color, alpha=0.12)
+            ax.plot(a.eps, 100 * a.accuracy, style, marker="o", color=color, label=f"{model}: {label}")
+            ax.fill_between(a.eps, 100 * a.ci_low, 100 * a.ci_high, color=color, alpha=0.12)
         both = d[d.model == model].pivot_table(index="eps", columns="attack", values="accuracy")
         if {"worst_case", "certified"} <= set(both.columns):
-            ax.fill_between(both.index, both.certified, both.worst_case, color=color, alpha=0.08)
-    ax.set(xlabel=f"ε ({norm})", ylabel="accuracy", ylim=(0, 1), title=f"attacked versus certified accuracy ({norm})")
+            ax.fill_between(both.index, 100 * both.certified, 100 * both.worst_case, color=color, alpha=0.08)
+    ax.set(xlabel=f"ε ({norm})", ylabel="accuracy (%)", ylim=(0, 100),
+           title=f"attacked versus certified accuracy ({norm})")
     ax.legend(fontsize=8, loc="best")
     file = name or f"sandwich_{norm}.png"
     return [_finish(fig, out, file, f"Attacked versus certified accuracy ({norm})",
@@ -640,8 +683,9 @@ def _finish(fig: Any, out: Path, name: str, title: str, caption: str) -> Figure:
     fig.tight_layout()
     with _io.atomic_path(out / name) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
+    axes = list(fig.axes)
     plt.close(fig)
-    return Figure(name, title, caption)
+    return Figure(name, title, caption, axes)
 
 
 # --------------------------------------------------------------------------- rendering
@@ -690,8 +734,30 @@ def hyperparameter_table(trains: dict[str, dict[str, Any]], df: pd.DataFrame) ->
     return pd.DataFrame(recs)
 
 
+def certified_radius(df: pd.DataFrame, head: tuple[str, float] | None, keys: list[tuple[str, str, str]],
+                     min_acc: float = 0.10) -> float | None:
+    """The ε (headline norm) at which to show certified accuracy for the (experiment, label, setting) rows ``keys``:
+    the largest ε where one of them certifies at least ``min_acc`` (mean over seeds, a fraction), else the ε where
+    the most is certified; None when nothing certifies anywhere."""
+    if head is None or "certified" not in set(df.attack):
+        return None
+    c = df[(df.attack == "certified") & (df.norm == head[0])]
+    c = c[[(e, lab, st) in set(keys) for e, lab, st in zip(c[_exp(c)], c["label"], c["setting"])]]
+    if c.empty:
+        return None
+    per = c.groupby([_exp(c), "label", "setting", "eps"]).accuracy.mean().groupby("eps").max()
+    if per.max() <= 0:
+        return None
+    good = per[per >= min_acc]
+    return float(good.index.max()) if len(good) else float(per.idxmax())
+
+
 def _headline_md(table: pd.DataFrame, head_txt: str, keep: list[tuple[str, str, str]] | None,
-                 extra: dict[tuple[str, str, str], dict[str, str]] | None) -> str:
+                 extra: dict[tuple[str, str, str], dict[str, str]] | None, *, df: pd.DataFrame | None = None,
+                 head: tuple[str, float] | None = None) -> str:
+    """The headline's text and table. Columns that say nothing are left out of the table and said once in the text:
+    one experiment, one seed count, a certified accuracy that is the same in every row (e.g. 0 at a radius where
+    nothing certifies; certified accuracy is then shown at a radius where something does, from ``df``)."""
     rows = headline_rows(table, keep)
     cls = rows[rows["clean"].notna()] if "clean" in rows else rows.iloc[0:0]
     rows = cls if len(cls) else rows
@@ -718,6 +784,28 @@ def _headline_md(table: pd.DataFrame, head_txt: str, keep: list[tuple[str, str, 
             c[col] = extra.get(key, {}).get(col, "")
         cells.append(c)
     cols = [k for k in cells[0] if any(c[k] for c in cells)] if cells else []
+    notes: list[str] = []
+    if len(cells) > 1:  # a column with one value in every row is said once, in the text
+        for k, what in (("experiment", "Experiment: {}."), ("seeds", "Seeds per setting: {}.")):
+            if k in cols and len({c[k] for c in cells}) == 1:
+                cols.remove(k)
+                notes.append(what.format(cells[0][k]))
+    if "certified" in cols and len({c["certified"] for c in cells}) == 1:
+        cols.remove("certified")
+        notes.append(f"Certified accuracy at {head_txt} is {cells[0]['certified'] or 'empty'} in every row "
+                     "(nothing is proven at this radius), so it is left out here.")
+        r_eps = certified_radius(df, head, [(str(r["dataset"]), str(r["method"]), str(r["setting"]))
+                                            for _, r in rows.iterrows()]) if df is not None else None
+        if r_eps is not None and head is not None and r_eps != head[1]:
+            alt = summary_table(df, (head[0], r_eps)) if df is not None else pd.DataFrame()
+            col = f"certified, ε = {r_eps:g}"
+            for c, (_, r) in zip(cells, rows.iterrows()):
+                m = alt[(alt.dataset == r["dataset"]) & (alt.method == r["method"]) & (alt.setting == r["setting"])]
+                c[col] = pct_cell(m["certified"].iloc[0], m.get("certified_std", pd.Series([None])).iloc[0]) \
+                    if len(m) and "certified" in m else ""
+            cols.insert(cols.index("worst case, 95% CI") + 1 if "worst case, 95% CI" in cols else len(cols), col)
+            notes.append(f"The column \"{col}\" shows certified accuracy at {head[0]} ε = {r_eps:g}, a radius where "
+                         "something is certified.")
     frame = pd.DataFrame(cells)
     if selection_column(table) == "val_worst_case":
         how = ("the setting with the highest mean worst case on validation data (each run's own held-out "
@@ -727,7 +815,7 @@ def _headline_md(table: pd.DataFrame, head_txt: str, keep: list[tuple[str, str, 
                "fit to compare methods")
     text = (f"Accuracies in % at {head_txt}: mean ± sample std over seeds (ddof = 1) and the 95% t-interval of the "
             f"mean worst case (empty with one seed). Per method label, plain training and {how}; every "
-            "setting is in the [full tables](#full-tables) below.")
+            "setting is in the [full tables](#full-tables) below." + "".join(" " + n for n in notes))
     return text + "\n\n" + markdown_table(frame, cols, lambda r, c: str(r[c]))
 
 
@@ -757,27 +845,30 @@ def render(sweep_dir: str | os.PathLike[str], out: str | os.PathLike[str], *, ti
     _io.write_text(out / "table.csv", table.to_csv(index=False))
     from .sweeps import finished_runs
 
-    flags, histories, trains = [], {}, {}
+    histories, trains = {}, {}
     for d in finished_runs(sweep_dir):
         ev = read_eval(d / "eval.json")
-        flags += [f"{d.name}: {f}" for f in ev.get("flags", [])]
         histories[d.name] = ev.get("history") or []
         trains[d.name] = ev.get("train") or {}
+    per_run = run_warnings(sweep_dir)
+    flags = [f"{run}: {f}" for run, ws in per_run.items() for f in ws]
+    box = warning_box(per_run, df.run.nunique())
     frontier = fig_frontier(df, head, out)  # shown in the headline, not among the figures
     figs = (fig_curves(df, out) + fig_lambda(df, head, out) + fig_tradeoff(df, head, out)
             + fig_history(histories, df, out) + fig_regression(sweep_dir, df, out) + list(extra_figs or []))
     title = title or f"robustclip report: {sweep['sweep'].get('name', sweep_dir.name)}"
     seeds = sorted(df.seed.unique().tolist())
-    prov = {"sweep folder": str(sweep_dir), "commit": sweep.get("commit") or _io.git_commit(),
-            "report commit": _io.git_commit(), "seeds": ", ".join(map(str, seeds)),
+    prov = {"sweep folder": str(sweep_dir), "commit": sweep.get("commit") or NOT_GIT,
+            "report commit": _io.git_commit() or NOT_GIT, "seeds": ", ".join(map(str, seeds)),
             "versions": ", ".join(f"{k} {v}" for k, v in sweep.get("versions", _io.versions()).items()),
-            "regenerate": _regenerate_command(sweep.get("source"), sweep_dir, out)}
+            "regenerate": regenerate_command(sweep, sweep_dir, out)}
     head_txt = f"{head[0]} ε = {head[1]:g}" if head else "n/a"
     parts = []
     for dataset, t in table.groupby("dataset", sort=False):
         t = t.dropna(axis=1, how="all")
         parts.append(f"**{dataset}**\n\n" + _fmt_table_md(t))
-    lead = [("Headline", _headline_md(table, head_txt, headline_keep, headline_extra))] + list(lead_sections or [])
+    lead = [("Headline", _headline_md(table, head_txt, headline_keep, headline_extra, df=df, head=head)),
+            *(lead_sections or [])]
     summary = ("Summary", f"Accuracies are percentages at {head_txt} (mean ± sample std over seeds, ddof = 1; the "
                "95% t-interval of the worst case beside it); `clean_full` is clean accuracy on the whole test set, "
                "the other columns use the suite's samples; `worst_case` is the per-sample worst case over every "
@@ -792,6 +883,8 @@ def render(sweep_dir: str | os.PathLike[str], out: str | os.PathLike[str], *, ti
              + markdown_table(hp, list(hp.columns), lambda r, c: str(r[c])))
     tail = [hyper] + ([("Warnings", "\n".join(f"- {f}" for f in flags))] if flags else [])
     md = [f"# {title}", "", intro, ""] if intro else [f"# {title}", ""]
+    if box:
+        md += ["> **Warnings**", ">"] + [f"> - {line}" for line in box] + [""]
     toc = [h for h, _ in lead] + ["Figures", "Full tables"] + [h for h, _ in tail] + ["Provenance"]
     md += ["**Contents:** " + " · ".join(f"[{h}](#{_anchor(h)})" for h in toc), ""]
     for i, (h, body) in enumerate(lead):
@@ -810,7 +903,8 @@ def render(sweep_dir: str | os.PathLike[str], out: str | os.PathLike[str], *, ti
     md += ["Tables: [table.csv](table.csv) (one row per method and setting), [results.csv](results.csv) "
            "(one row per run × attack × ε).", ""]
     _io.write_text(out / "README.md", "\n".join(md))
-    _io.write_text(out / "index.html", _html(title, intro, lead, figs, tables, tail, prov, out, lead_figs=frontier))
+    _io.write_text(out / "index.html", _html(title, intro, lead, figs, tables, tail, prov, out, lead_figs=frontier,
+                                             box=box))
     return out / "index.html"
 
 
@@ -821,11 +915,62 @@ def _anchor(heading: str) -> str:
     return re.sub(r"[^\w\- ]", "", heading.lower()).strip().replace(" ", "-")
 
 
-def _regenerate_command(source: str | None, sweep_dir: Path, out: Path) -> str:
+NOT_GIT = "not a git checkout"
+
+
+def run_warnings(sweep_dir: str | os.PathLike[str]) -> dict[str, list[str]]:
+    """Per finished run of a sweep folder, its sanity warnings (run id -> warnings; runs without any are left out):
+    the evaluation's flags and, from its stored history, near chance and not converged (:mod:`robustclip.sanity`).
+    Raises :class:`robustclip.sanity.ResultBug` (exit status 3) when a run's worst case is above its clean
+    accuracy."""
+    from . import data, sanity
+    from .sweeps import finished_runs
+
+    out: dict[str, list[str]] = {}
+    for d in finished_runs(Path(sweep_dir)):
+        ev = read_eval(d / "eval.json")
+        rows = ev["rows"]
+        sanity.check_worst_case(pd.DataFrame(rows).assign(run=d.name), str(d / "eval.json"))
+        k = data.NUM_CLASSES.get(str(rows[0].get("dataset", "")))
+        ws = sanity.run_warnings(rows, ev.get("history"), k, ev.get("flags", []))
+        if ws:
+            out[d.name] = ws
+    return out
+
+
+def warning_box(per_run: dict[str, list[str]], n_runs: int, max_runs: int = 6) -> list[str]:
+    """The lines of the warning box at the top of a report: per kind of warning (its tag), how many of the
+    ``n_runs`` runs have it, which (the first ``max_runs``), and the first such message."""
+    from .sanity import TAGS
+
+    kinds: dict[str, list[tuple[str, str]]] = {}
+    for run, ws in per_run.items():
+        for w in ws:
+            tag = next((t for t in TAGS if w.startswith(t)), "WARNING:")
+            kinds.setdefault(tag, []).append((run, w))
+    lines = []
+    for tag, items in kinds.items():
+        runs = list(dict.fromkeys(r for r, _ in items))
+        names = ", ".join(f"`{r}`" for r in runs[:max_runs]) + (f" and {len(runs) - max_runs} more"
+                                                                 if len(runs) > max_runs else "")
+        first = items[0][1][len(tag):].strip() if items[0][1].startswith(tag) else items[0][1]
+        lines.append(f"**{tag.rstrip(':?')}** in {len(runs)} of {n_runs} runs ({names}): {first}"
+                     + (" (each run's message is under [Warnings](#warnings))" if len(items) > 1 else ""))
+    return lines
+
+
+def regenerate_command(sweep: dict[str, Any], sweep_dir: Path, out: Path) -> str:
+    """The exact command that reproduces the sweep and this report: the sweep file, the demo or paper command, or
+    for a sweep given by flags, those flags rebuilt from the stored plan (:func:`robustclip.sweeps.flags_command`)."""
+    source = sweep.get("source")
     if source in ("<demo>",):
         return "robustclip demo"
     if source and source.endswith("presets/paper.toml"):
         return "robustclip paper"
+    if source == "<flags>":
+        from .sweeps import flags_command
+
+        return f"{flags_command(sweep['sweep'], sweep_dir)} && robustclip report {sweep_dir} --out {out}"
     src = source if source and not source.startswith("<") else "SWEEP.toml"
     return f"robustclip sweep {src} --out {sweep_dir} && robustclip report {sweep_dir} --out {out}"
 
@@ -885,7 +1030,9 @@ _CSS = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;
         "nav.toc{background:#f7f7f7;border:1px solid #e3e3e3;padding:.5em 1em;margin:1em 0}"
         "nav.toc ol{margin:.3em 0;padding-left:1.4em}nav.toc li{margin:.1em 0}"
         "figure{margin:2em 0}figcaption{color:#555;font-style:italic}img{max-width:100%;height:auto}"
-        "code{background:#f5f5f5;padding:0 3px;overflow-wrap:anywhere}td code{overflow-wrap:normal}")
+        "code{background:#f5f5f5;padding:0 3px;overflow-wrap:anywhere}td code{overflow-wrap:normal}"
+        ".warnbox{border:2px solid #c0392b;background:#fdf0ed;padding:.5em 1em;margin:1em 0}"
+        ".warnbox ul{margin:.3em 0;padding-left:1.4em}")
 
 
 def _figure_html(f: Figure, out: Path) -> str:
@@ -896,13 +1043,17 @@ def _figure_html(f: Figure, out: Path) -> str:
 
 
 def _html(title: str, intro: str, lead: list[tuple[str, str]], figs: list[Figure], tables: list[tuple[str, str]],
-          tail: list[tuple[str, str]], prov: dict[str, Any], out: Path, lead_figs: list[Figure] | None = None) -> str:
+          tail: list[tuple[str, str]], prov: dict[str, Any], out: Path, lead_figs: list[Figure] | None = None,
+          box: list[str] | None = None) -> str:
     """The self-contained page: contents, headline (with ``lead_figs``), figures, full tables (scrollable),
     hyperparameters, provenance."""
     toc: list[tuple[str, list[str]]] = ([(h, []) for h, _ in lead] + [("Figures", [f.title for f in figs]),
                                                                        ("Full tables", [h for h, _ in tables])]
            + [(h, []) for h, _ in tail] + [("Provenance", [])])
     body = [f"<h1>{html.escape(title)}</h1>"]
+    if box:
+        body.append('<div class="warnbox" role="alert"><b>Warnings</b><ul>'
+                    + "".join(f"<li>{_md_inline(line)}</li>" for line in box) + "</ul></div>")
     if intro:
         body.append(_md_block(intro))
     items = []

@@ -2,7 +2,8 @@
 
 :func:`check_page` injects a script that runs after the page loads and records: the page's scroll width against
 the viewport, elements that stick out to the right outside a horizontal scroll container, every image (decoded or
-not), table cells with "±" that wrap onto more than one line, and console errors / error events. The result comes
+not), table cells with "±" that wrap onto more than one line, the headline table's width against its box (``headline``:
+``scrollWidth`` > ``width`` means it scrolls), and console errors / error events. The result comes
 back through ``--dump-dom`` as JSON.
 """
 
@@ -44,6 +45,10 @@ window.__errors = [];
     }).map(td => td.textContent).slice(0, 20);
     r.scrollers = [...document.querySelectorAll('.scroll')].map(d => (
       {overflowX: getComputedStyle(d).overflowX, scrollWidth: d.scrollWidth, width: d.clientWidth}));
+    const h = document.getElementById('headline');
+    let el = h ? h.nextElementSibling : null;
+    while (el && !(el.classList && el.classList.contains('scroll')) && el.tagName !== 'H2') el = el.nextElementSibling;
+    r.headline = el && el.classList.contains('scroll') ? {scrollWidth: el.scrollWidth, width: el.clientWidth} : null;
     r.errors = window.__errors;
     const pre = document.createElement('pre'); pre.id = 'page-check'; pre.textContent = JSON.stringify(r);
     document.body.appendChild(pre);

@@ -96,6 +96,7 @@ def test_regenerate_tiny(tmp_path, data_dir):
     if chromium() is not None:  # the paper page at 1280 px: nothing runs off the right edge, no "±" wraps
         r = check_page(index, width=1280)
         assert r["scrollWidth"] <= r["viewport"] and r["overflowing"] == [] and r["wrapped"] == [], r
+        assert r["headline"] and r["headline"]["scrollWidth"] <= r["headline"]["width"], r["headline"]
         assert all(i["decoded"] for i in r["images"]) and r["errors"] == [], r
     sig = pd.read_csv(out / "sigmoid.csv")
     assert len(sig) == 1 and 0 <= sig.worst_case_through_logits.iloc[0] <= 1

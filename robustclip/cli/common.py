@@ -60,6 +60,12 @@ def add_model(p: argparse.ArgumentParser) -> None:
                        "images of one size (classes in sorted folder order); classes from the model's output")
 
 
+def add_verbose(p: argparse.ArgumentParser) -> None:
+    """``--verbose``: every attack in the console table (the files always hold them)."""
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="print every attack at every ε (default: one row per ε with clean, worst case, certified)")
+
+
 def add_quiet(p: argparse.ArgumentParser) -> None:
     """``--quiet``."""
     p.add_argument("--quiet", action="store_true", help="no progress output")
@@ -90,15 +96,12 @@ def split_floats(text: str, what: str) -> list[float]:
                               "e.g. clip:0.05,0.1") from None
 
 
-def console_table(frame: pd.DataFrame, lips: list[dict[str, Any]] | None = None) -> str:
-    """A compact pivot of an evaluation frame: one row per model, one column per attack@ε (accuracy in %)."""
-    from ..results import metric_key
+def console_table(frame: pd.DataFrame, lips: list[dict[str, Any]] | None = None, *, verbose: bool = False) -> str:
+    """The console table of an evaluation frame (accuracy in %; see :func:`robustclip.console.table`): one row per
+    model and ε with clean, worst case and certified, or with ``verbose`` every attack; then the Lipschitz bounds."""
+    from ..console import table
 
-    f = frame.copy()
-    f["col"] = [metric_key(a, nm, e) for a, nm, e in zip(f.attack, f.norm, f.eps)]
-    order = list(dict.fromkeys(f["col"]))
-    piv = f.pivot_table(index="model", columns="col", values="accuracy", sort=False)[order]
-    text = (piv * 100).round(1).to_string()
+    text = table(frame, verbose=verbose)
     if lips:
         text += "\n\nLipschitz (L2)   lower    upper    upper/lower"
         for lp in lips:

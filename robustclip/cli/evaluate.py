@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RobustclipError
-from .common import add_command, add_data_dir, add_force, add_model, add_quiet, console_table, positive_int
+from .common import add_command, add_data_dir, add_force, add_model, add_quiet, add_verbose, console_table, positive_int
 
 
 def register(sub: Any) -> None:
@@ -16,8 +16,9 @@ def register(sub: Any) -> None:
     p = add_command(sub, "evaluate", run, help="evaluate checkpoints under an attack suite",
                     description="Evaluate saved checkpoints: clean, noise and attack accuracies per ε, the per-sample "
                     "worst case, certified accuracy, robust accuracy per class, Lipschitz bounds and sanity flags. "
-                    "Writes DIR/results.csv, DIR/results.json, DIR/lipschitz.json and DIR/samples.csv (one row per "
-                    "test sample, norm and ε: pandas.read_csv reads it).",
+                    "Prints accuracies in percent, one row per ε (--verbose: every attack); writes every attack to "
+                    "DIR/results.csv, DIR/results.json, DIR/lipschitz.json (accuracies there are fractions in "
+                    "[0, 1]) and DIR/samples.csv (one row per test sample, norm and ε: pandas.read_csv reads it).",
                     examples="  robustclip evaluate runs/clip.safetensors --suite paper-mnist --out runs/eval\n"
                              "  robustclip evaluate a.safetensors b.safetensors --suite ci-quick --n 500 "
                              "--out runs/cmp\n"
@@ -38,6 +39,7 @@ def register(sub: Any) -> None:
     add_model(p)
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N: where the model and attacks run")
     add_quiet(p)
+    add_verbose(p)
     add_data_dir(p)
 
 
@@ -149,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
                                           "results": frame.to_dict(orient="records")})
     _io.write_json(out / "lipschitz.json", lips)
     _io.write_text(out / "samples.csv", samples.to_csv(index=False))
-    print(console_table(frame, lips))
+    print(console_table(frame, lips, verbose=args.verbose))
     print(sample_size_note(frame, suite.headline))
     from ..samples import per_class_table
     for name, rows in classes:

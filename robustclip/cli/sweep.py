@@ -7,6 +7,7 @@ Exit status: 0 every run finished; 1 the sweep ran but runs failed (listed; ``--
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,12 @@ def _report(args: argparse.Namespace, outcome: Any, seconds: float) -> int:
         cls = table[table.dataset != "regression"].rename(columns={"run": "model"})
         if len(cls) and not args.quiet:
             print(console_table(cls))
+        if len(table):
+            from ..reports import run_warnings
+
+            for rid, ws in run_warnings(args.out).items():  # untrained models, masking signs: never silent
+                for w in ws:
+                    print(f"WARNING {rid}: {w}", file=sys.stderr)
         verb = "finalized" if args.finalize else f"done in {seconds:.0f}s"
         print(f"sweep {verb}: {table.run.nunique()} of {len(outcome.runs)} runs finished; "
               f"table: {Path(args.out) / 'results.csv'}")
