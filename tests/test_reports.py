@@ -483,7 +483,9 @@ def test_page_leads_with_the_headline_then_figures_then_full_tables(report):
     # the headline table: plain training and one setting per other method, before the first figure
     head = html_text[html_text.index('id="headline"'):html_text.index('id="figures"')]
     assert "<th>worst case, 95% CI</th>" in head
-    assert head.count("<td>mnist</td>") == 2 and "<td>none</td>" in head and "<td>clip</td>" in head
+    # one experiment among the classifier rows: said once in the text, not in a column
+    assert "Experiment: mnist." in head and "<th>experiment</th>" not in head
+    assert head.count("<tr>") == 3 and "<td>none</td>" in head and "<td>clip</td>" in head
     # the only image before the figures is the robustness-versus-training-time frontier, inside the headline
     before = html_text[: html_text.index('id="figures"')]
     assert before.count("<img") == 1 and 'data-file="frontier_mnist.png"' in head
