@@ -9,6 +9,9 @@ The small public surface::
     robustclip.save(trained.model, "clip.safetensors", trained.meta)
     penalty = robustclip.ClipPenalty(model)          # CLIP as a loss in your own training loop
 
+Units: every accuracy in Python is a fraction in [0, 1] (``0.973``), in frames, return values, thresholds and
+JSON files alike; only the command line and the reports print percent (``97.3``), and say so.
+
 Modules: data, models, checkpoints, loading, regularizers, training, attacks, evaluation, lipschitz, certify,
 pipeline, sweeps, reports, gate, testing, cli.
 

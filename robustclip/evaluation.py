@@ -71,9 +71,11 @@ class EvalResult:
     """Per-sample outcomes and their summary.
 
     ``correct[(label, norm, eps)]``: bool ``(n,)``, True where the model is right
-    on that attack's output. ``frame``: the tidy summary. ``flags``: warnings
-    about signs of gradient masking or broken invariants. ``lipschitz``: the
-    bounds used for certification.
+    on that attack's output. ``frame``: the tidy summary; its ``accuracy``,
+    ``ci_low`` and ``ci_high`` are fractions in [0, 1] (not percent), ``eps`` is
+    in input units of [0, 1] images. ``flags``: warnings (near chance, signs of
+    gradient masking, attack malfunctions; see :mod:`robustclip.sanity`).
+    ``lipschitz``: the bounds used for certification. ``seconds``: wall time.
     """
 
     frame: pd.DataFrame
@@ -91,7 +93,7 @@ class EvalResult:
     sample per norm (the ``broken_by`` and ``broken_at_eps`` of :attr:`samples`)."""
 
     def accuracy(self, attack: str, norm: str | None = None, eps: float | None = None) -> float:
-        """Accuracy of one row, e.g. ``accuracy('worst_case', 'L2', 2.0)``."""
+        """Accuracy of one row as a fraction in [0, 1] (0.973, not 97.3), e.g. ``accuracy('worst_case', 'L2', 2.0)``."""
         f = select(self.frame, attack, norm, eps)
         if len(f) != 1:
             raise KeyError(f"no unique row for {attack} {norm} {eps}")
@@ -409,7 +411,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str |
         suite: a suite name (``ci-quick``, ``paper-mnist``, ...), a TOML path, or a parsed :class:`Suite`.
 
     Returns:
-        An :class:`EvalResult`: ``frame`` (one row per attack, norm and ε, with 95% intervals), per-sample
+        An :class:`EvalResult`: ``frame`` (one row per attack, norm and ε; accuracies and their 95% intervals are
+        fractions in [0, 1], not percent), per-sample
         ``correct``, the per-sample ``worst_case``, ``certified`` rows, and gradient-masking ``flags``.
 
     Example::
@@ -724,7 +727,8 @@ def benchmark(model: nn.Module, *, dataset: str = "mnist", suite: str | Suite = 
         suite: a suite name or TOML path; its headline (norm, ε) names the robust accuracy.
 
     Returns:
-        ``(clean, robust)``, both in [0, 1]; robust is the per-sample worst case over the suite's attacks.
+        ``(clean, robust)``, both fractions in [0, 1] (0.973, not 97.3); robust is the per-sample worst case over
+        the suite's attacks.
 
     Example::
 

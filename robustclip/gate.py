@@ -578,7 +578,8 @@ def validate_baseline(doc: Any, *, where: str = "baseline", fix: str = "re-creat
 
 @dataclass
 class Comparison:
-    """One compared row: the values, the test used, its limit and the verdict.
+    """One compared row: the values (accuracy rows: fractions in [0, 1], not percent), the test used, its limit
+    and the verdict.
 
     ``threshold``: the limit beyond which the current value is flagged (accuracy: at or below; a bound: above).
     ``detectable``: the smallest adverse change the row's test can flag at its n (accuracy: absolute; a bound:
@@ -902,7 +903,8 @@ def run_check(checkpoint: str | Sequence[str], *, suite: str, baseline: str, tol
     With ``update``, evaluates every checkpoint and writes the baseline (``mode``: ``fixed`` for one checkpoint,
     ``retrained`` for several seeds); otherwise checks one checkpoint against the baseline. ``model``,
     ``dataset``, ``data_file``, ``device``: a user's own model code, dataset, evaluation data and device (see
-    :class:`ModelSource` and :func:`robustclip.loading.load_model`).
+    :class:`ModelSource` and :func:`robustclip.loading.load_model`). Units: ``tolerance`` and every accuracy in
+    the comparisons, the info and the baseline are fractions in [0, 1] (0.02 is 2 points); the CLI prints percent.
     """
     source = ModelSource(model=model, dataset=dataset, data_file=data_file, device=device)
     ckpts = [str(checkpoint)] if isinstance(checkpoint, (str, os.PathLike)) else [str(c) for c in checkpoint]

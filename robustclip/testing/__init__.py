@@ -30,11 +30,17 @@ def assert_robust(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], *, 
     """Evaluate ``model`` on ``data`` = ``(x (N,C,H,W) in [0,1], y (N,))`` and assert minimum accuracies.
 
     Keys of ``min_accuracy`` name rows: ``"clean"``, ``"noise"``, or
-    ``"ATTACK@NORM:EPS"`` such as ``"worst_case@L2:1"`` or ``"pgd@Linf:0.1"``.
+    ``"ATTACK@NORM:EPS"`` such as ``"worst_case@L2:1"`` or ``"pgd@Linf:0.1"``; values are fractions in [0, 1]
+    (``0.9``, not ``90``: a value above 1 is refused). The failure message prints percent.
     Returns the :class:`EvalResult` when every minimum holds. Failures point at the caller's line (the helper
     hides its own frame from pytest's traceback).
     """
     __tracebackhide__ = True
+    over = {k: v for k, v in min_accuracy.items() if not 0 <= v <= 1}
+    if over:
+        k, v = next(iter(over.items()))
+        raise ValueError(f"assert_robust: min_accuracy[{k!r}] = {v!r} is not a fraction in [0, 1] (accuracies in "
+                         f"Python are fractions: write {v / 100:g} for {v:g}%)")
     x, y = data
     s = load_suite(suite)
     res = evaluate(model, x, y, suite=s, n_classes=n_classes, seed=seed, progress=False, sanity=False)
