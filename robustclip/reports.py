@@ -511,7 +511,7 @@ def fig_history(histories: dict[str, list[dict[str, Any]]], df: pd.DataFrame, ou
                 ax.set_yscale("log")
             else:
                 ax.set_ylim(0, None)
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=7, loc="lower left" if col == "train_loss" else "best")
         figs.append(_finish(fig, out, f"history_{exp}.png", f"{exp}: training curves",
                             "Per-epoch validation accuracy and training loss (the data term, without the penalty) from "
                             "each run's stored history, mean over seeds with 95% t-interval bands."))
@@ -790,10 +790,10 @@ def _headline_md(table: pd.DataFrame, head_txt: str, keep: list[tuple[str, str, 
             if k in cols and len({c[k] for c in cells}) == 1:
                 cols.remove(k)
                 notes.append(what.format(cells[0][k]))
-    if "certified" in cols and len({c["certified"] for c in cells}) == 1:
+    if "certified" in cols and {c["certified"].split(" ±")[0] for c in cells} <= {"0.0", ""}:
         cols.remove("certified")
-        notes.append(f"Certified accuracy at {head_txt} is {cells[0]['certified'] or 'empty'} in every row "
-                     "(nothing is proven at this radius), so it is left out here.")
+        notes.append(f"Certified accuracy at {head_txt} is 0% in every row (nothing is proven at this radius), so "
+                     "it is left out here.")
         r_eps = certified_radius(df, head, [(str(r["dataset"]), str(r["method"]), str(r["setting"]))
                                             for _, r in rows.iterrows()]) if df is not None else None
         if r_eps is not None and head is not None and r_eps != head[1]:

@@ -52,7 +52,7 @@ def near_chance(clean: float | None, n_classes: int | None, final_loss: float | 
         why.append(f"clean accuracy {100 * clean:.1f}% (chance is {100 * chance:.1f}%)")
     ln_k = math.log(n_classes)
     if final_loss is not None and math.isfinite(final_loss) and final_loss >= LOSS_CHANCE_FRACTION * ln_k:
-        why.append(f"final training loss {final_loss:.3g} (chance is ln {n_classes} = {ln_k:.3g})")
+        why.append(f"final training loss {final_loss:.3f} (chance is ln {n_classes} = {ln_k:.3f})")
     if not why:
         return []
     return [f"NEAR CHANCE: the model looks untrained: {' and '.join(why)}; its robustness numbers mean nothing -- "

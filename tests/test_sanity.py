@@ -32,9 +32,9 @@ def test_near_chance_by_accuracy_or_by_loss():
     assert sanity.near_chance(0.55, 2) and not sanity.near_chance(0.61, 2)  # 1/2 + 10 points
     assert sanity.near_chance(None, 10, None) == [] and sanity.near_chance(0.1, None) == []
     msg = sanity.near_chance(0.24, 10, 2.29)[0]
-    assert msg.startswith("NEAR CHANCE:") and "2.29" in msg and "24.0%" not in msg  # 24% > 10% + 10 points
+    assert msg.startswith("NEAR CHANCE:") and "2.290" in msg and "24.0%" not in msg  # 24% > 10% + 10 points
     both = sanity.near_chance(0.15, 10, 2.29)[0]
-    assert "15.0%" in both and "chance is 10.0%" in both and "2.29" in both
+    assert "15.0%" in both and "chance is 10.0%" in both and "2.290" in both and "2.303" in both
 
 
 def test_not_converged_when_the_loss_still_falls_fast():
@@ -246,3 +246,65 @@ def test_headline_drops_a_certified_column_that_is_the_same_everywhere():
     assert "| certified |" not in header and "certified, ε = 0.5" in header
     assert "| experiment |" not in header and "| seeds |" not in header  # constant: said once, in the text
     assert "nothing is proven at this radius" in md and "Experiment: mnist" in md and "20.0" in md
+
+
+def test_a_report_of_a_worst_case_above_clean_exits_3(tiny, tmp_path):
+    import shutil
+
+    sweep_dir, *_ = tiny
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep_dir, copy)
+    ev_path = next((copy / "runs").glob("*/eval.json"))
+    ev = json.loads(ev_path.read_text())
+    for r in ev["rows"]:
+        if r["attack"] == "worst_case":
+            r["accuracy"] = 1.0  # above any clean accuracy of an untrained model
+    ev_path.write_text(json.dumps(ev))
+    rc, out, err = run_cli(["report", copy, "--out", tmp_path / "rep"])
+    assert rc == 3, (out, err)
+    assert "above its clean accuracy" in err and "Traceback" not in err
+
+
+CERT_SUITE = """\
+name = "tiny-cert"
+n = 32
+batch_size = 32
+seed = 0
+certify = true
+
+[eps]
+L2 = [0.1, 0.5, 1.0]
+
+[[attack]]
+type = "clean"
+
+[[attack]]
+type = "pgd"
+norm = "L2"
+steps = 2
+
+[[attack]]
+type = "fgsm"
+norm = "L2"
+"""
+
+
+def test_evaluate_prints_one_row_per_eps_and_the_details_with_verbose(tiny, tmp_path, monkeypatch):
+    sweep_dir, *_ = tiny
+    ckpt = next((sweep_dir / "runs").glob("*/model.safetensors"))
+    (tmp_path / "cert.toml").write_text(CERT_SUITE)
+    monkeypatch.setenv("COLUMNS", "72")
+    with one_thread():
+        rc, out, err = run_cli(["evaluate", ckpt, "--suite", tmp_path / "cert.toml", "--out", tmp_path / "ev",
+                                "--quiet"])
+        assert rc == 0, err
+        table = out[: out.index("\n\n")].splitlines()
+        assert "%" in table[0] and table[1].split()[:3] == ["model", "norm", "ε"]
+        assert "certified" in table[1] and "fgsm" not in out and "pgd" not in out
+        assert len(table) == 2 + 3 and all(len(ln) <= 72 for ln in table), out  # one row per ε
+        assert "NEAR CHANCE" in err  # the untrained model is warned about here too
+        rc, out, _ = run_cli(["evaluate", ckpt, "--suite", tmp_path / "cert.toml", "--out", tmp_path / "ev2",
+                              "--quiet", "--verbose"])
+        assert rc == 0 and "fgsm" in out and "pgd" in out and "ε=0.5" in out
+    saved = pd.read_csv(tmp_path / "ev" / "results.csv")
+    assert {"pgd", "fgsm", "certified"} <= set(saved.attack)  # the details are in the files either way
