@@ -99,7 +99,9 @@ def output_checks(model: nn.Module, x: torch.Tensor) -> list[str]:
 def square_beats_whitebox(frame: pd.DataFrame) -> list[str]:
     """A warning per (norm, ε) where a Square attack's accuracy is more than 0.2 points below that of every
     white-box attack in ``frame`` (the tidy evaluation frame, accuracies in [0, 1])."""
-    flags = []
+    flags: list[str] = []
+    if frame.empty or not {"attack", "accuracy", "norm", "eps"} <= set(frame.columns):
+        return flags
     atk = frame[~frame.attack.isin(["clean", "clean_full", "noise", "worst_case", "val_clean", "val_worst_case"])
                 & ~frame.attack.astype(str).str.startswith("certified")]
     for (norm, eps), g in atk.groupby(["norm", "eps"], sort=False):
