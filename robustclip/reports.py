@@ -7,9 +7,14 @@ embedded), ``out/README.md`` (the same content, for GitHub), ``out/table.csv``
 a one-sentence caption. The report records the commit, versions, seeds,
 hyperparameters and commands.
 
-The page leads with a compact headline table (the main methods), then the
+The page opens with a box of sanity warnings naming the runs (models near
+chance, training that did not converge, gradient-masking signs; see
+:mod:`robustclip.sanity`) when there are any, then leads with a compact headline
+table (the main methods; constant columns are said once in its text), then the
 figures, then the full tables in horizontally scrollable containers, the
-hyperparameters and the provenance, with a table of contents on top.
+hyperparameters and the provenance (the exact command that regenerates the
+sweep, the commit or "not a git checkout"), with a table of contents on top.
+Figures are in percent, like the tables; accuracy axes start at 0.
 
 Statistics over seeds are the same everywhere (tables, figures, CSV): the mean,
 the sample standard deviation (ddof = 1) and the 95% Student-t interval
