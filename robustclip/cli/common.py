@@ -103,12 +103,16 @@ def console_table(frame: pd.DataFrame, lips: list[dict[str, Any]] | None = None,
 
     text = table(frame, verbose=verbose)
     if lips:
-        text += "\n\nLipschitz (L2)   lower    upper    upper/lower"
+        from ..console import shorten, width
+
+        w = max(14, min(max(len(str(lp["model"])) for lp in lips), width() - 32))
+        text += f"\n\n{'Lipschitz (L2)':{w}s}    lower    upper  upper/lower"
         for lp in lips:
             upper, ratio = lp.get("upper"), lp.get("ratio")
+            name = shorten(str(lp["model"]), w)
             if upper is None:  # no sound upper bound for this model's structure: say so, with the reason
                 why = lp.get("upper_reason") or "structure not understood"
-                text += f"\n{lp['model'][:14]:14s} {lp['lower']:8.3g}     none          -   ({why})"
+                text += f"\n{name:{w}s} {lp['lower']:8.3g}     none            -  ({why})"
             else:
-                text += f"\n{lp['model'][:14]:14s} {lp['lower']:8.3g} {upper:8.3g} {ratio:10.3g}"
+                text += f"\n{name:{w}s} {lp['lower']:8.3g} {upper:8.3g} {ratio:12.3g}"
     return text
