@@ -44,7 +44,7 @@ def register(sub: Any) -> None:
                    help="baseline mode, with --update-baseline: fixed (one checkpoint, paired tests) or retrained "
                    "(several seeds, their spread); a check reads it from the baseline")
     p.add_argument("--tolerance", type=_number, default=0.01,
-                   help="smallest accuracy drop that counts, on top of noise (default 0.01)")
+                   help="smallest accuracy drop that counts, on top of noise, as a fraction (default 0.01: 1 point)")
     p.add_argument("--lip-tolerance", type=_number, default=0.02,
                    help="relative floor added to the measured spread of a Lipschitz bound (default 0.02)")
     p.add_argument("--lipschitz", choices=("full", "fast", "off"), default="full",
@@ -102,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"robustclip check {args.checkpoint[0]} against {args.baseline} ({info['mode']} baseline, "
               f"{info['suite']}, n={info['n']}, tolerance {args.tolerance:g}, Lipschitz {args.lipschitz})")
+        print("accuracies in % (--json, the baseline and the Python API hold fractions in [0, 1])")
         print(format_table(rows))
         print(info["detectable"])
         print(f"\n{verdict}")
