@@ -68,6 +68,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nreport: {index}  ({time.perf_counter() - t0:.0f}s)")
     for line in demo_summary(table, headline(df))[:5]:
         print(line)
+    from ..reports import run_warnings
+
+    for rid, ws in run_warnings(args.runs).items():  # the same warnings as the report's box
+        for w in ws:
+            print(f"WARNING {rid}: {w}", file=sys.stderr)
     return 0
 
 
