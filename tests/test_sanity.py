@@ -308,3 +308,11 @@ def test_evaluate_prints_one_row_per_eps_and_the_details_with_verbose(tiny, tmp_
         assert rc == 0 and "fgsm" in out and "pgd" in out and "ε=0.5" in out
     saved = pd.read_csv(tmp_path / "ev" / "results.csv")
     assert {"pgd", "fgsm", "certified"} <= set(saved.attack)  # the details are in the files either way
+
+
+def test_assert_robust_takes_fractions_and_refuses_percent():
+    from robustclip.testing import assert_robust
+
+    x, y = torch.rand(8, 1, 2, 2), torch.zeros(8, dtype=torch.long)
+    with pytest.raises(ValueError, match="not a fraction in"):
+        assert_robust(Softmaxed(), (x, y), suite=_suite(), min_accuracy={"clean": 90}, n_classes=3)
