@@ -9,6 +9,7 @@ import math
 import os
 import platform
 import re
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -29,23 +30,49 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
     The temporary file lives in the same folder, so the final ``os.replace`` is
     atomic: readers see either the old file or the complete new one, never a
-    half-written file. On an exception the temporary file is removed.
+    half-written file. On an exception (a full disk, Ctrl-C) the temporary file is
+    removed and the previous file kept; an ``OSError`` becomes a one-line
+    :class:`~robustclip.errors.OutputError` (still an ``OSError``). A link, folder,
+    device or FIFO at ``path`` is never replaced (the commands refuse it up front, see
+    :mod:`robustclip.outputs`; this is the last line of defence).
     """
+    from .errors import OutputError
+
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path: Path | None = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
         yield tmp_path
         with open(tmp_path, "rb") as fh:
             os.fsync(fh.fileno())
         # mkstemp makes 0600 files whatever the umask: give the result the mode a plain open() would
         os.chmod(tmp_path, 0o666 & ~_umask())
+        _replaceable(target)
         os.replace(tmp_path, target)
+    except OutputError:
+        raise
+    except OSError as exc:
+        raise OutputError(f"cannot write {target}: {exc.strerror or exc}",
+                          "free disk space or pick a writable folder; the previous file, if any, is unchanged") \
+            from None
     finally:
-        if tmp_path.exists():
+        if tmp_path is not None and tmp_path.exists():
             tmp_path.unlink()
+
+
+def _replaceable(target: Path) -> None:
+    from .errors import OutputError
+
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(st.st_mode):
+        raise OutputError(f"{target} is not a regular file (a link, folder, device or FIFO); it was not replaced",
+                          "write to another path")
 
 
 def _umask() -> int:

@@ -28,3 +28,8 @@ class CheckpointError(RobustclipError):
 
 class SuiteError(RobustclipError):
     """An attack suite or sweep file is invalid."""
+
+
+class OutputError(RobustclipError, OSError):
+    """An output cannot be written (disk full, permission denied, a bad target). Also an :class:`OSError`, so
+    code that retries on I/O errors (a claim's heartbeat) still sees it as one."""

@@ -936,9 +936,11 @@ def run_check(checkpoint: str | Sequence[str], *, suite: str, baseline: str, tol
             if len(set(shas)) != len(shas):
                 raise RobustclipError("the same checkpoint is given twice; a spread over seeds needs distinct "
                                       "models", "pass checkpoints trained with different seeds")
-        bp = Path(baseline)
-        if bp.exists() and not bp.is_file():
-            raise RobustclipError(f"baseline {bp} exists and is not a regular file", "pass a file path")
+        from .outputs import guard_output
+
+        # before any work: never a link, device, folder or input (the checkpoint!), and an existing file is replaced
+        # only if it holds a baseline; --update-baseline is the consent to replace that
+        guard_output(baseline, inputs=[*ckpts, suite, data_file], what="--baseline", kind="baseline")
         s = _suite_for(suite, None)
         measured = [measure(c, s, n=n, data_dir=data_dir, lipschitz=lipschitz, progress=progress, source=source,
                             restarts=LIP_RESTARTS if mode == "fixed" else 1, both_modes=True) for c in ckpts]

@@ -63,21 +63,31 @@ def _one_line(exc: BaseException) -> str:
 def build_from_factory(ref: str) -> nn.Module:
     """Import ``MODULE`` of ``MODULE:CALLABLE`` (this runs its code) and call ``CALLABLE()``; the model in eval mode.
 
-    User code that fails (a missing module, an exception while importing or building) is a one-line
-    :class:`RobustclipError`, as is a callable that returns something other than an ``nn.Module``.
+    The user's code runs fenced (:mod:`robustclip.usercode`): a missing module, any exception, ``SystemExit`` or
+    ``KeyboardInterrupt`` while importing or building is a one-line :class:`RobustclipError` (exit 2), and what it
+    prints goes to stderr. A callable that returns something other than an ``nn.Module`` is refused too.
+    ``os._exit`` cannot be caught in-process (see :mod:`robustclip.usercode`).
     """
+    from .usercode import fenced
+
     check_factory_ref(ref)
     module_name, _, attr = ref.partition(":")
     with _cwd_on_path():
-        try:
-            obj: Any = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            raise RobustclipError(f"cannot import {module_name} (from --model {ref}): {_one_line(exc)}",
+        missing: list[ModuleNotFoundError] = []
+
+        def import_it() -> Any:
+            try:
+                return importlib.import_module(module_name)
+            except ModuleNotFoundError as exc:  # the module (or one it imports) is not installed: say where to run
+                missing.append(exc)
+                return None
+
+        obj: Any = fenced(f"importing {module_name} (from --model {ref})", import_it,
+                          fix="fix that module; robustclip only imports it and calls the factory")
+        if missing:
+            raise RobustclipError(f"cannot import {module_name} (from --model {ref}): {_one_line(missing[0])}",
                                   f"run from the folder that holds {module_name.split('.')[0]}, or put it on "
-                                  "PYTHONPATH") from None
-        except Exception as exc:  # the user's module failed while importing
-            raise RobustclipError(f"importing {module_name} (from --model {ref}) failed: {_one_line(exc)}",
-                                  "fix that module; robustclip only imports it") from None
+                                  "PYTHONPATH")
         for part in attr.split("."):
             if not hasattr(obj, part):
                 raise RobustclipError(f"{module_name} has no {attr} (from --model {ref})",
@@ -86,11 +96,7 @@ def build_from_factory(ref: str) -> nn.Module:
         if not callable(obj):
             raise RobustclipError(f"{ref} is not callable", "name a function or nn.Module class that takes no "
                                   "arguments and returns the network")
-        try:
-            model = obj()
-        except Exception as exc:  # the user's factory failed
-            raise RobustclipError(f"calling {ref}() failed: {_one_line(exc)}",
-                                  "the factory must build the network with no arguments") from None
+        model = fenced(f"calling {ref}()", obj, fix="the factory must build the network with no arguments")
     if not isinstance(model, nn.Module):
         raise RobustclipError(f"{ref}() returned a {type(model).__name__}, not a torch.nn.Module",
                               "return the network (an nn.Module) from the factory")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import os
 import stat
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -103,57 +102,18 @@ def read_bytes(path: str | os.PathLike[str], what: str, *, max_bytes: int,
     return raw
 
 
-def _probe_writable(folder: Path, what: str) -> None:
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".robustclip-probe.", dir=folder)
-    except OSError as exc:
-        raise RobustclipError(f"cannot write {what} into {folder}: {exc.strerror or exc}",
-                              "pick a folder you can write to") from None
-    os.close(fd)
-    os.unlink(tmp)
+def output_file(path: str | os.PathLike[str], what: str = "--out", *, force: bool = False,
+                inputs: tuple[str | os.PathLike[str], ...] = ()) -> Path:
+    """Check, before any work, that file ``path`` can be written (see :func:`robustclip.outputs.guard_output`)."""
+    from .outputs import guard_output
 
-
-def output_file(path: str | os.PathLike[str], what: str = "--out", *, force: bool = False) -> Path:
-    """Check, before any work, that file ``path`` can be written: its folder exists and is writable, the path is
-    not a folder, and (unless ``force``) no file is there yet. Writes nothing that stays."""
-    p = Path(path)
-    if p.is_dir():
-        raise RobustclipError(f"{what} {p} is a folder", "pass a file path")
-    parent = p.parent
-    if not parent.is_dir():
-        if parent.exists():
-            raise RobustclipError(f"{what} {p}: {parent} is not a folder", "pass a path inside a folder")
-        raise RobustclipError(f"output folder {parent} does not exist", f"create it first: mkdir -p {parent}")
-    if p.exists() or p.is_symlink():
-        if not force:
-            raise RobustclipError(f"{what} {p} already exists", "pass --force to overwrite it, or pick another path")
-        if not p.is_file():
-            raise RobustclipError(f"{what} {p} exists and is not a regular file", "pick another path")
-    _probe_writable(parent, what)
-    return p
+    return guard_output(path, inputs=inputs, force=force, what=what)
 
 
 def output_dir(path: str | os.PathLike[str], files: tuple[str, ...], what: str = "--out", *,
-               force: bool = False) -> Path:
-    """Check, before any work, that folder ``path`` can take ``files``: it is a folder or can be made one, it is
-    writable, and (unless ``force``) none of ``files`` is there yet. Creates nothing."""
-    p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise RobustclipError(f"{what} {p} is a file, not a folder", "pass a folder path")
-    if p.is_dir():
-        there = [f for f in files if (p / f).exists() or (p / f).is_symlink()]
-        if there and not force:
-            raise RobustclipError(f"{what} {p} already holds {', '.join(there)}",
-                                  "pass --force to overwrite them, or pick another folder")
-        for f in there:
-            if (p / f).is_dir():
-                raise RobustclipError(f"{what} {p / f} is a folder", "remove it or pick another folder")
-        _probe_writable(p, what)
-        return p
-    anc = p.parent
-    while not anc.exists() and anc != anc.parent:
-        anc = anc.parent
-    if not anc.is_dir():
-        raise RobustclipError(f"{what} {p}: {anc} is a file, not a folder", "pass a path inside a folder")
-    _probe_writable(anc, what)
-    return p
+               force: bool = False, inputs: tuple[str | os.PathLike[str], ...] = ()) -> Path:
+    """Check, before any work, that folder ``path`` can take ``files`` (see
+    :func:`robustclip.outputs.guard_output_dir`). Creates nothing."""
+    from .outputs import guard_output_dir
+
+    return guard_output_dir(path, files, inputs=inputs, force=force, what=what)

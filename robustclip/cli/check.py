@@ -55,7 +55,10 @@ def register(sub: Any) -> None:
     p.add_argument("--fail-on-suspicious", action="store_true",
                    help="exit 1 also when a metric improved beyond noise (default: a loud warning, exit 0)")
     p.add_argument("--json", action="store_true", help="print the result as JSON (format robustclip-check)")
-    p.add_argument("--junit-xml", metavar="PATH", default=None, help="also write JUnit XML to PATH")
+    p.add_argument("--junit-xml", metavar="PATH", default=None,
+                   help="also write JUnit XML to PATH (checked before the evaluation; an existing file is replaced "
+                   "only if it is a robustclip JUnit report, or with --force)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --junit-xml file of another kind")
     add_quiet(p)
     add_model(p)
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N: where the model and attacks run")
@@ -64,14 +67,26 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate, compare with the baseline, print the verdict; exit 1 on a regression."""
+    import contextlib
+
     from .. import _io
     from ..gate import format_table, junit_xml, report_json, run_check
+    from ..outputs import guard_output
 
-    code, rows, info = run_check(args.checkpoint, suite=args.suite, baseline=args.baseline, tolerance=args.tolerance,
-                                 lip_tolerance=args.lip_tolerance, n=args.n, update=args.update_baseline,
-                                 mode=args.mode, lipschitz=args.lipschitz, data_dir=args.data_dir,
-                                 progress=not (args.json or args.quiet), fail_on_suspicious=args.fail_on_suspicious,
-                                 model=args.model, dataset=args.dataset, data_file=args.data, device=args.device)
+    inputs = [*args.checkpoint, args.suite, args.data, args.baseline]
+    if args.junit_xml:  # checked before the evaluation: a bad path fails first, and never replaces an input
+        guard_output(args.junit_xml, inputs=inputs, force=args.force, what="--junit-xml", kind="junit")
+    # with --json, stdout holds the JSON only: whatever the user's model code prints goes to stderr
+    quiet_stdout = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
+    with quiet_stdout:
+        code, rows, info = run_check(args.checkpoint, suite=args.suite, baseline=args.baseline,
+                                     tolerance=args.tolerance, lip_tolerance=args.lip_tolerance, n=args.n,
+                                     update=args.update_baseline,
+                                     mode=args.mode, lipschitz=args.lipschitz, data_dir=args.data_dir,
+                                     progress=not (args.json or args.quiet),
+                                     fail_on_suspicious=args.fail_on_suspicious,
+                                     model=args.model, dataset=args.dataset, data_file=args.data,
+                                     device=args.device)
     for f in info.get("flags", []):
         print(f"WARNING {f}", file=sys.stderr)
     if args.update_baseline:

@@ -77,10 +77,11 @@ def run(args: argparse.Namespace) -> int:
     from ..attacks import MAX_BATCH, MAX_SAMPLES, load_suite
     from ..checkpoints import MAX_FILE_BYTES
     from ..errors import CheckpointError
+    from ..outputs import guard_output_dir
     from ..pipeline import evaluate_checkpoint, resolve_device
 
     # every input and the output are checked before any work: a bad one fails first, not after the evaluation
-    out = validate.output_dir(args.out, OUTPUTS, "--out", force=args.force)
+    out = guard_output_dir(args.out, OUTPUTS, inputs=[*args.checkpoints, args.suite, args.data], force=args.force)
     if args.n is not None:
         validate.number(args.n, "--n", integer=True, lo=1, hi=MAX_SAMPLES)
     if args.batch_size is not None:
