@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import data
+from . import _io, data
 from .checkpoints import _META_KEY, CheckpointMeta, check_factory_ref, header_length, weights_digest
 from .errors import CheckpointError, RobustclipError
 
@@ -146,10 +146,13 @@ def _check_state(state: Any, path: Path) -> dict[str, torch.Tensor]:
 
 def _read_torch(path: Path) -> dict[str, torch.Tensor]:
     """A ``torch.save`` state_dict, read with ``weights_only=True``: no arbitrary object is ever unpickled."""
+    from safetensors import SafetensorError
+
     try:
-        state = torch.load(path, weights_only=True, map_location="cpu")
+        with open(path, "rb") as fh:  # a file object: torch.load never guesses the format from the suffix
+            state = torch.load(fh, weights_only=True, map_location="cpu")
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, AttributeError,
-            zipfile.BadZipFile, OSError) as exc:
+            zipfile.BadZipFile, OSError, SafetensorError) as exc:
         raise CheckpointError(f"{path} cannot be read as a plain state_dict (torch.load with weights_only=True "
                               f"refused it: {_one_line(exc)})",
                               "save only tensors: torch.save(model.state_dict(), path), or safetensors") from None
@@ -158,23 +161,25 @@ def _read_torch(path: Path) -> dict[str, torch.Tensor]:
 
 def _read_safetensors(raw: bytes, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
     """The tensors of a safetensors file and its robustclip metadata document (None for a plain state_dict)."""
-    import json
-
     from safetensors import SafetensorError
     from safetensors.torch import load as st_load
 
+    from ._io import loads_json_bounded
+    from .checkpoints import _MAX_DEPTH, _MAX_HEADER
+
     n = header_length(raw, path, fix="pass a .safetensors or .pt/.pth state_dict, or a robustclip checkpoint")
-    try:
-        header = json.loads(raw[8: 8 + n])
+    try:  # bounded: a header nested 100,000 deep is refused before the recursive parser sees it
+        header = loads_json_bounded(raw[8: 8 + n], max_depth=_MAX_DEPTH, max_bytes=_MAX_HEADER,
+                                    what="the safetensors header")
         state = st_load(raw)
-    except (SafetensorError, ValueError, UnicodeDecodeError) as exc:
+    except (SafetensorError, ValueError, UnicodeDecodeError, TypeError, RuntimeError, OverflowError) as exc:
         raise CheckpointError(f"{path} is not a valid safetensors file: {str(exc).splitlines()[0] if str(exc) else ''}",
                               "re-create it; it may be truncated or corrupt") from None
     meta = header.get("__metadata__") if isinstance(header, dict) else None
     if not isinstance(meta, dict) or _META_KEY not in meta:
         return state, None
     try:
-        doc = json.loads(meta[_META_KEY])
+        doc = loads_json_bounded(meta[_META_KEY], max_depth=_MAX_DEPTH, max_bytes=_MAX_HEADER, what="the metadata")
     except (TypeError, ValueError):
         doc = None
     if not isinstance(doc, dict):
@@ -220,8 +225,12 @@ def load_model(path: str | os.PathLike[str], *, model: str | None = None, datase
         raise CheckpointError(f"checkpoint {p} does not exist", "check the path")
     if not p.is_file():
         raise CheckpointError(f"checkpoint {p} is not a regular file", "pass a .safetensors or .pt/.pth file")
-    with open(p, "rb") as fh:
-        head = fh.read(9)
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(9)
+    except OSError as exc:  # e.g. PermissionError: one line, not a traceback
+        raise CheckpointError(f"cannot read checkpoint {p}: {exc.strerror or exc}", "check the path and permissions") \
+            from None
     torch_file = head[:2] in _PICKLE_MAGIC or head[:4] == _ZIP_MAGIC or p.suffix.lower() in _TORCH_SUFFIXES
     if torch_file and not checkpoints.looks_like_safetensors(head, p.stat().st_size):
         if model is None:
@@ -304,25 +313,43 @@ MAX_DATA_ELEMENTS = 2**28
 
 
 def _data_arrays(p: Path) -> dict[str, Any]:
-    """``x`` and ``y`` of a ``.npz`` (read with ``allow_pickle=False``) or safetensors file, as numpy arrays."""
-    import numpy as np
+    """``x`` and ``y`` of a ``.npz`` or safetensors file as numpy arrays, bounded before anything is allocated or
+    inflated (:mod:`robustclip.bounded`); an ``.npz`` is never unpickled."""
+    from . import bounded
 
     if p.suffix.lower() == ".npz":
-        try:
-            with np.load(p, allow_pickle=False) as z:
-                return {k: z[k] for k in ("x", "y") if k in z.files}
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-            raise RobustclipError(f"data file {p} cannot be read as .npz ({_one_line(exc)})",
-                                  "write it with numpy.savez(path, x=x, y=y) from numeric arrays") from None
-    from safetensors import SafetensorError
-    from safetensors.numpy import load as st_load_np
-
+        return bounded.read_npz(p, ("x", "y"), max_elements=MAX_DATA_ELEMENTS)
     try:
-        arrays = st_load_np(p.read_bytes())
-    except (SafetensorError, ValueError, OSError) as exc:
-        raise RobustclipError(f"data file {p} cannot be read as safetensors ({_one_line(exc)})",
-                              "write it with safetensors (x and y tensors) or numpy.savez (.npz)") from None
-    return {k: arrays[k] for k in ("x", "y") if k in arrays}
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise RobustclipError(f"cannot read data file {p}: {exc.strerror or exc}", "check the path and permissions") \
+            from None
+    return bounded.read_safetensors_arrays(raw, p, ("x", "y"), max_elements=MAX_DATA_ELEMENTS)
+
+
+MAX_LABEL = 2**31 - 1
+"""The largest label value read (classes come from the model; this keeps the cast to int64 exact)."""
+
+
+def check_labels(y: Any, p: Path) -> None:
+    """Labels checked in their source dtype, before any cast: an integer or boolean dtype, or floats that are
+    finite and whole (3.7 never becomes 3); every value in 0..:data:`MAX_LABEL` (``2**64 - 1`` as uint64 and
+    ``1e20`` as float are refused, never wrapped to a negative int64). ``0 <= y < classes`` is checked once the
+    model's number of classes is known."""
+    import numpy as np
+
+    if y.dtype.kind == "f":
+        if not np.isfinite(y).all():
+            raise RobustclipError(f"data file {p}: y has non-finite labels (NaN or inf)", "store class indices")
+        if not (y == np.round(y)).all():
+            raise RobustclipError(f"data file {p}: y has labels that are not whole numbers", "store class indices")
+    elif y.dtype.kind not in "iub":
+        raise RobustclipError(f"data file {p}: y is {y.dtype}, not integer labels", "store class indices as int64")
+    if y.size and y.min() < 0:
+        raise RobustclipError(f"data file {p}: y has a negative label {y.min()}", "labels are 0..classes-1")
+    if y.size and y.max() > MAX_LABEL:
+        raise RobustclipError(f"data file {p}: y has a label {y.max()}, far beyond any number of classes",
+                              "labels are class indices 0..classes-1")
 
 
 def load_data_file(path: str | os.PathLike[str]) -> data.Split:
@@ -335,8 +362,6 @@ def load_data_file(path: str | os.PathLike[str]) -> data.Split:
     [0,1] with at most :data:`MAX_DATA_ELEMENTS` values, ``y`` whole numbers >= 0, one label per input. The split's
     ``dataset`` names the file and a digest of its content, so a baseline made on other data is refused.
     """
-    import hashlib
-
     import numpy as np
 
     p = Path(path)
@@ -370,14 +395,12 @@ def load_data_file(path: str | os.PathLike[str]) -> data.Split:
     if y.ndim != 1 or y.shape[0] != x.shape[0]:
         raise RobustclipError(f"data file {p}: y has shape {y.shape}, x has {x.shape[0]} samples",
                               "give one integer label per input, y of shape (N,)")
-    if y.dtype.kind == "f":
-        if not np.isfinite(y).all() or not (y == np.round(y)).all():
-            raise RobustclipError(f"data file {p}: y has labels that are not whole numbers", "store class indices")
-    elif y.dtype.kind not in "iu":
-        raise RobustclipError(f"data file {p}: y is {y.dtype}, not integer labels", "store class indices as int64")
-    if y.size and y.min() < 0:
-        raise RobustclipError(f"data file {p}: y has a negative label {int(y.min())}", "labels are 0..classes-1")
-    digest = hashlib.sha256(p.read_bytes()).hexdigest()[:12]
+    check_labels(y, p)
+    try:
+        digest = _io.sha256_file(p)[:12]
+    except OSError as exc:
+        raise RobustclipError(f"cannot read data file {p}: {exc.strerror or exc}", "check the path and permissions") \
+            from None
     return data.Split(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
                       torch.from_numpy(np.ascontiguousarray(y).astype(np.int64)),
                       dataset=f"{p.name}@{digest}", split="test", source=f"file {p} (sha256 {digest}...)")

@@ -153,14 +153,17 @@ def read_eval(path: Path) -> dict[str, Any]:
 def load_results(sweep_dir: str | os.PathLike[str]) -> pd.DataFrame:
     """The sweep's results table with ``setting`` and ``group`` columns added.
 
-    ``sweep.json`` and every finished run's ``eval.json`` are checked first (:func:`read_eval`): a bad one stops
-    the report with a one-line error, never a KeyError and never a silently dropped seed.
+    ``sweep.json`` and every finished run's files are checked first: against the digests of the run's manifest
+    (:func:`robustclip.sweeps.verify_run`; an edited ``eval.json`` is refused, naming it), then ``eval.json``'s
+    content (:func:`read_eval`). A bad one stops the report with a one-line error, never a KeyError and never a
+    silently dropped seed or edited number.
     """
-    from .sweeps import finished_runs, gather, read_info
+    from .sweeps import finished_runs, gather, read_info, verify_run
 
     p = Path(sweep_dir)
     read_info(p)
     for d in finished_runs(p):
+        verify_run(d)
         read_eval(d / "eval.json")
     df = gather(p)
     if df.empty:

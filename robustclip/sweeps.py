@@ -299,6 +299,30 @@ def is_done(sweep_dir: str | os.PathLike[str], run: Run) -> bool:
     return True
 
 
+def verify_run(run_folder: str | os.PathLike[str]) -> None:
+    """Check a finished run's files against the SHA-256 digests in its ``manifest.json``; a mismatch (an edited,
+    truncated or missing file) is a :class:`RobustclipError` naming the file.
+
+    This catches accidents (a hand edit, a truncated copy, a file swapped between runs), not a forger who also
+    rewrites ``manifest.json``: the digests are stored beside the files they describe, unsigned.
+    """
+    d = Path(run_folder)
+    man = _read_json(d / "manifest.json")
+    files = man.get("files") if isinstance(man, dict) else None
+    redo = f"rerun robustclip sweep on the same folder: it redoes run {d.name} (or delete {d})"
+    if not isinstance(files, dict) or not files:
+        raise RobustclipError(f"{d / 'manifest.json'} lists no file digests", redo)
+    for name, digest in files.items():
+        f = d / str(name)
+        if not isinstance(name, str) or Path(name).name != name or name.startswith("."):
+            raise RobustclipError(f"{d / 'manifest.json'} names an unsafe file {name!r}", redo)
+        if not f.is_file() or f.is_symlink():
+            raise RobustclipError(f"{f} is missing (its manifest lists it)", redo)
+        if _io.sha256_file(f) != digest:
+            raise RobustclipError(f"{f} does not match the SHA-256 in its manifest.json (edited or corrupt after the "
+                                  "run finished)", redo)
+
+
 def failure(sweep_dir: str | os.PathLike[str], run: Run) -> dict[str, Any] | None:
     """The failure record of ``run`` under its current config, else None."""
     doc = _read_json(run_dir(sweep_dir, run) / "failure.json")

@@ -248,10 +248,11 @@ def test_changed_estimator_is_incomparable(gate_ckpts, fixed_base, capsys, monke
 
 def test_update_baseline_overwrites_atomically_and_suite_resolves_by_name(gate_ckpts, capsys, tmp_path,
                                                                          monkeypatch):
-    """--update-baseline replaces an existing file atomically. On a CI runner without ./attacks/ (robustclip
-    installed with pip), --suite ci-quick uses the suite the baseline stores (its digest is compared anyway)."""
+    """--update-baseline replaces an existing baseline atomically (only a baseline: see test_outputs.py). On a CI
+    runner without ./attacks/ (robustclip installed with pip), --suite ci-quick uses the suite the baseline stores
+    (its digest is compared anyway)."""
     base = tmp_path / "b.json"
-    base.write_text("old contents, replaced on --update-baseline")
+    base.write_text('{"format": "robustclip-baseline", "note": "an old baseline, replaced on --update-baseline"}')
     code, out, _ = _run(capsys, "check", gate_ckpts["plain"], "--suite", SUITE, "--baseline", base, "--n", "100",
                         "--lipschitz", "off", "--update-baseline")
     assert code == 0 and "wrote fixed baseline" in out

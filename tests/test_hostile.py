@@ -439,8 +439,9 @@ def _fake_sweep(tmp_path: Path, eval_text: str) -> Path:
     sw = tmp_path / "sweep"
     (sw / "runs" / "r1").mkdir(parents=True)
     (sw / "sweep.json").write_text(json.dumps({"sweep": {"name": "s"}, "digests": {"r1": "d"}}))
-    (sw / "runs" / "r1" / "manifest.json").write_text(json.dumps({"digest": "d", "files": {}}))
     (sw / "runs" / "r1" / "eval.json").write_text(eval_text)
+    digest = _io.sha256_file(sw / "runs" / "r1" / "eval.json")  # a broken file the run itself wrote
+    (sw / "runs" / "r1" / "manifest.json").write_text(json.dumps({"digest": "d", "files": {"eval.json": digest}}))
     return sw
 
 
