@@ -108,32 +108,11 @@ def _device_of(model: nn.Module) -> torch.device:
 
 
 def check_outputs(model: nn.Module, x: torch.Tensor, n_classes: int | None) -> int:
-    """Check the model's output shape against the data; return the number of classes.
+    """Check the model's output shape against the data; return the number of classes
+    (see :func:`robustclip.apichecks.check_outputs`)."""
+    from .apichecks import check_outputs as check
 
-    The probe runs in eval mode (BatchNorm's running statistics stay untouched) on the first two samples; a
-    model that cannot take inputs of the data's shape, or whose output is not ``(N, classes)``, is refused with
-    one line (:class:`RobustclipError`).
-    """
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = model(x[:2].to(_device_of(model)))
-    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise RobustclipError(f"the model fails on inputs of shape (N, {', '.join(map(str, x.shape[1:]))}): {first}",
-                              "give data whose per-sample shape the model takes (or the model for this data)"
-                              ) from None
-    finally:
-        model.train(was_training)
-    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != x[:2].shape[0]:
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise RobustclipError(f"model output has shape {shape} for {x[:2].shape[0]} inputs, expected (N, classes)",
-                              "evaluate classifiers that return logits of shape (N, classes)")
-    if n_classes is not None and out.shape[1] != n_classes:
-        raise RobustclipError(f"model has {out.shape[1]} outputs but the dataset has {n_classes} classes",
-                              "evaluate the model on the dataset it was trained for")
-    return int(out.shape[1])
+    return check(model, x, n_classes)
 
 
 @torch.no_grad()
@@ -423,18 +402,19 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str |
     from .progress import bar as progress_bar
 
     t0 = time.perf_counter()
+    from .apichecks import check_eval_inputs, restore_modes, train_modes
+
     s = load_suite(suite)
-    if x.numel() and not bool(torch.isfinite(x).all()):
-        raise RobustclipError("inputs hold NaN or infinite values; they must lie in [0,1]",
-                              "clean the data (NaN would pass every range check and every attack's clamp)")
-    if x.min() < 0 or x.max() > 1:
-        raise RobustclipError("inputs must lie in [0,1]", "put normalisation inside the model, not in the data")
-    k = check_outputs(model, x, n_classes)
-    shapes.check_attacks(((a.type, a.label, a.params) for a in s.attacks), tuple(x.shape[1:]), k)
+    modes = train_modes(model)
+    model.eval()  # Dropout off, BatchNorm statistics frozen, the shape check included; each module's mode restored
+    try:
+        k = check_eval_inputs(model, x, y, n_classes)  # data finite in [0,1], (N, k) logits, labels in 0..k-1
+        shapes.check_attacks(((a.type, a.label, a.params) for a in s.attacks), tuple(x.shape[1:]), k)
+    except BaseException:
+        restore_modes(modes)
+        raise
     bs = batch_size or s.batch_size
     seed = s.seed if seed is None else seed
-    was_training = model.training
-    model.eval()
     try:
         logits = predict(model, x)
         clean_ok = (logits.argmax(1) == y.cpu()) & torch.isfinite(logits).all(1)  # NaN logits are never right
@@ -503,7 +483,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str |
             flags.append(f"ATTACK MALFUNCTION: {where} gave NaN or infinite outputs on {count} samples; they count "
                          "as wrong, and the attack's settings (or the model) need fixing")
     finally:
-        model.train(was_training)
+        restore_modes(modes)
     for f in flags:
         warnings.warn(f, stacklevel=2)
     return EvalResult(frame=frame, correct=correct, flags=flags, samples=per_sample, per_class=classes,

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from . import lipschitz
+from .errors import RobustclipError
 from .regularizers import ClipConfig, ClipRegularizer
 
 __all__ = ["ClipPenalty"]
@@ -54,6 +55,9 @@ class ClipPenalty:
     def __init__(self, model: nn.Module, *, pairs: int = 64, init: str = "partial_random", radius: float = 2.0,
                  eta: float = 0.1, reduce: str = "max", cap: float = 1e4, refresh_every: int = 20,
                  ascent_steps: int = 1, seed: int = 0) -> None:
+        if next(model.parameters(), None) is None:
+            raise RobustclipError("ClipPenalty: the model has no parameters, so no penalty could change it",
+                                  "pass the network you train")
         cfg = ClipConfig(pairs=pairs, init=init, radius=radius, ascent_steps=ascent_steps, eta=eta, reduce=reduce,
                          cap=cap, refresh_every=refresh_every, every=1)
         self.model = model
@@ -83,6 +87,10 @@ class ClipPenalty:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """The penalty for batch ``x`` ``(B, *in_shape)`` in [0,1]: a scalar with graph (0 when capped)."""
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
+            raise RobustclipError(f"ClipPenalty: the batch is {got}, expected floating-point inputs in [0,1]",
+                                  "pass the batch the model trains on, e.g. x.float() / 255")
         self._settle()
         P = self.reg.extra_inputs(x, self.calls)
         assert P is not None

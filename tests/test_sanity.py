@@ -314,5 +314,7 @@ def test_assert_robust_takes_fractions_and_refuses_percent():
     from robustclip.testing import assert_robust
 
     x, y = torch.rand(8, 1, 2, 2), torch.zeros(8, dtype=torch.long)
-    with pytest.raises(ValueError, match="not a fraction in"):
+    from robustclip.errors import RobustclipError
+
+    with pytest.raises(RobustclipError, match="must be a fraction in"):
         assert_robust(Softmaxed(), (x, y), suite=_suite(), min_accuracy={"clean": 90}, n_classes=3)

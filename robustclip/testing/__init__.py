@@ -36,11 +36,9 @@ def assert_robust(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], *, 
     hides its own frame from pytest's traceback).
     """
     __tracebackhide__ = True
-    over = {k: v for k, v in min_accuracy.items() if not 0 <= v <= 1}
-    if over:
-        k, v = next(iter(over.items()))
-        raise ValueError(f"assert_robust: min_accuracy[{k!r}] = {v!r} is not a fraction in [0, 1] (accuracies in "
-                         f"Python are fractions: write {v / 100:g} for {v:g}%)")
+    from ..apichecks import check_thresholds
+
+    min_accuracy = check_thresholds(min_accuracy)  # before the evaluation: NaN, negative, 90 or {} are refused
     x, y = data
     s = load_suite(suite)
     res = evaluate(model, x, y, suite=s, n_classes=n_classes, seed=seed, progress=False, sanity=False)
