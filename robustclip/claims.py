@@ -17,6 +17,7 @@ import json
 import math
 import os
 import socket
+import stat
 import threading
 import time
 import uuid
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _io
+from .errors import RobustclipError
 
 DEFAULT_TIMEOUT = 120.0
 """Seconds without a heartbeat after which a claim of another host counts as stale."""
@@ -74,6 +76,17 @@ def _pid_alive(pid: int, start: str | None) -> bool:
     return start is None or now is None or now == start
 
 
+def _refuse_odd(path: Path) -> None:
+    """A folder, FIFO, socket or link where a claim file belongs: a one-line error (it would never go stale)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return
+    if not stat.S_ISREG(st.st_mode):
+        raise RobustclipError(f"{path} is not a claim file (a folder, FIFO or link)",
+                              "remove it; robustclip writes claims as small JSON files")
+
+
 @dataclass
 class Claim:
     """A claim this process holds."""
@@ -83,14 +96,23 @@ class Claim:
     name: str
 
 
+_SKEW = 300.0
+"""Seconds a heartbeat may lie in the future (clock skew between hosts); beyond that it is ignored."""
+_MAX_CLAIM_BYTES = 64 * 1024
+"""A claim file is a few hundred bytes; a larger one is corrupt and is not read."""
+
+
 def _read(path: Path) -> tuple[dict[str, Any] | None, float | None]:
-    """(document, mtime) of a claim file; (None, mtime) when unreadable; (None, None) when absent."""
+    """(document, mtime) of a claim file; (None, mtime) when unreadable, too large or not a regular file (a FIFO
+    is never opened: it would block); (None, None) when absent."""
     try:
-        st = path.stat()
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > _MAX_CLAIM_BYTES:
+            return None, st.st_mtime
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None, None
-    except OSError:
+    except (OSError, UnicodeDecodeError):
         return None, time.time()
     try:
         doc = json.loads(text)
@@ -105,10 +127,11 @@ def is_stale(doc: dict[str, Any] | None, mtime: float, timeout: float, now: floa
     beat = mtime
     if doc is not None:
         hb = doc.get("heartbeat")
-        if isinstance(hb, (int, float)):
+        # a heartbeat from the future (a forged or corrupt claim: 1e18, inf) would never go stale: ignored
+        if isinstance(hb, (int, float)) and not isinstance(hb, bool) and math.isfinite(hb) and hb <= now + _SKEW:
             beat = max(beat, float(hb))
         host, pid = doc.get("host"), doc.get("pid")
-        if host == _HOST and isinstance(pid, int):
+        if host == _HOST and isinstance(pid, int) and not isinstance(pid, bool) and pid > 0:  # 0, -1: groups
             return not _pid_alive(pid, doc.get("pid_start") if isinstance(doc.get("pid_start"), str) else None)
     return now - beat > timeout
 
@@ -163,6 +186,7 @@ class ClaimDir:
             try:
                 fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
+                _refuse_odd(path)
                 with self.locked():
                     doc, mtime = _read(path)
                     if mtime is None:
@@ -213,6 +237,8 @@ class ClaimDir:
         with self.locked():
             for p in sorted(self.dir.glob("*.json")):
                 doc, mtime = _read(p)
+                if not p.is_file() or p.is_symlink():
+                    continue  # not a claim (a folder, FIFO or link): refused when its run is claimed
                 if mtime is not None and is_stale(doc, mtime, self.timeout):
                     p.unlink(missing_ok=True)
                     gone.append(p.name[: -len(".json")])
