@@ -310,21 +310,34 @@ def test_interrupted_write_keeps_the_previous_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["eval.json"]
 
 
-def test_train_on_a_full_disk_is_one_line_exit_2_and_no_file(tmp_path, monkeypatch):
-    from robustclip import pipeline
+def test_train_on_a_full_disk_is_one_line_exit_2_and_no_file(tmp_path, monkeypatch, data_dir):
+    """A real (tiny) training whose checkpoint write hits ENOSPC: exit 2, one line, no file, nothing left over."""
+    real = Path.write_bytes
 
-    def train(cfg: Any, out: Path, **k: Any) -> Any:
-        _io.write_bytes(out, b"x" * 10)  # the checkpoint write, where a full disk shows
-        raise AssertionError("unreachable")
+    def full(self: Path, data: bytes) -> int:
+        if self.name.startswith(".m.safetensors."):
+            real(self, data[: len(data) // 2])
+            raise OSError(28, "No space left on device")
+        return real(self, data)
 
-    monkeypatch.setattr(pipeline, "train_to_checkpoint", train)
-    real = os.replace
-
-    def no_space(src: Any, dst: Any) -> None:
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(os, "replace", no_space)
-    rc, _, err = run_cli([*TRAIN, "--out", tmp_path / "m.safetensors"])
-    monkeypatch.setattr(os, "replace", real)
+    monkeypatch.setattr(Path, "write_bytes", full)
+    rc, _, err = run_cli([*TRAIN, "--n-train", "32", "--batch-size", "32", "--out", tmp_path / "m.safetensors",
+                          "--data-dir", data_dir])
     assert_one_line_error(rc, err, "No space left", "m.safetensors")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("target", ["a-file", "dev-null", "fifo"])
+def test_sweep_out_that_is_not_a_folder_is_refused_before_any_work(target, tmp_path):
+    if target == "a-file":
+        path = str(_victim(tmp_path))
+    elif target == "dev-null":
+        path = _device("null")
+    else:
+        os.mkfifo(tmp_path / "pipe")
+        path = str(tmp_path / "pipe")
+    before = _snapshot(tmp_path)
+    rc, _, err = run_cli(["sweep", "--dataset", "regression", "--method", "none", "--epochs", "1", "--out", path,
+                          "--quiet"])
+    assert_one_line_error(rc, err, "not a folder")
+    assert _snapshot(tmp_path) == before
