@@ -341,3 +341,13 @@ def test_sweep_out_that_is_not_a_folder_is_refused_before_any_work(target, tmp_p
                           "--quiet"])
     assert_one_line_error(rc, err, "not a folder")
     assert _snapshot(tmp_path) == before
+
+
+def test_train_out_never_replaces_a_dataset_file_even_with_force(work, tmp_path):
+    d = tmp_path / "data" / "mnist"
+    d.mkdir(parents=True)
+    idx = d / "t10k-images-idx3-ubyte"
+    idx.write_bytes(VICTIM)
+    rc, _, err = run_cli([*TRAIN, "--data-dir", tmp_path / "data", "--out", idx, "--force"])
+    assert_one_line_error(rc, err, "input")
+    assert idx.read_bytes() == VICTIM
