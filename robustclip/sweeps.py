@@ -312,6 +312,9 @@ def verify_run(run_folder: str | os.PathLike[str]) -> None:
     redo = f"rerun robustclip sweep on the same folder: it redoes run {d.name} (or delete {d})"
     if not isinstance(files, dict) or not files:
         raise RobustclipError(f"{d / 'manifest.json'} lists no file digests", redo)
+    unlisted = [n for n in RUN_FILES if n not in files]
+    if unlisted:
+        raise RobustclipError(f"{d / 'manifest.json'} lists no digest for {', '.join(unlisted)}", redo)
     for name, digest in files.items():
         f = d / str(name)
         if not isinstance(name, str) or Path(name).name != name or name.startswith("."):

@@ -440,8 +440,9 @@ def _fake_sweep(tmp_path: Path, eval_text: str) -> Path:
     (sw / "runs" / "r1").mkdir(parents=True)
     (sw / "sweep.json").write_text(json.dumps({"sweep": {"name": "s"}, "digests": {"r1": "d"}}))
     (sw / "runs" / "r1" / "eval.json").write_text(eval_text)
-    digest = _io.sha256_file(sw / "runs" / "r1" / "eval.json")  # a broken file the run itself wrote
-    (sw / "runs" / "r1" / "manifest.json").write_text(json.dumps({"digest": "d", "files": {"eval.json": digest}}))
+    (sw / "runs" / "r1" / "model.safetensors").write_bytes(b"weights")
+    files = {n: _io.sha256_file(sw / "runs" / "r1" / n) for n in ("model.safetensors", "eval.json")}
+    (sw / "runs" / "r1" / "manifest.json").write_text(json.dumps({"digest": "d", "files": files}))  # as written
     return sw
 
 

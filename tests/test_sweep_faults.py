@@ -219,6 +219,12 @@ def test_a_truncated_or_missing_file_of_a_finished_run_is_named(tmp_path):
         sweeps.verify_run(run)
     ckpt.write_bytes(whole)
     sweeps.verify_run(run)
+    man = json.loads((run / "manifest.json").read_text())
+    only_model = {"model.safetensors": man["files"]["model.safetensors"]}
+    (run / "manifest.json").write_text(json.dumps({**man, "files": only_model}))
+    with pytest.raises(RobustclipError, match="no digest for eval.json"):  # dropping a file from the list
+        sweeps.verify_run(run)
+    (run / "manifest.json").write_text(json.dumps(man))
     (run / "eval.json").unlink()
     with pytest.raises(RobustclipError, match="eval.json is missing"):
         sweeps.verify_run(run)
