@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _io
-from .errors import RobustclipError
+from .errors import OutputError, RobustclipError
 
 DEFAULT_TIMEOUT = 120.0
 """Seconds without a heartbeat after which a claim of another host counts as stale."""
@@ -195,10 +195,15 @@ class ClaimDir:
                         return None
                     path.unlink(missing_ok=True)  # a dead owner's claim
                 continue
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(self._doc(name, token, time.time()), fh)
-                fh.flush()
-                os.fsync(fh.fileno())
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                    json.dump(self._doc(name, token, time.time()), fh)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            except OSError as exc:  # a full disk: no half-written claim stays to block other sweeps
+                path.unlink(missing_ok=True)
+                raise OutputError(f"cannot write claim {path}: {exc.strerror or exc}",
+                                  "free disk space, then run the sweep again (it resumes)") from None
             return Claim(path, token, name)
         return None
 

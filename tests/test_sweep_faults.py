@@ -291,3 +291,17 @@ def test_claims_read_never_opens_a_fifo(tmp_path):
     doc, mtime = claims._read(tmp_path / "c.json")  # would block forever if it opened the FIFO
     assert doc is None and mtime is not None
     textwrap.dedent("")  # (keeps the import list honest for the hook text above)
+
+
+def test_a_full_disk_while_writing_a_claim_leaves_no_half_claim(tmp_path, monkeypatch):
+    cd = claims.ClaimDir(tmp_path / "claims", timeout=60)
+
+    def full(fd, *a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OutputError, match="No space left"):
+        cd.try_claim("run-x")
+    monkeypatch.undo()
+    assert list(cd.dir.glob("*.json")) == []
+    assert cd.try_claim("run-x") is not None  # nothing blocks the next sweep
