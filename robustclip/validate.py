@@ -103,7 +103,7 @@ def read_bytes(path: str | os.PathLike[str], what: str, *, max_bytes: int,
 
 
 def output_file(path: str | os.PathLike[str], what: str = "--out", *, force: bool = False,
-                inputs: tuple[str | os.PathLike[str], ...] = ()) -> Path:
+                inputs: tuple[str | os.PathLike[str] | None, ...] = ()) -> Path:
     """Check, before any work, that file ``path`` can be written (see :func:`robustclip.outputs.guard_output`)."""
     from .outputs import guard_output
 

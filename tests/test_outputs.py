@@ -54,6 +54,8 @@ def _file_cmd(name: str, w: dict[str, Path], target: str) -> list[Any]:
             "check-junit": ["check", w["ckpt"], "--suite", w["suite"], "--baseline", w["baseline"], "--junit-xml",
                             target],
             "check-baseline": ["check", w["ckpt"], "--suite", w["suite"], "--baseline", target, "--update-baseline"],
+            "evaluate-adversarial": ["evaluate", w["ckpt"], "--suite", w["suite"], "--out", w["dir"] / "ev",
+                                     "--save-adversarial", target],
             }[name]
 
 
@@ -62,7 +64,7 @@ def _dir_cmd(name: str, w: dict[str, Path], target: str) -> list[Any]:
             "report": ["report", w["sweep"], "--out", target]}[name]
 
 
-FILE_CMDS = ["train", "check-junit", "check-baseline"]
+FILE_CMDS = ["train", "check-junit", "check-baseline", "evaluate-adversarial"]
 DIR_CMDS = ["evaluate", "report"]
 
 
@@ -98,9 +100,9 @@ def _file_target(kind: str, tmp: Path, w: dict[str, Path]) -> tuple[str, list[st
         (tmp / "adir").mkdir()
         return str(tmp / "adir"), ["is a folder"]
     if kind == "missing-parent":
-        return str(tmp / "no" / "such" / "dir" / "x.out"), ["does not exist", "mkdir"]
+        return str(tmp / "no" / "such" / "dir" / "x.safetensors"), ["does not exist", "mkdir"]
     if kind == "file-parent":
-        return str(_victim(tmp) / "x.out"), ["not a folder"]
+        return str(_victim(tmp) / "x.safetensors"), ["not a folder"]
     if kind == "existing":
         return str(_victim(tmp)), ["already exists"]
     if kind == "checkpoint":
@@ -146,6 +148,8 @@ def test_every_file_writer_refuses_every_bad_target_and_leaves_it_alone(cmd, tar
     path, words = _file_target(target, out, work)
     before = _snapshot(tmp_path)
     rc, stdout, err = run_cli(_file_cmd(cmd, work, path))
+    if cmd == "evaluate-adversarial" and not path.endswith(".safetensors"):
+        words = ["safetensors"]  # refused for its name first; the target is left alone all the same
     assert_one_line_error(rc, err, *words)
     assert _snapshot(tmp_path) == before
     assert not (out / "no").exists()
@@ -220,7 +224,7 @@ def read_only(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("cmd", FILE_CMDS + DIR_CMDS)
 def test_a_read_only_folder_is_refused_before_any_work(cmd, work, read_only):
-    argv = (_file_cmd(cmd, work, str(read_only / "x.out")) if cmd in FILE_CMDS
+    argv = (_file_cmd(cmd, work, str(read_only / "x.safetensors")) if cmd in FILE_CMDS
             else _dir_cmd(cmd, work, str(read_only)))
     rc, _, err = run_cli(argv)
     assert_one_line_error(rc, err, "cannot write", str(read_only))

@@ -97,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
             raise RobustclipError(f"--save-adversarial {args.save_adversarial}: the file is written as safetensors",
                                   "name it FILE.safetensors")
         # a local check (folder exists and is writable; no file there unless --force)
-        adv_path = validate.output_file(args.save_adversarial, "--save-adversarial", force=args.force)
+        adv_path = validate.output_file(args.save_adversarial, "--save-adversarial", force=args.force,
+                                        inputs=(*args.checkpoints, args.suite, args.data))
         if adv_path.resolve().parent == out.resolve() and adv_path.name in OUTPUTS:
             raise RobustclipError(f"--save-adversarial {adv_path} would overwrite an output of --out",
                                   "pick another file name")
