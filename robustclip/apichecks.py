@@ -85,7 +85,8 @@ def check_data(x: torch.Tensor, y: torch.Tensor) -> None:
         raise RobustclipError(f"inputs x are {x.dtype}, expected floating point in [0,1]",
                               "convert them, e.g. x.float() / 255")
     if not bool(torch.isfinite(x).all()):
-        raise RobustclipError("inputs x hold NaN or infinite values", "clean the inputs")
+        raise RobustclipError("inputs hold NaN or infinite values; they must lie in [0,1]",
+                              "clean the data (NaN would pass every range check and every attack's clamp)")
     if x.min() < 0 or x.max() > 1:
         raise RobustclipError("inputs must lie in [0,1]", "put normalisation inside the model, not in the data")
     if y.dim() != 1 or y.shape[0] != x.shape[0]:
