@@ -44,6 +44,7 @@ from . import sanity as sanity_mod
 from .attacks import ATTACKS, AttackSpec, Suite, load_suite
 from .errors import RobustclipError
 from .results import select
+from .stats import wilson  # robustclip.evaluation.wilson stays importable
 
 COLUMNS = ["model", "dataset", "attack", "norm", "eps", "accuracy", "n", "ci_low", "ci_high"]
 _TOL = {"L2": 1e-4, "Linf": 1e-5}
@@ -51,19 +52,6 @@ _TOL = {"L2": 1e-4, "Linf": 1e-5}
 
 class InvariantError(AssertionError):
     """A sample certified robust was broken by an attack: a certificate (or an attack's check) is wrong."""
-
-
-def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """95% Wilson score interval for k successes out of n."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    lo = 0.0 if k == 0 else min(p, max(0.0, c - h))  # exact ends; rounding must not exclude p
-    hi = 1.0 if k == n else max(p, min(1.0, c + h))
-    return (lo, hi)
 
 
 @dataclass

@@ -71,6 +71,7 @@ import pandas as pd
 from . import _io
 from .errors import RobustclipError
 from .results import metric_key, row_key
+from .stats import mcnemar_p, prediction_halfwidth, t_quantile, wilson, z_quantile
 
 BASELINE_FORMAT = "robustclip-baseline"
 FORMAT_VERSION = 2
@@ -88,107 +89,6 @@ DEFAULT_TOLERANCE = 0.01
 DEFAULT_LIP_TOLERANCE = 0.02
 MAX_BASELINE_BYTES = 8 << 20
 MAX_JSON_DEPTH = 16
-
-
-# ----------------------------------------------------------------------------- statistics
-
-
-def binom_tail_half(k: int, n: int) -> float:
-    """``P(X >= k)`` for ``X ~ Binomial(n, 1/2)``, exactly (integer arithmetic)."""
-    if k <= 0:
-        return 1.0
-    if k > n:
-        return 0.0
-    term = math.comb(n, k)
-    total = term
-    for i in range(k, n):
-        term = term * (n - i) // (i + 1)
-        total += term
-    return total / (1 << n)
-
-
-def mcnemar_p(losses: int, gains: int) -> float:
-    """One-sided exact McNemar p-value of "the check is worse": ``P(X >= losses)``, X ~ Bin(losses + gains, 1/2).
-
-    ``losses``: samples right in the baseline and wrong now; ``gains``: the reverse. Concordant samples carry no
-    information about a change and do not enter.
-    """
-    if losses < 0 or gains < 0:
-        raise ValueError("counts must be >= 0")
-    return binom_tail_half(losses, losses + gains)
-
-
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the regularised incomplete beta function (modified Lentz)."""
-    tiny = 1e-300
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 500):
-        m2 = 2 * m
-        for num in (m * (b - m) * x / ((a + m2 - 1) * (a + m2)),
-                    -(a + m) * (a + b + m) * x / ((a + m2) * (a + m2 + 1))):
-            d = 1.0 + num * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + num / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < 1e-15:
-            break
-    return h
-
-
-def betainc(a: float, b: float, x: float) -> float:
-    """Regularised incomplete beta function ``I_x(a, b)``."""
-    if x <= 0:
-        return 0.0
-    if x >= 1:
-        return 1.0
-    ln = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    if x < (a + 1) / (a + b + 2):
-        return math.exp(ln) * _betacf(a, b, x) / a
-    return 1.0 - math.exp(ln) * _betacf(b, a, 1.0 - x) / b
-
-
-def t_cdf(t: float, df: int) -> float:
-    """CDF of Student's t with ``df`` degrees of freedom."""
-    tail = 0.5 * betainc(df / 2.0, 0.5, df / (df + t * t))
-    return 1.0 - tail if t >= 0 else tail
-
-
-def t_quantile(p: float, df: int) -> float:
-    """Quantile of Student's t (bisection on :func:`t_cdf`), for ``0.5 <= p < 1``."""
-    lo, hi = 0.0, 1.0
-    while t_cdf(hi, df) < p:
-        hi *= 2.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if t_cdf(mid, df) < p:
-            lo = mid
-        else:
-            hi = mid
-    return hi
-
-
-def prediction_halfwidth(values: Sequence[float], alpha: float) -> float:
-    """One-sided (1 - alpha) prediction half-width for one new draw: ``t(K-1) · sd · sqrt(1 + 1/K)``."""
-    k = len(values)
-    if k < 2:
-        return 0.0
-    sd = statistics.stdev(values)
-    return t_quantile(1.0 - alpha, k - 1) * sd * math.sqrt(1.0 + 1.0 / k)
-
-
-def z_quantile(alpha: float) -> float:
-    """The one-sided normal quantile ``z(1 - alpha)``."""
-    return statistics.NormalDist().inv_cdf(1.0 - alpha)
-
-
-def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score interval (see :func:`robustclip.evaluation.wilson`), at any z."""
-    from .evaluation import wilson as _wilson
-
-    return _wilson(k, n, z)
 
 
 # ----------------------------------------------------------------------------- bitsets and digests

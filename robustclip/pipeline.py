@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import checkpoints, data, evaluation, loading, models
+from . import checkpoints, data, evaluation, loading, models, stats
 from . import lipschitz as lipschitz_mod  # evaluate_model's ``lipschitz`` keyword shadows the module name
 from ._io import sha256_file
 from .attacks import Suite, load_suite
@@ -162,7 +162,7 @@ def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite
         full = data.load(dataset, "test", data_dir=data_dir) if eval_set is None else eval_set
         if len(full) > len(split):  # clean accuracy is cheap: also report it on the whole test set
             k = int((evaluation.predict(model, full.x).argmax(1) == full.y).sum())
-            lo, hi = evaluation.wilson(k, len(full))
+            lo, hi = stats.wilson(k, len(full))
             rows.append({"attack": "clean_full", "norm": "none", "eps": 0.0, "accuracy": k / len(full),
                          "n": len(full), "ci_low": lo, "ci_high": hi})
     return Evaluation(res, lip, meta, name, rows, info={"lipschitz": lipschitz})

@@ -36,26 +36,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import _io
+from . import _io, stats
 from .errors import RobustclipError
 from .results import markdown_table, select
 
 METHOD_NAMES = {"none": "no regularisation", "weight": "weight regularisation", "clip": "CLIP",
                 "adversarial": "adversarial training", "trades": "TRADES",
                 "clip-adversarial": "CLIP + adversarial training"}
-
-# Two-sided 95% Student-t quantiles t(0.975, df) for df = 1..30 (scipy is not a dependency).
-T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
-
-
-def t975(df: int) -> float:
-    """The 97.5% quantile of Student's t with ``df`` >= 1 degrees of freedom (beyond 30: 1.96 + 2.5/df, within
-    0.002 of the exact value)."""
-    if df < 1:
-        raise ValueError(f"degrees of freedom must be >= 1, got {df}")
-    return T975[df - 1] if df <= len(T975) else 1.959964 + 2.5 / df
-
 
 @dataclass(frozen=True)
 class SeedStats:
@@ -84,7 +71,7 @@ def seed_stats(values: Any) -> SeedStats:
     if n < 2:
         return SeedStats(1, mean, math.nan, math.nan, math.nan)
     sd = float(v.std(ddof=1))
-    half = t975(n - 1) * sd / math.sqrt(n)
+    half = stats.mean_halfwidth(sd, n, 0.95)
     return SeedStats(n, mean, sd, mean - half, mean + half)
 
 

@@ -4,7 +4,6 @@ and our own robustness regression test against the committed (retrained-mode) ba
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -17,10 +16,10 @@ import pytest
 import torch
 from gate_models import BASELINES, HELD_OUT_SEED, SUITE, train_gate_model
 
-from robustclip import checkpoints, gate, lipschitz
+from robustclip import checkpoints, gate, lipschitz, stats
 from robustclip.attacks import load_suite
 from robustclip.cli import main
-from robustclip.evaluation import wilson
+from robustclip.stats import wilson
 
 ROOT = Path(__file__).resolve().parent.parent
 N_FIXED = 200  # the fixed-mode baseline of these tests: fewer images keep each evaluation cheap
@@ -337,13 +336,8 @@ def test_hostile_baseline_files_exit_2(capsys, tmp_path):
 # ----------------------------------------------------------------- the statistics, on constructed outcomes
 
 
-def test_mcnemar_exact_p_on_constructed_outcomes():
-    assert gate.mcnemar_p(5, 0) == pytest.approx(1 / 32)
-    assert gate.mcnemar_p(10, 2) == pytest.approx((1 + 12 + 66) / 4096)  # P(X >= 10), X ~ Bin(12, 1/2)
-    assert gate.mcnemar_p(0, 0) == 1.0 and gate.mcnemar_p(0, 7) == 1.0
-    for k, n in ((3, 9), (17, 30), (250, 480)):
-        brute = sum(math.comb(n, i) for i in range(k, n + 1)) / 2**n
-        assert gate.binom_tail_half(k, n) == pytest.approx(brute, rel=1e-12)
+def test_paired_mcnemar_on_constructed_outcomes():
+    # the test itself is checked against exact values in test_stats.py
     base = np.zeros(500, dtype=bool)
     base[:300] = True
     cur = base.copy()
@@ -351,19 +345,13 @@ def test_mcnemar_exact_p_on_constructed_outcomes():
     cur[400:402] = True  # 2 gains
     row = gate._paired("m", base, cur, 0.6, float(cur.mean()), 500, 0.01, 0.05, (0.0, 1.0))
     assert (row.losses, row.gains) == (12, 2)
-    assert row.p_value == pytest.approx(gate.mcnemar_p(12, 2)) and row.p_value < 0.01
+    assert row.p_value == pytest.approx(stats.mcnemar_p(12, 2)) and row.p_value < 0.01
     assert row.regressed and not row.suspicious
     # the same 2-point drop, unpaired (Wilson), is within noise: pairing is what detects it
     unp = gate._unpaired("m", 0.6, float(cur.mean()), 500, 0.01, 0.05, (0.0, 1.0))
     assert unp.beyond_tolerance and not unp.beyond_noise and not unp.regressed
     gained = gate._paired("m", cur, base, float(cur.mean()), 0.6, 500, 0.01, 0.05, (0.0, 1.0))
     assert gained.suspicious and not gained.regressed and gained.moved() == "rose"
-
-
-def test_t_quantile_matches_tables():
-    assert gate.t_quantile(0.975, 4) == pytest.approx(2.7764, abs=1e-3)
-    assert gate.t_quantile(0.95, 7) == pytest.approx(1.8946, abs=1e-3)
-    assert gate.t_quantile(0.99, 30) == pytest.approx(2.4573, abs=1e-3)
 
 
 def _measured(outcomes: dict[str, np.ndarray], *, lower=(2.0,), upper=(10.0,), images="a" * 64) -> gate.Measured:
