@@ -218,7 +218,7 @@ def loads_toml(text: str) -> dict[str, Any]:
 
 
 def preset(name: str) -> dict[str, Any]:
-    """The sweep preset ``robustclip/presets/NAME.toml`` (``demo``, ``paper``) as a dict."""
+    """The sweep preset shipped as ``robustclip/presets/NAME.toml`` (``demo``) as a dict."""
     from importlib import resources
 
     return loads_toml(resources.files("robustclip").joinpath(f"presets/{name}.toml").read_text(encoding="utf-8"))

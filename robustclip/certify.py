@@ -46,6 +46,7 @@ import torch
 from torch import nn
 
 from . import lipschitz
+from .devices import device_of
 from .errors import RobustclipError
 from .lipschitz import Affine
 
@@ -418,7 +419,7 @@ def certify(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cells: list[tupl
     model.eval()
     try:
         with torch.no_grad():
-            logits = model(x.to(lipschitz._device(model))).detach().cpu()
+            logits = model(x.to(device_of(model))).detach().cpu()
         if "lipschitz" in methods:
             t0 = time.perf_counter()
             if uppers is None:
@@ -469,7 +470,7 @@ def certify(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cells: list[tupl
 def _broken(model: nn.Module, x: torch.Tensor, y: torch.Tensor, todo: torch.Tensor, eps: float, norm: str, *,
             steps: int) -> torch.Tensor:
     """Bool ``(N,)``: True where ``steps`` of PGD (cross-entropy) found a misclassified point in the ball ∩ [0,1]."""
-    dev = lipschitz._device(model)
+    dev = device_of(model)
     out = torch.zeros(x.shape[0], dtype=torch.bool)
     idx = todo.nonzero().flatten()
     xs, ys = x[idx].to(dev), y[idx].to(dev)

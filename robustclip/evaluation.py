@@ -42,6 +42,7 @@ from . import lipschitz, shapes
 from . import samples as samples_mod
 from . import sanity as sanity_mod
 from .attacks import ATTACKS, AttackSpec, Suite, load_suite
+from .devices import device_of as _device_of
 from .errors import RobustclipError
 from .results import select
 from .stats import wilson  # robustclip.evaluation.wilson stays importable
@@ -86,13 +87,6 @@ class EvalResult:
         if len(f) != 1:
             raise KeyError(f"no unique row for {attack} {norm} {eps}")
         return float(f.accuracy.iloc[0])
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
 
 
 def check_outputs(model: nn.Module, x: torch.Tensor, n_classes: int | None) -> int:

@@ -328,28 +328,6 @@ def make_baseline(measured: Sequence[Measured], *, suite_raw: dict[str, Any], su
     }
 
 
-def _json_depth(text: str) -> int:
-    """Deepest nesting of arrays and objects in JSON ``text`` (strings skipped), without parsing it."""
-    depth = deepest = 0
-    in_str = esc = False
-    for ch in text:
-        if in_str:
-            if esc:
-                esc = False
-            elif ch == "\\":
-                esc = True
-            elif ch == '"':
-                in_str = False
-        elif ch == '"':
-            in_str = True
-        elif ch in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif ch in "]}":
-            depth -= 1
-    return deepest
-
-
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number JSON allows")
 
@@ -374,7 +352,7 @@ def read_baseline(path: str | Path, *, update_cmd: str | None = None) -> dict[st
         with open(p, "rb") as fh:
             raw = fh.read(MAX_BASELINE_BYTES + 1)
         text = raw.decode("utf-8")
-        if _json_depth(text) > MAX_JSON_DEPTH:
+        if _io.json_depth(text) > MAX_JSON_DEPTH:
             raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
         doc = json.loads(text, parse_constant=_reject_constant)
     except (OSError, UnicodeDecodeError, ValueError) as exc:

@@ -10,16 +10,17 @@ constant of ``f``.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+
+from .devices import device_of as _device
+from .modes import eval_mode, frozen  # frozen: robustclip.lipschitz.frozen stays importable
 
 ESTIMATOR_VERSION = "1"
 """Version of the bound estimators; bump it whenever a bound's value can change (the CI gate compares
@@ -105,22 +106,6 @@ def ascent_move(P: torch.Tensor, grad: torch.Tensor, eta: torch.Tensor) -> torch
     g = grad.reshape(2, m, -1)
     scale = eta / g.square().sum(dim=(0, 2)).sqrt_().clamp_min_(1e-30)
     return P.reshape(2, m, -1).addcmul(g, scale.view(1, m, 1)).clamp_(0.0, 1.0).view_as(P)
-
-
-@contextlib.contextmanager
-def frozen(model: nn.Module) -> Iterator[None]:
-    """The model in eval mode with its parameters' gradients off (input gradients only); both restored after."""
-    was_training = model.training
-    flags = [p.requires_grad for p in model.parameters()]
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in zip(model.parameters(), flags):
-            p.requires_grad_(flag)
-        model.train(was_training)
 
 
 def pair_ascent(model: nn.Module, P: torch.Tensor, *, steps: int, eta: float | torch.Tensor = 0.1,
@@ -369,13 +354,6 @@ def layer_norms(model: nn.Module, in_shape: tuple[int, ...], *, iters: int = 100
             out.append((name, max(abs(slopes[0]), abs(slopes[1]))))
         shape = next_shape
     return out
-
-
-def _device(model: nn.Module) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
 
 
 def upper_bound(model: nn.Module, in_shape: tuple[int, ...], *, iters: int = 100, seed: int = 0) -> float:
@@ -762,14 +740,9 @@ def _jacobian_norms(model: nn.Module, z: torch.Tensor, *, create_graph: bool = F
 def jacobian_norms_batched(model: nn.Module, x: torch.Tensor, *, batch: int = 1000) -> torch.Tensor:
     """Jacobian spectral norms ``(N,)`` of every point of ``x`` ``(N, ...)`` in [0,1] (exact per point)."""
     out = []
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for i in range(0, x.shape[0], batch):
-                out.append(_jacobian_norms(model, x[i : i + batch]).detach())
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        for i in range(0, x.shape[0], batch):
+            out.append(_jacobian_norms(model, x[i : i + batch]).detach())
     return torch.cat(out) if out else torch.zeros(0)
 
 
@@ -899,9 +872,7 @@ def lower_bound_jacobian(model: nn.Module, x: torch.Tensor, *, points: int = 64,
     idx = torch.randint(0, x.shape[0], (min(points, x.shape[0]),), generator=g)
     z = x[idx].detach().clone()
     best = 0.0
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for _ in range(steps + 1):
             s = jacobian_spectral_norm(model, z, iters=iters, generator=g)
             best = max(best, float(s.max()))
@@ -911,8 +882,6 @@ def lower_bound_jacobian(model: nn.Module, x: torch.Tensor, *, points: int = 64,
                 break
             n = gsum.flatten(1).norm(dim=1).clamp_min(1e-30).view(-1, *([1] * (z.dim() - 1)))
             z = (z + step_size * gsum / n).clamp(0, 1).detach()
-    finally:
-        model.train(was_training)
     return best
 
 
@@ -930,13 +899,9 @@ def _jacobian_norm_grad(model: nn.Module, z: torch.Tensor, g: torch.Generator) -
 def exact_1d(model: nn.Module, *, grid: int = 20001, lo: float = 0.0, hi: float = 1.0) -> float:
     """max |f'(x)| over a fine grid on [lo, hi], for a 1-D model ``(N,1) -> (N,1)``."""
     x = torch.linspace(lo, hi, grid, device=_device(model)).unsqueeze(1).requires_grad_(True)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         out = model(x)
         (g,) = torch.autograd.grad(out.sum(), x)
-    finally:
-        model.train(was_training)
     return float(g.abs().max())
 
 

@@ -25,6 +25,7 @@ from . import lipschitz as lipschitz_mod  # evaluate_model's ``lipschitz`` keywo
 from ._io import sha256_file
 from .attacks import Suite, load_suite
 from .checkpoints import CheckpointMeta
+from .devices import device_of, resolve_device
 from .errors import RobustclipError
 from .training import TrainConfig, TrainResult, train
 
@@ -75,24 +76,6 @@ def train_to_checkpoint(cfg: TrainConfig, out: str | os.PathLike[str] | None, *,
     return res
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``device`` as a :class:`torch.device` (None: the CPU); a one-line user error when it is not available."""
-    if device is None:
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise RobustclipError(f"unknown device {device!r}", "use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RobustclipError(f"device {device!r} asked for, but CUDA is not available", "use --device cpu")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise RobustclipError(f"device {device!r} asked for, but only {torch.cuda.device_count()} GPU(s) exist",
-                              "use cuda:0 or another index that exists")
-    if dev.type not in ("cpu", "cuda"):
-        raise RobustclipError(f"device {device!r} is not supported", "use cpu, cuda or cuda:N")
-    return dev
-
-
 def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite | None = None,
                    data_dir: str | None = None, n: int | None = None, batch_size: int | None = None,
                    seed: int | None = None, progress: bool = True, name: str = "model",
@@ -117,7 +100,7 @@ def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite
         raise RobustclipError(f"unknown Lipschitz mode {lipschitz!r}", "use full, fast or off")
     if device is not None:
         model = model.to(resolve_device(device))
-    dev = evaluation._device_of(model)
+    dev = device_of(model)
     dataset = meta.dataset if eval_set is None else eval_set.dataset
     in_shape = models.input_shape(meta.model) if meta.model and eval_set is None else None
     if dataset == "regression" and eval_set is None:

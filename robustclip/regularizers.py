@@ -406,11 +406,11 @@ class LambdaSchedule:
 
     def __post_init__(self) -> None:
         num = validate.number
-        num(self.lam, "λ", lo=0, fix="pass e.g. --lam 0.1")
+        num(self.lam, "--lam (λ)", lo=0, fix="pass e.g. --lam 0.1")
         if self.target is not None:
-            num(self.target, "target accuracy τ", lo=0, lo_open=True, hi=1, fix="pass e.g. --target-acc 0.97")
-        num(self.step, "λ step", lo=0, fix="pass e.g. --lam-step 0.01")
-        num(self.every, "λ update interval (--lam-every)", integer=True, lo=1, fix="pass e.g. --lam-every 1")
+            num(self.target, "--target-acc (τ)", lo=0, lo_open=True, hi=1, fix="pass e.g. --target-acc 0.97")
+        num(self.step, "--lam-step", lo=0, fix="pass e.g. --lam-step 0.01")
+        num(self.every, "--lam-every", integer=True, lo=1, fix="pass e.g. --lam-every 1")
         num(self.warmup, "warm-up (--warmup)", integer=True, lo=0, fix="pass e.g. --warmup 2")
 
     def value(self, epoch: int) -> float:

@@ -960,7 +960,7 @@ def regenerate_command(sweep: dict[str, Any], sweep_dir: Path, out: Path) -> str
     source = sweep.get("source")
     if source in ("<demo>",):
         return "robustclip demo"
-    if source and source.endswith("presets/paper.toml"):
+    if source and source.endswith(("presets/paper.toml", "experiments/paper/paper.toml")):
         return "robustclip paper"
     if source == "<flags>":
         from .sweeps import flags_command

@@ -20,10 +20,11 @@ from torch import nn
 from . import data as data_mod
 from . import lipschitz, models, regularizers, validate
 from .checkpoints import CheckpointMeta
+from .devices import DEVICES, resolve_device
 from .errors import RobustclipError
+from .modes import eval_mode
 
 OPTIMIZERS = ("sgd", "adam")
-DEVICES = ("cpu", "cuda")
 EXPLODE = 1e6
 """A step whose loss exceeds this many times the run's first loss (or any NaN/Inf loss) stops the run."""
 MAX_EPOCHS = 100_000
@@ -107,12 +108,8 @@ class TrainConfig:
         num(self.batch_size, "--batch-size", integer=True, lo=1, hi=1_000_000, fix="pass e.g. --batch-size 128")
         num(self.lr, "--lr (learning rate)", lo=0, lo_open=True, fix="pass e.g. --lr 0.1")
         num(self.momentum, "momentum", lo=0, hi=1, hi_open=True, fix="use e.g. momentum 0.9")
-        num(self.lam, "--lam (λ)", lo=0, fix="pass e.g. --lam 0.1")
-        if self.target_acc is not None:
-            num(self.target_acc, "--target-acc (τ)", lo=0, lo_open=True, hi=1, fix="pass e.g. --target-acc 0.97")
-        num(self.lam_step, "--lam-step", lo=0, fix="pass e.g. --lam-step 0.01")
-        num(self.lam_every, "--lam-every", integer=True, lo=1, fix="pass e.g. --lam-every 1")
         num(self.warmup, "--warmup", integer=True, lo=0, hi=MAX_EPOCHS, fix="pass e.g. --warmup 2")
+        self.lam_schedule()  # checks λ, τ, --lam-step and --lam-every
         num(self.val_fraction, "validation fraction", lo=0, hi=1, hi_open=True, fix="use e.g. 0.1")
         num(self.lip_probe_pairs, "lip_probe_pairs", integer=True, lo=0, hi=100_000)
         num(self.lip_probe_every, "lip_probe_every", integer=True, lo=1)
@@ -123,11 +120,6 @@ class TrainConfig:
             raise RobustclipError(f"clip settings must be a table, got {self.clip!r:.80}", "e.g. --clip pairs=32")
         if not isinstance(self.device, str) or self.device.split(":")[0] not in DEVICES:
             raise RobustclipError(f"unknown device {self.device!r:.80}", "use --device cpu or --device cuda")
-        try:
-            torch.device(self.device)
-        except RuntimeError:
-            raise RobustclipError(f"device {self.device!r:.80} is not a valid device",
-                                  "use cpu, cuda or cuda:0") from None
         if self.target_acc is not None and self.dataset == "regression":
             raise RobustclipError("the discrepancy principle (--target-acc) needs a classification dataset",
                                   "use a fixed --lam for regression")
@@ -136,12 +128,14 @@ class TrainConfig:
                                   "use --reg weight or --reg clip for regression")
         if not regularizers.REGISTRY[self.reg].takes_lam and (self.lam > 0 or self.target_acc is not None):
             raise RobustclipError("--reg none takes no λ", "drop --lam/--target-acc, or pick --reg weight or clip")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise RobustclipError(f"device {self.device!r} asked for, but CUDA is not available", "use --device cpu")
-        regularizers.LambdaSchedule(lam=self.lam, target=self.target_acc, step=self.lam_step,
-                                    every=self.lam_every, warmup=self.warmup)
+        resolve_device(self.device)
         regularizers.make(self.reg, **self.reg_params())
         models.build(self.model_spec())  # sizes are capped before anything is allocated
+
+    def lam_schedule(self) -> regularizers.LambdaSchedule:
+        """A fresh λ schedule from ``lam``, ``target_acc``, ``lam_step``, ``lam_every`` and ``warmup`` (checked)."""
+        return regularizers.LambdaSchedule(lam=self.lam, target=self.target_acc, step=self.lam_step,
+                                           every=self.lam_every, warmup=self.warmup)
 
     def reg_params(self) -> dict[str, Any]:
         """Settings of the chosen regulariser (the config field its registry entry names), else {}."""
@@ -195,14 +189,12 @@ def load_training_data(cfg: TrainConfig, data_dir: str | None = None) -> tuple[d
 @torch.no_grad()
 def score(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, regression: bool, batch: int = 4096) -> float:
     """Accuracy in [0,1] (classification) or mean squared error (regression)."""
-    was = model.training
-    model.eval()
     total = 0.0
-    for i in range(0, x.shape[0], batch):
-        out = model(x[i : i + batch])
-        yb = y[i : i + batch]
-        total += float(((out - yb) ** 2).sum()) if regression else float((out.argmax(1) == yb).sum())
-    model.train(was)
+    with eval_mode(model):
+        for i in range(0, x.shape[0], batch):
+            out = model(x[i : i + batch])
+            yb = y[i : i + batch]
+            total += float(((out - yb) ** 2).sum()) if regression else float((out.argmax(1) == yb).sum())
     return total / max(x.shape[0], 1)
 
 
@@ -235,8 +227,7 @@ class Trainer:
         self.model = models.build(self.spec).to(self.dev)
         self.reg = regularizers.make(cfg.reg, seed=cfg.seed, **cfg.reg_params())
         self.reg.bind(self.model)
-        self.sched = regularizers.LambdaSchedule(lam=cfg.lam, target=cfg.target_acc, step=cfg.lam_step,
-                                                 every=cfg.lam_every, warmup=cfg.warmup)
+        self.sched = cfg.lam_schedule()
         if cfg.optimizer == "sgd":
             self.opt: torch.optim.Optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
         else:

@@ -18,10 +18,11 @@ import pandas as pd
 import pytest
 import torch
 from safetensors.torch import save_file
-from tiny import assert_one_line_error, run_cli
+from tiny import assert_one_line_error, run_cli, suite_toml
 from torch import nn
 
 import robustclip as rc
+from experiments.paper import experiment as paper_experiment
 from robustclip import loading
 from robustclip.attacks import find_suite, load_suite, shipped_suites_dir
 from robustclip.errors import CheckpointError, RobustclipError, SuiteError
@@ -67,23 +68,7 @@ def not_a_model() -> int:
     return 3
 '''
 
-TINY_SUITE = """\
-name = "tiny"
-n = 64
-batch_size = 64
-seed = 0
-
-[eps]
-L2 = [1.0]
-
-[[attack]]
-type = "clean"
-
-[[attack]]
-type = "pgd"
-norm = "L2"
-steps = 3
-"""
+TINY_SUITE = suite_toml(eps=(1.0,))
 
 
 _main = run_cli
@@ -360,7 +345,7 @@ def test_preset_suites_resolve_from_any_folder(tmp_path, monkeypatch):
             return set().union(*(suites(v) for v in node))
         return set()
 
-    named = suites(_io.preset("paper")) | suites(_io.preset("demo"))
+    named = suites(paper_experiment.preset()) | suites(_io.preset("demo"))
     assert "paper-mnist" in named
     for name in named:
         assert load_suite(name).name == name
@@ -391,6 +376,10 @@ def test_installed_wheel_evaluates_with_suite_names_from_outside(tmp_path, user,
     want |= {f"robustclip/suites/{p.name}" for p in (ROOT / "attacks").glob("*.toml")}
     want |= {p.relative_to(ROOT).as_posix() for p in (ROOT / "robustclip" / "presets").glob("*.toml")}
     assert want <= names, sorted(want - names)  # every module, suite and preset ships
+    assert "robustclip/py.typed" in names and any(n.endswith("/licenses/LICENSE") or n.endswith("/LICENSE")
+                                                  for n in names), sorted(names)[-8:]
+    assert not any(n.startswith("experiments/") or "paper" in n.rpartition("/")[2] for n in names), \
+        "the wheel holds the toolkit only; the paper is an experiment of the checkout"
 
     site = tmp_path / "site"
     proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site),

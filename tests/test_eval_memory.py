@@ -12,8 +12,8 @@ from torch import nn
 from robustclip import evaluation
 from robustclip.attacks import AttackSpec, parse_suite
 from robustclip.cli import main
+from robustclip.devices import resolve_device
 from robustclip.errors import RobustclipError
-from robustclip.pipeline import resolve_device
 
 
 def tiny_model(seed: int = 0) -> nn.Module:

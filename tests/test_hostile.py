@@ -24,7 +24,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tiny import assert_one_line_error, run_cli
+from tiny import assert_one_line_error, run_cli, suite_toml
 
 from robustclip import _io, checkpoints, data, models, validate
 from robustclip.attacks import AttackSpec, Suite, parse_suite
@@ -34,23 +34,7 @@ from robustclip.evaluation import evaluate, run_attack
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = {"arch": "fc", "sizes": [784, 16, 10], "activation": "sigmoid"}
-SUITE = """\
-name = "hostile"
-n = 16
-batch_size = 16
-seed = 0
-
-[eps]
-L2 = [1.0]
-
-[[attack]]
-type = "clean"
-
-[[attack]]
-type = "pgd"
-norm = "L2"
-steps = 2
-"""
+SUITE = suite_toml("hostile", n=16, eps=(1.0,), steps=2)
 
 
 _main = run_cli

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 from page_check import check_page, chromium
 
-from robustclip import checkpoints, paper, sweeps
+from experiments.paper import experiment as paper
+from robustclip import checkpoints, sweeps
 from robustclip.attacks import parse_suite
 from robustclip.errors import RobustclipError
 
@@ -262,3 +263,16 @@ def test_verdict_chooses_clip_on_validation_and_judges_the_target_on_the_whole_t
     assert "CLIP-based settings are chosen on validation data" in text
     low = full_runs.assign(worst_case=0.449)
     assert "**not met** (44.9% at 97.2% clean) on all 10,000" in paper.verdict_text(table, df, full_runs=low)
+
+
+def test_cli_paper_outside_a_checkout_is_a_one_line_error(tmp_path, monkeypatch):
+    """The wheel holds the toolkit only: an installed robustclip without experiments/paper/ says where to run it."""
+    from tiny import assert_one_line_error, run_cli
+
+    from robustclip.cli import paper as paper_cmd
+
+    monkeypatch.setattr(paper_cmd, "EXPERIMENT", paper_cmd.EXPERIMENT.with_name("no-such-experiment.py"))
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = run_cli(["paper", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    assert_one_line_error(rc, err, "source checkout", "pip install -e .")
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "out").exists()

@@ -24,7 +24,6 @@ import torch
 from tiny import SMALL, SUITE_TOML, one_thread
 
 from robustclip import _io, reports, sweeps
-from robustclip.cli import demo as demo_cmd
 from robustclip.cli import main
 from robustclip.errors import RobustclipError
 
@@ -354,10 +353,11 @@ def test_demo_without_mnist_skips_it_and_says_how_to_add_it(tmp_path, monkeypatc
     empty.mkdir()
     monkeypatch.setenv("ROBUSTCLIP_DATA", str(empty))
     monkeypatch.setenv("ROBUSTCLIP_CACHE", str(tmp_path / "empty-cache"))
-    demo = copy.deepcopy(demo_cmd.preset())
+    real_preset = _io.preset
+    demo = copy.deepcopy(real_preset("demo"))
     reg = next(e for e in demo["experiment"] if e["dataset"] == "regression")
     reg["epochs"] = 40  # the real demo trains 500 epochs; the flow is the same
-    monkeypatch.setattr(demo_cmd, "preset", lambda: demo)
+    monkeypatch.setattr(_io, "preset", lambda name: demo if name == "demo" else real_preset(name))
     out, runs = tmp_path / "report", tmp_path / "runs"
 
     rc = main(["demo", "--out", str(out), "--runs", str(runs), "--data-dir", str(empty)])

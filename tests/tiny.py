@@ -8,23 +8,15 @@ from typing import Any
 import torch
 
 SMALL = {"arch": "fc", "sizes": [784, 32, 10], "activation": "sigmoid"}
-SUITE_TOML = """\
-name = "tiny"
-n = 64
-batch_size = 64
-seed = 0
 
-[eps]
-L2 = [1.0, 2.0]
 
-[[attack]]
-type = "clean"
+def suite_toml(name: str = "tiny", *, n: int = 64, eps: tuple[float, ...] = (1.0, 2.0), steps: int = 3) -> str:
+    """A suite file's text: clean accuracy and PGD-L2 with ``steps`` steps at each ``eps``, on ``n`` images."""
+    return (f'name = "{name}"\nn = {n}\nbatch_size = {n}\nseed = 0\n\n[eps]\nL2 = [{", ".join(map(str, eps))}]\n\n'
+            f'[[attack]]\ntype = "clean"\n\n[[attack]]\ntype = "pgd"\nnorm = "L2"\nsteps = {steps}\n')
 
-[[attack]]
-type = "pgd"
-norm = "L2"
-steps = 3
-"""
+
+SUITE_TOML = suite_toml()
 
 
 @contextlib.contextmanager

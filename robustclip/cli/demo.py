@@ -27,18 +27,11 @@ def register(sub: Any) -> None:
     add_data_dir(p)
 
 
-def preset() -> dict[str, Any]:
-    """The demo sweep as a dict."""
-    from .. import _io
-
-    return _io.preset("demo")
-
-
 def run(args: argparse.Namespace) -> int:
     """Run the demo sweep, render its report, print a five-line summary."""
     import torch
 
-    from .. import data, sweeps
+    from .. import _io, data, sweeps
     from ..reports import headline, load_results, render, summary_table
 
     t0 = time.perf_counter()
@@ -55,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         print(skipped_msg, file=sys.stderr)
     print("robustclip demo: regression (CLIP and weight regularisation over λ) and MNIST (none, weight, CLIP) "
           "on a 20k subset; progress below.", flush=True)
-    sweeps.run_sweep(preset(), args.runs, data_dir=args.data_dir, jobs=1, progress=True, where="<demo>",
+    sweeps.run_sweep(_io.preset("demo"), args.runs, data_dir=args.data_dir, jobs=1, progress=True, where="<demo>",
                      fresh=args.fresh, skip_datasets=skip)
     intro = ("A small end-to-end run of robustclip: the 1-D regression problem fitted with CLIP and with weight "
              "regularisation at three λ each, and the paper's MNIST net trained briefly on a 20,000-image subset "

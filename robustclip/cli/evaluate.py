@@ -76,9 +76,10 @@ def run(args: argparse.Namespace) -> int:
     from .. import _io, validate
     from ..attacks import MAX_BATCH, MAX_SAMPLES, load_suite
     from ..checkpoints import MAX_FILE_BYTES
+    from ..devices import resolve_device
     from ..errors import CheckpointError
     from ..outputs import guard_output_dir
-    from ..pipeline import evaluate_checkpoint, resolve_device
+    from ..pipeline import evaluate_checkpoint
 
     # every input and the output are checked before any work: a bad one fails first, not after the evaluation
     out = guard_output_dir(args.out, OUTPUTS, inputs=[*args.checkpoints, args.suite, args.data], force=args.force)

@@ -1,23 +1,32 @@
-"""``robustclip paper``: regenerate reports/paper/, the paper's experiments under an honest evaluation."""
+"""``robustclip paper``: regenerate reports/paper/ by running the paper experiment (experiments/paper/ of a source
+checkout; the wheel holds the toolkit only, so an installed copy refuses with a one-line error)."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import sys
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
+from ..errors import RobustclipError
 from .common import add_command, add_data_dir
+
+EXPERIMENT = Path("experiments") / "paper" / "experiment.py"
 
 
 def register(sub: Any) -> None:
     """Add the ``paper`` subcommand."""
     p = add_command(sub, "paper", run, help="regenerate reports/paper/: the paper's experiments, honestly evaluated",
-                    description="Run the preset sweep robustclip/presets/paper.toml (the regression; MNIST with "
-                    "5 seeds of plain training, weight regularisation, CLIP, PGD adversarial training with 1, 3 and "
-                    "7 steps, TRADES and the hybrid clip-adversarial; Fashion-MNIST with 3 seeds; the output-sigmoid "
-                    "question), evaluate every model with the paper-mnist suite and score it on its validation "
-                    "split, and write reports/paper/ with the committed checkpoints (chosen on validation), their "
-                    "attacked and certified ε-curves, and their attacks on all 10,000 test images. Resumable: an "
-                    "interrupted regeneration redoes only unfinished work.",
+                    description="From a source checkout, run the paper experiment experiments/paper/ (the "
+                    "regression; MNIST with 5 seeds of plain training, weight regularisation, CLIP, PGD "
+                    "adversarial training with 1, 3 and 7 steps, TRADES and the hybrid clip-adversarial; "
+                    "Fashion-MNIST with 3 seeds; the output-sigmoid question), evaluate every model with the "
+                    "paper-mnist suite and score it on its validation split, and write reports/paper/ with the "
+                    "committed checkpoints (chosen on validation), their attacked and certified ε-curves, and their "
+                    "attacks on all 10,000 test images. Resumable: an interrupted regeneration redoes only "
+                    "unfinished work.",
                     examples="  robustclip paper --data-dir ../shared/data --jobs 2\n")
     p.add_argument("--out", default="reports/paper", metavar="DIR")
     p.add_argument("--runs", default="runs/paper", metavar="DIR", help="sweep folder (default runs/paper)")
@@ -32,8 +41,27 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Regenerate the paper report."""
-    from ..paper import regenerate
-
-    index = regenerate(args.out, args.runs, data_dir=args.data_dir, jobs=args.jobs, full_test=args.full_test)
+    index = experiment().regenerate(args.out, args.runs, data_dir=args.data_dir, jobs=args.jobs,
+                                    full_test=args.full_test)
     print(f"report: {index}")
     return 0
+
+
+def checkout() -> Path:
+    """The source checkout that holds the paper experiment: the one robustclip is imported from (an editable
+    install), else the current folder; a one-line error when neither has it."""
+    here = Path(__file__).resolve().parents[2]
+    for root in (here, Path.cwd()):
+        if (root / EXPERIMENT).is_file():
+            return root
+    raise RobustclipError("robustclip paper runs the paper experiment from a source checkout, and none was found "
+                          f"(no {EXPERIMENT.as_posix()} here or beside this robustclip)",
+                          "clone the repository, pip install -e . in it, and run robustclip paper there")
+
+
+def experiment() -> ModuleType:
+    """The module ``experiments.paper.experiment`` of the checkout (:func:`checkout`)."""
+    root = str(checkout())
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    return importlib.import_module("experiments.paper.experiment")

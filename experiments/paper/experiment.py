@@ -1,6 +1,6 @@
 """Regenerate reports/paper/: the paper's experiments under an honest evaluation.
 
-``robustclip paper`` runs the preset sweep ``robustclip/presets/paper.toml``
+``robustclip paper`` (from a checkout) runs the preset sweep ``experiments/paper/paper.toml``
 (resumable), renders the report with the sweep renderer, and adds:
 
 * ``table.csv``: one row per model (dataset, method, λ or τ), averaged over
@@ -23,8 +23,8 @@ from typing import Any
 
 import pandas as pd
 
-from . import _io
-from .results import markdown_table, select
+from robustclip import _io
+from robustclip.results import markdown_table, select
 
 PAPER_COLUMNS = ["dataset", "method", "lam_or_tau", "seeds", "clean", "noise", "fgsm", "authors_pgd", "pgd_l2",
                  "worst_case", "certified", "lip_lower", "lip_upper", "train_seconds"]
@@ -63,7 +63,7 @@ def full_runs_table(df: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
     """Per (dataset, label, setting) of the runs in ``rows`` (tidy rows of :func:`evaluate_cached`, ``model`` = run id):
     seeds, mean clean accuracy and the worst case's mean, sample std and 95% t-interval over seeds on the larger
     test set, beside the same runs' mean worst case in the sweep (``worst_case_sweep``, on its n). Fractions."""
-    from .reports import seed_stats
+    from robustclip.reports import seed_stats
 
     meta = df.drop_duplicates("run").set_index("run")
     eps = rows[rows.attack == "worst_case"].eps.max()
@@ -84,7 +84,7 @@ def full_runs_table(df: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def _full_runs_text(t: pd.DataFrame) -> str:
-    from .reports import ci_cell, pct_cell
+    from robustclip.reports import ci_cell, pct_cell
 
     n, n_sweep = int(t.n.min()), int(t.n_sweep.min())
     show = pd.DataFrame({
@@ -136,14 +136,18 @@ their PGD-L2 at ε = 2):
 """
 
 
+PRESET = Path(__file__).with_name("paper.toml")
+"""The paper's sweep: every experiment, seed and setting."""
+
+
 def preset() -> dict[str, Any]:
-    """The paper sweep preset as a dict."""
-    return _io.preset("paper")
+    """The paper sweep preset (:data:`PRESET`) as a dict."""
+    return _io.loads_toml(PRESET.read_text(encoding="utf-8"))
 
 
 def paper_table(df: pd.DataFrame) -> pd.DataFrame:
     """One row per (dataset, method, λ or τ), mean over seeds, in the paper's columns."""
-    from .reports import headline, summary_table
+    from robustclip.reports import headline, summary_table
 
     t = summary_table(df, headline(df))
     t = t[t.dataset != "regression"].copy()
@@ -186,10 +190,10 @@ def logits_check(runs_dir: Path, df: pd.DataFrame, *, data_dir: str | None = Non
     """Attack each sigmoid-output model through its logits; compare with the attack through the sigmoid."""
     import torch
 
-    from . import checkpoints, data, evaluation
-    from .attacks import parse_suite
-    from .reports import headline
-    from .sweeps import plan
+    from robustclip import checkpoints, data, evaluation
+    from robustclip.attacks import parse_suite
+    from robustclip.reports import headline
+    from robustclip.sweeps import plan
 
     head = headline(df)
     if head is None:
@@ -234,7 +238,7 @@ def _pct(v: float) -> str:
 
 
 def _md(t: pd.DataFrame, cols: list[str], pct: set[str]) -> str:
-    from .reports import ci_cell, pct_cell
+    from robustclip.reports import ci_cell, pct_cell
 
     def cell(r: pd.Series, c: str) -> str:
         v = r.get(c)
@@ -261,9 +265,9 @@ def regenerate(out: str | Path = "reports/paper", runs: str | Path = "runs/paper
     such as ``"mnist-clip-lam0.5-*"`` does the matching runs and reports them per setting in a section of their
     own. Every such evaluation is cached per checkpoint, so an interrupted regeneration resumes. A suite of None
     skips its step."""
-    from .errors import RobustclipError
-    from .reports import fig_sandwich, load_results, render
-    from .sweeps import is_done, plan, run_dir, run_sweep
+    from robustclip.errors import RobustclipError
+    from robustclip.reports import fig_sandwich, load_results, render
+    from robustclip.sweeps import is_done, plan, run_dir, run_sweep
 
     t0 = time.perf_counter()
     out, runs = Path(out), Path(runs)
@@ -274,7 +278,7 @@ def regenerate(out: str | Path = "reports/paper", runs: str | Path = "runs/paper
                               f"use one of {', '.join(FULL_TEST_SCOPES)}, or a pattern of run ids such as "
                               "'mnist-clip-lam0.5-*'")
     reused = sum(is_done(runs, r) for r in planned) if runs.exists() else 0
-    run_sweep(raw, runs, data_dir=data_dir, jobs=jobs, progress=progress, where="robustclip/presets/paper.toml")
+    run_sweep(raw, runs, data_dir=data_dir, jobs=jobs, progress=progress, where="experiments/paper/paper.toml")
     df = load_results(runs)
     scope_rows = pd.DataFrame()  # runs attacked on the whole test set: every one ("all") or a pattern's
     if full_test not in ("off", "checkpoints") and full_test_suite is not None:
@@ -311,7 +315,7 @@ def regenerate(out: str | Path = "reports/paper", runs: str | Path = "runs/paper
     full = None
     stage_seconds = 0.0  # the committed checkpoints' own evaluations, measured when they were made
     if sandwich_suite is not None and picks:
-        from .attacks import load_suite
+        from robustclip.attacks import load_suite
 
         rows = evaluate_cached({k: ckpt_dir / f"{k}.safetensors" for k in picks}, runs / "sandwich",
                                suite=sandwich_suite, data_dir=data_dir, progress=progress)
@@ -321,7 +325,7 @@ def regenerate(out: str | Path = "reports/paper", runs: str | Path = "runs/paper
             sections.append(("Attacked and certified accuracy against ε",
                              _sandwich_text(rows, load_suite(sandwich_suite).name)))
     if full_test != "off" and full_test_suite is not None and picks:
-        from .attacks import load_suite
+        from robustclip.attacks import load_suite
 
         if full_test == "all" and len(scope_rows):  # attacked as runs: the same checkpoints, their committed names
             rows = pd.concat([scope_rows[scope_rows.model == run].assign(model=name) for name, run in picks.items()],
@@ -394,7 +398,7 @@ def _stage_seconds(rows: pd.DataFrame) -> float:
 def estimate_minutes(runs: Path, run_ids: list[str], stage_seconds: float, *, jobs: int) -> float | None:
     """Minutes a full regeneration would take: the runs' measured seconds (their manifests) shared over ``jobs``,
     plus ``stage_seconds`` done one after another. None when a run has no measured time (not finished)."""
-    from .sweeps import run_dir
+    from robustclip.sweeps import run_dir
 
     total = 0.0
     for rid in run_ids:
@@ -414,7 +418,7 @@ def _best_checkpoints(df: pd.DataFrame) -> dict[str, str]:
     CLIP + adversarial training run) with the highest worst case among those with ≥ 97% clean accuracy, and the
     plain run with the highest clean accuracy, all judged on each run's validation rows (``val_*``, never test
     images) when every run has them; runs from before validation scoring are judged on test rows."""
-    from .reports import headline
+    from robustclip.reports import headline
 
     head = headline(df)
     assert head is not None, "the paper sweep always has a headline ε"
@@ -456,8 +460,8 @@ def evaluate_cached(picks: dict[str, Path], cache: Path, *, suite: Any = SANDWIC
     Each result is cached in ``cache`` under the checkpoint's and the suite's hashes (and n), so a resumed
     regeneration evaluates only what changed.
     """
-    from . import pipeline
-    from .attacks import load_suite, suite_digest
+    from robustclip import pipeline
+    from robustclip.attacks import load_suite, suite_digest
 
     s = load_suite(suite)
     suite_key = suite_digest(s.raw)[:12] + (f"-n{n}" if n is not None else "")
