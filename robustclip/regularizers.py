@@ -7,8 +7,11 @@ batch and its labels), returns its unscaled penalty on their outputs, and may
 update its own state after the optimiser step. Stateful regularisers save and
 restore that state with ``state_dict()`` / ``load_state_dict()``.
 
-Methods live in :data:`REGISTRY`: adding one is one entry (a name, a factory
-and the :class:`~robustclip.training.TrainConfig` field that holds its settings).
+Methods live in :data:`REGISTRY`: adding one is one entry. The entry carries its factory, the settings tables it
+reads (:data:`SETTINGS`: each with its schema, its CLI flag and its sweep key), its default λ, whether it needs class
+labels, and its label in reports; the trainer, ``robustclip train``, sweeps and reports read them from here. A method
+with a new kind of settings adds one :class:`Settings` entry too (its values then live in
+``TrainConfig.settings[NAME]``). ``tests/test_contracts.py`` runs every entry through the same checks.
 
 Methods: ``none`` (plain training), ``weight`` (``Σ ||W||_F^2``), ``clip``
 (the CLIP penalty: the largest difference quotient over a set of input pairs
@@ -332,18 +335,54 @@ def _hybrid_factory(params: dict[str, Any], seed: int) -> Regularizer:
 
 
 @dataclass(frozen=True)
+class Settings:
+    """One table of regulariser settings: where it lives and how users set it.
+
+    The table's name (its key in :data:`SETTINGS`) is the :class:`~robustclip.training.TrainConfig` field and the
+    sweep files' ``[[method]]`` key that hold it (``TrainConfig.settings[NAME]`` when the config has no such field);
+    ``flag`` is its repeatable ``KEY=VALUE`` option of ``robustclip train``; ``schema`` the dataclass whose fields are
+    its keys; ``example`` one ``KEY=VALUE`` for error messages; ``help`` the option's help text.
+    """
+
+    flag: str
+    schema: type
+    example: str
+    help: str
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The setting names the schema accepts."""
+        return tuple(self.schema.__dataclass_fields__)  # type: ignore[attr-defined]
+
+
+SETTINGS: dict[str, Settings] = {
+    "clip": Settings("--clip", ClipConfig, "pairs=32",
+                     "CLIP setting, repeatable: pairs, init, radius, ascent_steps, eta, reduce, cap, refresh_every, "
+                     "every, margin (an L2 radius: Lipschitz-margin training for certificates)"),
+    "adversarial": Settings("--adv", AdversarialConfig, "eps=2",
+                            "adversarial / trades setting, repeatable: norm (L2, Linf), eps, steps (1..100), "
+                            "step_size, random_start, share (λ = s/(1-s))"),
+}
+"""Every settings table a regulariser may read, by name."""
+
+
+@dataclass(frozen=True)
 class RegularizerEntry:
     """One method of the registry.
 
-    ``factory(params, seed)`` builds it; ``params_field`` names the TrainConfig field (a dict) that holds its
-    settings, or None; a hybrid names a tuple of fields and its factory gets ``{field: settings}``;
-    ``takes_lam`` says whether λ means anything for it.
+    ``factory(params, seed)`` builds it; ``params_field`` names the :data:`SETTINGS` table that holds its settings, or
+    None; a hybrid names a tuple of tables and its factory gets ``{table: settings}``; ``takes_lam`` says whether λ
+    means anything for it; ``default_lam`` is λ when a user gives none (``robustclip train``); ``needs_labels``: it
+    trains on class labels (no regression); ``label``: its name in reports; ``doc``: one line for ``--help``.
     """
 
     factory: Callable[[dict[str, Any], int], Regularizer]
     params_field: str | tuple[str, ...] | None = None
     takes_lam: bool = True
     doc: str = ""
+    label: str = ""
+    default_lam: float = 0.0
+    needs_labels: bool = False
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -353,18 +392,32 @@ class RegularizerEntry:
         return (self.params_field,) if isinstance(self.params_field, str) else self.params_field
 
 
+# Default λ: CLIP λ = 0.2 with ClipConfig's defaults, chosen on validation data for robustness per second at <= 0.5
+# points of clean validation accuracy lost (benchmarks/tune_defaults.py); adversarial λ = 1 is half clean, half
+# adversarial; TRADES' β = 1 is its paper's mildest.
 REGISTRY: dict[str, RegularizerEntry] = {
-    "none": RegularizerEntry(lambda p, s: Regularizer(), takes_lam=False, doc="plain training"),
-    "weight": RegularizerEntry(lambda p, s: WeightRegularizer(), doc="λ·Σ‖W‖² over Linear and Conv2d weights"),
-    "clip": RegularizerEntry(_clip_factory, params_field="clip", doc="CLIP: λ·(largest difference quotient)"),
+    "none": RegularizerEntry(lambda p, s: Regularizer(), takes_lam=False, doc="plain training",
+                             label="no regularisation"),
+    "weight": RegularizerEntry(lambda p, s: WeightRegularizer(), doc="λ·Σ‖W‖² over Linear and Conv2d weights",
+                               label="weight regularisation", default_lam=1e-4),
+    "clip": RegularizerEntry(_clip_factory, params_field="clip", doc="CLIP: λ·(largest difference quotient)",
+                             label="CLIP", default_lam=0.2),
     "adversarial": RegularizerEntry(_adversarial_factory, params_field="adversarial",
-                                    doc="PGD adversarial training: λ·CE(f(x_adv), y); λ = s/(1-s) for a share s"),
+                                    doc="PGD adversarial training: λ·CE(f(x_adv), y); λ = s/(1-s) for a share s",
+                                    label="adversarial training", default_lam=1.0, needs_labels=True),
     "trades": RegularizerEntry(_trades_factory, params_field="adversarial",
-                               doc="TRADES: β·KL(f(x) ‖ f(x_adv)) with β = λ, the adversary maximising the KL"),
+                               doc="TRADES: β·KL(f(x) ‖ f(x_adv)) with β = λ, the adversary maximising the KL",
+                               label="TRADES", default_lam=1.0, needs_labels=True),
     "clip-adversarial": RegularizerEntry(_hybrid_factory, params_field=("clip", "adversarial"),
-                                         doc="hybrid: PGD adversarial training plus λ·(CLIP's largest quotient)"),
+                                         doc="hybrid: PGD adversarial training plus λ·(CLIP's largest quotient)",
+                                         label="CLIP + adversarial training", default_lam=0.3, needs_labels=True),
 }
 REGULARIZERS = tuple(REGISTRY)
+
+
+def users(table: str) -> tuple[str, ...]:
+    """The methods of :data:`REGISTRY` that read the settings table ``table``."""
+    return tuple(name for name, e in REGISTRY.items() if table in e.fields)
 
 
 def make(name: str, *, seed: int = 0, **params: Any) -> Regularizer:

@@ -38,11 +38,11 @@ import pandas as pd
 
 from . import _io, stats
 from .errors import RobustclipError
+from .regularizers import REGISTRY
 from .results import markdown_table, select
 
-METHOD_NAMES = {"none": "no regularisation", "weight": "weight regularisation", "clip": "CLIP",
-                "adversarial": "adversarial training", "trades": "TRADES",
-                "clip-adversarial": "CLIP + adversarial training"}
+METHOD_NAMES = {name: entry.label or name for name, entry in REGISTRY.items()}
+"""Each regulariser's name in reports: its registry entry's label."""
 
 @dataclass(frozen=True)
 class SeedStats:

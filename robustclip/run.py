@@ -27,7 +27,9 @@ class Run:
 
     def digest(self) -> str:
         """A hash of what defines the run's result: its training config, suite, test and validation sizes."""
-        what: dict[str, Any] = {"train": self.train, "suite": self.suite, "n_test": self.n_test}
+        # settings tables added to TrainConfig later are left out while empty, so older sweeps keep their digests
+        train = {k: v for k, v in self.train.items() if not (k == "settings" and not v)}
+        what: dict[str, Any] = {"train": train, "suite": self.suite, "n_test": self.n_test}
         if self.n_val is not None:
             what["n_val"] = self.n_val
         blob = json.dumps(what, sort_keys=True)

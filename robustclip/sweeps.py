@@ -69,13 +69,13 @@ import pandas as pd
 from . import _io
 from .claims import Claim, ClaimDir, Heartbeat
 from .errors import RobustclipError, SuiteError
-from .regularizers import REGISTRY
+from .regularizers import REGISTRY, SETTINGS
 from .run import Run
 
 _EXP_KEYS = {"name", "dataset", "model", "epochs", "seeds", "n_train", "suite", "n_test", "n_val", "train", "method",
              "experiment", "description", "output_sigmoid", "label"}
-_METHOD_KEYS = {"reg", "lam", "tau", "lam0", "lam_step", "lam_every", "warmup", "clip", "adversarial", "label",
-                "train", "output_sigmoid", "require_target"}
+_METHOD_KEYS = {"reg", "lam", "tau", "lam0", "lam_step", "lam_every", "warmup", "label", "train", "output_sigmoid",
+                "require_target"} | set(SETTINGS)  # and one key per settings table (clip, adversarial, ...)
 
 RESULT_COLUMNS = ["run", "label", "dataset", "method", "lam", "tau", "seed", "attack", "norm", "eps", "accuracy",
                   "n", "ci_low", "ci_high", "lip_lower", "lip_upper", "lip_exact", "mse", "train_seconds",
@@ -183,9 +183,9 @@ def plan(raw: dict[str, Any], *, where: str = "<sweep>") -> list[Run]:
                     run_id = "-".join(x for x in (e.get("label") or dataset, label, tag, f"s{seed}") if x)
                     _check_id(run_id, f"{mat}: run id")
                     kw: dict[str, Any] = dict(model=mmodel, reg=reg, seed=seed, epochs=e.get("epochs"),
-                                              n_train=e.get("n_train"), warmup=m.get("warmup"), clip=m.get("clip"),
-                                              adversarial=m.get("adversarial"),
-                                              require_target=m.get("require_target"), **lamcfg)
+                                              n_train=e.get("n_train"), warmup=m.get("warmup"),
+                                              require_target=m.get("require_target"), **lamcfg,
+                                              **TrainConfig.table_kwargs({t: m.get(t) for t in SETTINGS}))
                     for extra in (e.get("train") or {}, m.get("train") or {}):  # a method's own epochs, lr, ...
                         if not isinstance(extra, dict):
                             raise SuiteError(f"{mat}: train must be a table, got {extra!r:.80}",

@@ -34,6 +34,10 @@ class TrainingDiverged(RobustclipError):
     """The loss became NaN or infinite, or exploded: nothing is saved as a finished model."""
 
 
+TABLE_FIELDS = ("clip", "adversarial")
+"""Settings tables with a :class:`TrainConfig` field of their own (the rest live in ``TrainConfig.settings``)."""
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run (stored in the checkpoint).
@@ -43,7 +47,8 @@ class TrainConfig:
     ``clip``, ``adversarial``, ``trades``, ``clip-adversarial``); ``clip`` holds
     :class:`ClipConfig` fields, ``adversarial`` the
     :class:`~robustclip.adversarial.AdversarialConfig` fields of ``adversarial``
-    and ``trades``; the hybrid ``clip-adversarial`` reads both.
+    and ``trades``; the hybrid ``clip-adversarial`` reads both. ``settings``: the tables of
+    :data:`~robustclip.regularizers.SETTINGS` that have no field of their own (a newer method's), by name.
     ``lam``, ``target_acc``, ``lam_step``, ``lam_every``, ``warmup``: the λ
     schedule (fixed λ when ``target_acc`` is None). ``n_train``: use only the
     first n training samples (after the seeded train/validation split).
@@ -62,6 +67,7 @@ class TrainConfig:
     warmup: int = 0
     clip: dict[str, Any] = field(default_factory=dict)
     adversarial: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     epochs: int = 10
     batch_size: int = 128
     optimizer: str = "sgd"
@@ -116,18 +122,25 @@ class TrainConfig:
         validate.seed(self.seed, "--seed")
         if self.n_train is not None:
             num(self.n_train, "--n-train", integer=True, lo=1, fix="pass a positive --n-train")
-        if not isinstance(self.clip, dict):
-            raise RobustclipError(f"clip settings must be a table, got {self.clip!r:.80}", "e.g. --clip pairs=32")
+        if not isinstance(self.settings, dict):
+            raise RobustclipError(f"settings must be a table of tables, got {self.settings!r:.80}",
+                                  'e.g. settings = { clip = { pairs = 32 } }')
+        for name, table in regularizers.SETTINGS.items():
+            got = self._table(name)
+            if got is not None and not isinstance(got, dict):
+                raise RobustclipError(f"{name} settings must be a table, got {got!r:.80}",
+                                      f"e.g. {table.flag} {table.example}")
         if not isinstance(self.device, str) or self.device.split(":")[0] not in DEVICES:
             raise RobustclipError(f"unknown device {self.device!r:.80}", "use --device cpu or --device cuda")
         if self.target_acc is not None and self.dataset == "regression":
             raise RobustclipError("the discrepancy principle (--target-acc) needs a classification dataset",
                                   "use a fixed --lam for regression")
-        if self.dataset == "regression" and "adversarial" in regularizers.REGISTRY[self.reg].fields:
+        if self.dataset == "regression" and regularizers.REGISTRY[self.reg].needs_labels:
             raise RobustclipError(f"--reg {self.reg} needs class labels; the regression has none",
                                   "use --reg weight or --reg clip for regression")
         if not regularizers.REGISTRY[self.reg].takes_lam and (self.lam > 0 or self.target_acc is not None):
-            raise RobustclipError("--reg none takes no λ", "drop --lam/--target-acc, or pick --reg weight or clip")
+            raise RobustclipError(f"--reg {self.reg} takes no λ",
+                                  "drop --lam/--target-acc, or pick --reg weight or clip")
         resolve_device(self.device)
         regularizers.make(self.reg, **self.reg_params())
         models.build(self.model_spec())  # sizes are capped before anything is allocated
@@ -137,14 +150,34 @@ class TrainConfig:
         return regularizers.LambdaSchedule(lam=self.lam, target=self.target_acc, step=self.lam_step,
                                            every=self.lam_every, warmup=self.warmup)
 
+    def _table(self, name: str) -> Any:
+        """The settings table ``name``: the field of that name, else ``settings[name]`` ({} when absent)."""
+        if name in TABLE_FIELDS:
+            return getattr(self, name)
+        return self.settings.get(name, {}) if isinstance(self.settings, dict) else {}
+
+    @staticmethod
+    def table_kwargs(tables: dict[str, Any]) -> dict[str, Any]:
+        """Keyword arguments of :class:`TrainConfig` for settings tables by name (None: the default): the tables
+        with a field of their own as that field, the others in ``settings``."""
+        kw: dict[str, Any] = {}
+        for name, value in tables.items():
+            if value is None:
+                continue
+            if name in TABLE_FIELDS:
+                kw[name] = value
+            else:
+                kw.setdefault("settings", {})[name] = value
+        return kw
+
     def reg_params(self) -> dict[str, Any]:
-        """Settings of the chosen regulariser (the config field its registry entry names), else {}."""
+        """Settings of the chosen regulariser (the tables its registry entry names), else {}."""
         entry = regularizers.REGISTRY.get(self.reg)
         if entry is None or not entry.fields:
             return {}
         if isinstance(entry.params_field, str):
-            return dict(getattr(self, entry.params_field) or {})
-        return {f: dict(getattr(self, f) or {}) for f in entry.fields}
+            return dict(self._table(entry.params_field) or {})
+        return {f: dict(self._table(f) or {}) for f in entry.fields}
 
     def model_spec(self) -> dict[str, Any]:
         return self.model or models.default_spec("mlp1d" if self.dataset == "regression" else "fc", self.dataset)

@@ -1,4 +1,4 @@
-"""``robustclip train``: train one model (plain, weight regularisation, CLIP, adversarial training or TRADES)."""
+"""``robustclip train``: train one model with any regulariser of the registry (robustclip.regularizers.REGISTRY)."""
 
 from __future__ import annotations
 
@@ -10,18 +10,14 @@ from .._io import loads_json_bounded
 from ..errors import RobustclipError
 from .common import add_command, add_data_dir, add_force, add_quiet, positive_int
 
-# λ when --lam is not given. CLIP λ = 0.2 with ClipConfig's defaults: chosen on validation data for robustness per
-# second at ≤ 0.5 points of clean validation accuracy lost (benchmarks/tune_defaults.py). Adversarial λ = 1 is half
-# clean, half adversarial; TRADES' β = 1 is its paper's mildest
-DEFAULT_LAM = {"clip": 0.2, "weight": 1e-4, "adversarial": 1.0, "trades": 1.0, "clip-adversarial": 0.3}
-
 
 def register(sub: Any) -> None:
     """Add the ``train`` subcommand."""
     from ..data import DATASETS
-    from ..regularizers import REGISTRY
+    from ..regularizers import REGISTRY, SETTINGS
 
-    p = add_command(sub, "train", run, help="train a model (plain, weight regularisation or CLIP)",
+    methods = ", ".join(e.label or name for name, e in REGISTRY.items())
+    p = add_command(sub, "train", run, help=f"train a model ({methods})",
                     description="Train a model and write a .safetensors checkpoint holding the full config and "
                     "per-epoch history in its metadata.",
                     examples="  robustclip train --dataset mnist --reg clip --lam 0.1 --epochs 10 "
@@ -49,12 +45,9 @@ def register(sub: Any) -> None:
     p.add_argument("--lam-step", type=float, default=0.01, help="dλ for the discrepancy principle (default 0.01)")
     p.add_argument("--lam-every", type=positive_int, default=1, help="update λ every k epochs (default 1)")
     p.add_argument("--warmup", type=int, default=0, help="epochs at λ = 0 first (default 0)")
-    p.add_argument("--clip", action="append", default=[], metavar="KEY=VALUE",
-                   help="CLIP setting, repeatable: pairs, init, radius, ascent_steps, eta, reduce, cap, "
-                        "refresh_every, every, margin (an L2 radius: Lipschitz-margin training for certificates)")
-    p.add_argument("--adv", action="append", default=[], metavar="KEY=VALUE",
-                   help="adversarial / trades setting, repeatable: norm (L2, Linf), eps, steps (1..100), step_size, "
-                        "random_start, share (λ = s/(1-s))")
+    for name, table in SETTINGS.items():  # one repeatable KEY=VALUE option per settings table
+        p.add_argument(table.flag, action="append", default=[], dest=f"table_{name}", metavar="KEY=VALUE",
+                       help=table.help)
     p.add_argument("--epochs", type=positive_int, default=None)
     p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--optimizer", choices=["sgd", "adam"], default=None)
@@ -80,7 +73,7 @@ def parse_clip(items: list[str], flag: str = "--clip", example: str = "pairs=32"
             raise RobustclipError(f"{flag} {item!r} is not KEY=VALUE", f"e.g. {flag} {example}")
         k, v = item.split("=", 1)
         try:
-            out[k] = loads_json_bounded(v, max_depth=4, max_bytes=4096, what=f"--clip {k}")
+            out[k] = loads_json_bounded(v, max_depth=4, max_bytes=4096, what=f"{flag} {k}")
         except ValueError:
             out[k] = v
     return out
@@ -122,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     """Train as the flags say, save the checkpoint, print a one-line summary."""
     from .. import validate
     from ..pipeline import train_to_checkpoint
-    from ..regularizers import REGISTRY
+    from ..regularizers import REGISTRY, SETTINGS, users
     from ..training import TrainConfig
 
     # before any work: fail first, not last; never onto the dataset's own files, even with --force
@@ -131,17 +124,18 @@ def run(args: argparse.Namespace) -> int:
     entry = REGISTRY.get(args.reg)
     if entry is not None and not entry.takes_lam and args.lam not in (None, 0.0):
         raise RobustclipError(f"--reg {args.reg} takes no --lam", "drop --lam, or pick --reg weight or --reg clip")
-    adv = parse_clip(args.adv, "--adv", "eps=2")
-    if adv and (entry is None or "adversarial" not in entry.fields):
-        raise RobustclipError(f"--adv applies to --reg adversarial, trades or clip-adversarial, not --reg {args.reg}",
-                              "drop --adv, or pick --reg adversarial")
-    if args.clip and (entry is None or "clip" not in entry.fields):
-        raise RobustclipError(f"--clip applies to --reg clip or clip-adversarial, not --reg {args.reg}",
-                              "drop --clip, or pick --reg clip")
-    lam = args.lam if args.lam is not None else DEFAULT_LAM.get(args.reg, 0.0)
+    tables: dict[str, Any] = {}
+    for name, table in SETTINGS.items():
+        items = getattr(args, f"table_{name}")
+        if items and (entry is None or name not in entry.fields):
+            who = users(name)
+            raise RobustclipError(f"{table.flag} applies to --reg {', '.join(who)}, not --reg {args.reg}",
+                                  f"drop {table.flag}, or pick --reg {who[0]}")
+        tables[name] = parse_clip(items, table.flag, table.example) or None
+    lam = args.lam if args.lam is not None else (entry.default_lam if entry is not None else 0.0)
     cfg = TrainConfig.for_dataset(
         args.dataset, model=spec, reg=args.reg, lam=lam, target_acc=args.target_acc, lam_step=args.lam_step,
-        lam_every=args.lam_every, warmup=args.warmup, clip=parse_clip(args.clip) or None, adversarial=adv or None,
+        lam_every=args.lam_every, warmup=args.warmup, **TrainConfig.table_kwargs(tables),
         epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
         lr_schedule=args.lr_schedule, n_train=args.n_train, seed=args.seed, device=args.device,
         require_target=args.require_target or None,
