@@ -49,12 +49,9 @@ def __getattr__(name: str) -> Any:
     elif name in _MODULES:
         value = importlib.import_module(f".{name}", __name__)
     elif name == "__version__":
-        try:
-            from importlib.metadata import version
+        from ._version import version
 
-            value = version("robustclip")
-        except Exception:  # pragma: no cover - metadata missing in odd installs
-            value = "unknown"
+        value = version()
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     globals()[name] = value

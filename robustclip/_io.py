@@ -178,19 +178,10 @@ def versions() -> dict[str, str]:
     import torch
 
     out = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__}
-    for name in ("torchattacks", "pandas", "safetensors"):
-        try:
-            from importlib.metadata import version
+    from ._version import version
 
-            out[name] = version(name)
-        except Exception:  # pragma: no cover - metadata missing in odd installs
-            out[name] = "unknown"
-    try:
-        from importlib.metadata import version
-
-        out["robustclip"] = version("robustclip")
-    except Exception:  # pragma: no cover
-        out["robustclip"] = "unknown"
+    for name in ("torchattacks", "pandas", "safetensors", "robustclip"):
+        out[name] = version(name)
     return out
 
 

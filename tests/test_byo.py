@@ -355,7 +355,7 @@ def _built_wheel(tmp: Path) -> Path:
     """A wheel built from a copy of the project's packaging inputs (the checkout itself stays untouched)."""
     src = tmp / "src"
     src.mkdir()
-    for f in ("pyproject.toml", "README.md"):
+    for f in ("pyproject.toml", "README.md", "LICENSE"):
         (src / f).write_bytes((ROOT / f).read_bytes())
     import shutil
 
@@ -376,9 +376,9 @@ def test_installed_wheel_evaluates_with_suite_names_from_outside(tmp_path, user,
     want |= {f"robustclip/suites/{p.name}" for p in (ROOT / "attacks").glob("*.toml")}
     want |= {p.relative_to(ROOT).as_posix() for p in (ROOT / "robustclip" / "presets").glob("*.toml")}
     assert want <= names, sorted(want - names)  # every module, suite and preset ships
-    assert "robustclip/py.typed" in names and any(n.endswith("/licenses/LICENSE") or n.endswith("/LICENSE")
-                                                  for n in names), sorted(names)[-8:]
-    assert not any(n.startswith("experiments/") or "paper" in n.rpartition("/")[2] for n in names), \
+    assert "robustclip/py.typed" in names and any(n.endswith("/LICENSE") for n in names), sorted(names)[-8:]
+    paper = {"robustclip/paper.py", "robustclip/presets/paper.toml"}
+    assert not any(n.startswith("experiments/") or n in paper for n in names), \
         "the wheel holds the toolkit only; the paper is an experiment of the checkout"
 
     site = tmp_path / "site"

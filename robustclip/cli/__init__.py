@@ -38,12 +38,9 @@ Data: --data-dir D, else $ROBUSTCLIP_DATA, else the cache, else Debian's
 
 
 def _version() -> str:
-    try:
-        from importlib.metadata import version
+    from .._version import version
 
-        return version("robustclip")
-    except Exception:
-        return "unknown"
+    return version()
 
 
 def build_parser() -> argparse.ArgumentParser:
