@@ -1,4 +1,4 @@
-"""What does a Ray sweep cost over a local one? (issue 14: sweeps beyond one machine)
+"""What does a Ray sweep cost over a local one? (sweeps beyond one machine)
 
 In one process: the same 8 tiny runs (1-D regression, --epochs each) as a local sequential sweep and as a Ray
 sweep with 2 workers on a local Ray instance (2 CPUs), each into a fresh folder; each engine runs the sweep once

@@ -12,8 +12,9 @@ The small public surface::
 Units: every accuracy in Python is a fraction in [0, 1] (``0.973``), in frames, return values, thresholds and
 JSON files alike; only the command line and the reports print percent (``97.3``), and say so.
 
-Modules: data, models, checkpoints, loading, regularizers, training, attacks, evaluation, lipschitz, certify,
-pipeline, sweeps, reports, gate, testing, cli.
+Modules (each importable as ``robustclip.NAME`` and as an attribute): data, models, checkpoints, loading,
+regularizers, training, attacks, evaluation, lipschitz, certify, stats, pipeline, sweeps, reports, gate, testing,
+cli. ``dir(robustclip)`` lists exactly the public names.
 
 Names are imported on first use (PEP 562), so ``import robustclip`` and the command line start without loading
 torch; a broken install then fails with one line when a command needs it, not with a traceback at import.
@@ -21,13 +22,32 @@ torch; a broken install then fails with one line when a command needs it, not wi
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+import importlib as _importlib
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
 
 from .errors import RobustclipError
 
-if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from . import attacks, checkpoints, data, evaluation, lipschitz, models, regularizers, training
+if _TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from . import (
+        attacks,
+        certify,
+        checkpoints,
+        cli,
+        data,
+        evaluation,
+        gate,
+        lipschitz,
+        loading,
+        models,
+        pipeline,
+        regularizers,
+        reports,
+        stats,
+        sweeps,
+        testing,
+        training,
+    )
     from .checkpoints import save
     from .evaluation import EvalResult, benchmark, evaluate
     from .loading import load
@@ -36,18 +56,19 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
 
 _NAMES = {"save": "checkpoints", "load": "loading", "benchmark": "evaluation", "evaluate": "evaluation",
           "EvalResult": "evaluation", "train": "training", "TrainConfig": "training", "ClipPenalty": "penalty"}
-_MODULES = ("attacks", "checkpoints", "data", "evaluation", "lipschitz", "models", "regularizers", "training")
+_MODULES = ("attacks", "certify", "checkpoints", "cli", "data", "evaluation", "gate", "lipschitz", "loading",
+            "models", "pipeline", "regularizers", "reports", "stats", "sweeps", "testing", "training")
 
 __all__ = ["load", "save", "benchmark", "evaluate", "EvalResult", "train", "TrainConfig", "ClipPenalty",
-           "RobustclipError", "attacks", "checkpoints", "data", "evaluation", "lipschitz", "models", "regularizers",
-           "training"]
+           "RobustclipError", "attacks", "certify", "checkpoints", "cli", "data", "evaluation", "gate", "lipschitz",
+           "loading", "models", "pipeline", "regularizers", "reports", "stats", "sweeps", "testing", "training"]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _Any:
     if name in _NAMES:
-        value = getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
+        value = getattr(_importlib.import_module(f".{_NAMES[name]}", __name__), name)
     elif name in _MODULES:
-        value = importlib.import_module(f".{name}", __name__)
+        value = _importlib.import_module(f".{name}", __name__)
     elif name == "__version__":
         from ._version import version
 
@@ -59,4 +80,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__, "__version__"])
+    return sorted({*__all__, "__version__"})

@@ -348,7 +348,7 @@ def _verify(spec: AttackSpec, x: torch.Tensor, adv: torch.Tensor) -> torch.Tenso
     return per
 
 
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str | Suite = "demo",
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str | Suite,
              model_name: str = "model", dataset: str = "unknown", n_classes: int | None = None,
              batch_size: int | None = None, seed: int | None = None, lip_upper: float | None = None,
              lip_lower: float | None = None, sanity: bool = True, progress: bool = True,
@@ -369,7 +369,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str |
     Args:
         model: a classifier taking inputs in [0,1] (normalisation inside) and returning logits ``(N, k)``.
         x, y: inputs ``(N, ...)`` in [0,1] and integer labels ``(N,)``.
-        suite: a suite name (``ci-quick``, ``paper-mnist``, ...), a TOML path, or a parsed :class:`Suite`.
+        suite: a suite name (``ci-quick``, ``paper-mnist``, ...), a TOML path, or a parsed :class:`Suite`; required,
+            so a result always says which attacks made it.
 
     Returns:
         An :class:`EvalResult`: ``frame`` (one row per attack, norm and ε; accuracies and their 95% intervals are
@@ -679,14 +680,14 @@ def sanity_flags(model: nn.Module, s: Suite, correct: dict[tuple[str, str | None
     return flags
 
 
-def benchmark(model: nn.Module, *, dataset: str = "mnist", suite: str | Suite = "demo", n: int | None = 1000,
+def benchmark(model: nn.Module, *, suite: str | Suite, dataset: str = "mnist", n: int | None = 1000,
               data_dir: str | None = None, progress: bool = False) -> tuple[float, float]:
     """RobustBench-style one call: ``(clean accuracy, worst-case accuracy at the suite's headline ε)``.
 
     Args:
         model: a classifier for ``dataset`` (inputs in [0,1], logits out).
         dataset: ``mnist``, ``fashion-mnist``, ``cifar10`` or ``cifar100`` (the first ``n`` test images are used).
-        suite: a suite name or TOML path; its headline (norm, ε) names the robust accuracy.
+        suite: a suite name or TOML path (required); its headline (norm, ε) names the robust accuracy.
 
     Returns:
         ``(clean, robust)``, both fractions in [0, 1] (0.973, not 97.3); robust is the per-sample worst case over

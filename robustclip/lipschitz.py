@@ -138,7 +138,7 @@ def pair_ascent(model: nn.Module, P: torch.Tensor, *, steps: int, eta: float | t
         return P.detach(), q.detach()
 
 
-# --------------------------------------------------------------------------- structure (issue 11)
+# --------------------------------------------------------------------------- structure
 
 #: leaf layer types whose maths is fully known (exact types: a subclass may override ``forward``)
 KNOWN_LEAVES: tuple[type, ...] = (nn.Linear, nn.Conv2d, nn.Flatten, nn.ReLU, nn.Sigmoid, nn.Tanh, nn.LeakyReLU,

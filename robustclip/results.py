@@ -8,6 +8,8 @@ metric is spelled the same in the console, the baseline and the report.
 'worst_case@L2:2'
 >>> metric_key("clean", "none", 0.0)
 'clean'
+>>> canonical_key("worst_case@L2:1.0")
+'worst_case@L2:1'
 """
 
 from __future__ import annotations
@@ -25,6 +27,20 @@ def metric_key(attack: str, norm: str | None, eps: float | None) -> str:
     if norm in (None, "none"):
         return attack
     return f"{attack}@{norm}:{float(eps or 0.0):g}"
+
+
+def canonical_key(key: str) -> str:
+    """A metric key as :func:`metric_key` spells it, however its ε was written: ``"pgd@L2:1.0"``, ``"pgd@L2:1"`` and
+    ``"pgd@L2:1e0"`` all become ``"pgd@L2:1"``. A key without ``@`` or whose ε is not a number is returned as given
+    (the caller then reports it as unknown)."""
+    attack, at, rest = key.partition("@")
+    norm, colon, eps = rest.partition(":")
+    if not at or not colon:
+        return key
+    try:
+        return metric_key(attack, norm, float(eps))
+    except ValueError:
+        return key
 
 
 def row_key(row: dict[str, Any]) -> str:

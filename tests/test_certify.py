@@ -9,7 +9,7 @@
 * Upper bound ≥ every quotient any ascent finds; certified ≤ attacked per
   sample on an MNIST slice (evaluate raises if not); a wrong bound raises.
 * Models whose structure is not understood get no upper bound and no
-  certificate, but still get lower bounds (issue 11).
+  certificate, but still get lower bounds.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def grid(n: int = 201) -> torch.Tensor:
     return torch.stack(torch.meshgrid(t, t, indexing="ij"), -1).view(-1, 2)
 
 
-# --------------------------------------------------------------------------- issue 11: structure
+# --------------------------------------------------------------------------- structure
 
 
 class Times20(nn.Module):

@@ -6,7 +6,7 @@
 suite on the first 200 MNIST test images. The pipeline must reproduce it. Tolerances are for other CPUs:
 floating-point differences can flip a sample at a decision boundary (two samples of 200 allowed per row), and move
 ascent-based Lipschitz bounds slightly (2% allowed); on the machine that wrote the file the match is exact. One
-figure changed on purpose after the refactor: issue 13 made the upper bound the best sound bound (layer pairs,
+figure changed on purpose after the refactor: the upper bound became the best sound bound (layer pairs,
 18.80) instead of the layer product (23.70); the file records both.
 """
 

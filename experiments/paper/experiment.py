@@ -529,7 +529,7 @@ def _full_test_text(rows: pd.DataFrame, suite_name: str, picks: dict[str, str]) 
 
 
 CLIP_TARGET = 0.45
-"""The robustness CLIP's 5-seed mean should reach at ≥ 97% clean accuracy (issue 15), as a fraction."""
+"""The robustness CLIP's 5-seed mean should reach at ≥ 97% clean accuracy (the project's target), as a fraction."""
 EQUAL_TIME = 1.15
 """Training times within this factor of each other count as equal."""
 

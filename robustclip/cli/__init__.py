@@ -29,7 +29,7 @@ examples:
   robustclip data --check --data-dir ../shared/data
   robustclip train --dataset mnist --reg clip --lam 0.1 --epochs 10 --out runs/clip.safetensors
   robustclip evaluate runs/clip.safetensors --suite paper-mnist --out runs/eval
-  robustclip sweep sweeps/demo.toml --out runs/sweep && robustclip report runs/sweep --out reports/mine
+  robustclip sweep my-sweep.toml --out runs/sweep && robustclip report runs/sweep --out reports/mine
   robustclip check runs/clip.safetensors --suite ci-quick --baseline reports/baselines/clip.json
 
 Data: --data-dir D, else $ROBUSTCLIP_DATA, else the cache, else Debian's

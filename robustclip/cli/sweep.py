@@ -23,14 +23,16 @@ def register(sub: Any) -> None:
                     description="Run a sweep: every (method, λ or τ, seed) trains, saves its checkpoint and is "
                     "evaluated. Resumable: run it again and only unfinished runs are redone. The gathered table is "
                     "OUT/results.csv.",
-                    examples="  robustclip sweep sweeps/mnist-lambda.toml --out runs/mnist-lambda\n"
+                    examples="  robustclip sweep my-sweep.toml --out runs/my-sweep   # a sweep file of your own\n"
                              "  robustclip sweep --dataset mnist --method none --method weight:1e-4,1e-3 \\\n"
                              "      --method clip:0.05,0.1 --method clip:tau=0.97 --seeds 0,1 --epochs 5 \\\n"
                              "      --suite ci-quick --out runs/quick\n"
-                             "  robustclip sweep sweeps/paper.toml --out runs/paper --engine ray --address HEAD:6379\n"
-                             "  robustclip sweep sweeps/paper.toml --out runs/paper --list\n"
-                             "  robustclip sweep sweeps/paper.toml --out runs/paper --run-index $SLURM_ARRAY_TASK_ID\n"
-                             "  robustclip sweep sweeps/paper.toml --out runs/paper --finalize\n")
+                             "  robustclip sweep experiments/paper/paper.toml --out runs/paper --engine ray "
+                             "--address HEAD:6379\n"
+                             "  robustclip sweep experiments/paper/paper.toml --out runs/paper --list\n"
+                             "  robustclip sweep experiments/paper/paper.toml --out runs/paper "
+                             "--run-index $SLURM_ARRAY_TASK_ID\n"
+                             "  robustclip sweep experiments/paper/paper.toml --out runs/paper --finalize\n")
     p.add_argument("file", nargs="?", help="sweep TOML file (or give --dataset and --method flags)")
     p.add_argument("--dataset", help="flags mode: mnist, fashion-mnist, cifar10, cifar100 or regression")
     p.add_argument("--model", help="flags mode: fc, cnn or mlp1d")

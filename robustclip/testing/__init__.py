@@ -17,7 +17,7 @@ from torch import nn
 
 from ..attacks import Suite, load_suite
 from ..evaluation import EvalResult, evaluate
-from ..results import row_key
+from ..results import canonical_key, row_key
 
 __all__ = ["assert_robust", "assert_lipschitz_below"]
 
@@ -30,8 +30,9 @@ def assert_robust(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], *, 
     """Evaluate ``model`` on ``data`` = ``(x (N,C,H,W) in [0,1], y (N,))`` and assert minimum accuracies.
 
     Keys of ``min_accuracy`` name rows: ``"clean"``, ``"noise"``, or
-    ``"ATTACK@NORM:EPS"`` such as ``"worst_case@L2:1"`` or ``"pgd@Linf:0.1"``; values are fractions in [0, 1]
-    (``0.9``, not ``90``: a value above 1 is refused). The failure message prints percent.
+    ``"ATTACK@NORM:EPS"`` such as ``"worst_case@L2:1"`` or ``"pgd@Linf:0.1"`` (ε as any number spelling:
+    ``"worst_case@L2:1.0"`` is the same row); values are fractions in [0, 1] (``0.9``, not ``90``: a value above 1
+    is refused). The failure message prints percent.
     Returns the :class:`EvalResult` when every minimum holds. Failures point at the caller's line (the helper
     hides its own frame from pytest's traceback).
     """
@@ -43,6 +44,7 @@ def assert_robust(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], *, 
     s = load_suite(suite)
     res = evaluate(model, x, y, suite=s, n_classes=n_classes, seed=seed, progress=False, sanity=False)
     rows = {_key(r): r for r in res.frame.to_dict(orient="records")}
+    min_accuracy = {canonical_key(k): v for k, v in min_accuracy.items()}
     unknown = [k for k in min_accuracy if k not in rows]
     if unknown:
         raise AssertionError(f"assert_robust: no result named {unknown[0]!r}; available: {', '.join(rows)}")
