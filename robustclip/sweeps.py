@@ -5,7 +5,7 @@ A sweep file (TOML) lists experiments; top-level keys are defaults that each
 the one experiment::
 
     name = "mnist-lambda"
-    dataset = "mnist"          # mnist | fashion-mnist | cifar10 | cifar100 | regression
+    dataset = "mnist"          # mnist | fashion-mnist | regression
     model = "fc"               # fc | cnn | mlp1d, or a spec table
     epochs = 10
     seeds = [0, 1, 2]
@@ -60,7 +60,7 @@ import socket
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -110,10 +110,6 @@ def load_sweep(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def plan(raw: dict[str, Any], *, where: str = "<sweep>") -> list[Run]:
     """Expand a sweep dict into runs: experiments × methods × (λ or τ) × seeds."""
-    from . import data, models, validate
-    from .attacks import load_suite
-    from .training import TrainConfig
-
     unknown = set(raw) - _EXP_KEYS
     if unknown:
         raise SuiteError(f"{where}: unknown key {sorted(unknown)[0]!r}",
@@ -127,90 +123,118 @@ def plan(raw: dict[str, Any], *, where: str = "<sweep>") -> list[Run]:
         if bad:
             raise SuiteError(f"{at}: unknown key {sorted(bad)[0]!r}", f"allowed keys: {', '.join(sorted(_EXP_KEYS))}")
         e = {**defaults, **exp}
-        dataset = e.get("dataset")
-        if dataset not in data.DATASETS:
-            raise SuiteError(f"{at}: dataset {dataset!r} is missing or unknown", f"use {', '.join(data.DATASETS)}")
-        _check_label(e.get("label"), f"{at}: label")
-        model = e.get("model")
-        if isinstance(model, str) or model is None:
-            model = models.default_spec(model or ("mlp1d" if dataset == "regression" else "fc"), dataset)
-        if e.get("output_sigmoid"):
-            model = {**model, "output_activation": "sigmoid"}
-        seeds = e.get("seeds", [0])
-        if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
-            raise SuiteError(f"{at}: seeds must be a non-empty list of integers", "e.g. seeds = [0, 1, 2]")
-        suite = None
-        if dataset != "regression":
-            try:
-                suite = load_suite(e.get("suite", "demo")).raw
-            except SuiteError as exc:
-                raise SuiteError(f"{at}: {exc.problem}", exc.fix) from None
-        n_val = e.get("n_val")
-        if n_val is not None:
-            validate.number(n_val, f"{at}: n_val", integer=True, lo=0, hi=60_000, error=SuiteError,
-                            fix="use e.g. n_val = 1000 (0: no validation scoring)")
-        methods = e.get("method")
-        if not isinstance(methods, list) or not methods:
-            raise SuiteError(f"{at}: no [[method]] entries", 'add e.g. [[method]] reg = "clip" lam = [0.1]')
-        for mi, m in enumerate(methods):
-            mat = f"{at}.method[{mi}]"
-            badm = set(m) - _METHOD_KEYS
-            if badm:
-                raise SuiteError(f"{mat}: unknown key {sorted(badm)[0]!r}",
-                                 f"allowed keys: {', '.join(sorted(_METHOD_KEYS))}")
-            _check_label(m.get("label"), f"{mat}: label")
-            reg = m.get("reg")
-            if reg not in REGISTRY:
-                raise SuiteError(f"{mat}: reg {reg!r} is missing or unknown", f"use one of {', '.join(REGISTRY)}")
-            settings: list[tuple[str, dict[str, Any]]] = []
-            takes_lam = REGISTRY[reg].takes_lam
-            if not takes_lam and ("lam" in m or "tau" in m):
-                raise SuiteError(f"{mat}: reg {reg} takes no lam or tau", "drop them, or use reg weight or clip")
-            if not takes_lam:
-                settings.append(("", {"lam": 0.0}))
-            for lam in _as_list(m.get("lam"), mat, "lam") if takes_lam else []:
-                settings.append((f"lam{_fmt_num(lam)}", {"lam": lam}))
-            for tau in _as_list(m.get("tau"), mat, "tau") if takes_lam else []:
-                settings.append((f"tau{_fmt_num(tau)}", {"lam": m.get("lam0", 0.05), "target_acc": tau,
-                                                           "lam_step": m.get("lam_step", 0.01),
-                                                           "lam_every": m.get("lam_every", 1)}))
-            if not settings:
-                raise SuiteError(f"{mat}: {reg} needs lam = [...] and/or tau = [...]", "give at least one value")
-            mmodel = {**model, "output_activation": "sigmoid"} if m.get("output_sigmoid") else model
-            for tag, lamcfg in settings:
-                for seed in seeds:
-                    label = m.get("label") or reg
-                    run_id = "-".join(x for x in (e.get("label") or dataset, label, tag, f"s{seed}") if x)
-                    _check_id(run_id, f"{mat}: run id")
-                    kw: dict[str, Any] = dict(model=mmodel, reg=reg, seed=seed, epochs=e.get("epochs"),
-                                              n_train=e.get("n_train"), warmup=m.get("warmup"),
-                                              require_target=m.get("require_target"), **lamcfg,
-                                              **TrainConfig.table_kwargs({t: m.get(t) for t in SETTINGS}))
-                    for extra in (e.get("train") or {}, m.get("train") or {}):  # a method's own epochs, lr, ...
-                        if not isinstance(extra, dict):
-                            raise SuiteError(f"{mat}: train must be a table, got {extra!r:.80}",
-                                             'e.g. train = { epochs = 20, lr_schedule = "cosine" }')
-                        kw.update(extra)
-                    try:
-                        cfg = TrainConfig.for_dataset(dataset, **kw)
-                    except TypeError as exc:
-                        raise SuiteError(f"{mat}: unknown training setting ({exc})",
-                                         "use fields of robustclip.TrainConfig in train = {...}") from None
-                    try:
-                        cfg.validate()
-                    except RobustclipError as exc:
-                        raise SuiteError(f"{mat} ({run_id}): {exc.problem}", exc.fix or "fix the sweep file") from None
-                    from dataclasses import asdict
-
-                    runs.append(Run(id=run_id, train=asdict(cfg), suite=suite, n_test=e.get("n_test"), n_val=n_val,
-                                    meta={"label": label, "method": reg,
-                                          "lam": lamcfg.get("lam") if "target_acc" not in lamcfg else None,
-                                          "tau": lamcfg.get("target_acc"), "seed": seed,
-                                          "experiment": e.get("label") or dataset}))
+        x = _experiment(e, at)
+        for mi, m in enumerate(x.methods):
+            runs += _method_runs(e, x, m, f"{at}.method[{mi}]")
     ids = [r.id for r in runs]
     dup = {i for i in ids if ids.count(i) > 1}
     if dup:
         raise SuiteError(f"{where}: run {sorted(dup)[0]!r} appears twice", "give methods distinct labels")
+    return runs
+
+
+@dataclass
+class _Experiment:
+    """One checked ``[[experiment]]`` of a sweep: what its methods share."""
+
+    dataset: str
+    model: dict[str, Any]
+    seeds: list[int]
+    suite: dict[str, Any] | None
+    n_val: int | None
+    methods: list[dict[str, Any]]
+
+
+def _experiment(e: dict[str, Any], at: str) -> _Experiment:
+    """Check one experiment (its keys merged over the sweep's defaults) and resolve its model and suite."""
+    from . import data, models, validate
+    from .attacks import load_suite
+
+    dataset = e.get("dataset")
+    if dataset not in data.DATASETS:
+        raise SuiteError(f"{at}: dataset {dataset!r} is missing or unknown", f"use {', '.join(data.DATASETS)}")
+    _check_label(e.get("label"), f"{at}: label")
+    model = e.get("model")
+    if isinstance(model, str) or model is None:
+        model = models.default_spec(model or ("mlp1d" if dataset == "regression" else "fc"), dataset)
+    if e.get("output_sigmoid"):
+        model = {**model, "output_activation": "sigmoid"}
+    seeds = e.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+        raise SuiteError(f"{at}: seeds must be a non-empty list of integers", "e.g. seeds = [0, 1, 2]")
+    suite = None
+    if dataset != "regression":
+        try:
+            suite = load_suite(e.get("suite", "demo")).raw
+        except SuiteError as exc:
+            raise SuiteError(f"{at}: {exc.problem}", exc.fix) from None
+    n_val = e.get("n_val")
+    if n_val is not None:
+        validate.number(n_val, f"{at}: n_val", integer=True, lo=0, hi=60_000, error=SuiteError,
+                        fix="use e.g. n_val = 1000 (0: no validation scoring)")
+    methods = e.get("method")
+    if not isinstance(methods, list) or not methods:
+        raise SuiteError(f"{at}: no [[method]] entries", 'add e.g. [[method]] reg = "clip" lam = [0.1]')
+    return _Experiment(dataset, model, seeds, suite, n_val, methods)
+
+
+def _method_runs(e: dict[str, Any], x: _Experiment, m: dict[str, Any], mat: str) -> list[Run]:
+    """The runs of one ``[[method]]`` of experiment ``e``: one per λ or τ setting and seed, each config checked."""
+    from .training import TrainConfig
+
+    dataset, model, seeds, suite, n_val = x.dataset, x.model, x.seeds, x.suite, x.n_val
+    runs: list[Run] = []
+    badm = set(m) - _METHOD_KEYS
+    if badm:
+        raise SuiteError(f"{mat}: unknown key {sorted(badm)[0]!r}",
+                         f"allowed keys: {', '.join(sorted(_METHOD_KEYS))}")
+    _check_label(m.get("label"), f"{mat}: label")
+    reg = m.get("reg")
+    if reg not in REGISTRY:
+        raise SuiteError(f"{mat}: reg {reg!r} is missing or unknown", f"use one of {', '.join(REGISTRY)}")
+    settings: list[tuple[str, dict[str, Any]]] = []
+    takes_lam = REGISTRY[reg].takes_lam
+    if not takes_lam and ("lam" in m or "tau" in m):
+        raise SuiteError(f"{mat}: reg {reg} takes no lam or tau", "drop them, or use reg weight or clip")
+    if not takes_lam:
+        settings.append(("", {"lam": 0.0}))
+    for lam in _as_list(m.get("lam"), mat, "lam") if takes_lam else []:
+        settings.append((f"lam{_fmt_num(lam)}", {"lam": lam}))
+    for tau in _as_list(m.get("tau"), mat, "tau") if takes_lam else []:
+        settings.append((f"tau{_fmt_num(tau)}", {"lam": m.get("lam0", 0.05), "target_acc": tau,
+                                                   "lam_step": m.get("lam_step", 0.01),
+                                                   "lam_every": m.get("lam_every", 1)}))
+    if not settings:
+        raise SuiteError(f"{mat}: {reg} needs lam = [...] and/or tau = [...]", "give at least one value")
+    mmodel = {**model, "output_activation": "sigmoid"} if m.get("output_sigmoid") else model
+    for tag, lamcfg in settings:
+        for seed in seeds:
+            label = m.get("label") or reg
+            run_id = "-".join(x for x in (e.get("label") or dataset, label, tag, f"s{seed}") if x)
+            _check_id(run_id, f"{mat}: run id")
+            kw: dict[str, Any] = dict(model=mmodel, reg=reg, seed=seed, epochs=e.get("epochs"),
+                                      n_train=e.get("n_train"), warmup=m.get("warmup"),
+                                      require_target=m.get("require_target"), **lamcfg,
+                                      **TrainConfig.table_kwargs({t: m.get(t) for t in SETTINGS}))
+            for extra in (e.get("train") or {}, m.get("train") or {}):  # a method's own epochs, lr, ...
+                if not isinstance(extra, dict):
+                    raise SuiteError(f"{mat}: train must be a table, got {extra!r:.80}",
+                                     'e.g. train = { epochs = 20, lr_schedule = "cosine" }')
+                kw.update(extra)
+            try:
+                cfg = TrainConfig.for_dataset(dataset, **kw)
+            except TypeError as exc:
+                raise SuiteError(f"{mat}: unknown training setting ({exc})",
+                                 "use fields of robustclip.TrainConfig in train = {...}") from None
+            try:
+                cfg.validate()
+            except RobustclipError as exc:
+                raise SuiteError(f"{mat} ({run_id}): {exc.problem}", exc.fix or "fix the sweep file") from None
+            runs.append(Run(id=run_id, train=asdict(cfg), suite=suite, n_test=e.get("n_test"), n_val=n_val,
+                            meta={"label": label, "method": reg,
+                                  "lam": lamcfg.get("lam") if "target_acc" not in lamcfg else None,
+                                  "tau": lamcfg.get("target_acc"), "seed": seed,
+                                  "experiment": e.get("label") or dataset}))
     return runs
 
 
@@ -458,27 +482,6 @@ def _create_out(out: Path, fresh: bool, claims: ClaimDir) -> None:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RobustclipError(f"cannot create --out {out}: {exc.strerror or exc}", "pass a writable folder") from None
-
-
-def flags_command(raw: dict[str, Any], out: str | os.PathLike[str]) -> str:
-    """The ``robustclip sweep`` command line (flags mode) that rebuilds the plan ``raw`` into folder ``out``: the
-    inverse of the CLI's flags-to-plan step, so a report can name the exact command of a sweep that has no file."""
-    import shlex
-
-    parts = ["robustclip", "sweep", "--dataset", str(raw.get("dataset", ""))]
-    for m in raw.get("method", []):
-        spec = str(m.get("reg", ""))
-        if m.get("tau"):
-            spec += ":tau=" + ",".join(f"{v:g}" for v in m["tau"])
-        elif m.get("lam"):
-            spec += ":" + ",".join(f"{v:g}" for v in m["lam"])
-        parts += ["--method", spec]
-    parts += ["--seeds", ",".join(str(v) for v in raw.get("seeds", [0]))]
-    for key in ("model", "epochs", "n_train", "suite", "n_test"):
-        if raw.get(key) is not None:
-            parts += [f"--{key.replace('_', '-')}", str(raw[key])]
-    parts += ["--out", str(out)]
-    return shlex.join(parts)
 
 
 def _write_plan(out: Path, raw: dict[str, Any], runs: list[Run], where: str, data_dir: str | None) -> None:

@@ -18,6 +18,7 @@ import fnmatch
 import json
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -265,119 +266,58 @@ def regenerate(out: str | Path = "reports/paper", runs: str | Path = "runs/paper
     such as ``"mnist-clip-lam0.5-*"`` does the matching runs and reports them per setting in a section of their
     own. Every such evaluation is cached per checkpoint, so an interrupted regeneration resumes. A suite of None
     skips its step."""
-    from robustclip.errors import RobustclipError
-    from robustclip.reports import fig_sandwich, load_results, render
-    from robustclip.sweeps import is_done, plan, run_dir, run_sweep
+    from robustclip.reports import load_results, render
+    from robustclip.sweeps import is_done, plan, run_sweep
 
     t0 = time.perf_counter()
     out, runs = Path(out), Path(runs)
     raw = sweep or preset()
     planned = plan(raw)
-    if full_test not in FULL_TEST_SCOPES and not fnmatch.filter([r.id for r in planned], full_test):
-        raise RobustclipError(f"--full-test {full_test!r} is no scope and matches no run of the paper sweep",
-                              f"use one of {', '.join(FULL_TEST_SCOPES)}, or a pattern of run ids such as "
-                              "'mnist-clip-lam0.5-*'")
+    _check_scope([r.id for r in planned], full_test)
     reused = sum(is_done(runs, r) for r in planned) if runs.exists() else 0
     run_sweep(raw, runs, data_dir=data_dir, jobs=jobs, progress=progress, where="experiments/paper/paper.toml")
     df = load_results(runs)
     scope_rows = pd.DataFrame()  # runs attacked on the whole test set: every one ("all") or a pattern's
     if full_test not in ("off", "checkpoints") and full_test_suite is not None:
-        ids = (df[df.dataset.isin(["mnist", "fashion-mnist"]) & ~df.run.str.startswith("mnist-sigmoid")].run.unique()
-               if full_test == "all" else fnmatch.filter(list(df.run.unique()), full_test))
-        scope_rows = evaluate_cached({r: run_dir(runs, r) / "model.safetensors" for r in ids}, runs / "full-test",
-                                     suite=full_test_suite, data_dir=data_dir, progress=progress, n=full_test_n)
+        scope_rows = _scope_rows(df, runs, full_test, suite=full_test_suite, data_dir=data_dir, progress=progress,
+                                 n=full_test_n)
         if full_test == "all":
             df = with_full_test(df, scope_rows)
     seen = attacked_images(df)
     table = paper_table(df)
     sig = logits_check(runs, df, data_dir=data_dir) if df.run.str.startswith("mnist-sigmoid").any() else pd.DataFrame()
-    pct = {"clean", "noise", "fgsm", "authors_pgd", "pgd_l2", "worst_case", "certified"}
-    sections = [("The paper's table, ours", "Accuracies in % (mean ± sample std over seeds, ddof = 1, and the 95% "
-                 "t-interval of the mean worst case). `clean` is on all 10,000 test "
-                 f"images; the attacks (L2, ε = 2, 100 steps) on {seen} (MNIST), with `attacks/paper-mnist.toml`. "
-                 "`worst_case` is the per-sample worst case over noise-free attacks (FGSM, the authors' PGD, PGD-L2, "
-                 "APGD-CE, APGD-DLR, targeted APGD, and Square with 5,000 queries as the black-box check against "
-                 "gradient masking); after the authors' PGD, which runs on every sample so that its column can be "
-                 "compared with theirs, the attacks run in AutoAttack's cascade, each only on the samples no earlier "
-                 "attack broke, so the `pgd_l2` column is cumulative (robust to the authors' PGD and to PGD-L2). "
-                 "`certified` follows from sound per-class-pair Lipschitz margins.\n\n"
-                 + _md(table, PAPER_COLUMNS, pct))]
+    sections = [("The paper's table, ours", _table_text(table, seen))]
     lead = [("What the authors report", AUTHORS)]
     if len(sig):
         sections.append(("The output-sigmoid question", _sigmoid_text(sig)))
-    ckpt_dir = out / "checkpoints"
-    picks = _best_checkpoints(df)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    for name, run in picks.items():
-        with _io.atomic_path(ckpt_dir / f"{name}.safetensors") as tmp:
-            shutil.copyfile(run_dir(runs, run) / "model.safetensors", tmp)
-    extra_figs = []
-    full = None
-    stage_seconds = 0.0  # the committed checkpoints' own evaluations, measured when they were made
-    if sandwich_suite is not None and picks:
-        from robustclip.attacks import load_suite
-
-        rows = evaluate_cached({k: ckpt_dir / f"{k}.safetensors" for k in picks}, runs / "sandwich",
-                               suite=sandwich_suite, data_dir=data_dir, progress=progress)
-        stage_seconds += _stage_seconds(rows)
-        if len(rows) and (rows.attack == "certified").any():
-            extra_figs = fig_sandwich(rows, out, name="sandwich_L2.png")
-            sections.append(("Attacked and certified accuracy against ε",
-                             _sandwich_text(rows, load_suite(sandwich_suite).name)))
-    if full_test != "off" and full_test_suite is not None and picks:
-        from robustclip.attacks import load_suite
-
-        if full_test == "all" and len(scope_rows):  # attacked as runs: the same checkpoints, their committed names
-            rows = pd.concat([scope_rows[scope_rows.model == run].assign(model=name) for name, run in picks.items()],
-                             ignore_index=True)
-        else:
-            rows = evaluate_cached({k: ckpt_dir / f"{k}.safetensors" for k in picks}, runs / "full-test",
-                                   suite=full_test_suite, data_dir=data_dir, progress=progress, n=full_test_n)
-        stage_seconds += _stage_seconds(rows)
-        if len(rows):
-            full = rows
-            _io.write_text(out / "full_test.csv", rows.to_csv(index=False))
-            lead.insert(0, ("The committed checkpoints on the whole test set",
-                            _full_test_text(rows, load_suite(full_test_suite).name, picks)))
+    picks = _commit_checkpoints(df, runs, out / "checkpoints")
+    stages = _checkpoint_stages(picks, out, runs, scope_rows, full_test=full_test, sandwich_suite=sandwich_suite,
+                                full_test_suite=full_test_suite, full_test_n=full_test_n, data_dir=data_dir,
+                                progress=progress)
+    sections += stages.sections
+    lead = stages.lead + lead
     full_runs = full_runs_table(df, scope_rows) if full_test != "all" and len(scope_rows) else None
     if full_runs is not None:
         _io.write_text(out / "full_test_runs.csv", full_runs.to_csv(index=False))
         lead.insert(0, ("Settings attacked on the whole test set", _full_runs_text(full_runs)))
-    verdict = verdict_text(table, df, full=full, seen=seen, full_runs=full_runs)
+    verdict = verdict_text(table, df, full=stages.full, seen=seen, full_runs=full_runs)
     if verdict:
         lead.insert(0, ("Verdict", verdict))
     minutes = (time.perf_counter() - t0) / 60
-    previous = {}
-    if (out / "regeneration.json").is_file():
-        previous = json.loads((out / "regeneration.json").read_text())
-    last_full = previous.get("last_full") or ({"minutes": previous["minutes"], "runs": len(planned)}
-                                             if "minutes" in previous and previous.get("reused", 0) == 0 else None)
-    if reused == 0:
-        last_full = {"minutes": minutes, "runs": len(planned), "date": time.strftime("%Y-%m-%d")}
+    last_full = _last_full(out, minutes, reused, len(planned))
     sections.append(("Checkpoints", "\n".join(f"- `checkpoints/{k}.safetensors`: run `{v}`; re-evaluate with "
                                               f"`robustclip evaluate reports/paper/checkpoints/{k}.safetensors "
                                               f"--suite attacks/paper-mnist.toml --out runs/re-eval`"
                                               for k, v in picks.items())))
-    estimate = estimate_minutes(runs, [r.id for r in planned], stage_seconds, jobs=max(jobs, 1))
-    timing = (f"This regeneration trained and evaluated all {len(planned)} runs in {minutes:.1f} minutes "
-              "on 2 CPU cores."
-              if reused == 0 else
-              f"This rendering reused {reused} finished runs and took {minutes:.1f} minutes"
-              + (f"; the last full regeneration, of {last_full['runs']} runs, took "
-                 f"{last_full['minutes']:.1f} minutes "
-                 "on 2 CPU cores." if last_full else ".")
-              + ("" if estimate is None else
-                 f" From the measured time of every run and of the committed checkpoints' evaluations, a full "
-                 f"regeneration of today's {len(planned)} runs would take about {estimate:.0f} minutes with "
-                 f"--jobs {max(jobs, 1)}."))
+    estimate = estimate_minutes(runs, [r.id for r in planned], stages.seconds, jobs=max(jobs, 1))
     intro = ("CLIP against plain training, weight regularisation and, as the yardstick, adversarial training, with "
              "the paper's nets, evaluated by strong attacks. Regenerate everything with one command, "
              "`robustclip paper --data-dir D --jobs 2` (resumable: an interrupted run picks up where it stopped; "
              "`rm -r runs/paper` first to retrain from scratch). "
-             + timing)
+             + _timing_text(minutes, reused, len(planned), last_full, estimate, jobs))
     render(runs, out, title="robustclip: reproducing CLIP under an honest evaluation", intro=intro,
            extra_sections=sections, lead_sections=lead, headline_keep=list(AUTHORS_HEADLINE),
-           headline_extra=AUTHORS_HEADLINE, extra_figs=extra_figs)
+           headline_extra=AUTHORS_HEADLINE, extra_figs=stages.figures)
     _io.write_text(out / "table.csv", table.to_csv(index=False))
     if len(sig):
         _io.write_text(out / "sigmoid.csv", sig.to_csv(index=False))
@@ -386,6 +326,127 @@ def regenerate(out: str | Path = "reports/paper", runs: str | Path = "runs/paper
                                                "commit": _io.git_commit(), "versions": _io.versions(),
                                                "command": "robustclip paper", "checkpoints": picks})
     return out / "index.html"
+
+
+def _check_scope(run_ids: list[str], full_test: str) -> None:
+    """A one-line error, before any work, when ``--full-test`` is neither a scope nor a pattern of a planned run."""
+    from robustclip.errors import RobustclipError
+
+    if full_test not in FULL_TEST_SCOPES and not fnmatch.filter(run_ids, full_test):
+        raise RobustclipError(f"--full-test {full_test!r} is no scope and matches no run of the paper sweep",
+                              f"use one of {', '.join(FULL_TEST_SCOPES)}, or a pattern of run ids such as "
+                              "'mnist-clip-lam0.5-*'")
+
+
+def _scope_rows(df: pd.DataFrame, runs: Path, full_test: str, *, suite: Any, data_dir: str | None, progress: bool,
+                n: int | None) -> pd.DataFrame:
+    """Tidy rows of the runs ``full_test`` names (``all``: every MNIST and Fashion-MNIST run but the output-sigmoid
+    ones; else a pattern of run ids) attacked under ``suite`` on ``n`` test images (cached per checkpoint)."""
+    from robustclip.sweeps import run_dir
+
+    ids = (df[df.dataset.isin(["mnist", "fashion-mnist"]) & ~df.run.str.startswith("mnist-sigmoid")].run.unique()
+           if full_test == "all" else fnmatch.filter(list(df.run.unique()), full_test))
+    return evaluate_cached({r: run_dir(runs, r) / "model.safetensors" for r in ids}, runs / "full-test",
+                           suite=suite, data_dir=data_dir, progress=progress, n=n)
+
+
+def _table_text(table: pd.DataFrame, seen: str) -> str:
+    """The section around the paper's table: what each column measures, then the table (percent)."""
+    pct = {"clean", "noise", "fgsm", "authors_pgd", "pgd_l2", "worst_case", "certified"}
+    return ("Accuracies in % (mean ± sample std over seeds, ddof = 1, and the 95% "
+            "t-interval of the mean worst case). `clean` is on all 10,000 test "
+            f"images; the attacks (L2, ε = 2, 100 steps) on {seen} (MNIST), with `attacks/paper-mnist.toml`. "
+            "`worst_case` is the per-sample worst case over noise-free attacks (FGSM, the authors' PGD, PGD-L2, "
+            "APGD-CE, APGD-DLR, targeted APGD, and Square with 5,000 queries as the black-box check against "
+            "gradient masking); after the authors' PGD, which runs on every sample so that its column can be "
+            "compared with theirs, the attacks run in AutoAttack's cascade, each only on the samples no earlier "
+            "attack broke, so the `pgd_l2` column is cumulative (robust to the authors' PGD and to PGD-L2). "
+            "`certified` follows from sound per-class-pair Lipschitz margins.\n\n"
+            + _md(table, PAPER_COLUMNS, pct))
+
+
+def _commit_checkpoints(df: pd.DataFrame, runs: Path, ckpt_dir: Path) -> dict[str, str]:
+    """Copy the checkpoints chosen on validation (:func:`_best_checkpoints`) to ``ckpt_dir``; ``{name: run id}``."""
+    from robustclip.sweeps import run_dir
+
+    picks = _best_checkpoints(df)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    for name, run in picks.items():
+        with _io.atomic_path(ckpt_dir / f"{name}.safetensors") as tmp:
+            shutil.copyfile(run_dir(runs, run) / "model.safetensors", tmp)
+    return picks
+
+
+@dataclass
+class _Stages:
+    """What the committed checkpoints' own evaluations add to the report."""
+
+    sections: list[tuple[str, str]] = field(default_factory=list)
+    lead: list[tuple[str, str]] = field(default_factory=list)
+    figures: list[Any] = field(default_factory=list)
+    full: pd.DataFrame | None = None
+    seconds: float = 0.0  # their evaluations' wall time, measured when they were made
+
+
+def _checkpoint_stages(picks: dict[str, str], out: Path, runs: Path, scope_rows: pd.DataFrame, *, full_test: str,
+                       sandwich_suite: Any, full_test_suite: Any, full_test_n: int | None, data_dir: str | None,
+                       progress: bool) -> _Stages:
+    """The committed checkpoints' ε-curves (attacked and certified, under ``sandwich_suite``) and their attacks on
+    the whole test set (under ``full_test_suite``), each cached and skipped when its suite is None."""
+    from robustclip.attacks import load_suite
+    from robustclip.reports import fig_sandwich
+
+    st = _Stages()
+    ckpt_dir = out / "checkpoints"
+    if sandwich_suite is not None and picks:
+        rows = evaluate_cached({k: ckpt_dir / f"{k}.safetensors" for k in picks}, runs / "sandwich",
+                               suite=sandwich_suite, data_dir=data_dir, progress=progress)
+        st.seconds += _stage_seconds(rows)
+        if len(rows) and (rows.attack == "certified").any():
+            st.figures = fig_sandwich(rows, out, name="sandwich_L2.png")
+            st.sections.append(("Attacked and certified accuracy against ε",
+                                _sandwich_text(rows, load_suite(sandwich_suite).name)))
+    if full_test != "off" and full_test_suite is not None and picks:
+        if full_test == "all" and len(scope_rows):  # attacked as runs: the same checkpoints, their committed names
+            rows = pd.concat([scope_rows[scope_rows.model == run].assign(model=name) for name, run in picks.items()],
+                             ignore_index=True)
+        else:
+            rows = evaluate_cached({k: ckpt_dir / f"{k}.safetensors" for k in picks}, runs / "full-test",
+                                   suite=full_test_suite, data_dir=data_dir, progress=progress, n=full_test_n)
+        st.seconds += _stage_seconds(rows)
+        if len(rows):
+            st.full = rows
+            _io.write_text(out / "full_test.csv", rows.to_csv(index=False))
+            st.lead.append(("The committed checkpoints on the whole test set",
+                            _full_test_text(rows, load_suite(full_test_suite).name, picks)))
+    return st
+
+
+def _last_full(out: Path, minutes: float, reused: int, planned: int) -> dict[str, Any] | None:
+    """The last regeneration that computed every run (from ``out/regeneration.json``), this one when it did."""
+    previous = {}
+    if (out / "regeneration.json").is_file():
+        previous = json.loads((out / "regeneration.json").read_text())
+    last_full = previous.get("last_full") or ({"minutes": previous["minutes"], "runs": planned}
+                                             if "minutes" in previous and previous.get("reused", 0) == 0 else None)
+    if reused == 0:
+        last_full = {"minutes": minutes, "runs": planned, "date": time.strftime("%Y-%m-%d")}
+    return last_full
+
+
+def _timing_text(minutes: float, reused: int, planned: int, last_full: dict[str, Any] | None,
+                 estimate: float | None, jobs: int) -> str:
+    """How long this regeneration took, the last full one, and the estimate of a full one now."""
+    if reused == 0:
+        return f"This regeneration trained and evaluated all {planned} runs in {minutes:.1f} minutes on 2 CPU cores."
+    return (f"This rendering reused {reused} finished runs and took {minutes:.1f} minutes"
+            + (f"; the last full regeneration, of {last_full['runs']} runs, took "
+               f"{last_full['minutes']:.1f} minutes "
+               "on 2 CPU cores." if last_full else ".")
+            + ("" if estimate is None else
+               f" From the measured time of every run and of the committed checkpoints' evaluations, a full "
+               f"regeneration of today's {planned} runs would take about {estimate:.0f} minutes with "
+               f"--jobs {max(jobs, 1)}."))
 
 
 def _stage_seconds(rows: pd.DataFrame) -> float:
