@@ -54,10 +54,14 @@ if _TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .penalty import ClipPenalty
     from .training import TrainConfig, train
 
-_NAMES = {"save": "checkpoints", "load": "loading", "benchmark": "evaluation", "evaluate": "evaluation",
-          "EvalResult": "evaluation", "train": "training", "TrainConfig": "training", "ClipPenalty": "penalty"}
-_MODULES = ("attacks", "certify", "checkpoints", "cli", "data", "evaluation", "gate", "lipschitz", "loading",
-            "models", "pipeline", "regularizers", "reports", "stats", "sweeps", "testing", "training")
+# where each public name lives (a relative module path): the one table a relayout of the modules updates
+_NAMES = {"save": ".checkpoints", "load": ".loading", "benchmark": ".evaluation", "evaluate": ".evaluation",
+          "EvalResult": ".evaluation", "train": ".training", "TrainConfig": ".training", "ClipPenalty": ".penalty"}
+_MODULES = {"attacks": ".attacks", "certify": ".certify", "checkpoints": ".checkpoints", "cli": ".cli",
+            "data": ".data", "evaluation": ".evaluation", "gate": ".gate", "lipschitz": ".lipschitz",
+            "loading": ".loading", "models": ".models", "pipeline": ".pipeline", "regularizers": ".regularizers",
+            "reports": ".reports", "stats": ".stats", "sweeps": ".sweeps", "testing": ".testing",
+            "training": ".training"}
 
 __all__ = ["load", "save", "benchmark", "evaluate", "EvalResult", "train", "TrainConfig", "ClipPenalty",
            "RobustclipError", "attacks", "certify", "checkpoints", "cli", "data", "evaluation", "gate", "lipschitz",
@@ -66,9 +70,9 @@ __all__ = ["load", "save", "benchmark", "evaluate", "EvalResult", "train", "Trai
 
 def __getattr__(name: str) -> _Any:
     if name in _NAMES:
-        value = getattr(_importlib.import_module(f".{_NAMES[name]}", __name__), name)
+        value = getattr(_importlib.import_module(_NAMES[name], __name__), name)
     elif name in _MODULES:
-        value = _importlib.import_module(f".{name}", __name__)
+        value = _importlib.import_module(_MODULES[name], __name__)
     elif name == "__version__":
         from ._version import version
 
