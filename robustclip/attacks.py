@@ -369,7 +369,7 @@ def shipped_suites_dir() -> Path | None:
     Installed from a wheel they live in the package, ``robustclip/suites/``; run from a source checkout (an
     editable install, or ``PYTHONPATH`` pointing at it) they are the checkout's own ``attacks/``.
     """
-    pkg = Path(__file__).resolve().parent
+    pkg = Path(__file__).resolve().parents[__name__.count(".") - 1]  # the package root, however deep this module is
     if (pkg / "suites").is_dir():
         return pkg / "suites"
     checkout = pkg.parent
