@@ -44,6 +44,7 @@ from . import sanity as sanity_mod
 from .attacks import ATTACKS, AttackSpec, Suite, load_suite
 from .devices import device_of as _device_of
 from .errors import RobustclipError
+from .modes import eval_mode
 from .results import select
 from .stats import wilson  # robustclip.evaluation.wilson stays importable
 
