@@ -5,7 +5,7 @@ A sweep file (TOML) lists experiments; top-level keys are defaults that each
 the one experiment::
 
     name = "mnist-lambda"
-    dataset = "mnist"          # mnist | fashion-mnist | regression
+    dataset = "mnist"          # mnist | fashion-mnist | cifar10 | cifar100 | regression
     model = "fc"               # fc | cnn | mlp1d, or a spec table
     epochs = 10
     seeds = [0, 1, 2]
@@ -482,6 +482,27 @@ def _create_out(out: Path, fresh: bool, claims: ClaimDir) -> None:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RobustclipError(f"cannot create --out {out}: {exc.strerror or exc}", "pass a writable folder") from None
+
+
+def flags_command(raw: dict[str, Any], out: str | os.PathLike[str]) -> str:
+    """The ``robustclip sweep`` command line (flags mode) that rebuilds the plan ``raw`` into folder ``out``: the
+    inverse of the CLI's flags-to-plan step, so a report can name the exact command of a sweep that has no file."""
+    import shlex
+
+    parts = ["robustclip", "sweep", "--dataset", str(raw.get("dataset", ""))]
+    for m in raw.get("method", []):
+        spec = str(m.get("reg", ""))
+        if m.get("tau"):
+            spec += ":tau=" + ",".join(f"{v:g}" for v in m["tau"])
+        elif m.get("lam"):
+            spec += ":" + ",".join(f"{v:g}" for v in m["lam"])
+        parts += ["--method", spec]
+    parts += ["--seeds", ",".join(str(v) for v in raw.get("seeds", [0]))]
+    for key in ("model", "epochs", "n_train", "suite", "n_test"):
+        if raw.get(key) is not None:
+            parts += [f"--{key.replace('_', '-')}", str(raw[key])]
+    parts += ["--out", str(out)]
+    return shlex.join(parts)
 
 
 def _write_plan(out: Path, raw: dict[str, Any], runs: list[Run], where: str, data_dir: str | None) -> None:
