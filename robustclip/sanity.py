@@ -21,6 +21,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .modes import eval_mode
+
 NEAR_CHANCE_POINTS = 0.10
 """A model whose clean accuracy is at most ``1/classes`` plus this (10 points) is called near chance."""
 LOSS_CHANCE_FRACTION = 0.9
@@ -77,14 +79,9 @@ def output_checks(model: nn.Module, x: torch.Tensor) -> list[str]:
     suffice): probabilities instead of logits (every row non-negative and summing to 1), and randomised outputs
     (two identical eval-mode passes disagree). The model is left in the mode it was in."""
     flags: list[str] = []
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            a = model(x).double()
-            b = model(x).double()
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        a = model(x).double()
+        b = model(x).double()
     if a.dim() == 2 and a.shape[1] > 1 and bool((a >= 0).all()) and \
             bool(torch.allclose(a.sum(1), torch.ones_like(a[:, 0]), atol=1e-4)):
         flags.append("GRADIENT MASKING? the model outputs probabilities (rows are non-negative and sum to 1), not "
