@@ -15,43 +15,23 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .devices import device_of
 from .errors import RobustclipError
-
-
-def train_modes(model: nn.Module) -> dict[nn.Module, bool]:
-    """The ``training`` flag of every submodule of ``model`` (to restore with :func:`restore_modes`)."""
-    return {m: m.training for m in model.modules()}
-
-
-def restore_modes(modes: dict[nn.Module, bool]) -> None:
-    """Set each submodule back to the mode :func:`train_modes` recorded."""
-    for m, training in modes.items():
-        m.training = training
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    t: torch.Tensor | None = next(model.parameters(), None)
-    if t is None:
-        t = next(model.buffers(), None)
-    return torch.device("cpu") if t is None else t.device
+from .modes import eval_mode
 
 
 def check_outputs(model: nn.Module, x: torch.Tensor, n_classes: int | None) -> int:
     """Run ``model`` on two inputs of ``x`` ``(N, ...)``; it must return a tensor of logits ``(2, k)`` with
     ``k >= 2`` (``k == n_classes`` when given). Returns ``k``."""
-    sample = x[:2].to(_device_of(model))
-    modes = train_modes(model)
-    model.eval()  # the probe never updates BatchNorm's running statistics
+    sample = x[:2].to(device_of(model))
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():  # the probe never updates BatchNorm's running statistics
             out = model(sample)
     except (RuntimeError, ValueError, TypeError, IndexError) as exc:
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise RobustclipError(f"the model fails on inputs of shape (N, {', '.join(map(str, x.shape[1:]))}): {first}",
                               "give data whose per-sample shape the model takes (or the model for this data)"
                               ) from None
-    finally:
-        restore_modes(modes)
     if not isinstance(out, torch.Tensor):
         raise RobustclipError(f"model output is a {type(out).__name__}, expected a tensor of logits (N, classes)",
                               "return the logits tensor itself from forward (not a tuple or dict)")

@@ -34,8 +34,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def device_of(model: nn.Module) -> torch.device:
-    """The device of ``model``'s first parameter (the CPU for a model without parameters)."""
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
+    """The device of ``model``'s first parameter, else of its first buffer (the CPU for a model with neither)."""
+    t: torch.Tensor | None = next(model.parameters(), None)
+    if t is None:
+        t = next(model.buffers(), None)
+    return torch.device("cpu") if t is None else t.device

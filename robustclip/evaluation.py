@@ -44,7 +44,6 @@ from . import sanity as sanity_mod
 from .attacks import ATTACKS, AttackSpec, Suite, load_suite
 from .devices import device_of as _device_of
 from .errors import RobustclipError
-from .modes import eval_mode
 from .results import select
 from .stats import wilson  # robustclip.evaluation.wilson stays importable
 
@@ -386,7 +385,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str |
     from .progress import bar as progress_bar
 
     t0 = time.perf_counter()
-    from .apichecks import check_eval_inputs, restore_modes, train_modes
+    from .apichecks import check_eval_inputs
+    from .modes import restore_modes, train_modes
 
     s = load_suite(suite)
     modes = train_modes(model)

@@ -10,15 +10,27 @@ from collections.abc import Iterator
 from torch import nn
 
 
+def train_modes(model: nn.Module) -> dict[nn.Module, bool]:
+    """The ``training`` flag of every submodule of ``model`` (to restore with :func:`restore_modes`)."""
+    return {m: m.training for m in model.modules()}
+
+
+def restore_modes(modes: dict[nn.Module, bool]) -> None:
+    """Set each submodule back to the mode :func:`train_modes` recorded."""
+    for m, training in modes.items():
+        m.training = training
+
+
 @contextlib.contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """``model`` in eval mode for the block; its train/eval flag restored after, also on an exception."""
-    was_training = model.training
+    """``model`` in eval mode for the block; every submodule's own train/eval flag restored after, also on an
+    exception (``model.train(flag)`` would set them all alike, e.g. wake a BatchNorm a user had frozen)."""
+    saved = train_modes(model)
     model.eval()
     try:
         yield model
     finally:
-        model.train(was_training)
+        restore_modes(saved)
 
 
 @contextlib.contextmanager
