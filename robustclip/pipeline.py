@@ -128,9 +128,15 @@ def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite
     lip_seed = s.seed if seed is None else seed
     if lipschitz == "off":
         t_up = time.perf_counter()
-        up = lipschitz_mod.upper_bound(model, in_shape or tuple(split.x.shape[1:]), seed=lip_seed)
+        up: float | None = None
+        why: str | None = None
+        try:
+            up = lipschitz_mod.upper_bound(model, in_shape or tuple(split.x.shape[1:]), seed=lip_seed)
+        except ValueError as exc:  # not understood: no upper bound and no certificate, with the reason
+            why = str(exc).removeprefix("no Lipschitz upper bound: ")
         lip = lipschitz_mod.LipschitzReport(lower=0.0, upper=up, lower_quotient=0.0, lower_jacobian=0.0,
-                                            seconds={"upper": time.perf_counter() - t_up}, seed=lip_seed)
+                                            seconds={"upper": time.perf_counter() - t_up}, seed=lip_seed,
+                                            upper_reason=why)
     else:
         cfg = LIPSCHITZ_MODES[lipschitz]
         lip = lipschitz_mod.estimate(model, split.x[:LIPSCHITZ_POINTS].to(dev), in_shape=in_shape, seed=lip_seed,
