@@ -339,8 +339,15 @@ def layer_norms(model: nn.Module, in_shape: tuple[int, ...], *, iters: int = 100
             out.append((name, _spec_norm(layer.weight.detach().double().cpu())))
         elif isinstance(layer, nn.Conv2d):
             ops, why = affine_ops(nn.Sequential(layer), shape)
-            if ops is None:
-                raise ValueError(f"no Lipschitz upper bound: {why}")
+            if ops is None:  # too large to densify: the circular (FFT) bound of conv_norms
+                from .conv_norms import conv_module_bounds
+
+                got = conv_module_bounds(layer, shape)
+                if got is None:
+                    raise ValueError(f"no Lipschitz upper bound: {why}")
+                out.append((name, got[0]))
+                shape = next_shape
+                continue
             conv = ops[0]
             assert isinstance(conv, Affine)
             out.append((name, gram_spectral_bound(conv.W)))
@@ -359,9 +366,25 @@ def layer_norms(model: nn.Module, in_shape: tuple[int, ...], *, iters: int = 100
 def upper_bound(model: nn.Module, in_shape: tuple[int, ...], *, iters: int = 100, seed: int = 0) -> float:
     """Product of per-layer operator norms: an upper bound on the L2 Lipschitz constant.
 
-    Raises ``ValueError`` (with the reason) for models that are not fully understood.
+    Models that are not a plain ``nn.Sequential`` chain (BatchNorm, pooling, residual blocks, their own
+    ``forward``) are bounded through their ``torch.fx`` graph (:mod:`robustclip.graph_bounds`). Raises
+    ``ValueError`` (with the reason) for models that are not fully understood.
     """
+    layers, _ = known_layers(model)
+    if layers is None:
+        return graph_bound(model, in_shape).l2
     return math.prod(v for _, v in layer_norms(model, in_shape, iters=iters, seed=seed))
+
+
+def graph_bound(model: nn.Module, in_shape: tuple[int, ...]) -> Any:
+    """:func:`robustclip.graph_bounds.graph_upper_bound` (L2 and L∞); ``ValueError`` with the reason when the
+    model is not understood."""
+    from .graph_bounds import Unsupported, graph_upper_bound
+
+    try:
+        return graph_upper_bound(model, in_shape)
+    except Unsupported as exc:
+        raise ValueError(f"no Lipschitz upper bound: {exc}") from None
 
 
 def _chain(ops: list[Affine | nn.Module]) -> tuple[list[torch.Tensor], list[float], list[tuple[float, float] | None]]:
@@ -655,6 +678,16 @@ def upper_bounds(model: nn.Module, in_shape: tuple[int, ...], *, sdp: bool = Fal
     method with value inf). Each carries per-class-pair constants when the
     model's last op is affine (``√2·L`` and ``||w_y − w_j||`` based).
     """
+    if known_layers(model)[0] is None:  # BatchNorm, pooling, residual blocks, its own forward: the traced graph
+        t0 = time.perf_counter()
+        try:
+            gb = graph_bound(model, in_shape)
+        except ValueError as exc:
+            return [], str(exc).removeprefix("no Lipschitz upper bound: ")
+        return [UpperBound("graph_product", gb.l2, time.perf_counter() - t0,
+                           "torch.fx graph: per-layer norms multiplied along paths, residual sums added "
+                           "(L(s) + L(f)); conv: circular FFT bound or dense SVD; BatchNorm folded after conv/linear, "
+                           f"else max |γ|/√(σ²+ε); max pool √m; avg pool Schur test; L∞→L∞ bound {gb.linf:.6g}")], None
     try:
         t0 = time.perf_counter()
         prod = upper_bound(model, in_shape)

@@ -65,6 +65,40 @@ class Normalize(nn.Module):
         return f"mean={self.mean}, std={self.std}"
 
 
+class ChannelNormalize(nn.Module):
+    """``(x - mean_c) / std_c`` per channel: ``(N, C, ...) -> (N, C, ...)``, e.g. CIFAR's mean and std.
+
+    Its Lipschitz constant (any norm) is ``1 / min_c std_c``. The constants are not saved in a state_dict (the
+    spec rebuilds them).
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, mean: list[float] | tuple[float, ...], std: list[float] | tuple[float, ...]) -> None:
+        super().__init__()
+        ok = (isinstance(mean, (list, tuple)) and isinstance(std, (list, tuple)) and 0 < len(mean) == len(std)
+              and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                      for v in (*mean, *std)))
+        if not ok:
+            raise RobustclipError(f"per-channel normalisation needs equal-length lists of finite numbers, got "
+                                  f"mean={_short(mean)}, std={_short(std)}", "use e.g. mean=[0.49, 0.48, 0.45]")
+        if min(std) <= 0:
+            raise RobustclipError(f"normalisation std must be positive, got {_short(std)}",
+                                  "use e.g. std=[0.247, 0.243, 0.261]")
+        self.mean_values = tuple(float(v) for v in mean)
+        self.std_values = tuple(float(v) for v in std)
+        shape = (1, len(mean), 1, 1)
+        self.register_buffer("mean", torch.tensor(self.mean_values).view(shape), persistent=False)
+        self.register_buffer("std", torch.tensor(self.std_values).view(shape), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def extra_repr(self) -> str:
+        return f"mean={self.mean_values}, std={self.std_values}"
+
+
 def paper_spec(*, output_sigmoid: bool = False) -> dict[str, Any]:
     """The paper's MNIST net: 784-200-80-10, sigmoid hidden activations."""
     return {"arch": "fc", "sizes": [784, 200, 80, 10], "activation": "sigmoid",
