@@ -18,6 +18,11 @@ Architectures:
 ``mlp1d``
     The 1-D regression MLP, ``(N, 1) -> (N, 1)``: ``fc`` with
     ``sizes=[1, 64, 64, 1]`` and tanh by default.
+``cifar_cnn``, ``resnet8``
+    For ``(N, 3, 32, 32)`` CIFAR images, CIFAR normalisation inside (see
+    :mod:`robustclip.cifar_models`): a small CNN (``width`` 16, max pooling)
+    and a ResNet-8 of basic blocks with BatchNorm. Not ``nn.Sequential``
+    chains: their Lipschitz bounds come from :mod:`robustclip.graph_bounds`.
 """
 
 from __future__ import annotations
@@ -29,10 +34,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import cifar_models
 from .errors import RobustclipError
 
 ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh}
-ARCHITECTURES = ("fc", "cnn", "mlp1d")
+ARCHITECTURES = ("fc", "cnn", "mlp1d", "cifar_cnn", "resnet8")
+CIFAR_ARCHITECTURES = ("cifar_cnn", "resnet8")
 MAX_WIDTH = 100_000
 """Widest layer (and most classes) a spec may ask for."""
 MAX_LAYERS = 64
@@ -65,40 +72,6 @@ class Normalize(nn.Module):
         return f"mean={self.mean}, std={self.std}"
 
 
-class ChannelNormalize(nn.Module):
-    """``(x - mean_c) / std_c`` per channel: ``(N, C, ...) -> (N, C, ...)``, e.g. CIFAR's mean and std.
-
-    Its Lipschitz constant (any norm) is ``1 / min_c std_c``. The constants are not saved in a state_dict (the
-    spec rebuilds them).
-    """
-
-    mean: torch.Tensor
-    std: torch.Tensor
-
-    def __init__(self, mean: list[float] | tuple[float, ...], std: list[float] | tuple[float, ...]) -> None:
-        super().__init__()
-        ok = (isinstance(mean, (list, tuple)) and isinstance(std, (list, tuple)) and 0 < len(mean) == len(std)
-              and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                      for v in (*mean, *std)))
-        if not ok:
-            raise RobustclipError(f"per-channel normalisation needs equal-length lists of finite numbers, got "
-                                  f"mean={_short(mean)}, std={_short(std)}", "use e.g. mean=[0.49, 0.48, 0.45]")
-        if min(std) <= 0:
-            raise RobustclipError(f"normalisation std must be positive, got {_short(std)}",
-                                  "use e.g. std=[0.247, 0.243, 0.261]")
-        self.mean_values = tuple(float(v) for v in mean)
-        self.std_values = tuple(float(v) for v in std)
-        shape = (1, len(mean), 1, 1)
-        self.register_buffer("mean", torch.tensor(self.mean_values).view(shape), persistent=False)
-        self.register_buffer("std", torch.tensor(self.std_values).view(shape), persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
-
-    def extra_repr(self) -> str:
-        return f"mean={self.mean_values}, std={self.std_values}"
-
-
 def paper_spec(*, output_sigmoid: bool = False) -> dict[str, Any]:
     """The paper's MNIST net: 784-200-80-10, sigmoid hidden activations."""
     return {"arch": "fc", "sizes": [784, 200, 80, 10], "activation": "sigmoid",
@@ -117,7 +90,10 @@ def default_spec(arch: str, dataset: str) -> dict[str, Any]:
         return paper_spec()
     if arch == "cnn":
         return {"arch": "cnn", "num_classes": 10}
-    raise RobustclipError(f"model {arch!r} does not fit image data", "use --model fc or --model cnn")
+    if arch in CIFAR_ARCHITECTURES:
+        return {"arch": arch, "num_classes": 100 if dataset == "cifar100" else 10}
+    raise RobustclipError(f"model {arch!r} does not fit image data",
+                          "use --model fc or cnn (MNIST), or cifar_cnn or resnet8 (CIFAR)")
 
 
 def _required(name: Any) -> nn.Module:
@@ -190,18 +166,26 @@ def _cnn(spec: dict[str, Any]) -> nn.Sequential:
     )
 
 
-def build(spec: dict[str, Any]) -> nn.Sequential:
+def build(spec: dict[str, Any]) -> nn.Module:
     """Build the model that ``spec`` describes; the result carries ``model.spec``."""
     if not isinstance(spec, dict) or "arch" not in spec:
         raise RobustclipError(f"a model spec must be a dict with an 'arch' key, got {_short(spec)}",
                               f"use one of {', '.join(ARCHITECTURES)}")
     arch = spec["arch"]
+    model: nn.Module
     if arch == "fc":
         model = _fc(spec)
     elif arch == "mlp1d":
         model = _fc({"sizes": [1, 64, 64, 1], "activation": "tanh", **spec})
     elif arch == "cnn":
         model = _cnn(spec)
+    elif arch in CIFAR_ARCHITECTURES:
+        params = cifar_models.parameters(spec, MAX_WIDTH)  # validates the spec; allocates nothing
+        if params > MAX_PARAMETERS:
+            raise RobustclipError(f"{arch} spec asks for {params:,} parameters, more than the {MAX_PARAMETERS:,} "
+                                  "allowed", "use a smaller width")
+        build_cifar = cifar_models.cifar_cnn if arch == "cifar_cnn" else cifar_models.resnet8
+        model = build_cifar(spec, MAX_WIDTH)
     else:
         raise RobustclipError(f"unknown architecture {_short(arch)}", f"use one of {', '.join(ARCHITECTURES)}")
     setattr(model, "spec", copy.deepcopy(spec))  # noqa: B010 (an attribute nn.Module does not declare)
@@ -215,6 +199,9 @@ def input_shape(spec: dict[str, Any]) -> tuple[int, ...]:
     if spec["arch"] == "fc":
         n = spec["sizes"][0]
         return {784: (1, 28, 28), 3072: (3, 32, 32)}.get(n, (n,))
+    if spec["arch"] in CIFAR_ARCHITECTURES:
+        side = cifar_models.image_size(spec)
+        return (len(spec.get("mean", cifar_models.CIFAR_MEAN)), side, side)
     return (1, 28, 28)
 
 
