@@ -190,7 +190,12 @@ def _bound(model: nn.Module, in_shape: tuple[int, ...]) -> GraphBound:
         raise
     except Exception as exc:
         raise Unsupported(f"its traced graph fails to run ({type(exc).__name__}: {str(exc)[:120]})") from None
-    return _walk(gm, rec.values, B)
+    try:
+        return _walk(gm, rec.values, B)
+    except Unsupported:
+        raise
+    except Exception as exc:  # a structure the rules did not foresee: no bound rather than a crash
+        raise Unsupported(f"its graph could not be bounded ({type(exc).__name__}: {str(exc)[:120]})") from None
 
 
 def _shape(values: dict[fx.Node, Any], n: fx.Node) -> tuple[int, ...]:
@@ -221,8 +226,10 @@ def _walk(gm: fx.GraphModule, values: dict[fx.Node, Any], B: int) -> GraphBound:
     for n in nodes:
         if n.op == "call_module" and type(mods[str(n.target)]) in _BATCHNORMS and isinstance(n.args[0], fx.Node):
             u = n.args[0]
-            if (u.op == "call_module" and type(mods[str(u.target)]) in (nn.Conv1d, nn.Conv2d, nn.Linear)
-                    and len(u.users) == 1 and len(n.args) == 1 and not n.kwargs):
+            kind = type(mods[str(u.target)]) if u.op == "call_module" else None
+            out_dims = len(_shape(values, u))
+            channels_first = kind in (nn.Conv1d, nn.Conv2d) or (kind is nn.Linear and out_dims == 2)
+            if channels_first and len(u.users) == 1 and len(n.args) == 1 and not n.kwargs:
                 folded[u] = n
 
     def tensor_args(n: fx.Node) -> list[fx.Node]:
@@ -372,6 +379,7 @@ def _node_factor(n: fx.Node, ins: list[fx.Node], mods: dict[str, nn.Module], val
             return single(1.0 / m.std, 1.0 / m.std)
         if t is ChannelNormalize:
             assert isinstance(m, ChannelNormalize)
+            same_shape(n, u)  # no broadcasting of one channel to several
             c = 1.0 / min(m.std_values)
             return single(c, c)
         raise Unsupported(f"{label} is a layer the bounds do not understand")

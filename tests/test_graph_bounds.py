@@ -292,6 +292,23 @@ def test_batchnorm_is_folded_only_after_a_conv():
     assert pre == pytest.approx(float(scale.abs().max()) * conv_norms.dense_conv_l2(conv2, (3, 6, 6)), rel=1e-6)
 
 
+def test_batchnorm_after_a_linear_on_sequences_is_not_folded_over_the_wrong_axis():
+    """``Linear`` on ``(N, C, L)`` acts on L; a BatchNorm1d after it scales C: folding would be wrong."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(5, 5), _randomise_bn(nn.Sequential(nn.BatchNorm1d(3)))[0]).eval()
+    b = graph_upper_bound(net, (3, 5))
+    assert b.l2 >= jacobian_lower(net, (3, 5)) * (1 - 1e-6) and b.l2 >= quotient_lower(net, (3, 5))
+
+
+def test_channel_normalisation_that_broadcasts_counts_the_copies():
+    from robustclip.cifar_models import ChannelNormalize
+
+    net = nn.Sequential(ChannelNormalize([0.5, 0.5, 0.5], [0.25, 0.25, 0.25]))
+    assert graph_upper_bound(net, (3, 4, 4)).l2 == pytest.approx(4.0)
+    with pytest.raises(Unsupported, match="broadcasts"):
+        graph_upper_bound(net, (1, 4, 4))  # one grey channel copied to three
+
+
 @pytest.mark.parametrize("block", [BasicBlock, Bottleneck, PreActBlock])
 def test_whole_resnets_are_sound_random_and_trained(block):
     torch.manual_seed(0)
