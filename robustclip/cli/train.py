@@ -35,7 +35,8 @@ def register(sub: Any) -> None:
                              "--epochs 30 \\\n"
                              "      --out runs/hybrid.safetensors   # one-step PGD-AT with CLIP's penalty on top\n")
     p.add_argument("--dataset", default="mnist", help=f"one of {', '.join(DATASETS)} (default mnist)")
-    p.add_argument("--model", default=None, help="fc (784-200-80-10 sigmoid), cnn, mlp1d, cifar_cnn, resnet8 (CIFAR), or a JSON spec")
+    p.add_argument("--model", default=None,
+                   help="fc (784-200-80-10 sigmoid), cnn, mlp1d, cifar_cnn, resnet8 (CIFAR), or a JSON spec")
     p.add_argument("--output-sigmoid", action="store_true",
                    help="squash the fc net's outputs with a sigmoid (authors' net)")
     p.add_argument("--reg", default="none", help=f"one of {', '.join(REGISTRY)} (default none)")
