@@ -157,8 +157,9 @@ def known_layers(model: nn.Module) -> tuple[list[tuple[str, nn.Module]] | None, 
     (numeric zero padding), Flatten (``start_dim=1``),
     :class:`robustclip.models.Normalize`, ReLU, Sigmoid, Tanh, LeakyReLU,
     Identity; no forward hooks; finite weights. Anything else, e.g. a module
-    with its own ``forward`` whose children look known, is not understood:
-    no upper bound and no certificate is computed for it.
+    with its own ``forward`` whose children look known, is not a chain: it
+    gets no certificate, and its upper bound, if any, comes from its traced
+    graph (:mod:`robustclip.graph_bounds`).
     """
     from .models import Normalize
 
@@ -677,6 +678,9 @@ def upper_bounds(model: nn.Module, in_shape: tuple[int, ...], *, sdp: bool = Fal
     ``sdp`` extra: without it the reason is recorded in the list as a
     method with value inf). Each carries per-class-pair constants when the
     model's last op is affine (``√2·L`` and ``||w_y − w_j||`` based).
+    Models that are not such a chain (BatchNorm, pooling, residual blocks,
+    their own ``forward``) get one method, ``graph_product``
+    (:mod:`robustclip.graph_bounds`, no per-pair constants), or ``([], reason)``.
     """
     if known_layers(model)[0] is None:  # BatchNorm, pooling, residual blocks, its own forward: the traced graph
         t0 = time.perf_counter()
