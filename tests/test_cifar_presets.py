@@ -147,8 +147,8 @@ def test_evaluate_and_check_the_presets(trained, tmp_path, monkeypatch):
 
 @pytest.mark.data
 def test_a_sweep_trains_and_evaluates_a_preset(tmp_path, data_dir):
-    """Sweeps accept the datasets of sweeps.plan (MNIST until the CIFAR loader lands): a one-channel preset at
-    28×28 runs there with every piece of the CIFAR one (a ResNet-8 costs twice the time here; both train above)."""
+    """A sweep on real data (MNIST: the tests carry no CIFAR files): a one-channel preset at 28×28 runs there with
+    every piece of the CIFAR one (a ResNet-8 costs twice the time here; both train above)."""
     (tmp_path / "tiny.toml").write_text(SUITE, encoding="utf-8")
     spec = {"arch": "cifar_cnn", "width": 4, "image_size": 28, "mean": [0.1307], "std": [0.3081]}
     assert models.input_shape(spec) == (1, 28, 28)
