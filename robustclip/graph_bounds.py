@@ -36,6 +36,8 @@ from torch.nn import functional as F
 
 from . import conv_norms
 from .cifar_models import ChannelNormalize
+from .devices import device_of
+from .modes import eval_mode
 from .models import Normalize
 
 SLACK = 1e-12
@@ -157,21 +159,13 @@ def graph_upper_bound(model: nn.Module, in_shape: tuple[int, ...]) -> GraphBound
     for name, p in model.named_parameters():
         if not bool(torch.isfinite(p).all()):
             raise Unsupported(f"{name} has non-finite weights")
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return _bound(model, tuple(in_shape))
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        return _bound(model, tuple(in_shape))
 
 
 def _bound(model: nn.Module, in_shape: tuple[int, ...]) -> GraphBound:
     gm = trace(model)
-    try:
-        dev = next(model.parameters()).device
-    except StopIteration:
-        dev = torch.device("cpu")
+    dev = device_of(model)
     g = torch.Generator().manual_seed(0)
     B = 2
     xs = [torch.rand((B, *in_shape), generator=g).to(dev) for _ in range(2)]
