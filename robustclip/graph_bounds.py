@@ -37,8 +37,8 @@ from torch.nn import functional as F
 from . import conv_norms
 from .cifar_models import ChannelNormalize
 from .devices import device_of
-from .modes import eval_mode
 from .models import Normalize
+from .modes import eval_mode
 
 SLACK = 1e-12
 DENSE_MAX = 300_000
