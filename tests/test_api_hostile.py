@@ -9,26 +9,14 @@ import math
 
 import pytest
 import torch
+from tiny import suite_toml
 from torch import nn
 
 import robustclip as rc
 from robustclip.errors import RobustclipError
 from robustclip.testing import assert_robust
 
-SUITE = """\
-name = "api"
-n = 16
-batch_size = 16
-seed = 0
-[eps]
-L2 = [1.0]
-[[attack]]
-type = "clean"
-[[attack]]
-type = "pgd"
-norm = "L2"
-steps = 2
-"""
+SUITE = suite_toml("api", n=16, eps=(1.0,), steps=2)
 
 
 @pytest.fixture(scope="module")

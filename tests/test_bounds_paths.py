@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 import pytest
 import torch
-from tiny import run_cli
+from tiny import run_cli, suite_toml
 
 from robustclip import evaluation, lipschitz, pipeline
 from robustclip.attacks import parse_suite
@@ -101,23 +101,7 @@ def gelu_mlp():
     return nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.GELU(), nn.Linear(32, 10))
 '''
 
-TINY_SUITE = """\
-name = "tiny"
-n = 8
-batch_size = 8
-seed = 0
-
-[eps]
-L2 = [0.1]
-
-[[attack]]
-type = "clean"
-
-[[attack]]
-type = "pgd"
-norm = "L2"
-steps = 2
-"""
+TINY_SUITE = suite_toml("tiny", n=8, eps=(0.1,), steps=2)
 
 UNSUPPORTED = {"layernorm_mlp": "LayerNorm", "custom_op": "", "attention": "", "gelu_mlp": "GELU"}
 

@@ -12,29 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import run_cli
+from tiny import run_cli, suite_toml
 
 from robustclip import cifar_models, data, lipschitz, models, pipeline, regularizers, sweeps
 from robustclip.training import TrainConfig
 
 SMALL = {"cifar_cnn": {"arch": "cifar_cnn", "width": 4}, "resnet8": {"arch": "resnet8", "width": 4}}
-SUITE = """\
-name = "tiny-cifar"
-n = 16
-batch_size = 16
-seed = 0
-
-[eps]
-L2 = [0.1]
-
-[[attack]]
-type = "clean"
-
-[[attack]]
-type = "pgd"
-norm = "L2"
-steps = 2
-"""
+SUITE = suite_toml("tiny-cifar", n=16, eps=(0.1,), steps=2)
 
 
 @pytest.fixture(autouse=True)

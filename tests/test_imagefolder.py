@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
-from tiny import assert_one_line_error, run_cli
+from tiny import assert_one_line_error, run_cli, suite_toml
 
 from robustclip import imagefolder, loading
 from robustclip.errors import DataError
@@ -139,23 +139,7 @@ def linear() -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 3))
 '''
 
-SUITE = """\
-name = "tiny"
-n = 64
-batch_size = 64
-seed = 0
-
-[eps]
-L2 = [1.0]
-
-[[attack]]
-type = "clean"
-
-[[attack]]
-type = "pgd"
-norm = "L2"
-steps = 3
-"""
+SUITE = suite_toml("tiny", n=64, eps=(1.0,), steps=3)
 
 
 def test_cli_evaluates_and_gates_an_image_folder(tmp_path, monkeypatch):
