@@ -546,6 +546,10 @@ def certificates(model: nn.Module, x: torch.Tensor, y: torch.Tensor, logits: tor
     uppers = None
     if "lipschitz" in methods:
         uppers, reason = lipschitz.upper_bounds(model, tuple(x.shape[1:]), sdp=sdp)
+        if sdp and uppers:  # the fast LipSDP-class bound beside LipSDP
+            from .eclipse import eclipse_upper
+
+            uppers.append(eclipse_upper(model, tuple(x.shape[1:])))
         if reason:
             info["reason"] = reason
         finite = [u for u in uppers if math.isfinite(u.value)]

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .activations import SORTING, is_sorting
 from .devices import device_of as _device
 from .modes import eval_mode, frozen  # frozen: robustclip.lipschitz.frozen stays importable
 
@@ -142,7 +143,7 @@ def pair_ascent(model: nn.Module, P: torch.Tensor, *, steps: int, eta: float | t
 
 #: leaf layer types whose maths is fully known (exact types: a subclass may override ``forward``)
 KNOWN_LEAVES: tuple[type, ...] = (nn.Linear, nn.Conv2d, nn.Flatten, nn.ReLU, nn.Sigmoid, nn.Tanh, nn.LeakyReLU,
-                                  nn.Identity)
+                                  nn.Identity, *SORTING)
 #: dense matrices of convolutions larger than this (entries) are not built
 MAX_DENSE = 30_000_000
 #: relative slack added to float64 norm computations so rounding cannot push a bound below the truth
@@ -187,14 +188,16 @@ def known_layers(model: nn.Module) -> tuple[list[tuple[str, nn.Module]] | None, 
             return None
         kind = "a subclass of nn.Sequential" if isinstance(m, nn.Sequential) else type(m).__name__
         return (f"{label} is {kind}, a module with its own forward; only nn.Sequential of Linear, Conv2d, "
-                "Flatten, Normalize, ReLU, Sigmoid, Tanh, LeakyReLU and Identity layers is understood")
+                "Flatten, Normalize, ReLU, Sigmoid, Tanh, LeakyReLU, MinMax, GroupSort and Identity layers is "
+                "understood")
 
     why = walk(model, "")
     return (None, why) if why else (out, None)
 
 
 def activation_slopes(layer: nn.Module) -> tuple[float, float] | None:
-    """``(min, max)`` slope of an elementwise activation (sigmoid: ``(0, 1/4)``); None for other layers."""
+    """``(min, max)`` slope of an elementwise activation (sigmoid: ``(0, 1/4)``); None for other layers
+    (including MinMax and GroupSort, which are not elementwise; their Lipschitz constant is 1)."""
     if isinstance(layer, nn.Sigmoid):
         return (0.0, 0.25)
     if isinstance(layer, (nn.ReLU, nn.Tanh)):
@@ -356,6 +359,8 @@ def layer_norms(model: nn.Module, in_shape: tuple[int, ...], *, iters: int = 100
             out.append((name, 1.0 / layer.std))
         elif isinstance(layer, (nn.Flatten, nn.Identity)):
             out.append((name, 1.0))
+        elif is_sorting(layer):
+            out.append((name, 1.0))  # a permutation on every linear piece
         else:
             slopes = activation_slopes(layer)
             assert slopes is not None, type(layer)
@@ -401,6 +406,9 @@ def _chain(ops: list[Affine | nn.Module]) -> tuple[list[torch.Tensor], list[floa
             factors.append(1.0)
             between.append(None)
             count = 0
+        elif is_sorting(op):  # Lipschitz 1, but not elementwise: no slope interval
+            count += 2
+            between[-1] = None
         else:
             s = activation_slopes(op)
             assert s is not None
@@ -528,6 +536,8 @@ def lipsdp(ops: list[Affine | nn.Module], *, solver: str = "SCS", pair_rows: tor
     import cvxpy as cp
     from scipy import sparse
 
+    if any(is_sorting(op) for op in ops):
+        raise ValueError("LipSDP needs elementwise slope-restricted activations; MinMax/GroupSort are not elementwise")
     mats, factors, between = _chain(ops)
     if len(mats) < 2 or any(f != 1.0 for f in (factors[0], factors[-1])):
         raise ValueError("LipSDP needs affine, activation, ..., affine with no activation first or last")
@@ -676,7 +686,8 @@ def upper_bounds(model: nn.Module, in_shape: tuple[int, ...], *, sdp: bool = Fal
     Methods: ``layer_product`` (always), ``layer_pair`` (affine chains), and
     with ``sdp=True`` ``lipsdp`` (fully connected chains; needs cvxpy, the
     ``sdp`` extra: without it the reason is recorded in the list as a
-    method with value inf). Each carries per-class-pair constants when the
+    method with value inf). :func:`robustclip.eclipse.eclipse_upper` adds
+    the ECLipsE bound. Each carries per-class-pair constants when the
     model's last op is affine (``√2·L`` and ``||w_y − w_j||`` based).
     Models that are not such a chain (BatchNorm, pooling, residual blocks,
     their own ``forward``) get one method, ``graph_product``
@@ -694,7 +705,8 @@ def upper_bounds(model: nn.Module, in_shape: tuple[int, ...], *, sdp: bool = Fal
                            f"else max |γ|/√(σ²+ε); max pool √m; avg pool Schur test; L∞→L∞ bound {gb.linf:.6g}")], None
     try:
         t0 = time.perf_counter()
-        prod = upper_bound(model, in_shape)
+        norms = layer_norms(model, in_shape)
+        prod = math.prod(v for _, v in norms)
         t_prod = time.perf_counter() - t0
     except ValueError as exc:
         return [], str(exc).removeprefix("no Lipschitz upper bound: ")
@@ -721,7 +733,7 @@ def upper_bounds(model: nn.Module, in_shape: tuple[int, ...], *, sdp: bool = Fal
         P.fill_diagonal_(0.0)
         return P.tolist()
 
-    out[0].pairs = pair_matrix(prod)
+    out[0].pairs = pair_matrix(prod, _head_pairs(model, norms))
     lp = layer_pair_bound(ops)
     pairs = None
     if rows is not None:
@@ -749,6 +761,17 @@ def upper_bounds(model: nn.Module, in_shape: tuple[int, ...], *, sdp: bool = Fal
         except ValueError as exc:
             out.append(UpperBound("lipsdp", math.inf, time.perf_counter() - t0, f"not computed: {exc}"))
     return out, None
+
+
+def _head_pairs(model: nn.Module, norms: list[tuple[str, float]]) -> Any:
+    """``(y, j) -> L(body) · ||w_y − w_j||`` (GloRo's class-pair constants; sound with the product bound of the
+    body, ``norms`` from :func:`layer_norms`), or None when the last leaf is not linear."""
+    layers, _ = known_layers(model)
+    if not layers or not isinstance(layers[-1][1], nn.Linear):
+        return None
+    body = math.prod(v for _, v in norms[:-1])
+    W = layers[-1][1].weight.detach().double().cpu()
+    return lambda y, j: body * float((W[y] - W[j]).norm()) * (1 + SLACK)
 
 
 def best_pairs(uppers: list[UpperBound]) -> torch.Tensor | None:

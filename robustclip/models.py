@@ -15,6 +15,10 @@ Architectures:
 ``cnn``
     A small CNN for ``(N, 1, 28, 28)`` input: two stride-2 convolutions
     (16 and 32 channels), a 100-unit hidden layer, ``num_classes`` outputs.
+``cnn4c3f``
+    GloRo's MNIST net for certified training (``minmax_cnn_4C3F``): convolutions
+    32 3x3/1, 32 4x4/2, 64 3x3/1, 64 4x4/2, then 512, 512 and ``num_classes``
+    units; ``activation="minmax"`` by default.
 ``mlp1d``
     The 1-D regression MLP, ``(N, 1) -> (N, 1)``: ``fc`` with
     ``sizes=[1, 64, 64, 1]`` and tanh by default.
@@ -35,10 +39,12 @@ import torch
 from torch import nn
 
 from . import cifar_models
+from .activations import GroupSort, MinMax
 from .errors import RobustclipError
 
-ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh}
-ARCHITECTURES = ("fc", "cnn", "mlp1d", "cifar_cnn", "resnet8")
+ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh, "minmax": MinMax, "groupsort": GroupSort}
+"""``minmax`` and ``groupsort`` (groups of 2) sort channels: Lipschitz 1, for certified training."""
+ARCHITECTURES = ("fc", "cnn", "cnn4c3f", "mlp1d", "cifar_cnn", "resnet8")
 CIFAR_ARCHITECTURES = ("cifar_cnn", "resnet8")
 MAX_WIDTH = 100_000
 """Widest layer (and most classes) a spec may ask for."""
@@ -166,6 +172,25 @@ def _cnn(spec: dict[str, Any]) -> nn.Sequential:
     )
 
 
+def _cnn4c3f(spec: dict[str, Any]) -> nn.Sequential:
+    k = spec.get("num_classes", 10)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_WIDTH:
+        raise RobustclipError(f"cnn4c3f num_classes must be a whole number from 1 to {MAX_WIDTH:,}, got {_short(k)}",
+                              "e.g. num_classes=10")
+    act = spec.get("activation", "minmax")
+    return nn.Sequential(
+        *_norm_layer(spec),
+        nn.Conv2d(1, 32, 3, stride=1, padding=1), _required(act),
+        nn.Conv2d(32, 32, 4, stride=2, padding=1), _required(act),
+        nn.Conv2d(32, 64, 3, stride=1, padding=1), _required(act),
+        nn.Conv2d(64, 64, 4, stride=2, padding=1), _required(act),
+        nn.Flatten(),
+        nn.Linear(64 * 7 * 7, 512), _required(act),
+        nn.Linear(512, 512), _required(act),
+        nn.Linear(512, k),
+    )
+
+
 def build(spec: dict[str, Any]) -> nn.Module:
     """Build the model that ``spec`` describes; the result carries ``model.spec``."""
     if not isinstance(spec, dict) or "arch" not in spec:
@@ -179,6 +204,8 @@ def build(spec: dict[str, Any]) -> nn.Module:
         model = _fc({"sizes": [1, 64, 64, 1], "activation": "tanh", **spec})
     elif arch == "cnn":
         model = _cnn(spec)
+    elif arch == "cnn4c3f":
+        model = _cnn4c3f(spec)
     elif arch in CIFAR_ARCHITECTURES:
         params = cifar_models.parameters(spec, MAX_WIDTH)  # validates the spec; allocates nothing
         if params > MAX_PARAMETERS:

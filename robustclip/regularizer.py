@@ -23,6 +23,18 @@ class Regularizer:
     name = "none"
     unscaled = False
     """True when :meth:`unscaled_penalty` may return a term: the trainer then drives the regulariser even at λ = 0."""
+    data_weight = 1.0
+    """Weight of the trainer's own data loss (0 when the method's term replaces it, e.g. GloRo's ⊥ cross-entropy)."""
+
+    def plan(self, total_steps: int) -> None:
+        """Told once, before training, how many weight steps the run will take (for schedules)."""
+
+    def batch_outputs(self, out: torch.Tensor, y: torch.Tensor) -> None:
+        """The batch's outputs ``(n, K)`` (with graph) and labels ``(n,)``, each step before :meth:`penalty`."""
+
+    def selection_score(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float | None:
+        """A validation score (higher is better) to select epochs by instead of clean accuracy, or None."""
+        return None
 
     def bind(self, model: nn.Module) -> None:
         """Tell the regulariser which model it serves (some build their extra rows with it)."""

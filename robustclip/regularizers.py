@@ -18,7 +18,9 @@ Methods: ``none`` (plain training), ``weight`` (``Σ ||W||_F^2``), ``clip``
 that chases the steepest directions of the network by gradient ascent), and
 the yardsticks ``adversarial`` (PGD adversarial training) and ``trades``
 (TRADES), both in :mod:`robustclip.adversarial`, and the hybrid
-``clip-adversarial`` (adversarial training with CLIP's penalty on top).
+``clip-adversarial`` (adversarial training with CLIP's penalty on top); certified
+training ``lipschitz-margin`` (GloRo-style, :mod:`robustclip.lipmargin`) and its
+hybrid ``clip-lipschitz-margin``.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from torch import nn
 from . import lipschitz, validate
 from .adversarial import AdversarialConfig, AdversarialRegularizer, make_adversarial, make_trades, parse_config
 from .errors import RobustclipError
+from .lipmargin import LipschitzMarginRegularizer, MarginConfig, margin_config
 from .regularizer import Regularizer
 
 
@@ -304,6 +307,66 @@ class ClipAdversarialRegularizer(Regularizer):
         self.clip.load_state_dict(state)
 
 
+class ClipMarginRegularizer(Regularizer):
+    """The hybrid ``clip-lipschitz-margin``: certified training (``lipschitz-margin``) with CLIP's penalty on top.
+
+    The trainer minimises the margin loss (weight 1, see :mod:`robustclip.lipmargin`) plus ``λ · Lip(f)``, CLIP's
+    largest difference quotient over its pairs ``(2m, *in_shape)`` (the extra rows), so λ keeps CLIP's meaning.
+    """
+
+    name = "clip-lipschitz-margin"
+    unscaled = True
+
+    def __init__(self, clip: ClipConfig | None = None, margin: MarginConfig | None = None, *, seed: int = 0) -> None:
+        self.clip = ClipRegularizer(clip, seed=seed)
+        self.margin = LipschitzMarginRegularizer(margin, seed=seed)
+        if self.clip.cfg.margin > 0:
+            raise RobustclipError("clip-lipschitz-margin takes no CLIP margin", "drop margin=... from --clip")
+        self.data_weight = self.margin.data_weight
+
+    def bind(self, model: nn.Module) -> None:
+        self.clip.bind(model)
+        self.margin.bind(model)
+
+    def plan(self, total_steps: int) -> None:
+        self.margin.plan(total_steps)
+
+    def batch_outputs(self, out: torch.Tensor, y: torch.Tensor) -> None:
+        self.margin.batch_outputs(out, y)
+
+    def extra_inputs(self, x: torch.Tensor, step: int, y: torch.Tensor | None = None) -> torch.Tensor | None:
+        return self.clip.extra_inputs(x, step, y)
+
+    def penalty(self, model: nn.Module, extra_out: torch.Tensor | None) -> torch.Tensor | None:
+        return self.clip.penalty(model, extra_out)
+
+    def unscaled_penalty(self) -> torch.Tensor | None:
+        return self.margin.unscaled_penalty()
+
+    def after_step(self) -> None:
+        self.clip.after_step()
+        self.margin.after_step()
+
+    def selection_score(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float | None:
+        return self.margin.selection_score(model, x, y)
+
+    def estimate(self) -> float | None:
+        return self.clip.estimate()
+
+    def peek(self) -> float | None:
+        return self.clip.peek()
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, "clip": self.clip.config(), "margin": self.margin.config()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"clip": self.clip.state_dict(), "margin": self.margin.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.clip.load_state_dict(state["clip"])
+        self.margin.load_state_dict(state["margin"])
+
+
 def _clip_config(params: dict[str, Any]) -> ClipConfig:
     try:
         return ClipConfig(**params)
@@ -334,6 +397,19 @@ def _hybrid_factory(params: dict[str, Any], seed: int) -> Regularizer:
                                       seed=seed)
 
 
+def _margin_factory(params: dict[str, Any], seed: int) -> Regularizer:
+    return LipschitzMarginRegularizer(margin_config(params), seed=seed)
+
+
+def _clip_margin_factory(params: dict[str, Any], seed: int) -> Regularizer:
+    bad = sorted(set(params) - {"clip", "margin"})
+    if bad:
+        raise RobustclipError(f"clip-lipschitz-margin settings are the tables clip and margin, got {bad[0]!r}",
+                              "use clip={...} and margin={...}")
+    return ClipMarginRegularizer(_clip_config(dict(params.get("clip") or {})),
+                                 margin_config(dict(params.get("margin") or {})), seed=seed)
+
+
 @dataclass(frozen=True)
 class Settings:
     """One table of regulariser settings: where it lives and how users set it.
@@ -362,6 +438,9 @@ SETTINGS: dict[str, Settings] = {
     "adversarial": Settings("--adv", AdversarialConfig, "eps=2",
                             "adversarial / trades setting, repeatable: norm (L2, Linf), eps, steps (1..100), "
                             "step_size, random_start, share (λ = s/(1-s))"),
+    "margin": Settings("--margin", MarginConfig, "eps=1.58",
+                       "lipschitz-margin setting (certified training), repeatable: eps (L2 radius, default 1.58), "
+                       "loss (trades, ce), weight (TRADES KL weight, 1.5), eps_start, eps_end, ramp, power_iters"),
 }
 """Every settings table a regulariser may read, by name."""
 
@@ -394,7 +473,8 @@ class RegularizerEntry:
 
 # Default λ: CLIP λ = 0.2 with ClipConfig's defaults, chosen on validation data for robustness per second at <= 0.5
 # points of clean validation accuracy lost (benchmarks/tune_defaults.py); adversarial λ = 1 is half clean, half
-# adversarial; TRADES' β = 1 is its paper's mildest.
+# adversarial; TRADES' β = 1 is its paper's mildest; the CLIP + certified-training hybrid's λ = 0.1 is a starting
+# point, not tuned (robustclip/presets/certified-cpu.toml sweeps 0.01 and 0.05).
 REGISTRY: dict[str, RegularizerEntry] = {
     "none": RegularizerEntry(lambda p, s: Regularizer(), takes_lam=False, doc="plain training",
                              label="no regularisation"),
@@ -411,6 +491,14 @@ REGISTRY: dict[str, RegularizerEntry] = {
     "clip-adversarial": RegularizerEntry(_hybrid_factory, params_field=("clip", "adversarial"),
                                          doc="hybrid: PGD adversarial training plus λ·(CLIP's largest quotient)",
                                          label="CLIP + adversarial training", default_lam=0.3, needs_labels=True),
+    "lipschitz-margin": RegularizerEntry(_margin_factory, params_field="margin", takes_lam=False,
+                                         doc="certified training (GloRo-style): the ⊥-logit loss through a "
+                                             "power-iteration Lipschitz bound, ε ramped",
+                                         label="certified training (Lipschitz margin)", needs_labels=True),
+    "clip-lipschitz-margin": RegularizerEntry(_clip_margin_factory, params_field=("clip", "margin"),
+                                              doc="hybrid: certified training plus λ·(CLIP's largest quotient)",
+                                              label="CLIP + certified training", default_lam=0.1,
+                                              needs_labels=True),
 }
 REGULARIZERS = tuple(REGISTRY)
 

@@ -48,7 +48,9 @@ class TrainConfig:
     :class:`ClipConfig` fields, ``adversarial`` the
     :class:`~robustclip.adversarial.AdversarialConfig` fields of ``adversarial``
     and ``trades``; the hybrid ``clip-adversarial`` reads both. ``settings``: the tables of
-    :data:`~robustclip.regularizers.SETTINGS` that have no field of their own (a newer method's), by name.
+    :data:`~robustclip.regularizers.SETTINGS` that have no field of their own (a newer method's), by name:
+    ``settings["margin"]`` holds the :class:`~robustclip.lipmargin.MarginConfig` fields of ``lipschitz-margin``
+    (and, with ``clip``, of ``clip-lipschitz-margin``).
     ``lam``, ``target_acc``, ``lam_step``, ``lam_every``, ``warmup``: the λ
     schedule (fixed λ when ``target_acc`` is None). ``n_train``: use only the
     first n training samples (after the seeded train/validation split).
@@ -260,6 +262,7 @@ class Trainer:
         self.model = models.build(self.spec).to(self.dev)
         self.reg = regularizers.make(cfg.reg, seed=cfg.seed, **cfg.reg_params())
         self.reg.bind(self.model)
+        self.reg.plan(cfg.epochs * math.ceil(self.X.shape[0] / max(1, min(cfg.batch_size, self.X.shape[0]))))
         self.sched = cfg.lam_schedule()
         if cfg.optimizer == "sgd":
             self.opt: torch.optim.Optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
@@ -317,11 +320,12 @@ class Trainer:
             # autograd would compute the input gradient of every batch row too.
             out_e = model(extra) if extra is not None else None
             loss = self.crit(out_b, yb)
-            total = loss
+            total = loss if reg.data_weight == 1.0 else reg.data_weight * loss
             if on:
+                reg.batch_outputs(out_b, yb)
                 pen = reg.penalty(model, out_e)
                 if pen is not None and lam > 0:
-                    total = loss + lam * pen
+                    total = total + lam * pen
                 fixed = reg.unscaled_penalty()
                 if fixed is not None:
                     total = total + fixed
@@ -353,6 +357,9 @@ class Trainer:
             v = score(model, self.Xv, self.Yv, regression=self.regression)
             rec["val_mse" if self.regression else "val_acc"] = v
             sel = -v if self.regression else v
+            alt = reg.selection_score(model, self.Xv, self.Yv)
+            if alt is not None:
+                rec["val_select"] = sel = alt
         else:
             sel = -train_loss
         rec["lip_train"] = reg.estimate() if lam > 0 else None

@@ -33,7 +33,11 @@ def register(sub: Any) -> None:
                              "  robustclip train --reg trades --lam 6 --adv eps=2 --out runs/trades.safetensors\n"
                              "  robustclip train --reg clip-adversarial --lam 0.3 --adv steps=1 --lr-schedule cosine "
                              "--epochs 30 \\\n"
-                             "      --out runs/hybrid.safetensors   # one-step PGD-AT with CLIP's penalty on top\n")
+                             "      --out runs/hybrid.safetensors   # one-step PGD-AT with CLIP's penalty on top\n"
+                             "  robustclip train --reg lipschitz-margin --model '{\"arch\": \"cnn\", \"activation\": "
+                             "\"minmax\"}' \\\n"
+                             "      --optimizer adam --lr 0.001 --lr-schedule cosine --batch-size 256 --epochs 50 "
+                             "--out runs/cert.safetensors   # certified training at L2 1.58\n")
     p.add_argument("--dataset", default="mnist", help=f"one of {', '.join(DATASETS)} (default mnist)")
     p.add_argument("--model", default=None,
                    help="fc (784-200-80-10 sigmoid), cnn, mlp1d, cifar_cnn, resnet8 (CIFAR), or a JSON spec")

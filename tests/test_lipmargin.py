@@ -1,0 +1,142 @@
+"""Certified training (lipschitz-margin): sorting activations, the power-iteration bound, the ⊥ logit, the ramp,
+the registry entries, and the evaluation path (sound bounds; LipSDP and CROWN refuse MinMax with a reason)."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from robustclip import certify, lipmargin, lipschitz, models, regularizers, training
+from robustclip.activations import GroupSort, MinMax
+from robustclip.errors import RobustclipError
+from tests.tiny import one_thread
+
+CNN = {"arch": "cnn", "activation": "minmax"}
+
+
+@pytest.mark.parametrize("act", [MinMax(), GroupSort(2), GroupSort(4)])
+def test_sorting_activations_are_1_lipschitz_permutations(act):
+    g = torch.Generator().manual_seed(0)
+    x, x2 = torch.randn(64, 8, 3, 3, generator=g), torch.randn(64, 8, 3, 3, generator=g)
+    y, y2 = act(x), act(x2)
+    assert torch.allclose(y.flatten(1).sort(1).values, x.flatten(1).sort(1).values)  # a permutation per sample
+    q = (y - y2).flatten(1).norm(dim=1) / (x - x2).flatten(1).norm(dim=1)
+    assert float(q.max()) <= 1 + 1e-6
+    assert float(q.max()) > 0.5
+
+
+def test_conv_adjoint_matches_autograd():
+    conv = nn.Conv2d(3, 5, 4, stride=2, padding=1)
+    shape = (3, 9, 9)
+    u = torch.randn(1, *shape)
+    v = torch.randn_like(lipmargin.BodyBound._fwd(conv, u))
+    lhs = (lipmargin.BodyBound._fwd(conv, u) * v).sum()
+    rhs = (u * lipmargin.BodyBound._adj(conv, v, shape)).sum()
+    assert torch.allclose(lhs, rhs, rtol=1e-4)
+
+
+def test_power_iteration_approaches_the_sound_product_from_below():
+    with one_thread():
+        torch.manual_seed(0)
+        m = models.build(CNN)
+        b = lipmargin.BodyBound(m, (1, 28, 28))
+        est = float(b.body(300, grad=False))
+        sound = math.prod(v for _, v in lipschitz.layer_norms(m, (1, 28, 28))[:-1])
+    assert est <= sound * (1 + 1e-5)
+    assert est >= 0.98 * sound
+
+
+def test_bound_is_differentiable_in_the_weights():
+    torch.manual_seed(0)
+    m = models.build({"arch": "fc", "sizes": [784, 20, 10], "activation": "minmax"})
+    b = lipmargin.BodyBound(m, (1, 28, 28))
+    K = b.pair_constants(3)
+    K.sum().backward()
+    assert m[1].weight.grad is not None and float(m[1].weight.grad.abs().sum()) > 0
+    assert torch.isfinite(m[3].weight.grad).all()  # the row distances have no NaN at the diagonal
+    assert torch.all(K.diagonal() == 0)
+
+
+def test_bot_logit_formula_and_losses():
+    logits = torch.tensor([[3.0, 1.0, 0.0]])
+    pairs = torch.tensor([[0.0, 2.0, 1.0], [2.0, 0.0, 1.0], [1.0, 1.0, 0.0]])
+    aug = lipmargin.bot_logits(logits, pairs, 0.5)
+    assert aug.shape == (1, 4)
+    assert float(aug[0, 3]) == pytest.approx(max(1.0 + 0.5 * 2.0, 0.0 + 0.5 * 1.0))
+    y = torch.tensor([0])
+    kl = lipmargin.margin_loss(logits, y, pairs, 0.5, loss="trades")
+    assert float(kl) >= 0
+    assert float(lipmargin.margin_loss(logits, y, pairs * 0, 1e-9, loss="trades")) < 0.2  # ⊥ far below: KL ≈ 0
+    ce = float(nn.functional.cross_entropy(logits, y))
+    assert float(lipmargin.margin_loss(logits, y, pairs, 0.5, loss="ce")) > ce
+
+
+def test_eps_ramp_is_geometric_over_the_first_half():
+    cfg = lipmargin.MarginConfig(eps=1.58)
+    assert lipmargin.ramped_eps(cfg, 0, 100) == pytest.approx(0.01 * 1.58)
+    assert lipmargin.ramped_eps(cfg, 25, 100) == pytest.approx(1.58 * math.sqrt(0.01 * 1.1))
+    assert lipmargin.ramped_eps(cfg, 50, 100) == pytest.approx(1.1 * 1.58)
+    assert lipmargin.ramped_eps(cfg, 99, 100) == pytest.approx(1.1 * 1.58)
+
+
+@pytest.mark.parametrize("params", [{"loss": "hinge"}, {"eps": -1}, {"eps": float("nan")}, {"ramp": 2},
+                                    {"colour": 1}])
+def test_bad_settings_are_one_line_errors(params):
+    with pytest.raises(RobustclipError):
+        regularizers.make("lipschitz-margin", **params)
+
+
+def test_registry_entries_and_lambda_rules():
+    assert "lipschitz-margin" in regularizers.REGISTRY and "clip-lipschitz-margin" in regularizers.REGISTRY
+    with pytest.raises(RobustclipError, match="takes no λ"):
+        training.TrainConfig(reg="lipschitz-margin", lam=0.5, model=CNN).validate()
+    h = regularizers.make("clip-lipschitz-margin", clip={"pairs": 4}, margin={"loss": "ce"})
+    assert h.data_weight == 0.0 and h.config()["margin"]["loss"] == "ce"
+
+
+def _tiny_splits(n=256):
+    g = torch.Generator().manual_seed(0)
+    from robustclip.data import Split
+
+    x = torch.rand(n, 1, 28, 28, generator=g)
+    y = (x.flatten(1)[:, :392].mean(1) > x.flatten(1)[:, 392:].mean(1)).long()  # a learnable rule
+    return (Split(x[: n - 64], y[: n - 64], "mnist", "train", "synthetic"),
+            Split(x[n - 64 :], y[n - 64 :], "mnist", "val", "synthetic"))
+
+
+@pytest.mark.parametrize("reg,extra", [("lipschitz-margin", {}), ("lipschitz-margin", {"loss": "ce"}),
+                                       ("clip-lipschitz-margin", {})])
+def test_training_runs_records_selection_and_resumes_state(reg, extra):
+    splits = _tiny_splits()
+    cfg = training.TrainConfig(dataset="mnist", model={**CNN, "num_classes": 10}, reg=reg, epochs=2, batch_size=64,
+                               optimizer="adam", lr=1e-3, margin={"eps": 0.5, **extra}, lip_probe_pairs=0,
+                               lam=0.01 if reg.startswith("clip") else 0.0, clip={"pairs": 4} if reg.startswith("clip")
+                               else {})
+    with one_thread():
+        tr = training.Trainer(cfg, progress=False, splits=splits)
+        tr.run()
+    assert len(tr.history) == 2 and all("val_select" in h for h in tr.history)
+    state = tr.reg.state_dict()
+    margin_state = state["margin"] if "margin" in state else state
+    assert margin_state["step"] == 2 * 3  # 192 samples / 64 per batch, two epochs
+    assert tr.reg.config()["name"] == reg
+
+
+def test_minmax_model_certifies_with_sound_pair_constants_only():
+    torch.manual_seed(0)
+    with one_thread():
+        m = models.build(CNN).eval()
+        x = torch.rand(8, 1, 28, 28)
+        uppers, why = lipschitz.upper_bounds(m, (1, 28, 28), sdp=True)
+        assert why is None
+        sdp = [u for u in uppers if u.method == "lipsdp"]
+        assert sdp and not math.isfinite(sdp[0].value) and "MinMax" in sdp[0].assumptions
+        pairs = lipschitz.best_pairs(uppers)
+        body = math.prod(v for _, v in lipschitz.layer_norms(m, (1, 28, 28))[:-1])
+        W = m[-1].weight.detach().double()
+        est = lipmargin.BodyBound(m, (1, 28, 28)).pair_constants(200, grad=False).double()
+        assert torch.all(pairs >= est * (1 - 1e-6))  # the sound constants are never below the estimate
+        assert torch.all(pairs <= body * lipmargin.row_distances(W) * (1 + 1e-6) + 1e-12)
+        res = certify.certify(m, x, torch.zeros(8, dtype=torch.long), [("L2", 0.01)])
+        assert "MinMax" in res.info["crown"]
