@@ -157,3 +157,14 @@ def test_minmax_model_certifies_with_sound_pair_constants_only():
             y0 = m(x).argmax(1)
         res = certify.certify(m, x, y0, [("L2", 0.01)])
         assert "MinMax" in res.info["crown"]
+
+
+def test_cli_margin_flag_belongs_to_certified_training(tmp_path):
+    from tests.tiny import assert_one_line_error, run_cli
+
+    rc, _, err = run_cli(["train", "--reg", "clip", "--margin", "eps=1", "--out", tmp_path / "m.safetensors"])
+    assert_one_line_error(rc, err, "--margin")
+    rc, _, err = run_cli(["train", "--reg", "lipschitz-margin", "--margin", "loss=hinge", "--out",
+                          tmp_path / "m.safetensors"])
+    assert_one_line_error(rc, err, "hinge")
+    assert not (tmp_path / "m.safetensors").exists()
