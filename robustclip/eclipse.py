@@ -166,7 +166,7 @@ def _stage(G: torch.Tensor, A_rows: torch.Tensor, iters: int) -> torch.Tensor:
     return _ascend(f, theta, iters).exp()
 
 
-def eclipse_multipliers(Ws: list[torch.Tensor], last: torch.Tensor, *, iters: int = 60,
+def eclipse_multipliers(Ws: list[torch.Tensor], last: torch.Tensor, *, iters: int = 8,
                         ) -> tuple[list[torch.Tensor], float]:
     """ECLipsE's stagewise multipliers: unnormalised ``T_i`` ``(n_i,)`` and the estimate ``ρ`` (not yet verified)."""
     X_inv = torch.eye(Ws[0].shape[1], dtype=torch.float64)
@@ -228,7 +228,7 @@ def _verified(Ws: list[torch.Tensor], last: torch.Tensor, t: list[torch.Tensor])
     return best
 
 
-def eclipse(ops: list[Affine | nn.Module], *, pair_rows: torch.Tensor | None = None, iters: int = 60,
+def eclipse(ops: list[Affine | nn.Module], *, pair_rows: torch.Tensor | None = None, iters: int = 8,
             refine_iters: int = 0) -> tuple[float, torch.Tensor | None, dict[str, Any]]:
     """An ECLipsE upper bound on the L2 Lipschitz constant of the chain ``ops`` (:func:`lipschitz.affine_ops`).
 
