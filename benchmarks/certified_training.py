@@ -34,7 +34,8 @@ SPEC = {"arch": "cnn", "activation": "minmax"}
 
 def train(work: Path, epochs: int) -> None:
     cfg = training.TrainConfig(dataset="mnist", model=SPEC, reg="lipschitz-margin",
-                               margin={"eps": 1.58, "loss": "trades", "weight": 1.5}, epochs=epochs, batch_size=256,
+                               settings={"margin": {"eps": 1.58, "loss": "trades", "weight": 1.5}}, epochs=epochs,
+                               batch_size=256,
                                optimizer="adam", lr=1e-3, lr_schedule="cosine", lip_probe_pairs=0, seed=0)
     tr = training.Trainer(cfg, progress=False)
     elapsed = 0.0

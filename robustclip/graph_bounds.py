@@ -15,7 +15,8 @@ Layer constants (L2; L∞ in brackets): Linear ``σ_max`` (largest absolute row 
 (FFT) bound of :mod:`robustclip.conv_norms`, or the exact dense ``σ_max`` when the matrix is small, whichever is
 smaller (largest absolute kernel sum); BatchNorm in eval mode folded into a conv or linear layer it directly
 follows (its only user), elsewhere ``max_c |γ_c|/√(σ²_c+ε)``; max pooling ``√m`` (1); average and adaptive
-pooling ``√(||A||_1||A||_∞)`` (``||A||_∞``); ReLU and tanh 1, sigmoid 1/4, LeakyReLU ``max(1, |a|)``; Dropout
+pooling ``√(||A||_1||A||_∞)`` (``||A||_∞``); ReLU and tanh 1, sigmoid 1/4, LeakyReLU ``max(1, |a|)``; MinMax and
+GroupSort (sorting, :mod:`robustclip.activations`) 1 (1); Dropout
 (eval), Identity, Flatten, view/reshape keeping the batch dimension, slicing 1; mean over non-batch dimensions
 ``1/√n`` (1); multiplication by a constant ``max|c|``; :class:`robustclip.models.Normalize` ``1/std``.
 
@@ -35,6 +36,7 @@ from torch import fx, nn
 from torch.nn import functional as F
 
 from . import conv_norms
+from .activations import SORTING
 from .cifar_models import ChannelNormalize
 from .devices import device_of
 from .models import Normalize
@@ -61,7 +63,7 @@ class Unsupported(Exception):
 
 class _Tracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        if type(m) in (Normalize, ChannelNormalize):
+        if type(m) in (Normalize, ChannelNormalize, *SORTING):
             return True
         return super().is_leaf_module(m, qualname)
 
@@ -356,6 +358,8 @@ def _node_factor(n: fx.Node, ins: list[fx.Node], mods: dict[str, nn.Module], val
                 raise Unsupported(f"{label} on input of shape {si[1:]}")
             c2, ci = conv_norms.avgpool_norms(m, si[2:])
             return single(c2, ci)
+        if t in SORTING:  # a permutation on every linear piece: 1 in L2; sorting is non-expansive in L∞ too
+            return single(1.0, 1.0)
         if t in _ACT_MODULES:
             c = _act_factor(m)
             if getattr(m, "inplace", False):

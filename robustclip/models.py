@@ -96,10 +96,12 @@ def default_spec(arch: str, dataset: str) -> dict[str, Any]:
         return paper_spec()
     if arch == "cnn":
         return {"arch": "cnn", "num_classes": 10}
+    if arch == "cnn4c3f":
+        return {"arch": "cnn4c3f", "num_classes": 10}
     if arch in CIFAR_ARCHITECTURES:
         return {"arch": arch, "num_classes": 100 if dataset == "cifar100" else 10}
     raise RobustclipError(f"model {arch!r} does not fit image data",
-                          "use --model fc or cnn (MNIST), or cifar_cnn or resnet8 (CIFAR)")
+                          "use --model fc, cnn or cnn4c3f (MNIST), or cifar_cnn or resnet8 (CIFAR)")
 
 
 def _required(name: Any) -> nn.Module:

@@ -15,6 +15,7 @@ import torch
 from tiny import run_cli, suite_toml
 
 from robustclip import cifar_models, data, lipschitz, models, pipeline, regularizers, sweeps
+from robustclip.errors import RobustclipError
 from robustclip.training import TrainConfig
 
 SMALL = {"cifar_cnn": {"arch": "cifar_cnn", "width": 4}, "resnet8": {"arch": "resnet8", "width": 4}}
@@ -74,8 +75,6 @@ def test_presets_build_with_normalisation_inside_and_finite_bounds(arch):
 
 
 def test_specs_are_validated_before_anything_is_allocated():
-    from robustclip.errors import RobustclipError
-
     for bad, words in [({"arch": "resnet8", "width": 0}, "width"), ({"arch": "cifar_cnn", "num_classes": 1.5},
                                                                       "num_classes"),
                        ({"arch": "cifar_cnn", "width": 256}, "parameters"),
@@ -91,6 +90,11 @@ def test_every_regulariser_trains_the_presets(cifar, reg, arch, tmp_path):
     cfg = TrainConfig(dataset="cifar10", model=SMALL[arch], reg=reg, lam=lam, epochs=1, n_train=32, batch_size=32,
                       optimizer="adam", lr=0.003, lip_probe_pairs=2, clip={"pairs": 4, "ascent_steps": 1},
                       adversarial={"steps": 1} if "adversarial" in regularizers.REGISTRY[reg].fields else {})
+    if "margin" in regularizers.REGISTRY[reg].fields:  # certified training bounds nn.Sequential chains only
+        with pytest.raises(RobustclipError, match="lipschitz-margin cannot bound this model.*ResNet8"):
+            pipeline.train_to_checkpoint(cfg, tmp_path / "m.safetensors", progress=False)
+        assert not (tmp_path / "m.safetensors").exists()
+        return
     res = pipeline.train_to_checkpoint(cfg, tmp_path / "m.safetensors", progress=False)
     assert res is not None and (tmp_path / "m.safetensors").exists()
     net, meta = pipeline.loading.load_model(tmp_path / "m.safetensors")

@@ -118,7 +118,7 @@ def test_training_runs_records_selection_and_resumes_state(reg, extra):
     splits = _tiny_splits()
     cfg = training.TrainConfig(dataset="mnist", model=FC if reg != "lipschitz-margin" or extra else CNN, reg=reg,
                                epochs=2, batch_size=64,
-                               optimizer="adam", lr=1e-3, margin={"eps": 0.5, **extra}, lip_probe_pairs=0,
+                               optimizer="adam", lr=1e-3, settings={"margin": {"eps": 0.5, **extra}}, lip_probe_pairs=0,
                                lam=0.01 if reg.startswith("clip") else 0.0, clip={"pairs": 4} if reg.startswith("clip")
                                else {})
     with one_thread():
@@ -168,3 +168,22 @@ def test_cli_margin_flag_belongs_to_certified_training(tmp_path):
                           tmp_path / "m.safetensors"])
     assert_one_line_error(rc, err, "hinge")
     assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_graph_bound_of_a_batchnorm_minmax_net_counts_sorting_as_1():
+    """A net the Sequential path does not understand (BatchNorm) is bounded through its traced graph; MinMax and
+    GroupSort are leaves there with constant 1, and the bound holds against difference quotients."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), MinMax(), nn.Conv2d(4, 4, 3, stride=2),
+                        GroupSort(2), nn.Flatten(), nn.Linear(4 * 3 * 3, 3)).eval()
+    with torch.no_grad():
+        net[1].running_var.uniform_(0.5, 2.0)
+    uppers, reason = lipschitz.upper_bounds(net, (1, 8, 8))
+    assert reason is None and [u.method for u in uppers] == ["graph_product"]
+    relu = nn.Sequential(*[nn.ReLU() if isinstance(m, (MinMax, GroupSort)) else m for m in net]).eval()
+    assert uppers[0].value == pytest.approx(lipschitz.upper_bounds(relu, (1, 8, 8))[0][0].value)  # both count 1
+    g = torch.Generator().manual_seed(1)
+    x, d = torch.rand(256, 1, 8, 8, generator=g), torch.randn(256, 1, 8, 8, generator=g) * 1e-2
+    with torch.no_grad():
+        q = (net(x + d) - net(x)).norm(dim=1) / d.flatten(1).norm(dim=1)
+    assert 0 < float(q.max()) <= uppers[0].value

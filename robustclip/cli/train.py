@@ -40,7 +40,8 @@ def register(sub: Any) -> None:
                              "--out runs/cert.safetensors   # certified training at L2 1.58\n")
     p.add_argument("--dataset", default="mnist", help=f"one of {', '.join(DATASETS)} (default mnist)")
     p.add_argument("--model", default=None,
-                   help="fc (784-200-80-10 sigmoid), cnn, mlp1d, cifar_cnn, resnet8 (CIFAR), or a JSON spec")
+                   help="fc (784-200-80-10 sigmoid), cnn, cnn4c3f (MinMax, certified training), mlp1d, cifar_cnn, "
+                        "resnet8 (CIFAR), or a JSON spec")
     p.add_argument("--output-sigmoid", action="store_true",
                    help="squash the fc net's outputs with a sigmoid (authors' net)")
     p.add_argument("--reg", default="none", help=f"one of {', '.join(REGISTRY)} (default none)")
