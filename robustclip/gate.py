@@ -202,6 +202,8 @@ class Measured:
     lipschitz: dict[str, dict[str, list[float]]]
     flags: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    plans: dict[str, dict[str, int]] = field(default_factory=dict)
+    """The Lipschitz ascent settings per mode (:meth:`robustclip.lipschitz_budget.AscentPlan.settings`)."""
 
 
 def per_sample_outcomes(res: Any, suite: Any) -> dict[str, np.ndarray]:
@@ -235,8 +237,10 @@ def measure(path: str, suite: Any, *, n: int | None = None, data_dir: str | None
     ``source``: a user's model code, dataset, evaluation data file and device (see :class:`ModelSource`).
     """
     from . import lipschitz as lipmod
+    from . import lipschitz_budget as lipbudget
     from . import loading, models
-    from .pipeline import LIPSCHITZ_MODES, LIPSCHITZ_POINTS, evaluate_checkpoint
+    from . import progress as progress_mod
+    from .pipeline import LIPSCHITZ_POINTS, evaluate_checkpoint
 
     src = source or ModelSource()
     t0 = time.perf_counter()
@@ -248,26 +252,34 @@ def measure(path: str, suite: Any, *, n: int | None = None, data_dir: str | None
     seed = int(res.meta["seed"])
     dataset = str(res.frame.dataset.iloc[0])
     lips: dict[str, dict[str, list[float]]] = {}
+    plans: dict[str, dict[str, int]] = {}
     if lipschitz != "off":
         lips[lipschitz] = _bounds(ev.lipschitz.lower, ev.lipschitz.upper)
+        if ev.lipschitz.plan:
+            plans[lipschitz] = {k: int(ev.lipschitz.plan[k]) for k in lipbudget.DEFAULTS[lipschitz]}
         modes = ["full", "fast"] if (both_modes and lipschitz == "full") else [lipschitz]
         if restarts > 1 or len(modes) > 1:
             model, meta = loading.load_model(path, model=src.model, dataset=src.dataset)
             model.to(ev_model_device(ev))
             in_shape = models.input_shape(meta.model) if meta.model and src.data_file is None else None
             x = _eval_split(dataset, nn_, data_dir, src.data_file).x[:LIPSCHITZ_POINTS].to(ev_model_device(ev))
-            for m in modes:
-                est = lips.setdefault(m, {"lower": []})
-                for r in range(len(est["lower"]), restarts):
-                    cfg = LIPSCHITZ_MODES[m]
-                    rep = lipmod.estimate(model, x, in_shape=in_shape, seed=seed + r, pairs=cfg["pairs"],
-                                          steps=cfg["steps"])
-                    for key, values in _bounds(rep.lower, rep.upper).items():
+            upper = ev.lipschitz.upper  # deterministic: computed once, not once per ascent seed
+            todo = [(m, r) for m in modes for r in range(len(lips.get(m, {}).get("lower", [])), restarts)]
+            with progress_mod.bar(total=len(todo), desc="Lipschitz ascent seeds", enabled=progress,
+                                  leave=False) as tick:
+                for m, r in todo:
+                    plan = lipbudget.plan_ascent(model, in_shape or tuple(x.shape[1:]), m)
+                    plans[m] = plan.settings()
+                    methods, _ = lipmod.lower_estimate(model, x, seed=seed + r, **plan.settings())
+                    est = lips.setdefault(m, {"lower": []})
+                    for key, values in _bounds(max(methods.values()), upper).items():
                         est.setdefault(key, []).extend(values)
+                    tick.set_postfix_str(f"{m} seed {seed + r}", refresh=False)
+                    tick.update(1)
     return Measured(path=str(path), sha256=res.meta.get("checkpoint_sha256"), dataset=dataset, n=nn_, seed=seed,
                     frame=res.frame, outcomes=per_sample_outcomes(res, suite),
                     images=images_digest(dataset, nn_, data_dir, data_file=src.data_file), lipschitz=lips,
-                    flags=list(res.flags),
+                    flags=list(res.flags), plans=plans,
                     seconds=time.perf_counter() - t0)
 
 
@@ -324,7 +336,8 @@ def make_baseline(measured: Sequence[Measured], *, suite_raw: dict[str, Any], su
         "versions": _io.versions(), "environment": environment(),
         "metrics": metrics,
         "lipschitz": {"estimator_version": estimator_version(), "made_with": lipschitz_mode,
-                      "spread_over": "ascent seeds" if mode == "fixed" else "training seeds", "modes": lip_modes},
+                      "spread_over": "ascent seeds" if mode == "fixed" else "training seeds", "modes": lip_modes,
+                      "plans": {lm: first.plans[lm] for lm in lip_modes if lm in first.plans}},
     }
 
 
@@ -438,6 +451,11 @@ def validate_baseline(doc: Any, *, where: str = "baseline", fix: str = "re-creat
     if not isinstance(lip, dict) or not isinstance(lip.get("estimator_version"), str) \
             or not isinstance(lip.get("modes"), dict):
         raise bad("lacks its Lipschitz section (estimator_version, modes)")
+    plans = lip.get("plans", {})
+    if not isinstance(plans, dict) or not all(
+            lm in LIP_MODES[:2] and isinstance(p, dict) and all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                                                                for v in p.values()) for lm, p in plans.items()):
+        raise bad("has malformed Lipschitz ascent plans (settings per mode must be positive whole numbers)")
     for lm, bounds in lip["modes"].items():
         if lm not in LIP_MODES[:2] or not isinstance(bounds, dict):
             raise bad(f"has an unknown Lipschitz mode {lm!r}")
@@ -621,6 +639,19 @@ def precheck(baseline: dict[str, Any], suite_raw: dict[str, Any], n: int, *, lip
                               f"--lipschitz {lipschitz}: {cmd}")
 
 
+def _same_plan(lip: dict[str, Any], current: Measured, mode: str, *, where: str, fix: str) -> None:
+    """Refuse Lipschitz estimates made with other ascent settings than the check's (another budget scaled them
+    differently): their numbers are not comparable. A baseline without a recorded plan ran the unscaled defaults."""
+    from . import lipschitz_budget
+
+    made = (lip.get("plans") or {}).get(mode) or lipschitz_budget.default_settings(mode)
+    now = current.plans.get(mode)
+    if now is not None and dict(made) != dict(now):
+        raise RobustclipError(f"{where} holds {mode} Lipschitz estimates made with ascent settings {made}, this check "
+                              f"runs {now} (the cost budget scales them with the model); their numbers are not "
+                              "comparable", fix)
+
+
 def compare(baseline: dict[str, Any], current: Measured, *, suite_raw: dict[str, Any], tolerance: float = 0.01,
             lip_tolerance: float = DEFAULT_LIP_TOLERANCE, lipschitz: str = "full", where: str = "baseline",
             update_cmd: str | None = None) -> tuple[list[Comparison], list[str]]:
@@ -668,6 +699,8 @@ def compare(baseline: dict[str, Any], current: Measured, *, suite_raw: dict[str,
                                float(b["accuracy"]), float(c["accuracy"]), current.n, tolerance, alpha, ci))
         else:
             out.append(_unpaired(name, float(b["accuracy"]), float(c["accuracy"]), current.n, tolerance, alpha, ci))
+    if lip_rows:
+        _same_plan(lip, current, lipschitz, where=where, fix=fix)
     for key, samples in lip_rows:
         value = current.lipschitz[lipschitz][key][0]
         out.append(_bound(f"lipschitz_{key}", [float(v) for v in samples], value, lip_tolerance, alpha,

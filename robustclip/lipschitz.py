@@ -665,6 +665,8 @@ class LipschitzReport:
     upper_reason: str | None = None
     uppers: list[UpperBound] = field(default_factory=list)
     lower_methods: dict[str, float] = field(default_factory=dict)
+    plan: dict[str, Any] | None = None
+    """The lower-bound ascent's cost-bounded settings (:class:`robustclip.lipschitz_budget.AscentPlan`), if any."""
 
     @property
     def ratio(self) -> float | None:
@@ -884,28 +886,43 @@ def lower_bounds(model: nn.Module, x: torch.Tensor, *, seed: int = 0, budget: st
     return out
 
 
+def _chunks(m: int, batch: int | None) -> list[slice]:
+    """Index ranges of ``m`` points in chunks of ``batch`` (one chunk for None)."""
+    step = m if not batch or batch >= m else int(batch)
+    return [slice(i, min(i + step, m)) for i in range(0, m, max(step, 1))]
+
+
 def lower_bound_quotient(model: nn.Module, x: torch.Tensor, *, pairs: int = 64, steps: int = 50,
-                         radius: float = 0.5, seed: int = 0) -> float:
-    """Best difference quotient after pair ascent from data pairs (a lower bound)."""
+                         radius: float = 0.5, seed: int = 0, batch: int | None = None) -> float:
+    """Best difference quotient after pair ascent from data pairs (a lower bound).
+
+    The starts are drawn on the CPU from ``seed`` before any work (pair i's start depends only on ``seed`` and
+    i), and every pair ascends on its own, so ``batch`` (pairs per chunk; None: all at once) and the device change
+    the cost, not the result.
+    """
     g = torch.Generator().manual_seed(seed)
     best = 0.0
     for mode in ("partial_random", "plain"):
         P = init_pairs(x, pairs, mode=mode, radius=radius, generator=g)
-        _, q = pair_ascent(model, P, steps=steps)
-        best = max(best, float(q.max()))
+        a, b = split_pairs(P)
+        for sl in _chunks(a.shape[0], batch):
+            _, q = pair_ascent(model, torch.cat([a[sl], b[sl]]), steps=steps)
+            best = max(best, float(q.max()))
     return best
 
 
 def jacobian_spectral_norm(model: nn.Module, x: torch.Tensor, *, iters: int = 20,
-                           generator: torch.Generator | None = None) -> torch.Tensor:
+                           generator: torch.Generator | None = None,
+                           start: torch.Tensor | None = None) -> torch.Tensor:
     """Largest singular value of the Jacobian at each point of ``x`` ``(N, ...)``: ``(N,)``.
 
     Power iteration on ``J^T J`` with autograd (a JVP through the double-backward
     trick, then a VJP), one vector per sample; ``||J v||`` for a unit ``v`` is
-    never above the true value.
+    never above the true value. ``start``: the initial vectors ``(N, ...)`` (default: drawn from ``generator``
+    on the CPU).
     """
     x = x.detach()
-    v = torch.randn(x.shape, generator=generator).to(x.device)
+    v = (torch.randn(x.shape, generator=generator) if start is None else start).to(x.device)
     v = v / v.flatten(1).norm(dim=1).view(-1, *([1] * (x.dim() - 1)))
     sigma = torch.zeros(x.shape[0], device=x.device)
     for _ in range(iters):
@@ -922,33 +939,48 @@ def jacobian_spectral_norm(model: nn.Module, x: torch.Tensor, *, iters: int = 20
 
 
 def lower_bound_jacobian(model: nn.Module, x: torch.Tensor, *, points: int = 64, steps: int = 10,
-                         iters: int = 10, step_size: float = 0.1, seed: int = 0) -> float:
+                         iters: int = 10, step_size: float = 0.1, seed: int = 0, batch: int | None = None) -> float:
     """Largest local Jacobian spectral norm found by ascent from data points (a lower bound).
 
     Starts at ``points`` data points, then moves each along the gradient of its
-    Jacobian norm (kept in [0,1]); every value seen is a valid lower bound.
+    Jacobian norm (kept in [0,1]); every value seen is a valid lower bound. All random draws (start points,
+    power-iteration vectors, output weights of each move) are made on the CPU from ``seed`` before any work, in
+    one fixed order, so point i's path depends only on ``seed`` and i: ``batch`` (points per chunk; None: all at
+    once) and the device change the cost, not the result.
     """
     g = torch.Generator().manual_seed(seed)
     idx = torch.randint(0, x.shape[0], (min(points, x.shape[0]),), generator=g)
     z = x[idx].detach().clone()
-    best = 0.0
+    if z.shape[0] == 0:
+        return 0.0
     with eval_mode(model):
+        with torch.no_grad():
+            k_out = tuple(model(z[:1]).shape[1:])
+        draws = []  # per move: power-iteration starts (N, *in), output weights (N, *out); the order of earlier releases
         for _ in range(steps + 1):
-            s = jacobian_spectral_norm(model, z, iters=iters, generator=g)
-            best = max(best, float(s.max()))
-            zi = z.clone().requires_grad_(True)
-            gsum = _jacobian_norm_grad(model, zi, g)
-            if gsum is None:
-                break
-            n = gsum.flatten(1).norm(dim=1).clamp_min(1e-30).view(-1, *([1] * (z.dim() - 1)))
-            z = (z + step_size * gsum / n).clamp(0, 1).detach()
+            v0 = torch.randn(z.shape, generator=g)
+            w = torch.randn((z.shape[0], *k_out), generator=g)
+            draws.append((v0, w))
+        best = 0.0
+        view = (-1, *([1] * (z.dim() - 1)))
+        for sl in _chunks(z.shape[0], batch):
+            zc = z[sl]
+            for v0, w in draws:
+                s = jacobian_spectral_norm(model, zc, iters=iters, start=v0[sl])
+                best = max(best, float(s.max()))
+                zi = zc.clone().requires_grad_(True)
+                gsum = _jacobian_norm_grad(model, zi, w[sl])
+                if gsum is None:
+                    break
+                n = gsum.flatten(1).norm(dim=1).clamp_min(1e-30).view(view)
+                zc = (zc + step_size * gsum / n).clamp(0, 1).detach()
     return best
 
 
-def _jacobian_norm_grad(model: nn.Module, z: torch.Tensor, g: torch.Generator) -> torch.Tensor | None:
+def _jacobian_norm_grad(model: nn.Module, z: torch.Tensor, w: torch.Tensor) -> torch.Tensor | None:
+    """Gradient ``(N, ...)`` of ``||∇_z <f(z), w>||`` per point (``w``: output weights ``(N, k)``, on any device)."""
     out = model(z)
-    w = torch.randn(out.shape, generator=g).to(z.device)
-    (grad_in,) = torch.autograd.grad((out * w).sum(), z, create_graph=True)
+    (grad_in,) = torch.autograd.grad((out * w.to(z.device)).sum(), z, create_graph=True)
     obj = grad_in.flatten(1).norm(dim=1).sum()
     if not obj.requires_grad:
         return None
@@ -965,28 +997,47 @@ def exact_1d(model: nn.Module, *, grid: int = 20001, lo: float = 0.0, hi: float 
     return float(g.abs().max())
 
 
+def lower_estimate(model: nn.Module, x: torch.Tensor, *, seed: int = 0, pairs: int = 64, steps: int = 50,
+                   jac_points: int | None = None, jac_steps: int = 10, jac_iters: int = 10,
+                   batch: int | None = None) -> tuple[dict[str, float], dict[str, float]]:
+    """The two ascents of :func:`estimate` alone: ``({"quotient_pairs": .., "jacobian_power": ..}, seconds)``.
+
+    ``x``: data ``(N, ...)`` in [0,1]. Pair ascent with ``pairs`` pairs for ``steps`` steps; Jacobian ascent from
+    ``jac_points`` (default ``pairs``) points for ``jac_steps`` moves of ``jac_iters`` power iterations. Seeded by
+    ``seed`` alone: independent of every other call (no warm start), of ``batch`` and of the device.
+    """
+    t0 = time.perf_counter()
+    lq = lower_bound_quotient(model, x, pairs=pairs, steps=steps, seed=seed, batch=batch)
+    t1 = time.perf_counter()
+    lj = lower_bound_jacobian(model, x, points=pairs if jac_points is None else jac_points, steps=jac_steps,
+                              iters=jac_iters, seed=seed, batch=batch)
+    t2 = time.perf_counter()
+    return {"quotient_pairs": lq, "jacobian_power": lj}, {"quotient": t1 - t0, "jacobian": t2 - t1}
+
+
 def estimate(model: nn.Module, x: torch.Tensor, *, in_shape: tuple[int, ...] | None = None, seed: int = 0,
              pairs: int = 64, steps: int = 50, exact: bool = False, sdp: bool = False,
-             budget: str | None = None) -> LipschitzReport:
+             budget: str | None = None, plan: Any = None, batch: int | None = None) -> LipschitzReport:
     """Lower bounds (pair and Jacobian ascent), sound upper bounds and, for 1-D models, the exact constant.
 
     ``x``: data ``(N, *in_shape)`` in [0,1] to start the ascents from.
     Lower bounds are always returned; ``upper`` is None (with
-    ``upper_reason``) for models that are not fully understood. ``budget``
+    ``upper_reason``) for models that are not fully understood. ``plan``: an
+    :class:`robustclip.lipschitz_budget.AscentPlan` whose settings replace ``pairs`` and ``steps`` (the
+    cost-bounded settings of a ``--lipschitz`` mode; recorded in the report). ``budget``
     (``quick`` | ``normal`` | ``thorough``) adds the restart-based lower bounds
     of :func:`lower_bounds`, including the Jacobian floor over all of ``x``
     (off by default so the gate's committed baselines stay comparable);
-    ``sdp`` adds LipSDP (needs cvxpy).
+    ``sdp`` adds LipSDP (needs cvxpy). ``batch``: points per chunk of the ascents (the result does not depend on it).
     """
     in_shape = in_shape or tuple(x.shape[1:])
-    t0 = time.perf_counter()
-    lq = lower_bound_quotient(model, x, pairs=pairs, steps=steps, seed=seed)
-    t1 = time.perf_counter()
-    lj = lower_bound_jacobian(model, x, points=pairs, seed=seed)
+    kw: dict[str, Any] = {"pairs": pairs, "steps": steps}
+    if plan is not None:
+        kw = dict(plan.settings())
+    methods, secs = lower_estimate(model, x, seed=seed, batch=batch, **kw)
     t2 = time.perf_counter()
-    methods = {"quotient_pairs": lq, "jacobian_power": lj}
     if budget is not None:
-        methods.update(lower_bounds(model, x, seed=seed, budget=budget, pairs=pairs, steps=steps))
+        methods.update(lower_bounds(model, x, seed=seed, budget=budget, pairs=kw["pairs"], steps=kw["steps"]))
     t3 = time.perf_counter()
     ups, reason = upper_bounds(model, in_shape, sdp=sdp)
     t4 = time.perf_counter()
@@ -998,7 +1049,7 @@ def estimate(model: nn.Module, x: torch.Tensor, *, in_shape: tuple[int, ...] | N
     ljac = max(v for k, v in methods.items() if k.startswith("jacobian"))
     return LipschitzReport(lower=max(lquo, ljac), upper=best_up.value if best_up else None, lower_quotient=lquo,
                            lower_jacobian=ljac, exact=ex,
-                           seconds={"quotient": t1 - t0, "jacobian": t2 - t1, "lower_restarts": t3 - t2,
-                                    "upper": t4 - t3},
+                           seconds={**secs, "lower_restarts": t3 - t2, "upper": t4 - t3},
                            seed=seed, lower_method=lower_method, upper_method=best_up.method if best_up else None,
-                           upper_reason=reason, uppers=ups, lower_methods=methods)
+                           upper_reason=reason, uppers=ups, lower_methods=methods,
+                           plan=None if plan is None else plan.to_dict())

@@ -20,7 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import checkpoints, data, evaluation, loading, models, stats
+from . import checkpoints, data, evaluation, lipschitz_budget, loading, models, stats
+from . import progress as progress_mod
 from . import lipschitz as lipschitz_mod  # evaluate_model's ``lipschitz`` keyword shadows the module name
 from ._io import sha256_file
 from .attacks import Suite, load_suite
@@ -35,7 +36,8 @@ LIPSCHITZ_POINTS = 512
 """The first this many evaluation inputs seed the Lipschitz ascent."""
 LIPSCHITZ_MODES: dict[str, dict[str, int]] = {"full": {"pairs": LIPSCHITZ_PAIRS, "steps": 50},
                                               "fast": {"pairs": 16, "steps": 15}}
-"""Settings of the Lipschitz estimate per ``lipschitz=`` mode (``off`` computes only the upper bound)."""
+"""Unscaled settings of the Lipschitz estimate per ``lipschitz=`` mode (``off`` computes only the upper bound); a
+model whose ascent would cost more than the mode's budget runs fewer (see :mod:`robustclip.lipschitz_budget`)."""
 
 
 @dataclass
@@ -138,9 +140,11 @@ def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite
                                             seconds={"upper": time.perf_counter() - t_up}, seed=lip_seed,
                                             upper_reason=why)
     else:
-        cfg = LIPSCHITZ_MODES[lipschitz]
+        plan = lipschitz_budget.plan_ascent(model, in_shape or tuple(split.x.shape[1:]), lipschitz)
+        if progress:
+            progress_mod.note(plan.describe())
         lip = lipschitz_mod.estimate(model, split.x[:LIPSCHITZ_POINTS].to(dev), in_shape=in_shape, seed=lip_seed,
-                                     pairs=cfg["pairs"], steps=cfg["steps"])
+                                     plan=plan)
     res = evaluation.evaluate(model, split.x, split.y, suite=s, model_name=name, dataset=dataset,
                               n_classes=n_classes, batch_size=batch_size, seed=seed,
                               lip_upper=None, lip_lower=lip.lower, progress=progress,  # sound per-pair bounds
