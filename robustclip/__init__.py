@@ -2,7 +2,7 @@
 
 The small public surface::
 
-    model, meta = robustclip.load("model.safetensors")
+    model, meta = robustclip.load("model.safetensors", device="auto")   # auto: CUDA when present, else the CPU
     clean, robust = robustclip.benchmark(model, dataset="mnist", suite="paper-mnist")
     result = robustclip.evaluate(model, x, y, suite="curve-l2", n_classes=10)
     trained = robustclip.train(robustclip.TrainConfig(dataset="mnist", reg="clip", lam=0.1))
@@ -48,14 +48,14 @@ if _TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         testing,
         training,
     )
+    from .api import benchmark, evaluate, load
     from .checkpoints import save
-    from .evaluation import EvalResult, benchmark, evaluate
-    from .loading import load
+    from .evaluation import EvalResult
     from .penalty import ClipPenalty
     from .training import TrainConfig, train
 
 # where each public name lives (a relative module path): the one table a relayout of the modules updates
-_NAMES = {"save": ".checkpoints", "load": ".loading", "benchmark": ".evaluation", "evaluate": ".evaluation",
+_NAMES = {"save": ".checkpoints", "load": ".api", "benchmark": ".api", "evaluate": ".api",
           "EvalResult": ".evaluation", "train": ".training", "TrainConfig": ".training", "ClipPenalty": ".penalty"}
 _MODULES = {"attacks": ".attacks", "certify": ".certify", "checkpoints": ".checkpoints", "cli": ".cli",
             "data": ".data", "evaluation": ".evaluation", "gate": ".gate", "lipschitz": ".lipschitz",

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from . import certify as certify_mod
-from . import lipschitz, shapes
+from . import devices, lipschitz, shapes
 from . import samples as samples_mod
 from . import sanity as sanity_mod
 from .attacks import ATTACKS, AttackSpec, Suite, load_suite
@@ -208,6 +208,7 @@ def run_attack(model: nn.Module, spec: AttackSpec, x: torch.Tensor, y: torch.Ten
     heavy = dev.type == "cpu" and spec.type in ATTACK_BATCH_CAP
     if heavy:
         bs = min(bs, ATTACK_BATCH_CAP[spec.type])
+    bs = devices.fitting_batch(model, dev, spec.type, bs)  # the largest batch that fitted before, found once
     backoffs: list[dict[str, Any]] = []
     atk_cache = None
     norms = torch.full((n,), float("nan"), dtype=torch.float64)
@@ -232,6 +233,8 @@ def run_attack(model: nn.Module, spec: AttackSpec, x: torch.Tensor, y: torch.Ten
                         ok, sizes, bad, adv = _attack_batch(model, spec, atk_cache, x[sel].to(dev),
                                                             y[sel].to(dev), seed + 1000 * r + b)
                     except (RuntimeError, MemoryError) as exc:
+                        if is_out_of_memory(exc) and bs == 1 and dev.type == "cuda":
+                            raise devices.oom_error(model, dev, bs, spec.label) from None
                         if not is_out_of_memory(exc) or bs == 1:
                             raise
                         backoffs.append({"restart": r, "start": int(start), "from": bs, "to": max(1, bs // 2),
@@ -256,6 +259,7 @@ def run_attack(model: nn.Module, spec: AttackSpec, x: torch.Tensor, y: torch.Ten
                         correct[sel] &= ok
                 start += idx.numel()
                 b += 1
+    devices.remember_batch(model, dev, spec.type, bs, bool(backoffs))
     if log is not None:
         log.update({"batch_size": bs, "backoffs": backoffs})
     if record is not None:

@@ -165,11 +165,15 @@ def metric_name(row: dict[str, Any]) -> str:
     return row_key(row)
 
 
-def environment() -> dict[str, Any]:
-    """Where a result was made: device, CPU, threads and determinism settings."""
+def environment(device: str | None = None) -> dict[str, Any]:
+    """Where a result was made: the device (``cpu``, ``cuda:0``), its name, the CUDA version, TF32 flags, the CPU,
+    threads and determinism settings. ``device``: the device the evaluation ran on (None: the CPU)."""
     import torch
 
-    return {"device": "cpu", "machine": platform.machine(), "processor": platform.processor() or "unknown",
+    from . import devices
+
+    return {**devices.describe(device), "machine": platform.machine(),
+            "processor": platform.processor() or "unknown",
             "platform": platform.platform(), "torch_threads": torch.get_num_threads(),
             "deterministic_algorithms": bool(torch.are_deterministic_algorithms_enabled())}
 
@@ -204,6 +208,8 @@ class Measured:
     seconds: float = 0.0
     plans: dict[str, dict[str, int]] = field(default_factory=dict)
     """The Lipschitz ascent settings per mode (:meth:`robustclip.lipschitz_budget.AscentPlan.settings`)."""
+    device: str = "cpu"
+    """The device the evaluation ran on (``cpu``, ``cuda:0``)."""
 
 
 def per_sample_outcomes(res: Any, suite: Any) -> dict[str, np.ndarray]:
@@ -279,7 +285,7 @@ def measure(path: str, suite: Any, *, n: int | None = None, data_dir: str | None
     return Measured(path=str(path), sha256=res.meta.get("checkpoint_sha256"), dataset=dataset, n=nn_, seed=seed,
                     frame=res.frame, outcomes=per_sample_outcomes(res, suite),
                     images=images_digest(dataset, nn_, data_dir, data_file=src.data_file), lipschitz=lips,
-                    flags=list(res.flags), plans=plans,
+                    flags=list(res.flags), plans=plans, device=ev_model_device(ev),
                     seconds=time.perf_counter() - t0)
 
 
@@ -333,7 +339,7 @@ def make_baseline(measured: Sequence[Measured], *, suite_raw: dict[str, Any], su
         "n": first.n, "seed": first.seed, "dataset": first.dataset, "images": first.images,
         "checkpoints": [{"path": m.path, "sha256": m.sha256} for m in measured],
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "versions": _io.versions(), "environment": environment(),
+        "versions": _io.versions(), "environment": environment(first.device),
         "metrics": metrics,
         "lipschitz": {"estimator_version": estimator_version(), "made_with": lipschitz_mode,
                       "spread_over": "ascent seeds" if mode == "fixed" else "training seeds", "modes": lip_modes,
@@ -673,6 +679,11 @@ def compare(baseline: dict[str, Any], current: Measured, *, suite_raw: dict[str,
         if bv.get(lib) != cv.get(lib):
             notes.append(f"{lib} {bv.get(lib)} made the baseline, {cv.get(lib)} ran this check: a gain beyond noise "
                          "may be an attack that broke")
+    made_on = str((baseline.get("environment") or {}).get("device") or "cpu")
+    if made_on.split(":")[0] != current.device.split(":")[0]:
+        notes.append(f"the baseline was made on {made_on}, this check ran on {current.device}: results are compared "
+                     "within the gate's noise (rounding differs across devices; a device change alone should not "
+                     "regress)")
     paired_ok = mode == "fixed" and baseline["images"]["sha256"] == current.images["sha256"]
     if mode == "fixed" and not paired_ok:
         notes.append("the evaluated images differ from the baseline's (another data copy?): unpaired tests only")
@@ -885,5 +896,5 @@ def run_check(checkpoint: str | Sequence[str], *, suite: str, baseline: str, tol
     code = 1 if regressed or (fail_on_suspicious and suspicious) else 0
     info.update(suite=s.name, n=cur.n, mode=base["mode"], seconds=time.perf_counter() - t0, flags=cur.flags,
                 notes=notes, detectable=detectable_summary(rows, cur.n), baseline_environment=base["environment"],
-                environment=environment(), estimator_version=estimator_version())
+                environment=environment(cur.device), estimator_version=estimator_version())
     return code, rows, info

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from . import lipschitz
+from .devices import resolve_device
 from .errors import RobustclipError
 from .regularizers import ClipConfig, ClipRegularizer
 
@@ -50,14 +51,17 @@ class ClipPenalty:
         seed: seeds the pair draws (the generator is part of the state).
 
     Calling it with a batch ``x`` ``(B, *in_shape)`` in [0,1] returns a scalar tensor ``>= 0`` with graph.
+    ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``; None: where the model is) moves the model there first.
     """
 
     def __init__(self, model: nn.Module, *, pairs: int = 64, init: str = "partial_random", radius: float = 2.0,
                  eta: float = 0.1, reduce: str = "max", cap: float = 1e4, refresh_every: int = 20,
-                 ascent_steps: int = 1, seed: int = 0) -> None:
+                 ascent_steps: int = 1, seed: int = 0, device: str | None = None) -> None:
         if next(model.parameters(), None) is None:
             raise RobustclipError("ClipPenalty: the model has no parameters, so no penalty could change it",
                                   "pass the network you train")
+        if device is not None:  # "auto", "cpu", "cuda", "cuda:N": the model (and so the pairs) move there
+            model.to(resolve_device(device))
         cfg = ClipConfig(pairs=pairs, init=init, radius=radius, ascent_steps=ascent_steps, eta=eta, reduce=reduce,
                          cap=cap, refresh_every=refresh_every, every=1)
         self.model = model

@@ -20,9 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import checkpoints, data, evaluation, lipschitz_budget, loading, models, stats
-from . import progress as progress_mod
+from . import checkpoints, data, devices, evaluation, lipschitz_budget, loading, models, stats
 from . import lipschitz as lipschitz_mod  # evaluate_model's ``lipschitz`` keyword shadows the module name
+from . import progress as progress_mod
 from ._io import sha256_file
 from .attacks import Suite, load_suite
 from .checkpoints import CheckpointMeta
@@ -93,9 +93,10 @@ def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite
     Lipschitz constant. ``lipschitz``: ``full``, ``fast`` (:data:`LIPSCHITZ_MODES`: fewer pairs and steps) or
     ``off`` (only the upper bound, which certification needs; the lower bound is the trivial 0).
 
-    ``device`` (``cpu``, ``cuda``, ``cuda:N``; None: where the model already is): the model moves there; the data
-    stays on the CPU and moves one batch at a time; the Lipschitz ascents run there too. The result's meta records
-    the device, the deterministic-algorithms and cuDNN flags and the thread counts. ``keep_adversarial``: keep
+    ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``; None: where the model already is): the model moves there;
+    the data stays on the CPU and moves one batch at a time; the Lipschitz ascents run there too, bounds and
+    certificates with TF32 off. The result's meta records the device, its name, the CUDA version, the TF32 flags,
+    the deterministic-algorithms and cuDNN flags and the thread counts. ``keep_adversarial``: keep
     the adversarial examples that broke each sample (see :func:`robustclip.evaluation.evaluate`).
     """
     if lipschitz not in ("full", "fast", "off"):
@@ -128,6 +129,32 @@ def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite
             raise RobustclipError(f"the data has label {int(split.y.max())} but model {name} has {n_classes} outputs",
                                   f"labels must lie in 0..{n_classes - 1}")
     lip_seed = s.seed if seed is None else seed
+    with devices.exact_math() as exact_flags:  # TF32 rounding could void a bound or a certificate
+        lip, res = _bounds_and_attacks(model, split, s, in_shape=in_shape, lip_seed=lip_seed, lipschitz=lipschitz,
+                                       dev=dev, name=name, dataset=dataset, n_classes=n_classes,
+                                       batch_size=batch_size, seed=seed, progress=progress,
+                                       keep_adversarial=keep_adversarial)
+    res.meta.update(devices.describe(dev))
+    res.meta.update({f"bounds_{k}": v for k, v in exact_flags.items()})
+    if lip.plan is not None:
+        res.meta["lipschitz_plan"] = lip.plan
+    res.meta["data_source"] = split.source
+    rows = res.frame.drop(columns=["model", "dataset"]).to_dict(orient="records")
+    if clean_full:
+        full = data.load(dataset, "test", data_dir=data_dir) if eval_set is None else eval_set
+        if len(full) > len(split):  # clean accuracy is cheap: also report it on the whole test set
+            k = int((evaluation.predict(model, full.x).argmax(1) == full.y).sum())
+            lo, hi = stats.wilson(k, len(full))
+            rows.append({"attack": "clean_full", "norm": "none", "eps": 0.0, "accuracy": k / len(full),
+                         "n": len(full), "ci_low": lo, "ci_high": hi})
+    return Evaluation(res, lip, meta, name, rows, info={"lipschitz": lipschitz})
+
+
+def _bounds_and_attacks(model: nn.Module, split: data.Split, s: Suite, *, in_shape: tuple[int, ...] | None,
+                        lip_seed: int, lipschitz: str, dev: torch.device, name: str, dataset: str, n_classes: int,
+                        batch_size: int | None, seed: int | None, progress: bool, keep_adversarial: bool = False
+                        ) -> tuple[lipschitz_mod.LipschitzReport, evaluation.EvalResult]:
+    """The Lipschitz report (within the mode's cost budget) and the attack evaluation of :func:`evaluate_model`."""
     if lipschitz == "off":
         t_up = time.perf_counter()
         up: float | None = None
@@ -149,16 +176,7 @@ def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite
                               n_classes=n_classes, batch_size=batch_size, seed=seed,
                               lip_upper=None, lip_lower=lip.lower, progress=progress,  # sound per-pair bounds
                               keep_adversarial=keep_adversarial)
-    res.meta["data_source"] = split.source
-    rows = res.frame.drop(columns=["model", "dataset"]).to_dict(orient="records")
-    if clean_full:
-        full = data.load(dataset, "test", data_dir=data_dir) if eval_set is None else eval_set
-        if len(full) > len(split):  # clean accuracy is cheap: also report it on the whole test set
-            k = int((evaluation.predict(model, full.x).argmax(1) == full.y).sum())
-            lo, hi = stats.wilson(k, len(full))
-            rows.append({"attack": "clean_full", "norm": "none", "eps": 0.0, "accuracy": k / len(full),
-                         "n": len(full), "ci_low": lo, "ci_high": hi})
-    return Evaluation(res, lip, meta, name, rows, info={"lipschitz": lipschitz})
+    return lip, res
 
 
 VAL_N = 1000

@@ -61,7 +61,9 @@ def register(sub: Any) -> None:
     p.add_argument("--force", action="store_true", help="overwrite an existing --junit-xml file of another kind")
     add_quiet(p)
     add_model(p)
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N: where the model and attacks run")
+    p.add_argument("--device", default="auto",
+                   help="auto (default: cuda when a GPU is present, else cpu), cpu, cuda or cuda:N: "
+                   "where the model and attacks run")
     add_data_dir(p)
 
 

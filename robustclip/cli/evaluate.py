@@ -37,7 +37,9 @@ def register(sub: Any) -> None:
                    help="store the adversarial example that first broke each sample (per norm), with its attack, ε "
                    "and sample index, in a safetensors file (one checkpoint at a time)")
     add_model(p)
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N: where the model and attacks run")
+    p.add_argument("--device", default="auto",
+                   help="auto (default: cuda when a GPU is present, else cpu), cpu, cuda or cuda:N: "
+                   "where the model and attacks run")
     add_quiet(p)
     add_verbose(p)
     add_data_dir(p)

@@ -60,6 +60,9 @@ def register(sub: Any) -> None:
                    help="--engine ray: CPUs per run (default 1)")
     g.add_argument("--gpus-per-run", type=float, default=0.0, metavar="N",
                    help='--engine ray: GPUs per run (default 0; set train = { device = "cuda" } in the sweep file)')
+    p.add_argument("--device", default="auto",
+                   help="auto (default: cuda when a GPU is present, else cpu), cpu or cuda: where runs train and are "
+                   "evaluated when the sweep file does not say (train = { device = ... })")
     mode = g.add_mutually_exclusive_group()
     mode.add_argument("--list", action="store_true", help="print every run's index, id and state; run nothing")
     mode.add_argument("--run-index", type=int, default=None, metavar="I",
@@ -126,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
         outcome = sweeps.finalize(raw, args.out, where=where)
         return _report(args, outcome, 0.0)
     assert raw is not None
+    _apply_device(raw, args.device)
     t0 = time.perf_counter()
     outcome = sweeps.sweep(raw, args.out, data_dir=args.data_dir, jobs=args.jobs, progress=not args.quiet,
                            where=where, fresh=args.fresh, engine=args.engine, address=args.address,
@@ -166,3 +170,18 @@ def _report(args: argparse.Namespace, outcome: Any, seconds: float) -> int:
               + (" ..." if len(unfinished) > 10 else ""))
         return ExitCode.FAILURE
     return ExitCode.OK
+
+
+def _apply_device(raw: dict[str, Any], name: str) -> None:
+    """Put ``--device`` into the sweep's training settings unless the file sets one. The CPU is the default and is
+    not written, so a sweep folder made on a CPU resumes with the same run digests."""
+    from ..devices import resolve_device
+
+    dev = resolve_device(name)
+    train = raw.get("train")
+    if dev.type == "cpu" or (isinstance(train, dict) and "device" in train):
+        return
+    if train is None:
+        raw["train"] = train = {}
+    if isinstance(train, dict):
+        train["device"] = dev.type

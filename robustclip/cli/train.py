@@ -62,7 +62,7 @@ def register(sub: Any) -> None:
                    help="constant (default) or cosine decay to 0 over the epochs")
     p.add_argument("--n-train", type=positive_int, default=None, help="train on the first n samples only")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--device", default="auto", help="auto (default: cuda when a GPU is present, else cpu), cpu or cuda")
     p.add_argument("--require-target", action="store_true",
                    help="select the best epoch only among those reaching τ")
     p.add_argument("--out", required=True, metavar="PATH.safetensors", help="checkpoint to write")
@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
         args.dataset, model=spec, reg=args.reg, lam=lam, target_acc=args.target_acc, lam_step=args.lam_step,
         lam_every=args.lam_every, warmup=args.warmup, **TrainConfig.table_kwargs(tables),
         epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
-        lr_schedule=args.lr_schedule, n_train=args.n_train, seed=args.seed, device=args.device,
+        lr_schedule=args.lr_schedule, n_train=args.n_train, seed=args.seed, device=_device(args.device),
         require_target=args.require_target or None,
     )
     cfg.validate()  # every flag checked before the data is loaded
@@ -157,3 +157,12 @@ def run(args: argparse.Namespace) -> int:
               "far and is marked partial", file=sys.stderr)
         return 130
     return 0
+
+
+def _device(name: str) -> str:
+    """``--device`` as TrainConfig takes it: ``auto`` resolved (``cuda`` when a GPU is present, else ``cpu``)."""
+    if name.strip().lower() != "auto":
+        return name
+    from ..devices import resolve_device
+
+    return resolve_device("auto").type

@@ -1,0 +1,64 @@
+"""The public one-call functions with a device: ``robustclip.load``, ``robustclip.evaluate``, ``robustclip.benchmark``.
+
+Each takes ``device`` (``auto``: CUDA when a GPU is present, else the CPU; ``cpu``; ``cuda``; ``cuda:N``; None:
+where the model already is, the CPU for :func:`load`) and ``progress`` (None: on when stderr is a terminal).
+Evaluation runs with TF32 off (certificates need full float32 rounding) and records the device, its name, the
+CUDA version and both TF32 flags in the result's ``meta``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import devices
+from .attacks import Suite
+from .checkpoints import CheckpointMeta
+from .evaluation import EvalResult
+
+
+def load(path: str | os.PathLike[str], *, device: str | torch.device | None = None,
+         trust_factory: bool = False) -> tuple[nn.Module, CheckpointMeta]:
+    """``robustclip.load``: the checkpoint's model in eval mode on ``device``, and its metadata (see
+    :func:`robustclip.loading.load`). Example: ``model, meta = robustclip.load("clip.safetensors", device="auto")``.
+    """
+    from .loading import load as _load
+
+    dev = devices.resolve_device(device)  # a missing GPU fails before the file is read
+    model, meta = _load(path, trust_factory=trust_factory)
+    return model.to(dev), meta
+
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str | Suite,
+             device: str | torch.device | None = None, progress: bool | None = None, **kw: Any) -> EvalResult:
+    """``robustclip.evaluate``: :func:`robustclip.evaluation.evaluate` on ``device`` (the model moves there; ``x``
+    ``(N, ...)`` in [0,1] and ``y`` ``(N,)`` stay where they are and move one batch at a time). Other keywords go to
+    :func:`robustclip.evaluation.evaluate`. Accuracies in the result are fractions in [0, 1]."""
+    from .evaluation import evaluate as _evaluate
+    from .progress import resolve
+
+    if device is not None:
+        model = model.to(devices.resolve_device(device))
+    with devices.exact_math() as flags:
+        res = _evaluate(model, x, y, suite=suite, progress=resolve(progress), **kw)
+    res.meta.update(devices.describe(devices.device_of(model)))
+    res.meta.update({f"bounds_{k}": v for k, v in flags.items()})
+    return res
+
+
+def benchmark(model: nn.Module, *, suite: str | Suite, dataset: str = "mnist", n: int | None = 1000,
+              data_dir: str | None = None, progress: bool | None = None,
+              device: str | torch.device | None = None) -> tuple[float, float]:
+    """``robustclip.benchmark``: ``(clean accuracy, worst-case accuracy at the suite's headline ε)``, both fractions
+    in [0, 1], on ``device`` (see :func:`robustclip.evaluation.benchmark`)."""
+    from .evaluation import benchmark as _benchmark
+    from .progress import resolve
+
+    if device is not None:
+        model = model.to(devices.resolve_device(device))
+    with devices.exact_math():
+        return _benchmark(model, dataset=dataset, suite=suite, n=n, data_dir=data_dir, progress=resolve(progress))
+
