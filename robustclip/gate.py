@@ -817,7 +817,7 @@ def _suite_for(suite: str, base: dict[str, Any] | None) -> Any:
 def run_check(checkpoint: str | Sequence[str], *, suite: str, baseline: str, tolerance: float = DEFAULT_TOLERANCE,
               lip_tolerance: float = DEFAULT_LIP_TOLERANCE, n: int | None = None, update: bool = False,
               mode: str | None = None, lipschitz: str = "full", data_dir: str | None = None,
-              progress: bool = False, fail_on_suspicious: bool = False, model: str | None = None,
+              progress: bool | None = None, fail_on_suspicious: bool = False, model: str | None = None,
               dataset: str | None = None, data_file: str | None = None, device: str | None = None
               ) -> tuple[int, list[Comparison], dict[str, Any]]:
     """The check as a function: ``(exit code, comparisons, info)``; user errors raise :class:`RobustclipError`.
@@ -828,6 +828,9 @@ def run_check(checkpoint: str | Sequence[str], *, suite: str, baseline: str, tol
     :class:`ModelSource` and :func:`robustclip.loading.load_model`). Units: ``tolerance`` and every accuracy in
     the comparisons, the info and the baseline are fractions in [0, 1] (0.02 is 2 points); the CLI prints percent.
     """
+    from .progress import resolve
+
+    progress = resolve(progress)  # None: on when stderr is a terminal
     source = ModelSource(model=model, dataset=dataset, data_file=data_file, device=device)
     ckpts = [str(checkpoint)] if isinstance(checkpoint, (str, os.PathLike)) else [str(c) for c in checkpoint]
     _check_number("--tolerance", tolerance, 0.0, 0.999)

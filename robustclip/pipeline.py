@@ -150,6 +150,16 @@ def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite
     return Evaluation(res, lip, meta, name, rows, info={"lipschitz": lipschitz})
 
 
+def _announce(model: nn.Module, split: data.Split, s: Suite, plan: Any, lipschitz: str) -> None:
+    """Before long work: the estimated time from a short timed probe and the settings that would make it cheaper."""
+    from . import time_estimate
+
+    rate = time_estimate.probe_rate(model, split.x)
+    est = time_estimate.estimate_seconds(model, s, len(split), rate, tuple(split.x.shape[1:]), plan)
+    if est["total"] >= time_estimate.LONG:
+        progress_mod.note(time_estimate.advice(est, n=len(split), lipschitz=lipschitz))
+
+
 def _bounds_and_attacks(model: nn.Module, split: data.Split, s: Suite, *, in_shape: tuple[int, ...] | None,
                         lip_seed: int, lipschitz: str, dev: torch.device, name: str, dataset: str, n_classes: int,
                         batch_size: int | None, seed: int | None, progress: bool, keep_adversarial: bool = False
@@ -170,6 +180,7 @@ def _bounds_and_attacks(model: nn.Module, split: data.Split, s: Suite, *, in_sha
         plan = lipschitz_budget.plan_ascent(model, in_shape or tuple(split.x.shape[1:]), lipschitz)
         if progress:
             progress_mod.note(plan.describe())
+            _announce(model, split, s, plan, lipschitz)
         lip = lipschitz_mod.estimate(model, split.x[:LIPSCHITZ_POINTS].to(dev), in_shape=in_shape, seed=lip_seed,
                                      plan=plan)
     res = evaluation.evaluate(model, split.x, split.y, suite=s, model_name=name, dataset=dataset,
