@@ -356,8 +356,11 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str |
              model_name: str = "model", dataset: str = "unknown", n_classes: int | None = None,
              batch_size: int | None = None, seed: int | None = None, lip_upper: float | None = None,
              lip_lower: float | None = None, sanity: bool = True, progress: bool = True,
-             certify: bool | tuple[str, ...] | None = None, keep_adversarial: bool = False) -> EvalResult:
+             certify: bool | tuple[str, ...] | None = None, keep_adversarial: bool = False,
+             cache: Any = None) -> EvalResult:
     """Evaluate ``model`` on ``x`` ``(N, ...)`` (any per-sample shape) in [0,1] and labels ``y`` ``(N,)`` under a suite.
+
+    ``cache``: a :class:`robustclip.attack_cache.AttackCache`; finished attacks are stored there and reused.
 
     ``lip_upper``: an upper bound on the model's L2 Lipschitz constant given
     by the caller for the ``lipschitz`` certificate (``√2 · lip_upper`` for
@@ -429,8 +432,16 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str |
             batches[f"{spec.label}|{spec.norm}|{spec.eps}"] = log
             todo_mask = survivors(alive, spec, clean_ok) if s.cascade else clean_ok
             record: dict[str, Any] = {"keep_adversarial": keep_adversarial and spec.bounded}
-            ok, size = run_attack(model, spec, x, y, n_classes=k, seed=seed + 7 * i, batch_size=bs, todo=todo_mask,
-                                  log=log, stats=stats, record=record)
+            # a cached attack has no adversarial examples to keep: with keep_adversarial every attack runs
+            hit = None if cache is None or keep_adversarial else cache.get(i, spec, todo_mask)
+            if hit is not None:
+                ok, size = hit
+                log["cached"] = True
+            else:
+                ok, size = run_attack(model, spec, x, y, n_classes=k, seed=seed + 7 * i, batch_size=bs,
+                                      todo=todo_mask, log=log, stats=stats, record=record)
+                if cache is not None and not stats.get("nonfinite"):
+                    cache.put(i, spec, todo_mask, ok, size)
             correct[key] = ok & todo_mask
             if spec.bounded:
                 fooled_norms[key] = record["norms"]

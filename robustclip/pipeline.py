@@ -83,7 +83,8 @@ def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite
                    seed: int | None = None, progress: bool = True, name: str = "model",
                    clean_full: bool = False, eval_set: data.Split | None = None,
                    device: str | torch.device | None = None, lipschitz: str = "full",
-                   keep_adversarial: bool = False) -> Evaluation:
+                   keep_adversarial: bool = False, cache_dir: str | os.PathLike[str] | None = None,
+                   checkpoint_sha256: str | None = None) -> Evaluation:
     """Evaluate a model of ``meta.dataset`` on its test split, or on ``eval_set`` (a user's data, any input shape:
     see :func:`robustclip.loading.load_data_file`; the number of classes then comes from the model's output).
 
@@ -98,6 +99,9 @@ def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite
     certificates with TF32 off. The result's meta records the device, its name, the CUDA version, the TF32 flags,
     the deterministic-algorithms and cuDNN flags and the thread counts. ``keep_adversarial``: keep
     the adversarial examples that broke each sample (see :func:`robustclip.evaluation.evaluate`).
+
+    ``cache_dir``: keep finished attacks there and reuse them (resume; see :mod:`robustclip.attack_cache`), keyed
+    by ``checkpoint_sha256`` among the rest; the gate never passes one.
     """
     if lipschitz not in ("full", "fast", "off"):
         raise RobustclipError(f"unknown Lipschitz mode {lipschitz!r}", "use full, fast or off")
@@ -133,7 +137,9 @@ def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite
         lip, res = _bounds_and_attacks(model, split, s, in_shape=in_shape, lip_seed=lip_seed, lipschitz=lipschitz,
                                        dev=dev, name=name, dataset=dataset, n_classes=n_classes,
                                        batch_size=batch_size, seed=seed, progress=progress,
-                                       keep_adversarial=keep_adversarial)
+                                       keep_adversarial=keep_adversarial,
+                                       cache=_attack_cache(cache_dir, s, split, checkpoint_sha256, dev, batch_size,
+                                                           seed))
     res.meta.update(devices.describe(dev))
     res.meta.update({f"bounds_{k}": v for k, v in exact_flags.items()})
     if lip.plan is not None:
@@ -160,9 +166,23 @@ def _announce(model: nn.Module, split: data.Split, s: Suite, plan: Any, lipschit
         progress_mod.note(time_estimate.advice(est, n=len(split), lipschitz=lipschitz))
 
 
+def _attack_cache(cache_dir: str | os.PathLike[str] | None, s: Suite, split: data.Split, sha: str | None,
+                  dev: torch.device, batch_size: int | None, seed: int | None) -> Any:
+    """The resume cache of one evaluation (None without ``cache_dir`` or a checkpoint digest)."""
+    if cache_dir is None or sha is None:
+        return None
+    from .attack_cache import AttackCache, images_digest
+    from .attacks import suite_digest
+
+    return AttackCache(cache_dir, {"suite": suite_digest(s.raw), "checkpoint": sha,
+                                   "images": images_digest(split.x, split.y), "n": len(split), "seed": seed,
+                                   "batch_size": batch_size or s.batch_size, "device": dev.type})
+
+
 def _bounds_and_attacks(model: nn.Module, split: data.Split, s: Suite, *, in_shape: tuple[int, ...] | None,
                         lip_seed: int, lipschitz: str, dev: torch.device, name: str, dataset: str, n_classes: int,
-                        batch_size: int | None, seed: int | None, progress: bool, keep_adversarial: bool = False
+                        batch_size: int | None, seed: int | None, progress: bool, keep_adversarial: bool = False,
+                        cache: Any = None
                         ) -> tuple[lipschitz_mod.LipschitzReport, evaluation.EvalResult]:
     """The Lipschitz report (within the mode's cost budget) and the attack evaluation of :func:`evaluate_model`."""
     if lipschitz == "off":
@@ -186,7 +206,9 @@ def _bounds_and_attacks(model: nn.Module, split: data.Split, s: Suite, *, in_sha
     res = evaluation.evaluate(model, split.x, split.y, suite=s, model_name=name, dataset=dataset,
                               n_classes=n_classes, batch_size=batch_size, seed=seed,
                               lip_upper=None, lip_lower=lip.lower, progress=progress,  # sound per-pair bounds
-                              keep_adversarial=keep_adversarial)
+                              keep_adversarial=keep_adversarial, cache=cache)
+    if cache is not None:
+        res.meta["attack_cache"] = {"folder": str(cache.folder), "hits": cache.hits, "misses": cache.misses}
     return lip, res
 
 
@@ -242,7 +264,7 @@ def evaluate_checkpoint(path: str | os.PathLike[str], *, suite: str | Suite, dat
                         progress: bool = True, model: str | None = None, dataset: str | None = None,
                         trust_factory: bool = False, data_file: str | os.PathLike[str] | None = None,
                         device: str | torch.device | None = None, lipschitz: str = "full",
-                        keep_adversarial: bool = False) -> Evaluation:
+                        keep_adversarial: bool = False, cache_dir: str | os.PathLike[str] | None = None) -> Evaluation:
     """Load a model and evaluate it under ``suite`` on its dataset's test split (see :func:`evaluate_model`).
 
     ``path``: a robustclip checkpoint, or a user's state_dict (safetensors, or ``.pt``/``.pth`` read with
@@ -251,7 +273,7 @@ def evaluate_checkpoint(path: str | os.PathLike[str], *, suite: str | Suite, dat
     ``data_file``: evaluate on the user's own data instead of a test split (see
     :func:`robustclip.loading.load_data_file`). Raises :class:`~robustclip.errors.RobustclipError` for a
     regression checkpoint (attack suites need a classifier), a model of no known dataset, and every unreadable or
-    tampered file.
+    tampered file. ``cache_dir``: resume from (and keep) finished attacks there (see :func:`evaluate_model`).
     """
     t0 = time.perf_counter()
     dev = resolve_device(device)  # fail before loading anything
@@ -266,7 +288,8 @@ def evaluate_checkpoint(path: str | os.PathLike[str], *, suite: str | Suite, dat
     name = meta.name or Path(path).name.removesuffix(".safetensors").removesuffix(".pth").removesuffix(".pt")
     ev = evaluate_model(net, meta, suite=suite, data_dir=data_dir, n=n, batch_size=batch_size, seed=seed,
                         progress=progress, name=name, eval_set=eval_set, device=dev, lipschitz=lipschitz,
-                        keep_adversarial=keep_adversarial)
+                        keep_adversarial=keep_adversarial, cache_dir=cache_dir,
+                        checkpoint_sha256=None if cache_dir is None else sha256_file(path))
     assert ev.result is not None
     train_cfg = meta.train
     ev.result.meta.update({"checkpoint": str(path), "checkpoint_sha256": sha256_file(path),

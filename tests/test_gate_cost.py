@@ -258,3 +258,46 @@ def test_progress_in_a_log_is_plain_lines_every_interval(monkeypatch):
 def test_progress_none_means_on_a_terminal(monkeypatch):
     monkeypatch.setattr(sys, "stderr", io.StringIO())
     assert progress.resolve(None) is False and progress.resolve(True) is True
+
+
+# ----------------------------------------------------------------------------- resuming a long evaluation
+
+
+@pytest.fixture(scope="module")
+def small_ckpt(tmp_path_factory, data_dir):
+    from robustclip.pipeline import train_to_checkpoint
+    from robustclip.training import TrainConfig
+
+    out = tmp_path_factory.mktemp("cache") / "fc.safetensors"
+    cfg = TrainConfig(dataset="mnist", model=models.paper_spec(), epochs=1, n_train=500, seed=0, lip_probe_pairs=0)
+    train_to_checkpoint(cfg, out, data_dir=str(data_dir), progress=False)
+    return out
+
+
+@pytest.mark.data
+def test_evaluate_resumes_from_finished_attacks_and_check_never_reads_them(small_ckpt, tmp_path, monkeypatch,
+                                                                           data_dir):
+    from robustclip import attack_cache
+    from robustclip.pipeline import evaluate_checkpoint
+
+    kw = {"suite": "ci-quick", "n": 60, "data_dir": str(data_dir), "progress": False, "lipschitz": "off"}
+    first = evaluate_checkpoint(small_ckpt, cache_dir=tmp_path / "cache", **kw)
+    n_attacks = first.result.meta["attack_cache"]["misses"]
+    assert first.result.meta["attack_cache"]["hits"] == 0 and n_attacks > 0
+    again = evaluate_checkpoint(small_ckpt, cache_dir=tmp_path / "cache", **kw)
+    assert again.result.meta["attack_cache"] == {**first.result.meta["attack_cache"], "hits": n_attacks, "misses": 0}
+    pd.testing.assert_frame_equal(first.result.frame, again.result.frame)
+    other = evaluate_checkpoint(small_ckpt, cache_dir=tmp_path / "cache", **{**kw, "n": 50})  # another evaluation
+    assert other.result.meta["attack_cache"]["hits"] == 0
+
+    def refuse(*a, **k):
+        raise AssertionError("the gate read the attack cache")
+
+    monkeypatch.setattr(attack_cache.AttackCache, "get", refuse)
+    base = tmp_path / "b.json"
+    code, _, _ = gate.run_check(str(small_ckpt), suite="ci-quick", baseline=str(base), n=60, update=True,
+                                lipschitz="off", data_dir=str(data_dir), progress=False)
+    assert code == 0
+    code, rows, _ = gate.run_check(str(small_ckpt), suite="ci-quick", baseline=str(base), n=60, lipschitz="off",
+                                   data_dir=str(data_dir), progress=False)
+    assert code == 0 and rows

@@ -40,6 +40,9 @@ def register(sub: Any) -> None:
     p.add_argument("--device", default="auto",
                    help="auto (default: cuda when a GPU is present, else cpu), cpu, cuda or cuda:N: "
                    "where the model and attacks run")
+    p.add_argument("--cache", default=None, metavar="DIR",
+                   help="keep each finished attack in DIR and reuse it when the same evaluation runs again (same "
+                   "suite, checkpoint, images, device, torch and torchattacks): an interrupted evaluation resumes")
     add_quiet(p)
     add_verbose(p)
     add_data_dir(p)
@@ -108,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite)
     suite.check_budget(args.n)
     resolve_device(args.device)  # fail before any work on an unavailable device
+    if args.cache is not None:
+        validate.output_dir(args.cache, (), "--cache", force=True)
     seen: set[Path] = set()
     for c in args.checkpoints:
         validate.regular_file(c, "checkpoint", max_bytes=MAX_FILE_BYTES, error=CheckpointError)
@@ -123,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         ev = evaluate_checkpoint(c, suite=suite, data_dir=args.data_dir, n=args.n, batch_size=args.batch_size,
                                  seed=args.seed, progress=not args.quiet, model=args.model,
                                  dataset=args.dataset, data_file=args.data, device=args.device,
-                                 keep_adversarial=adv_path is not None)
+                                 keep_adversarial=adv_path is not None, cache_dir=args.cache)
         res = ev.result
         assert res is not None
         names.append(ev.name)
