@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -50,16 +51,30 @@ def enabled_here(enabled: bool = True) -> bool:
 
 
 class _Lines:
-    """A file for tqdm that turns its carriage-return frames into whole lines (empty frames dropped)."""
+    """A file for tqdm that turns its carriage-return frames into whole lines, at most one per :data:`LOG_INTERVAL`
+    seconds (a refresh in between is held back); the last frame is written when the bar closes, if the bar lived
+    at least that long. Empty frames are dropped."""
 
     def __init__(self, stream: Any) -> None:
         self.stream = stream
+        self.start = self.last = time.monotonic()
+        self.pending = ""
 
     def write(self, text: str) -> int:
-        for part in text.replace("\r", "\n").split("\n"):
-            if part.strip():
-                self.stream.write(part.strip() + "\n")
+        parts = [p.strip() for p in text.replace("\r", "\n").split("\n") if p.strip()]
+        now = time.monotonic()
+        if parts:
+            self.pending = parts[-1]
+            if now - self.last >= LOG_INTERVAL:
+                self._emit(now)
+        elif "\n" in text and self.pending and now - self.start >= LOG_INTERVAL:  # the bar closes
+            self._emit(now)
         return len(text)
+
+    def _emit(self, now: float) -> None:
+        self.stream.write(self.pending + "\n")
+        self.pending = ""
+        self.last = now
 
     def flush(self) -> None:
         with contextlib.suppress(AttributeError, ValueError):
@@ -78,9 +93,10 @@ def bar(iterable: Iterable[Any] | None = None, *, enabled: bool = True, **kw: An
     stream = kw.pop("file", None) or sys.stderr
     for key in ("leave", "mininterval", "maxinterval", "dynamic_ncols", "ncols", "ascii"):
         kw.pop(key, None)
-    kw.setdefault("bar_format", "{desc}: {n_fmt}/{total_fmt} done, {elapsed} elapsed, ~{remaining} left {postfix}")
-    return tqdm(iterable, file=_Lines(stream), mininterval=LOG_INTERVAL, maxinterval=LOG_INTERVAL,
-                delay=kw.pop("delay", LOG_INTERVAL), leave=True, ascii=True, ncols=100, **kw)
+    kw.setdefault("bar_format", "{desc}: {n_fmt}/{total_fmt} done, {elapsed} elapsed, ~{remaining} left{postfix}")
+    kw.pop("delay", None)
+    return tqdm(iterable, file=_Lines(stream), mininterval=LOG_INTERVAL, maxinterval=LOG_INTERVAL, leave=True,
+                ascii=True, ncols=100, **kw)
 
 
 def note(msg: str, *, enabled: bool = True) -> None:
