@@ -435,13 +435,13 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str |
             # a cached attack has no adversarial examples to keep: with keep_adversarial every attack runs
             hit = None if cache is None or keep_adversarial else cache.get(i, spec, todo_mask)
             if hit is not None:
-                ok, size = hit
+                ok, size, record["norms"] = hit
                 log["cached"] = True
             else:
                 ok, size = run_attack(model, spec, x, y, n_classes=k, seed=seed + 7 * i, batch_size=bs,
                                       todo=todo_mask, log=log, stats=stats, record=record)
                 if cache is not None and not stats.get("nonfinite"):
-                    cache.put(i, spec, todo_mask, ok, size)
+                    cache.put(i, spec, todo_mask, ok, size, record.get("norms"))
             correct[key] = ok & todo_mask
             if spec.bounded:
                 fooled_norms[key] = record["norms"]
