@@ -58,7 +58,7 @@ class _Lines:
     def __init__(self, stream: Any) -> None:
         self.stream = stream
         self.start = self.last = time.monotonic()
-        self.pending = ""
+        self.pending = self.written = ""
 
     def write(self, text: str) -> int:
         parts = [p.strip() for p in text.replace("\r", "\n").split("\n") if p.strip()]
@@ -72,7 +72,9 @@ class _Lines:
         return len(text)
 
     def _emit(self, now: float) -> None:
-        self.stream.write(self.pending + "\n")
+        if self.pending != self.written:  # a close repeats the last frame: one line is enough
+            self.stream.write(self.pending + "\n")
+            self.written = self.pending
         self.pending = ""
         self.last = now
 
