@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         print("benchmarks/gpu.py: skipped: CUDA is not available on this machine (run it where a GPU is)")
         return 0
     dry = args.dry_run
-    gpu = devices.resolve("cpu" if dry else "cuda")
+    gpu = devices.resolve_device("cpu" if dry else "cuda")
     info = devices.describe(gpu)
     print(f"device {info['device']} ({info['device_name']}), CUDA {info['cuda_version']}, torch {torch.__version__}")
     epochs, n_train = (1, 500) if dry else (3, None)

@@ -50,6 +50,7 @@ from .activations import is_sorting
 from .devices import device_of
 from .errors import RobustclipError
 from .lipschitz import Affine
+from .modes import restore_modes, train_modes
 
 NORMS = ("L2", "Linf")
 METHODS = ("lipschitz", "crown")
@@ -416,7 +417,7 @@ def certify(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cells: list[tupl
     if ops is None:
         res.info["reason"] = why
         return res
-    was_training = model.training
+    saved = train_modes(model)  # every submodule's own flag, restored after (modes.eval_mode's bookkeeping)
     model.eval()
     try:
         with torch.no_grad():
@@ -464,7 +465,7 @@ def certify(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cells: list[tupl
             res.per_method["crown"] = got
             res.seconds["crown"] = time.perf_counter() - t0
     finally:
-        model.train(was_training)
+        restore_modes(saved)
     for got in res.per_method.values():
         for cell, ok in got.items():
             res.best[cell] |= ok

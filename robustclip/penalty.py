@@ -27,6 +27,7 @@ from torch import nn
 from . import lipschitz
 from .devices import resolve_device
 from .errors import RobustclipError
+from .modes import restore_modes, train_modes
 from .regularizers import ClipConfig, ClipRegularizer
 
 __all__ = ["ClipPenalty"]
@@ -123,13 +124,13 @@ class ClipPenalty:
     def _ascent_direction(self, P: torch.Tensor) -> torch.Tensor:
         """Gradient ``(2m, ...)`` of the pairs' quotients at the current weights (weights' ``.grad`` untouched)."""
         Pg = P.detach().requires_grad_(True)
-        was_training = self.model.training
+        saved = train_modes(self.model)  # every submodule's own flag (model.train(flag) would set them all alike)
         try:
             with torch.enable_grad():
                 q = lipschitz.quotients(self.model, Pg)
                 (g,) = torch.autograd.grad(q.sum(), Pg)
         finally:
-            self.model.train(was_training)
+            restore_modes(saved)
         return g
 
     def state_dict(self) -> dict[str, Any]:

@@ -16,7 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from .devices import device_of
 from .lipschitz_budget import forward_macs
+from .modes import eval_mode
 
 LONG = 20.0
 """Seconds from which an evaluation counts as long work (the estimate is printed)."""
@@ -25,25 +27,22 @@ LONG = 20.0
 def probe_rate(model: nn.Module, x: torch.Tensor, *, batch: int = 64, reps: int = 3) -> float:
     """Multiply-accumulates per second of forward plus backward passes of ``model`` on inputs ``x`` ``(N, ...)``
     in [0,1] (the first ``batch`` of them, ``reps`` timed passes after one warm-up)."""
-    p = next(iter(model.parameters()), None)
-    dev = p.device if p is not None else torch.device("cpu")
+    dev = device_of(model)
     xb = x[:batch].to(dev).clone().requires_grad_(True)
     macs = forward_macs(model, tuple(x.shape[1:])) * xb.shape[0] * 3  # a backward costs about two forwards
-    was_training = model.training
-    model.eval()
     try:
-        model(xb).sum().backward()  # warm-up
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            model(xb).sum().backward()
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        secs = max(time.perf_counter() - t0, 1e-6)
+        with eval_mode(model):
+            model(xb).sum().backward()  # warm-up
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                model(xb).sum().backward()
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            secs = max(time.perf_counter() - t0, 1e-6)
     finally:
         model.zero_grad(set_to_none=True)
-        model.train(was_training)
     return macs * reps / secs
 
 

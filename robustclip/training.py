@@ -20,7 +20,7 @@ from torch import nn
 from . import data as data_mod
 from . import lipschitz, models, regularizers, validate
 from .checkpoints import CheckpointMeta
-from .devices import DEVICES, resolve_device
+from .devices import resolve_device
 from .errors import RobustclipError
 from .modes import eval_mode
 
@@ -132,8 +132,9 @@ class TrainConfig:
             if got is not None and not isinstance(got, dict):
                 raise RobustclipError(f"{name} settings must be a table, got {got!r:.80}",
                                       f"e.g. {table.flag} {table.example}")
-        if not isinstance(self.device, str) or self.device.split(":")[0] not in DEVICES:
-            raise RobustclipError(f"unknown device {self.device!r:.80}", "use --device cpu or --device cuda")
+        if not isinstance(self.device, str):
+            raise RobustclipError(f"unknown device {self.device!r:.80}", "use --device auto, cpu or cuda")
+        resolve_device(self.device)  # the one device check (auto, cpu, cuda, cuda:N; a missing GPU is one line)
         if self.target_acc is not None and self.dataset == "regression":
             raise RobustclipError("the discrepancy principle (--target-acc) needs a classification dataset",
                                   "use a fixed --lam for regression")
@@ -143,7 +144,6 @@ class TrainConfig:
         if not regularizers.REGISTRY[self.reg].takes_lam and (self.lam > 0 or self.target_acc is not None):
             raise RobustclipError(f"--reg {self.reg} takes no λ",
                                   "drop --lam/--target-acc, or pick --reg weight or clip")
-        resolve_device(self.device)
         regularizers.make(self.reg, **self.reg_params())
         models.build(self.model_spec())  # sizes are capped before anything is allocated
 
@@ -248,7 +248,7 @@ class Trainer:
         self.regression = cfg.dataset == "regression"
         self.gen = _seed_all(cfg.seed)
         self.train_split, self.val_split = splits or load_training_data(cfg, data_dir)
-        self.dev = torch.device(cfg.device)
+        self.dev = resolve_device(cfg.device)
         self.X, self.Y = self.train_split.x.to(self.dev), self.train_split.y.to(self.dev)
         self.Xv: torch.Tensor | None = None
         self.Yv: torch.Tensor | None = None

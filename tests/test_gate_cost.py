@@ -190,15 +190,15 @@ def test_environment_records_the_real_device():
 
 def test_device_auto_is_cuda_when_present_else_cpu():
     want = "cuda" if torch.cuda.is_available() else "cpu"
-    assert devices.resolve("auto").type == want
-    assert devices.resolve(None) == torch.device("cpu")
+    assert devices.resolve_device("auto").type == want
+    assert devices.resolve_device(None) == torch.device("cpu")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only error")
 @pytest.mark.parametrize("name", ["cuda", "cuda:7"])
 def test_missing_gpu_is_one_line(name):
     with pytest.raises(RobustclipError) as e:
-        devices.resolve(name)
+        devices.resolve_device(name)
     assert "\n" not in str(e.value) and "--device cpu" in e.value.fix
 
 
@@ -206,7 +206,7 @@ def test_gpu_index_that_does_not_exist(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(RobustclipError, match="only 1 GPU"):
-        devices.resolve("cuda:7")
+        devices.resolve_device("cuda:7")
 
 
 def test_exact_math_turns_tf32_off_and_restores_it():

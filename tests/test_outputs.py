@@ -355,3 +355,32 @@ def test_train_out_never_replaces_a_dataset_file_even_with_force(work, tmp_path)
     rc, _, err = run_cli([*TRAIN, "--data-dir", tmp_path / "data", "--out", idx, "--force"])
     assert_one_line_error(rc, err, "input")
     assert idx.read_bytes() == VICTIM
+
+
+@pytest.mark.parametrize("target", ["a-file", "checkpoint", "dev-null", "fifo", "dangling-symlink", "file-parent"])
+def test_evaluate_cache_that_is_not_a_folder_is_refused_before_any_work(target, work, tmp_path):
+    """``evaluate --cache DIR`` goes through the same guard as ``--out``: a file (the checkpoint included), a
+    device, a FIFO, a dangling link or a path under a file is one line, exit 2, before any work."""
+    out = tmp_path / "out"
+    out.mkdir()
+    words = {"a-file": ["is a file", "--cache"], "checkpoint": ["is a file", "--cache"],
+             "dev-null": ["device", "--cache"], "fifo": ["FIFO", "--cache"],
+             "dangling-symlink": ["broken symbolic link", "--cache"], "file-parent": ["Not a directory", "--cache"]}
+    if target == "a-file":
+        path = str(_victim(out))
+    elif target == "checkpoint":
+        path = str(work["ckpt"])
+    elif target == "dev-null":
+        path = _device("null")
+    elif target == "fifo":
+        os.mkfifo(out / "pipe")
+        path = str(out / "pipe")
+    elif target == "dangling-symlink":
+        (out / "dangling").symlink_to(out / "nowhere")
+        path = str(out / "dangling")
+    else:
+        path = str(_victim(out) / "cache")
+    before = _snapshot(tmp_path)
+    rc, _, err = run_cli(["evaluate", work["ckpt"], "--suite", work["suite"], "--out", out / "ev", "--cache", path])
+    assert_one_line_error(rc, err, *words[target])
+    assert _snapshot(tmp_path) == before

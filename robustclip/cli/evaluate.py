@@ -88,6 +88,9 @@ def run(args: argparse.Namespace) -> int:
 
     # every input and the output are checked before any work: a bad one fails first, not after the evaluation
     out = guard_output_dir(args.out, OUTPUTS, inputs=[*args.checkpoints, args.suite, args.data], force=args.force)
+    if args.cache is not None:  # the cache's own files are replaced as attacks finish: a folder, never a file
+        guard_output_dir(args.cache, (), inputs=[*args.checkpoints, args.suite, args.data], force=True,
+                         what="--cache")
     if args.n is not None:
         validate.number(args.n, "--n", integer=True, lo=1, hi=MAX_SAMPLES)
     if args.batch_size is not None:
@@ -111,8 +114,6 @@ def run(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite)
     suite.check_budget(args.n)
     resolve_device(args.device)  # fail before any work on an unavailable device
-    if args.cache is not None:
-        validate.output_dir(args.cache, (), "--cache", force=True)
     seen: set[Path] = set()
     for c in args.checkpoints:
         validate.regular_file(c, "checkpoint", max_bytes=MAX_FILE_BYTES, error=CheckpointError)
