@@ -27,7 +27,11 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
-from robustclip import certify, data, lipmargin, lipschitz, models, training
+from robustclip.bounds import certify, lipschitz
+from robustclip.data import datasets as data
+from robustclip.models import specs as models
+from robustclip.training import trainer as training
+from robustclip.training.regularizers import lipmargin
 
 SPEC = {"arch": "cnn", "activation": "minmax"}
 

@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 
 import robustclip
-from robustclip import certify, data, lipschitz
+from robustclip.bounds import certify, lipschitz
+from robustclip.data import datasets as data
 
 ROOT = Path(__file__).resolve().parent.parent
 EPS = [0.1, 0.25, 0.5, 1.0]

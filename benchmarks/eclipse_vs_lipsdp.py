@@ -18,7 +18,7 @@ import time
 import torch
 
 import robustclip
-from robustclip import eclipse, lipschitz
+from robustclip.bounds import eclipse, lipschitz
 
 
 def main() -> None:

@@ -47,8 +47,12 @@ def child(config: str, threads: int) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(threads)
-    from robustclip import checkpoints, data, evaluation, lipschitz, pipeline
-    from robustclip.attacks import AttackSpec, load_suite
+    from robustclip.attacks.suites import AttackSpec, load_suite
+    from robustclip.bounds import lipschitz
+    from robustclip.checkpoints import format as checkpoints
+    from robustclip.data import datasets as data
+    from robustclip.evaluation import pipeline
+    from robustclip.evaluation import runner as evaluation
 
     model, _ = checkpoints.load(CKPT)
     model.eval()

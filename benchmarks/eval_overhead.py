@@ -5,9 +5,9 @@ epoch) and a small CNN (conv-relu-maxpool twice, then two linear layers; a few h
 alternating, several repetitions of:
 
 * bare:  for each batch, ``torchattacks.PGDL2(...)(x, y)`` then ``model(adv).argmax``;
-* layer: ``robustclip.evaluation.run_attack`` for the same attack on every
+* layer: ``robustclip.evaluation.runner.run_attack`` for the same attack on every
   sample (seeding, batching, ε and [0,1] checks, per-sample bookkeeping);
-* full:  ``robustclip.evaluation.evaluate`` with a one-attack suite (adds the
+* full:  ``robustclip.evaluation.runner.evaluate`` with a one-attack suite (adds the
   clean pass, skips clean-misclassified samples, worst case, certificates;
   sanity checks off);
 
@@ -30,9 +30,11 @@ import torch
 import torchattacks
 from torch import nn
 
-from robustclip import data, evaluation, models
-from robustclip.attacks import AttackSpec, load_suite, parse_suite
-from robustclip.training import TrainConfig, train
+from robustclip.attacks.suites import AttackSpec, load_suite, parse_suite
+from robustclip.data import datasets as data
+from robustclip.evaluation import runner as evaluation
+from robustclip.models import specs as models
+from robustclip.training.trainer import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -23,9 +23,12 @@ from pathlib import Path
 
 import torch
 
-from robustclip import gate, lipschitz_budget, loading, models
-from robustclip.pipeline import evaluate_checkpoint, train_to_checkpoint
-from robustclip.training import TrainConfig
+from robustclip.bounds import budget as lipschitz_budget
+from robustclip.checkpoints import foreign as loading
+from robustclip.evaluation.pipeline import evaluate_checkpoint, train_to_checkpoint
+from robustclip.gate import check as gate
+from robustclip.models import specs as models
+from robustclip.training.trainer import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 SUITE = str(ROOT / "attacks" / "ci-quick.toml")

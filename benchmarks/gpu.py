@@ -31,11 +31,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from robustclip import devices, gate
-from robustclip.attacks import load_suite
+from robustclip.attacks.suites import load_suite
+from robustclip.core import devices
 from robustclip.errors import RobustclipError, SuiteError
-from robustclip.pipeline import evaluate_checkpoint, evaluate_model, train_to_checkpoint
-from robustclip.training import TrainConfig
+from robustclip.evaluation.pipeline import evaluate_checkpoint, evaluate_model, train_to_checkpoint
+from robustclip.gate import check as gate
+from robustclip.training.trainer import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,7 +52,7 @@ def _rows(ev: Any) -> dict[str, float]:
 
 
 def _train(kind: str, out: Path, dev: str, epochs: int, n_train: int | None, data_dir: str | None) -> float:
-    from robustclip import models
+    from robustclip.models import specs as models
 
     reg: dict[str, Any] = {"reg": "clip", "lam": 0.5} if kind == "clip" else \
         {"reg": "adversarial", "lam": 1.0, "adversarial": {"norm": "L2", "eps": 2.0, "steps": 7}}
@@ -66,8 +67,8 @@ def _cifar_like(n: int, dev: torch.device, side: int = 32) -> tuple[Any, Any, An
     CNN (clean accuracy 100%)."""
     from torch import nn
 
-    from robustclip import data
-    from robustclip.checkpoints import CheckpointMeta
+    from robustclip.checkpoints.format import CheckpointMeta
+    from robustclip.data import datasets as data
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 16, 4, stride=2, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 4, stride=2, padding=1),

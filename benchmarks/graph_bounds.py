@@ -22,7 +22,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from robustclip import conv_norms, lipschitz, models
+from robustclip.bounds import conv_norms, lipschitz
+from robustclip.models import specs as models
 
 
 def step_seconds(net: nn.Module, repeats: int = 3) -> float:

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from robustclip import sweeps
+from robustclip.sweeps import planning as sweeps
 
 
 def _plan(epochs: int) -> dict[str, Any]:

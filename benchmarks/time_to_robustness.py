@@ -36,9 +36,10 @@ from typing import Any
 
 import torch
 
-from robustclip import evaluation, models
-from robustclip.attacks import parse_suite
-from robustclip.training import TrainConfig, Trainer, load_training_data
+from robustclip.attacks.suites import parse_suite
+from robustclip.evaluation import runner as evaluation
+from robustclip.models import specs as models
+from robustclip.training.trainer import TrainConfig, Trainer, load_training_data
 
 _CLIP = {"every": 1, "pairs": 64, "radius": 2.0, "refresh_every": 20}
 METHODS: dict[str, dict[str, Any]] = {

@@ -19,9 +19,11 @@ import sys
 
 import torch
 
-from robustclip import data, evaluation, models
-from robustclip.attacks import parse_suite
-from robustclip.training import TrainConfig, Trainer, load_training_data
+from robustclip.attacks.suites import parse_suite
+from robustclip.data import datasets as data
+from robustclip.evaluation import runner as evaluation
+from robustclip.models import specs as models
+from robustclip.training.trainer import TrainConfig, Trainer, load_training_data
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,8 +32,9 @@ from typing import Any
 import torch
 from time_to_robustness import worst_case
 
-from robustclip import data, models
-from robustclip.training import TrainConfig, Trainer, load_training_data
+from robustclip.data import datasets as data
+from robustclip.models import specs as models
+from robustclip.training.trainer import TrainConfig, Trainer, load_training_data
 
 _WIDE = {"every": 1, "radius": 2.0, "refresh_every": 20}
 CANDIDATES: dict[str, dict[str, Any]] = {

@@ -29,39 +29,35 @@ from typing import Any as _Any
 from .errors import RobustclipError
 
 if _TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from . import (
-        attacks,
-        certify,
-        checkpoints,
-        cli,
-        data,
-        evaluation,
-        gate,
-        lipschitz,
-        loading,
-        models,
-        pipeline,
-        regularizers,
-        reports,
-        stats,
-        sweeps,
-        testing,
-        training,
-    )
+    from . import cli, stats, testing
     from .api import benchmark, evaluate, load
-    from .checkpoints import save
-    from .evaluation import EvalResult
-    from .penalty import ClipPenalty
-    from .training import TrainConfig, train
+    from .attacks import suites as attacks
+    from .bounds import certify, lipschitz
+    from .checkpoints import foreign as loading
+    from .checkpoints import format as checkpoints
+    from .checkpoints.format import save
+    from .data import datasets as data
+    from .evaluation import pipeline
+    from .evaluation import runner as evaluation
+    from .evaluation.runner import EvalResult
+    from .gate import check as gate
+    from .models import specs as models
+    from .reports import pages as reports
+    from .sweeps import planning as sweeps
+    from .training import trainer as training
+    from .training.regularizers import registry as regularizers
+    from .training.regularizers.penalty import ClipPenalty
+    from .training.trainer import TrainConfig, train
 
 # where each public name lives (a relative module path): the one table a relayout of the modules updates
-_NAMES = {"save": ".checkpoints", "load": ".api", "benchmark": ".api", "evaluate": ".api",
-          "EvalResult": ".evaluation", "train": ".training", "TrainConfig": ".training", "ClipPenalty": ".penalty"}
-_MODULES = {"attacks": ".attacks", "certify": ".certify", "checkpoints": ".checkpoints", "cli": ".cli",
-            "data": ".data", "evaluation": ".evaluation", "gate": ".gate", "lipschitz": ".lipschitz",
-            "loading": ".loading", "models": ".models", "pipeline": ".pipeline", "regularizers": ".regularizers",
-            "reports": ".reports", "stats": ".stats", "sweeps": ".sweeps", "testing": ".testing",
-            "training": ".training"}
+_NAMES = {"save": ".checkpoints.format", "load": ".api", "benchmark": ".api", "evaluate": ".api",
+          "EvalResult": ".evaluation.runner", "train": ".training.trainer", "TrainConfig": ".training.trainer",
+          "ClipPenalty": ".training.regularizers.penalty"}
+_MODULES = {"attacks": ".attacks", "certify": ".bounds.certify", "checkpoints": ".checkpoints", "cli": ".cli",
+            "data": ".data", "evaluation": ".evaluation", "gate": ".gate", "lipschitz": ".bounds.lipschitz",
+            "loading": ".checkpoints.foreign", "models": ".models", "pipeline": ".evaluation.pipeline",
+            "regularizers": ".training.regularizers.registry", "reports": ".reports", "stats": ".stats",
+            "sweeps": ".sweeps", "testing": ".testing", "training": ".training"}
 
 __all__ = ["load", "save", "benchmark", "evaluate", "EvalResult", "train", "TrainConfig", "ClipPenalty",
            "RobustclipError", "attacks", "certify", "checkpoints", "cli", "data", "evaluation", "gate", "lipschitz",

@@ -14,18 +14,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import devices
-from .attacks import Suite
-from .checkpoints import CheckpointMeta
-from .evaluation import EvalResult
+from .attacks.suites import Suite
+from .checkpoints.format import CheckpointMeta
+from .core import devices
+from .evaluation.runner import EvalResult
 
 
 def load(path: str | os.PathLike[str], *, device: str | torch.device | None = None,
          trust_factory: bool = False) -> tuple[nn.Module, CheckpointMeta]:
     """``robustclip.load``: the checkpoint's model in eval mode on ``device``, and its metadata (see
-    :func:`robustclip.loading.load`). Example: ``model, meta = robustclip.load("clip.safetensors", device="auto")``.
+    :func:`robustclip.checkpoints.foreign.load`). Example: ``model, meta = robustclip.load("clip.safetensors", device="auto")``.
     """
-    from .loading import load as _load
+    from .checkpoints.foreign import load as _load
 
     dev = devices.resolve_device(device)  # a missing GPU fails before the file is read
     model, meta = _load(path, trust_factory=trust_factory)
@@ -34,11 +34,11 @@ def load(path: str | os.PathLike[str], *, device: str | torch.device | None = No
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str | Suite,
              device: str | torch.device | None = None, progress: bool | None = None, **kw: Any) -> EvalResult:
-    """``robustclip.evaluate``: :func:`robustclip.evaluation.evaluate` on ``device`` (the model moves there; ``x``
+    """``robustclip.evaluate``: :func:`robustclip.evaluation.runner.evaluate` on ``device`` (the model moves there; ``x``
     ``(N, ...)`` in [0,1] and ``y`` ``(N,)`` stay where they are and move one batch at a time). Other keywords go to
-    :func:`robustclip.evaluation.evaluate`. Accuracies in the result are fractions in [0, 1]."""
-    from .evaluation import evaluate as _evaluate
-    from .progress import resolve
+    :func:`robustclip.evaluation.runner.evaluate`. Accuracies in the result are fractions in [0, 1]."""
+    from .core.progress import resolve
+    from .evaluation.runner import evaluate as _evaluate
 
     if device is not None:
         model = model.to(devices.resolve_device(device))
@@ -53,9 +53,9 @@ def benchmark(model: nn.Module, *, suite: str | Suite, dataset: str = "mnist", n
               data_dir: str | None = None, progress: bool | None = None,
               device: str | torch.device | None = None) -> tuple[float, float]:
     """``robustclip.benchmark``: ``(clean accuracy, worst-case accuracy at the suite's headline ε)``, both fractions
-    in [0, 1], on ``device`` (see :func:`robustclip.evaluation.benchmark`)."""
-    from .evaluation import benchmark as _benchmark
-    from .progress import resolve
+    in [0, 1], on ``device`` (see :func:`robustclip.evaluation.runner.benchmark`)."""
+    from .core.progress import resolve
+    from .evaluation.runner import benchmark as _benchmark
 
     if device is not None:
         model = model.to(devices.resolve_device(device))

@@ -54,13 +54,13 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def mnist_test(data_dir):
-    from robustclip import data
+    from robustclip.data import datasets as data
 
     return data.load("mnist", "test", data_dir=data_dir)
 
 
 @pytest.fixture(scope="session")
 def mnist_train(data_dir):
-    from robustclip import data
+    from robustclip.data import datasets as data
 
     return data.load("mnist", "train", data_dir=data_dir)

@@ -35,8 +35,8 @@ HELD_OUT_SEED = 7
 
 def train_gate_model(kind: str, out: Path, data_dir: str | None = None, seed: int = 0) -> Path:
     """Train the ``kind`` gate model with ``seed`` and save its checkpoint to ``out``."""
-    from robustclip.pipeline import train_to_checkpoint
-    from robustclip.training import TrainConfig
+    from robustclip.evaluation.pipeline import train_to_checkpoint
+    from robustclip.training.trainer import TrainConfig
 
     cfg = TrainConfig(dataset="mnist", epochs=3, n_train=5000, optimizer="adam", lr=0.002, seed=seed,
                       lip_probe_pairs=0, **RECIPES[kind])

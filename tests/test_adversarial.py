@@ -17,10 +17,18 @@ import torchattacks
 from tiny import SMALL, assert_one_line_error, one_thread, run_cli
 from torch import nn
 
-from robustclip import checkpoints, models, regularizers, sweeps
-from robustclip.adversarial import KLPGD, AdversarialConfig, AdversarialRegularizer, TradesRegularizer
+from robustclip.checkpoints import format as checkpoints
 from robustclip.errors import RobustclipError, SuiteError
-from robustclip.training import TrainConfig, Trainer, load_training_data
+from robustclip.models import specs as models
+from robustclip.sweeps import planning as sweeps
+from robustclip.training.regularizers import registry as regularizers
+from robustclip.training.regularizers.adversarial import (
+    KLPGD,
+    AdversarialConfig,
+    AdversarialRegularizer,
+    TradesRegularizer,
+)
+from robustclip.training.trainer import TrainConfig, Trainer, load_training_data
 
 
 @pytest.fixture(autouse=True)
@@ -279,7 +287,7 @@ def test_sweep_plans_adversarial_methods():
 def test_sweep_runs_and_reports_adversarial_training_like_any_method(tmp_path, data_dir):
     from tiny import SUITE_TOML
 
-    from robustclip import reports
+    from robustclip.reports import pages as reports
 
     (tmp_path / "tiny.toml").write_text(SUITE_TOML)
     raw = {"name": "adv", "dataset": "mnist", "epochs": 1, "n_train": 300, "n_test": 64, "seeds": [0],
@@ -302,7 +310,7 @@ def test_sweep_runs_and_reports_adversarial_training_like_any_method(tmp_path, d
 
 
 def test_hybrid_rows_are_pairs_then_examples_and_its_terms_are_clip_and_ce(batch):
-    from robustclip import lipschitz
+    from robustclip.bounds import lipschitz
 
     x, y = batch
     model = _model(2)

@@ -9,7 +9,7 @@ import inspect
 import pytest
 
 import robustclip as rc
-from robustclip.results import canonical_key, metric_key
+from robustclip.core.results import canonical_key, metric_key
 
 
 def test_dir_lists_only_public_names_once():

@@ -10,7 +10,7 @@ import torch
 import torchattacks
 from torch import nn
 
-from robustclip.attacks import load_suite, parse_suite
+from robustclip.attacks.suites import load_suite, parse_suite
 
 EPS = {"cifar10-linf-8": ("Linf", 8 / 255), "cifar10-l2-0.5": ("L2", 0.5), "mnist-linf-0.3": ("Linf", 0.3)}
 
@@ -59,7 +59,7 @@ def test_targeted_attacks_use_at_most_nine_targets(k, targets):
 
 def test_fab_t_runs_and_stays_in_the_ball():
     """FAB-T through the evaluation: outputs within ε and in [0,1] (checked per batch), breaks a weak linear model."""
-    from robustclip.evaluation import evaluate
+    from robustclip.evaluation.runner import evaluate
 
     torch.manual_seed(0)
     net = _net(5)

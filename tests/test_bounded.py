@@ -23,9 +23,12 @@ from safetensors.torch import save as st_save
 from safetensors.torch import save_file
 from tiny import assert_one_line_error, run_cli
 
-from robustclip import bounded, checkpoints, loading, models
-from robustclip.checkpoints import CheckpointMeta
+from robustclip.checkpoints import foreign as loading
+from robustclip.checkpoints import format as checkpoints
+from robustclip.checkpoints.format import CheckpointMeta
+from robustclip.core import bounded
 from robustclip.errors import CheckpointError, RobustclipError
+from robustclip.models import specs as models
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = {"arch": "fc", "sizes": [784, 16, 10], "activation": "sigmoid"}

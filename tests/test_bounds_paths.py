@@ -17,8 +17,10 @@ import pytest
 import torch
 from tiny import run_cli, suite_toml
 
-from robustclip import evaluation, lipschitz, pipeline
-from robustclip.attacks import parse_suite
+from robustclip.attacks.suites import parse_suite
+from robustclip.bounds import lipschitz
+from robustclip.evaluation import pipeline
+from robustclip.evaluation import runner as evaluation
 
 USER_MODULE = '''\
 """A user's networks for (N, 1, 28, 28) inputs: one the bounds understand, four they do not."""
@@ -223,12 +225,12 @@ def test_the_understood_cnn_gets_a_finite_bound_on_every_path(user):
 
 
 def _meta() -> Any:
-    from robustclip.checkpoints import CheckpointMeta
+    from robustclip.checkpoints.format import CheckpointMeta
 
     return CheckpointMeta(dataset="user")
 
 
 def _set(x: torch.Tensor, y: torch.Tensor) -> Any:
-    from robustclip.data import Split
+    from robustclip.data.datasets import Split
 
     return Split(x, y, dataset="user", split="test", source="test")

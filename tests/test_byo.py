@@ -23,8 +23,8 @@ from torch import nn
 
 import robustclip as rc
 from experiments.paper import experiment as paper_experiment
-from robustclip import loading
-from robustclip.attacks import find_suite, load_suite, shipped_suites_dir
+from robustclip.attacks.suites import find_suite, load_suite, shipped_suites_dir
+from robustclip.checkpoints import foreign as loading
 from robustclip.errors import CheckpointError, RobustclipError, SuiteError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -333,7 +333,7 @@ def test_suites_resolve_by_name_from_any_folder(tmp_path, monkeypatch):
 
 
 def test_preset_suites_resolve_from_any_folder(tmp_path, monkeypatch):
-    from robustclip import _io
+    from robustclip.core import files as _io
 
     monkeypatch.chdir(tmp_path)
 
@@ -549,7 +549,7 @@ def test_threat_model_suites_parse_and_run(user, name, norm, eps, attacks, mnist
 
 def test_square_queries_are_configurable_and_validated():
     raw = {"attack": [{"type": "square", "norm": "Linf", "eps": 0.1, "n_queries": 50}]}
-    from robustclip.attacks import parse_suite
+    from robustclip.attacks.suites import parse_suite
 
     spec = parse_suite(raw).attacks[0]
     atk = spec.build(nn.Sequential(nn.Flatten(), nn.Linear(4, 3)), n_classes=3, seed=0)

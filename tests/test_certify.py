@@ -24,10 +24,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from robustclip import certify, lipschitz, models
-from robustclip.attacks import parse_suite
+from robustclip.attacks.suites import parse_suite
+from robustclip.bounds import certify, lipschitz
 from robustclip.errors import RobustclipError, SuiteError
-from robustclip.evaluation import InvariantError, evaluate
+from robustclip.evaluation.runner import InvariantError, evaluate
+from robustclip.models import specs as models
 
 ACTS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "leaky": lambda: nn.LeakyReLU(0.1)}
 
@@ -376,8 +377,8 @@ def test_certify_rejects_bad_input():
 
 @pytest.fixture(scope="module")
 def mnist_model(data_dir):
-    from robustclip import data
-    from robustclip.training import TrainConfig, train
+    from robustclip.data import datasets as data
+    from robustclip.training.trainer import TrainConfig, train
 
     full = data.load("mnist", "train", data_dir=data_dir)
     val = data.Split(full.x[-300:], full.y[-300:], "mnist", "train", "test-slice")
@@ -421,7 +422,7 @@ def test_certified_samples_are_checked_per_sample_against_attacks(mnist_model):
     cells = [("L2", 0.5), ("Linf", 0.03)]
     res = certify.certify(model, x, y, cells)
     s = parse_suite(CERT_SUITE)
-    from robustclip.evaluation import run_attack
+    from robustclip.evaluation.runner import run_attack
 
     for norm, eps in cells:
         for spec in s.grid()[(norm, eps)]:
@@ -479,7 +480,7 @@ def test_suite_certify_key_rejects_bad_values(value, match):
 
 
 def test_certify_l2_suite_file_loads():
-    from robustclip.attacks import load_suite
+    from robustclip.attacks.suites import load_suite
 
     s = load_suite("attacks/certify-l2.toml")
     assert s.certify == ("lipschitz", "crown")
@@ -492,7 +493,7 @@ def test_certify_l2_suite_file_loads():
 def test_sandwich_figure_is_written(tmp_path):
     import pandas as pd
 
-    from robustclip.reports import fig_sandwich
+    from robustclip.reports.pages import fig_sandwich
 
     rows = []
     for model, shift in (("a", 0.0), ("b", 0.1)):

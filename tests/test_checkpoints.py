@@ -15,9 +15,9 @@ import torch
 from safetensors.torch import save as st_save
 from safetensors.torch import save_file
 
-from robustclip import checkpoints as ck
-from robustclip import models
+from robustclip.checkpoints import format as ck
 from robustclip.errors import CheckpointError, RobustclipError
+from robustclip.models import specs as models
 
 SPECS = [
     models.paper_spec(),

@@ -21,7 +21,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tiny import assert_one_line_error, run_cli
 
-from robustclip import cifar, data, download
+from robustclip.data import cifar, download
+from robustclip.data import datasets as data
 from robustclip.errors import DataError
 
 SMALL = {"train": 6, "test": 5}  # records per member file
@@ -483,7 +484,7 @@ norm = "Linf"
 
 @pytest.mark.parametrize("name", cifar.NAMES)
 def test_train_evaluate_and_sweep_accept_cifar(tmp_path, monkeypatch, name):
-    from robustclip import sweeps
+    from robustclip.sweeps import planning as sweeps
 
     _write_folder(tmp_path / name / cifar.LAYOUTS[name].folder, name)
     monkeypatch.chdir(tmp_path)

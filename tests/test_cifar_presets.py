@@ -14,9 +14,15 @@ import pytest
 import torch
 from tiny import run_cli, suite_toml
 
-from robustclip import cifar_models, data, lipschitz, models, pipeline, regularizers, sweeps
+from robustclip.bounds import lipschitz
+from robustclip.data import datasets as data
 from robustclip.errors import RobustclipError
-from robustclip.training import TrainConfig
+from robustclip.evaluation import pipeline
+from robustclip.models import cifar as cifar_models
+from robustclip.models import specs as models
+from robustclip.sweeps import planning as sweeps
+from robustclip.training.regularizers import registry as regularizers
+from robustclip.training.trainer import TrainConfig
 
 SMALL = {"cifar_cnn": {"arch": "cifar_cnn", "width": 4}, "resnet8": {"arch": "resnet8", "width": 4}}
 SUITE = suite_toml("tiny-cifar", n=16, eps=(0.1,), steps=2)

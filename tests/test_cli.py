@@ -21,7 +21,8 @@ import pytest
 import torch
 from tiny import assert_one_line_error, run_cli
 
-from robustclip import checkpoints, models
+from robustclip.checkpoints import format as checkpoints
+from robustclip.models import specs as models
 
 ROOT = Path(__file__).resolve().parent.parent
 COLUMNS = ["model", "dataset", "attack", "norm", "eps", "accuracy", "n", "ci_low", "ci_high"]

@@ -1,9 +1,9 @@
 """Contract tests: every entry of the two registries passes the same checks, so a new method or attack kind is
 tested the moment it is registered.
 
-Regularisers (:data:`robustclip.regularizers.REGISTRY`): each builds from its defaults, trains a tiny model for one
+Regularisers (:data:`robustclip.training.regularizers.registry.REGISTRY`): each builds from its defaults, trains a tiny model for one
 epoch, round-trips its state and its checkpoint, is planned by a sweep, has a report label and a ``train`` flag.
-Attack kinds (:data:`robustclip.attacks.ATTACKS`): each builds, attacks a tiny model within its budget (never above
+Attack kinds (:data:`robustclip.attacks.suites.ATTACKS`): each builds, attacks a tiny model within its budget (never above
 clean accuracy), round-trips through its suite's dict, is planned by a sweep and lands as a row of the results.
 Synthetic data in [0, 1] and tiny models keep this in the fast tier (no MNIST files).
 """
@@ -14,10 +14,15 @@ import pytest
 import torch
 from tiny import one_thread, run_cli
 
-from robustclip import checkpoints, data, models, regularizers, reports, sweeps
-from robustclip.attacks import ATTACKS, parse_suite, suite_digest
-from robustclip.evaluation import evaluate
-from robustclip.training import TrainConfig, train
+from robustclip.attacks.suites import ATTACKS, parse_suite, suite_digest
+from robustclip.checkpoints import format as checkpoints
+from robustclip.data import datasets as data
+from robustclip.evaluation.runner import evaluate
+from robustclip.models import specs as models
+from robustclip.reports import pages as reports
+from robustclip.sweeps import planning as sweeps
+from robustclip.training.regularizers import registry as regularizers
+from robustclip.training.trainer import TrainConfig, train
 
 TINY_MODEL = {"arch": "fc", "sizes": [784, 16, 10], "activation": "relu"}
 # cheap values for the settings every registered kind or table may have; an entry takes the ones its schema knows

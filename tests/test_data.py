@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from robustclip import data
+from robustclip.data import datasets as data
 from robustclip.errors import DataError, RobustclipError
 
 STEMS = {

@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["robustclip.results", "robustclip.regularizers", "robustclip.pipeline", "robustclip.stats"]
+MODULES = ["robustclip.core.results", "robustclip.training.regularizers.registry", "robustclip.evaluation.pipeline", "robustclip.stats"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -7,7 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from robustclip import eclipse, lipschitz, models, training
+from robustclip.bounds import eclipse, lipschitz
+from robustclip.models import specs as models
+from robustclip.training import trainer as training
 from tests.tiny import one_thread
 
 
@@ -59,7 +61,7 @@ def test_never_below_lipsdp_and_close_to_it():
 
 @pytest.mark.data
 def test_trained_net_sound_against_lower_bounds(mnist_train):
-    from robustclip.data import Split
+    from robustclip.data.datasets import Split
 
     x, y = mnist_train.x[:600], mnist_train.y[:600]
     splits = (Split(x[:512], y[:512], "mnist", "train", "t"), Split(x[512:], y[512:], "mnist", "val", "t"))

@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from robustclip import evaluation
-from robustclip.attacks import AttackSpec, parse_suite
+from robustclip.attacks.suites import AttackSpec, parse_suite
 from robustclip.cli import main
-from robustclip.devices import resolve_device
+from robustclip.core.devices import resolve_device
 from robustclip.errors import RobustclipError
+from robustclip.evaluation import runner as evaluation
 
 
 def tiny_model(seed: int = 0) -> nn.Module:
@@ -131,7 +131,8 @@ def test_cli_device_without_cuda_is_a_one_line_usage_error(argv, tmp_path, capsy
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_evaluate_model_on_the_gpu_matches_the_cpu(data_dir):
-    from robustclip import checkpoints, pipeline
+    from robustclip.checkpoints import format as checkpoints
+    from robustclip.evaluation import pipeline
 
     root = Path(__file__).resolve().parent.parent
     model, meta = checkpoints.load(root / "reports" / "paper" / "checkpoints" / "mnist-clip-best.safetensors")

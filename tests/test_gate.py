@@ -16,9 +16,12 @@ import pytest
 import torch
 from gate_models import BASELINES, HELD_OUT_SEED, SUITE, train_gate_model
 
-from robustclip import checkpoints, gate, lipschitz, stats
-from robustclip.attacks import load_suite
+from robustclip import stats
+from robustclip.attacks.suites import load_suite
+from robustclip.bounds import lipschitz
+from robustclip.checkpoints import format as checkpoints
 from robustclip.cli import main
+from robustclip.gate import check as gate
 from robustclip.stats import wilson
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -183,7 +186,7 @@ def test_exit_codes_in_a_subprocess(gate_ckpts, fixed_base, data_dir):
     code, out, err = _cli("check", gate_ckpts["clip"], *base, "--tolerance", "nan")
     assert code == 2 and err.startswith("robustclip: error: --tolerance") and err.count("\n") == 1
     # an internal error (a bug, simulated) is 3, never 1
-    boom = "import robustclip.gate as g\ndef _boom(*a, **k): raise RuntimeError('simulated bug')\ng.measure = _boom\n"
+    boom = "import robustclip.gate.check as g\ndef _boom(*a, **k): raise RuntimeError('simulated bug')\ng.measure = _boom\n"
     code, out, err = _cli("check", gate_ckpts["clip"], *base, code_prefix=boom)
     assert code == 3, err
     assert "internal error" in err and "simulated bug" in err and "Traceback" not in err

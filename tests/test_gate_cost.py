@@ -13,9 +13,13 @@ import pytest
 import torch
 from torch import nn
 
-from robustclip import devices, gate, lipschitz, lipschitz_budget, models, progress
+from robustclip.bounds import budget as lipschitz_budget
+from robustclip.bounds import lipschitz
+from robustclip.core import devices, progress
 from robustclip.errors import RobustclipError
-from robustclip.evaluation import wilson
+from robustclip.evaluation.runner import wilson
+from robustclip.gate import check as gate
+from robustclip.models import specs as models
 
 CNN_SPEC = {"arch": "cnn", "num_classes": 10}
 
@@ -265,8 +269,8 @@ def test_progress_none_means_on_a_terminal(monkeypatch):
 
 @pytest.fixture(scope="module")
 def small_ckpt(tmp_path_factory, data_dir):
-    from robustclip.pipeline import train_to_checkpoint
-    from robustclip.training import TrainConfig
+    from robustclip.evaluation.pipeline import train_to_checkpoint
+    from robustclip.training.trainer import TrainConfig
 
     out = tmp_path_factory.mktemp("cache") / "fc.safetensors"
     cfg = TrainConfig(dataset="mnist", model=models.paper_spec(), epochs=1, n_train=500, seed=0, lip_probe_pairs=0)
@@ -277,8 +281,8 @@ def small_ckpt(tmp_path_factory, data_dir):
 @pytest.mark.data
 def test_evaluate_resumes_from_finished_attacks_and_check_never_reads_them(small_ckpt, tmp_path, monkeypatch,
                                                                            data_dir):
-    from robustclip import attack_cache
-    from robustclip.pipeline import evaluate_checkpoint
+    from robustclip.evaluation import cache as attack_cache
+    from robustclip.evaluation.pipeline import evaluate_checkpoint
 
     kw = {"suite": "ci-quick", "n": 60, "data_dir": str(data_dir), "progress": False, "lipschitz": "off"}
     first = evaluate_checkpoint(small_ckpt, cache_dir=tmp_path / "cache", **kw)

@@ -16,8 +16,8 @@ import json
 import math
 from pathlib import Path
 
-from robustclip.pipeline import evaluate_checkpoint
-from robustclip.results import row_key
+from robustclip.core.results import row_key
+from robustclip.evaluation.pipeline import evaluate_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = json.loads((ROOT / "tests" / "golden" / "mnist-clip-best-ci-quick.json").read_text())

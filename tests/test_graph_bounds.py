@@ -15,8 +15,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from robustclip import conv_norms, lipschitz
-from robustclip.graph_bounds import Unsupported, graph_upper_bound
+from robustclip.bounds import conv_norms, lipschitz
+from robustclip.bounds.graph import Unsupported, graph_upper_bound
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -98,7 +98,7 @@ def test_cifar_sized_conv_gets_a_bound_without_a_dense_matrix():
 
 def test_mnist_models_keep_the_dense_path():
     """The paper's MLP and the small CNN stay on the dense path (tests/test_golden.py pins their values)."""
-    from robustclip import models
+    from robustclip.models import specs as models
 
     for spec in (models.paper_spec(), {"arch": "cnn", "num_classes": 10}):
         assert lipschitz.known_layers(models.build(spec))[0] is not None
@@ -301,7 +301,7 @@ def test_batchnorm_after_a_linear_on_sequences_is_not_folded_over_the_wrong_axis
 
 
 def test_channel_normalisation_that_broadcasts_counts_the_copies():
-    from robustclip.cifar_models import ChannelNormalize
+    from robustclip.models.cifar import ChannelNormalize
 
     net = nn.Sequential(ChannelNormalize([0.5, 0.5, 0.5], [0.25, 0.25, 0.25]))
     assert graph_upper_bound(net, (3, 4, 4)).l2 == pytest.approx(4.0)

@@ -26,11 +26,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tiny import assert_one_line_error, run_cli, suite_toml
 
-from robustclip import _io, checkpoints, data, models, validate
-from robustclip.attacks import AttackSpec, Suite, parse_suite
-from robustclip.checkpoints import CheckpointMeta
+from robustclip.attacks.suites import AttackSpec, Suite, parse_suite
+from robustclip.checkpoints import format as checkpoints
+from robustclip.checkpoints.format import CheckpointMeta
+from robustclip.core import files as _io
+from robustclip.core import validate
+from robustclip.data import datasets as data
 from robustclip.errors import CheckpointError, DataError, RobustclipError, SuiteError
-from robustclip.evaluation import evaluate, run_attack
+from robustclip.evaluation.runner import evaluate, run_attack
+from robustclip.models import specs as models
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = {"arch": "fc", "sizes": [784, 16, 10], "activation": "sigmoid"}
@@ -63,7 +67,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture
 def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail the test if training or an evaluation starts: the bad input must be caught before any work."""
-    from robustclip import pipeline
+    from robustclip.evaluation import pipeline
 
     def boom(*a: Any, **k: Any) -> None:
         raise AssertionError("work started before the bad input was refused")
@@ -278,7 +282,7 @@ def test_exploding_learning_rate_stops_the_run_and_saves_nothing(tmp_path, data_
 
 
 def test_ctrl_c_before_the_first_epoch_saves_nothing_and_exits_130(tmp_path, data_dir, monkeypatch):
-    from robustclip import training
+    from robustclip.training import trainer as training
 
     def interrupted(self: Any) -> dict[str, Any]:
         raise KeyboardInterrupt
@@ -291,7 +295,7 @@ def test_ctrl_c_before_the_first_epoch_saves_nothing_and_exits_130(tmp_path, dat
 
 
 def test_ctrl_c_after_an_epoch_saves_a_checkpoint_marked_partial(tmp_path, data_dir, monkeypatch):
-    from robustclip import training
+    from robustclip.training import trainer as training
 
     real = training.Trainer.epoch
 

@@ -14,7 +14,8 @@ import torch
 from PIL import Image
 from tiny import assert_one_line_error, run_cli, suite_toml
 
-from robustclip import imagefolder, loading
+from robustclip.checkpoints import foreign as loading
+from robustclip.data import imagefolder
 from robustclip.errors import DataError
 
 

@@ -7,9 +7,13 @@ import pytest
 import torch
 from torch import nn
 
-from robustclip import certify, lipmargin, lipschitz, models, regularizers, training
-from robustclip.activations import GroupSort, MinMax
+from robustclip.bounds import certify, lipschitz
 from robustclip.errors import RobustclipError
+from robustclip.models import specs as models
+from robustclip.models.activations import GroupSort, MinMax
+from robustclip.training import trainer as training
+from robustclip.training.regularizers import lipmargin
+from robustclip.training.regularizers import registry as regularizers
 from tests.tiny import one_thread
 
 CNN = {"arch": "cnn", "activation": "minmax"}
@@ -104,7 +108,7 @@ def test_registry_entries_and_lambda_rules():
 
 def _tiny_splits(n=256):
     g = torch.Generator().manual_seed(0)
-    from robustclip.data import Split
+    from robustclip.data.datasets import Split
 
     x = torch.rand(n, 1, 28, 28, generator=g)
     y = (x.flatten(1)[:, :392].mean(1) > x.flatten(1)[:, 392:].mean(1)).long()  # a learnable rule

@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.nn import functional as F
 
-from robustclip import lipschitz, models
+from robustclip.bounds import lipschitz
+from robustclip.models import specs as models
 
 REL = 1e-3
 

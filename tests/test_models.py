@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from robustclip import models
 from robustclip.errors import RobustclipError
+from robustclip.models import specs as models
 
 
 def _structure(model: nn.Module) -> list[tuple[str, str, tuple]]:

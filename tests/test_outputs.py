@@ -13,9 +13,13 @@ import pytest
 import torch
 from tiny import assert_one_line_error, run_cli
 
-from robustclip import _io, checkpoints, gate, models, outputs
-from robustclip.checkpoints import CheckpointMeta
+from robustclip.checkpoints import format as checkpoints
+from robustclip.checkpoints.format import CheckpointMeta
+from robustclip.core import files as _io
+from robustclip.core import outputs
 from robustclip.errors import OutputError, RobustclipError
+from robustclip.gate import check as gate
+from robustclip.models import specs as models
 
 SMALL = {"arch": "fc", "sizes": [784, 16, 10], "activation": "sigmoid"}
 SUITE = 'name = "guard"\nn = 16\nbatch_size = 16\nseed = 0\n[eps]\nL2 = [1.0]\n[[attack]]\ntype = "clean"\n'
@@ -26,7 +30,8 @@ VICTIM = b"the user's own bytes\n"
 @pytest.fixture
 def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     """A checkpoint, suite, baseline and sweep folder; any real work (train, evaluate, render) fails the test."""
-    from robustclip import pipeline, reports
+    from robustclip.evaluation import pipeline
+    from robustclip.reports import pages as reports
 
     d = tmp_path / "in"
     d.mkdir()
@@ -257,7 +262,7 @@ def test_junit_report_is_replaced_only_if_it_is_one_or_with_force(work, tmp_path
 
 
 def test_report_force_overwrites_report_files(work, tmp_path, monkeypatch):
-    from robustclip import reports
+    from robustclip.reports import pages as reports
 
     d = tmp_path / "rep"
     d.mkdir()

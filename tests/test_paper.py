@@ -9,9 +9,10 @@ import pytest
 from page_check import check_page, chromium
 
 from experiments.paper import experiment as paper
-from robustclip import checkpoints, sweeps
-from robustclip.attacks import parse_suite
+from robustclip.attacks.suites import parse_suite
+from robustclip.checkpoints import format as checkpoints
 from robustclip.errors import RobustclipError
+from robustclip.sweeps import planning as sweeps
 
 TINY_SUITE = {"name": "tiny", "n": 64, "batch_size": 64, "seed": 0, "headline": {"norm": "L2", "eps": 2.0},
               "attack": [{"type": "clean"}, {"type": "noise", "sigma": 1.0}, {"type": "fgsm", "norm": "L2", "eps": 2.0},
@@ -52,7 +53,7 @@ def test_preset_plans_the_issue_grid():
 def _regenerate_tiny(tmp_path, data_dir, sweep, out: str, **kw):
     """``paper.regenerate`` of ``sweep`` into ``tmp_path/out`` (runs in ``tmp_path/runs``) with the tiny suite
     registered as a built-in for the time of the call (it travels through the sweep plan by name)."""
-    from robustclip import attacks
+    from robustclip.attacks import suites as attacks
 
     attacks.BUILTIN_SUITES["tiny"] = TINY_SUITE
     try:

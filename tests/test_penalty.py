@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import robustclip as rc
-from robustclip import lipschitz
+from robustclip.bounds import lipschitz
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -21,7 +21,7 @@ def test_each_test_gets_fresh_tensors(pytester: pytest.Pytester, data_dir) -> No
             assert x.shape == (32, 1, 28, 28)
 
         def test_and_so_does_the_loader():
-            from robustclip import data
+            from robustclip.data import datasets as data
             assert float(data.load("mnist", "test").x[:32].max()) == 1.0
     """)
     res = pytester.runpytest("-p", "no:cacheprovider", f"--robustclip-data-dir={data_dir}", "--robustclip-n=32")
@@ -50,7 +50,7 @@ def test_missing_data_skips_with_a_reason_and_downloads_nothing(pytester: pytest
 def test_default_suite_is_ci_quick_by_name(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("""
         def test_suite(robustclip_suite):
-            from robustclip.attacks import load_suite
+            from robustclip.attacks.suites import load_suite
             assert robustclip_suite == "ci-quick"
     """)
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)

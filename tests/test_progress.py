@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from robustclip import progress
+from robustclip.core import progress
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,10 +12,12 @@ import pytest
 import torch
 from torch import nn
 
-from robustclip import lipschitz, models, regularizers
+from robustclip.bounds import lipschitz
+from robustclip.bounds.lipschitz import MIN_DIST
 from robustclip.errors import RobustclipError
-from robustclip.lipschitz import MIN_DIST
-from robustclip.regularizers import ClipConfig, ClipRegularizer, LambdaSchedule, WeightRegularizer
+from robustclip.models import specs as models
+from robustclip.training.regularizers import registry as regularizers
+from robustclip.training.regularizers.registry import ClipConfig, ClipRegularizer, LambdaSchedule, WeightRegularizer
 
 # --------------------------------------------------------------------------- helpers
 

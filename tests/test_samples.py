@@ -19,10 +19,10 @@ from safetensors import safe_open
 from tiny import assert_one_line_error, run_cli
 from torch import nn
 
-from robustclip import certify as certify_mod
-from robustclip.attacks import parse_suite
-from robustclip.evaluation import evaluate
-from robustclip.samples import SAMPLE_COLUMNS, lipschitz_radius
+from robustclip.attacks.suites import parse_suite
+from robustclip.bounds import certify as certify_mod
+from robustclip.evaluation.runner import evaluate
+from robustclip.evaluation.samples import SAMPLE_COLUMNS, lipschitz_radius
 
 SUITE = {"name": "grid", "cascade": True, "eps": {"L2": [0.05, 0.2, 0.5], "Linf": [0.02]},
          "attack": [{"type": "clean"}, {"type": "fgsm", "norm": "L2"}, {"type": "pgd", "norm": "L2", "steps": 5},

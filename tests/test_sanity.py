@@ -20,8 +20,10 @@ import torch
 from tiny import SUITE_TOML, one_thread, run_cli
 from torch import nn
 
-from robustclip import console, reports, sanity
-from robustclip.evaluation import evaluate
+from robustclip.evaluation import sanity
+from robustclip.evaluation.runner import evaluate
+from robustclip.reports import console
+from robustclip.reports import pages as reports
 
 # --------------------------------------------------------------------------- the checks themselves
 
@@ -101,7 +103,7 @@ def test_evaluate_flags_a_softmax_model_near_chance():
 
 
 def _suite():
-    from robustclip.attacks import parse_suite
+    from robustclip.attacks.suites import parse_suite
 
     return parse_suite({"name": "t", "n": 32, "batch_size": 32, "seed": 0, "eps": {"L2": [0.5, 1.0]},
                         "attack": [{"type": "clean"}, {"type": "pgd", "norm": "L2", "steps": 2}]})

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from robustclip.attacks import parse_suite
+from robustclip.attacks.suites import parse_suite
 from robustclip.errors import RobustclipError
-from robustclip.evaluation import evaluate
+from robustclip.evaluation.runner import evaluate
 
 EVERY = {"name": "every", "eps": {"L2": [0.5, 1.0], "Linf": [0.05]},
          "attack": [{"type": "clean"}, {"type": "noise", "sigma": 0.2}, {"type": "noise", "norm": "L2"},

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from robustclip.testing import assert_lipschitz_below, assert_robust
-from robustclip.training import TrainConfig, train
+from robustclip.training.trainer import TrainConfig, train
 
 
 @pytest.fixture(scope="module")

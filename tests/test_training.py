@@ -13,9 +13,11 @@ import pytest
 import torch
 from torch import nn
 
-from robustclip import checkpoints, lipschitz, training
+from robustclip.bounds import lipschitz
+from robustclip.checkpoints import format as checkpoints
 from robustclip.errors import RobustclipError
-from robustclip.training import TrainConfig, train
+from robustclip.training import trainer as training
+from robustclip.training.trainer import TrainConfig, train
 
 SMALL = {"arch": "fc", "sizes": [784, 32, 10], "activation": "sigmoid"}
 SMALL_RELU = {"arch": "fc", "sizes": [784, 32, 10], "activation": "relu"}
@@ -278,7 +280,7 @@ def test_keyboard_interrupt_returns_usable_model(data_dir):
 
 
 def test_cosine_learning_rate_decays_from_lr_to_near_zero():
-    from robustclip.training import learning_rate
+    from robustclip.training.trainer import learning_rate
 
     cfg = TrainConfig(epochs=10, lr=0.1, lr_schedule="cosine")
     rates = [learning_rate(cfg, e) for e in range(10)]

@@ -16,15 +16,16 @@ import torch
 from safetensors.torch import save_file
 from tiny import assert_one_line_error, run_cli
 
-from robustclip import loading, models
+from robustclip.checkpoints import foreign as loading
 from robustclip.errors import RobustclipError
+from robustclip.models import specs as models
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = {"arch": "fc", "sizes": [784, 16, 10], "activation": "sigmoid"}
 SUITE = 'name = "fence"\nn = 8\nbatch_size = 8\nseed = 0\n[eps]\nL2 = [1.0]\n[[attack]]\ntype = "clean"\n'
 SUITE += '[[attack]]\ntype = "pgd"\nnorm = "L2"\nsteps = 2\n'
 FACTORY = f"""
-from robustclip import models
+from robustclip.models import specs as models
 
 
 def net():

@@ -24,8 +24,8 @@ from typing import Any
 
 import pandas as pd
 
-from robustclip import _io
-from robustclip.results import markdown_table, select
+from robustclip.core import files as _io
+from robustclip.core.results import markdown_table, select
 
 PAPER_COLUMNS = ["dataset", "method", "lam_or_tau", "seeds", "clean", "noise", "fgsm", "authors_pgd", "pgd_l2",
                  "worst_case", "certified", "lip_lower", "lip_upper", "train_seconds"]
@@ -64,7 +64,7 @@ def full_runs_table(df: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
     """Per (dataset, label, setting) of the runs in ``rows`` (tidy rows of :func:`evaluate_cached`, ``model`` = run id):
     seeds, mean clean accuracy and the worst case's mean, sample std and 95% t-interval over seeds on the larger
     test set, beside the same runs' mean worst case in the sweep (``worst_case_sweep``, on its n). Fractions."""
-    from robustclip.reports import seed_stats
+    from robustclip.reports.pages import seed_stats
 
     meta = df.drop_duplicates("run").set_index("run")
     eps = rows[rows.attack == "worst_case"].eps.max()
@@ -85,7 +85,7 @@ def full_runs_table(df: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def _full_runs_text(t: pd.DataFrame) -> str:
-    from robustclip.reports import ci_cell, pct_cell
+    from robustclip.reports.pages import ci_cell, pct_cell
 
     n, n_sweep = int(t.n.min()), int(t.n_sweep.min())
     show = pd.DataFrame({
@@ -148,7 +148,7 @@ def preset() -> dict[str, Any]:
 
 def paper_table(df: pd.DataFrame) -> pd.DataFrame:
     """One row per (dataset, method, λ or τ), mean over seeds, in the paper's columns."""
-    from robustclip.reports import headline, summary_table
+    from robustclip.reports.pages import headline, summary_table
 
     t = summary_table(df, headline(df))
     t = t[t.dataset != "regression"].copy()
@@ -191,10 +191,12 @@ def logits_check(runs_dir: Path, df: pd.DataFrame, *, data_dir: str | None = Non
     """Attack each sigmoid-output model through its logits; compare with the attack through the sigmoid."""
     import torch
 
-    from robustclip import checkpoints, data, evaluation
-    from robustclip.attacks import parse_suite
-    from robustclip.reports import headline
-    from robustclip.sweeps import plan
+    from robustclip.attacks.suites import parse_suite
+    from robustclip.checkpoints import format as checkpoints
+    from robustclip.data import datasets as data
+    from robustclip.evaluation import runner as evaluation
+    from robustclip.reports.pages import headline
+    from robustclip.sweeps.planning import plan
 
     head = headline(df)
     if head is None:
@@ -239,7 +241,7 @@ def _pct(v: float) -> str:
 
 
 def _md(t: pd.DataFrame, cols: list[str], pct: set[str]) -> str:
-    from robustclip.reports import ci_cell, pct_cell
+    from robustclip.reports.pages import ci_cell, pct_cell
 
     def cell(r: pd.Series, c: str) -> str:
         v = r.get(c)
@@ -266,8 +268,8 @@ def regenerate(out: str | Path = "reports/paper", runs: str | Path = "runs/paper
     such as ``"mnist-clip-lam0.5-*"`` does the matching runs and reports them per setting in a section of their
     own. Every such evaluation is cached per checkpoint, so an interrupted regeneration resumes. A suite of None
     skips its step."""
-    from robustclip.reports import load_results, render
-    from robustclip.sweeps import is_done, plan, run_sweep
+    from robustclip.reports.pages import load_results, render
+    from robustclip.sweeps.planning import is_done, plan, run_sweep
 
     t0 = time.perf_counter()
     out, runs = Path(out), Path(runs)
@@ -342,7 +344,7 @@ def _scope_rows(df: pd.DataFrame, runs: Path, full_test: str, *, suite: Any, dat
                 n: int | None) -> pd.DataFrame:
     """Tidy rows of the runs ``full_test`` names (``all``: every MNIST and Fashion-MNIST run but the output-sigmoid
     ones; else a pattern of run ids) attacked under ``suite`` on ``n`` test images (cached per checkpoint)."""
-    from robustclip.sweeps import run_dir
+    from robustclip.sweeps.planning import run_dir
 
     ids = (df[df.dataset.isin(["mnist", "fashion-mnist"]) & ~df.run.str.startswith("mnist-sigmoid")].run.unique()
            if full_test == "all" else fnmatch.filter(list(df.run.unique()), full_test))
@@ -367,7 +369,7 @@ def _table_text(table: pd.DataFrame, seen: str) -> str:
 
 def _commit_checkpoints(df: pd.DataFrame, runs: Path, ckpt_dir: Path) -> dict[str, str]:
     """Copy the checkpoints chosen on validation (:func:`_best_checkpoints`) to ``ckpt_dir``; ``{name: run id}``."""
-    from robustclip.sweeps import run_dir
+    from robustclip.sweeps.planning import run_dir
 
     picks = _best_checkpoints(df)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -393,8 +395,8 @@ def _checkpoint_stages(picks: dict[str, str], out: Path, runs: Path, scope_rows:
                        progress: bool) -> _Stages:
     """The committed checkpoints' ε-curves (attacked and certified, under ``sandwich_suite``) and their attacks on
     the whole test set (under ``full_test_suite``), each cached and skipped when its suite is None."""
-    from robustclip.attacks import load_suite
-    from robustclip.reports import fig_sandwich
+    from robustclip.attacks.suites import load_suite
+    from robustclip.reports.pages import fig_sandwich
 
     st = _Stages()
     ckpt_dir = out / "checkpoints"
@@ -459,7 +461,7 @@ def _stage_seconds(rows: pd.DataFrame) -> float:
 def estimate_minutes(runs: Path, run_ids: list[str], stage_seconds: float, *, jobs: int) -> float | None:
     """Minutes a full regeneration would take: the runs' measured seconds (their manifests) shared over ``jobs``,
     plus ``stage_seconds`` done one after another. None when a run has no measured time (not finished)."""
-    from robustclip.sweeps import run_dir
+    from robustclip.sweeps.planning import run_dir
 
     total = 0.0
     for rid in run_ids:
@@ -479,7 +481,7 @@ def _best_checkpoints(df: pd.DataFrame) -> dict[str, str]:
     CLIP + adversarial training run) with the highest worst case among those with ≥ 97% clean accuracy, and the
     plain run with the highest clean accuracy, all judged on each run's validation rows (``val_*``, never test
     images) when every run has them; runs from before validation scoring are judged on test rows."""
-    from robustclip.reports import headline
+    from robustclip.reports.pages import headline
 
     head = headline(df)
     assert head is not None, "the paper sweep always has a headline ε"
@@ -521,8 +523,8 @@ def evaluate_cached(picks: dict[str, Path], cache: Path, *, suite: Any = SANDWIC
     Each result is cached in ``cache`` under the checkpoint's and the suite's hashes (and n), so a resumed
     regeneration evaluates only what changed.
     """
-    from robustclip import pipeline
-    from robustclip.attacks import load_suite, suite_digest
+    from robustclip.attacks.suites import load_suite, suite_digest
+    from robustclip.evaluation import pipeline
 
     s = load_suite(suite)
     suite_key = suite_digest(s.raw)[:12] + (f"-n{n}" if n is not None else "")

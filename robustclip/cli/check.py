@@ -71,9 +71,9 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate, compare with the baseline, print the verdict; exit 1 on a regression."""
     import contextlib
 
-    from .. import _io
-    from ..gate import format_table, junit_xml, report_json, run_check
-    from ..outputs import guard_output
+    from ..core import files as _io
+    from ..core.outputs import guard_output
+    from ..gate.check import format_table, junit_xml, report_json, run_check
 
     inputs = [*args.checkpoint, args.suite, args.data, args.baseline]
     if args.junit_xml:  # checked before the evaluation: a bad path fails first, and never replaces an input

@@ -46,7 +46,7 @@ def add_data_dir(p: argparse.ArgumentParser) -> None:
 
 def add_model(p: argparse.ArgumentParser) -> None:
     """``--model MODULE:CALLABLE``, and ``--dataset D`` or ``--data FILE``: evaluate a user's own network and data."""
-    from ..data import IMAGE_DATASETS
+    from ..data.datasets import IMAGE_DATASETS
 
     p.add_argument("--model", metavar="MODULE:CALLABLE", default=None,
                    help="for a state_dict (.safetensors, .pt/.pth): the code that builds the network, imported from "
@@ -97,13 +97,13 @@ def split_floats(text: str, what: str) -> list[float]:
 
 
 def console_table(frame: pd.DataFrame, lips: list[dict[str, Any]] | None = None, *, verbose: bool = False) -> str:
-    """The console table of an evaluation frame (accuracy in %; see :func:`robustclip.console.table`): one row per
+    """The console table of an evaluation frame (accuracy in %; see :func:`robustclip.reports.console.table`): one row per
     model and ε with clean, worst case and certified, or with ``verbose`` every attack; then the Lipschitz bounds."""
-    from ..console import table
+    from ..reports.console import table
 
     text = table(frame, verbose=verbose)
     if lips:
-        from ..console import shorten, width
+        from ..reports.console import shorten, width
 
         w = max(14, min(max(len(str(lp["model"])) for lp in lips), width() - 32))
         text += f"\n\n{'Lipschitz (L2)':{w}s}    lower    upper  upper/lower"

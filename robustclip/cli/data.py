@@ -14,7 +14,7 @@ OPTIONAL = ("cifar10", "cifar100")
 
 def register(sub: Any) -> None:
     """Add the ``data`` subcommand."""
-    from ..data import IMAGE_DATASETS
+    from ..data.datasets import IMAGE_DATASETS
 
     p = add_command(sub, "data", run, help="find and check the datasets",
                     description="Report where MNIST, Fashion-MNIST, CIFAR-10 and CIFAR-100 are found, their counts, "
@@ -31,7 +31,7 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Locate and verify each dataset; exit 2 when one is missing or does not match."""
-    from .. import data
+    from ..data import datasets as data
 
     names = data.IMAGE_DATASETS if args.dataset == "all" else (args.dataset,)
     ok = True

@@ -31,8 +31,10 @@ def run(args: argparse.Namespace) -> int:
     """Run the demo sweep, render its report, print a five-line summary."""
     import torch
 
-    from .. import _io, data, sweeps
-    from ..reports import headline, load_results, render, summary_table
+    from ..core import files as _io
+    from ..data import datasets as data
+    from ..reports.pages import headline, load_results, render, summary_table
+    from ..sweeps import planning as sweeps
 
     t0 = time.perf_counter()
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
@@ -61,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nreport: {index}  ({time.perf_counter() - t0:.0f}s)")
     for line in demo_summary(table, headline(df))[:5]:
         print(line)
-    from ..reports import run_warnings
+    from ..reports.pages import run_warnings
 
     for rid, ws in run_warnings(args.runs).items():  # the same warnings as the report's box
         for w in ws:

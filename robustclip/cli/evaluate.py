@@ -78,13 +78,14 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate every checkpoint, write results.csv, results.json and lipschitz.json, print a table."""
     import pandas as pd
 
-    from .. import _io, validate
-    from ..attacks import MAX_BATCH, MAX_SAMPLES, load_suite
-    from ..checkpoints import MAX_FILE_BYTES
-    from ..devices import resolve_device
+    from ..attacks.suites import MAX_BATCH, MAX_SAMPLES, load_suite
+    from ..checkpoints.format import MAX_FILE_BYTES
+    from ..core import files as _io
+    from ..core import validate
+    from ..core.devices import resolve_device
+    from ..core.outputs import guard_output_dir
     from ..errors import CheckpointError
-    from ..outputs import guard_output_dir
-    from ..pipeline import evaluate_checkpoint
+    from ..evaluation.pipeline import evaluate_checkpoint
 
     # every input and the output are checked before any work: a bad one fails first, not after the evaluation
     out = guard_output_dir(args.out, OUTPUTS, inputs=[*args.checkpoints, args.suite, args.data], force=args.force)
@@ -141,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         sample_frames.append(res.samples)
         classes.append((ev.name, res.per_class))
         if adv_path is not None:
-            from ..samples import save_adversarial
+            from ..evaluation.samples import save_adversarial
             saved = save_adversarial(adv_path, res.adversarial, sample_shape=tuple(res.meta.get("sample_shape", ())),
                                      model=ev.name, suite=suite.name)
             metas[-1]["adversarial_file"] = {"path": str(adv_path), "examples": saved}
@@ -164,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
     _io.write_text(out / "samples.csv", samples.to_csv(index=False))
     print(console_table(frame, lips, verbose=args.verbose))
     print(sample_size_note(frame, suite.headline))
-    from ..samples import per_class_table
+    from ..evaluation.samples import per_class_table
     for name, rows in classes:
         if len(rows) > MAX_CLASS_ROWS:
             print(f"\nper class ({name}): {len(rows)} classes, in results.json (runs[].per_class)")

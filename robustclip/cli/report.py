@@ -29,9 +29,9 @@ FIGURE_GLOBS = ("curve_*.png", "lambda_*.png", "history_*.png", "tradeoff_*.png"
 
 def run(args: argparse.Namespace) -> int:
     """Render the report of ``args.sweep_dir``."""
-    from ..outputs import guard_output_dir
-    from ..reports import render
-    from ..sweeps import read_info
+    from ..core.outputs import guard_output_dir
+    from ..reports.pages import render
+    from ..sweeps.planning import read_info
 
     sweep_dir = Path(args.sweep_dir)
     name = str(read_info(sweep_dir)["sweep"].get("name", sweep_dir.name))  # missing or corrupt: one-line error

@@ -102,7 +102,7 @@ def sweep_from_flags(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Plan, run the unfinished runs (or list, run one, finalize), print the gathered table."""
-    from .. import sweeps
+    from ..sweeps import planning as sweeps
 
     if args.engine != "ray" and (args.cpus_per_run != 1.0 or args.gpus_per_run != 0.0):
         raise RobustclipError("--cpus-per-run and --gpus-per-run need --engine ray", "add --engine ray")
@@ -151,7 +151,7 @@ def _report(args: argparse.Namespace, outcome: Any, seconds: float) -> int:
         if len(cls) and not args.quiet:
             print(console_table(cls))
         if len(table):
-            from ..reports import run_warnings
+            from ..reports.pages import run_warnings
 
             for rid, ws in run_warnings(args.out).items():  # untrained models, masking signs: never silent
                 for w in ws:
@@ -175,7 +175,7 @@ def _report(args: argparse.Namespace, outcome: Any, seconds: float) -> int:
 def _apply_device(raw: dict[str, Any], name: str) -> None:
     """Put ``--device`` into the sweep's training settings unless the file sets one. The CPU is the default and is
     not written, so a sweep folder made on a CPU resumes with the same run digests."""
-    from ..devices import resolve_device
+    from ..core.devices import resolve_device
 
     dev = resolve_device(name)
     train = raw.get("train")

@@ -1,4 +1,4 @@
-"""``robustclip train``: train one model with any regulariser of the registry (robustclip.regularizers.REGISTRY)."""
+"""``robustclip train``: train one model with any regulariser of the registry (robustclip.training.regularizers.registry.REGISTRY)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,15 @@ import argparse
 import sys
 from typing import Any
 
-from .._io import loads_json_bounded
+from ..core.files import loads_json_bounded
 from ..errors import RobustclipError
 from .common import add_command, add_data_dir, add_force, add_quiet, positive_int
 
 
 def register(sub: Any) -> None:
     """Add the ``train`` subcommand."""
-    from ..data import DATASETS
-    from ..regularizers import REGISTRY, SETTINGS
+    from ..data.datasets import DATASETS
+    from ..training.regularizers.registry import REGISTRY, SETTINGS
 
     methods = ", ".join(e.label or name for name, e in REGISTRY.items())
     p = add_command(sub, "train", run, help=f"train a model ({methods})",
@@ -86,7 +86,7 @@ def parse_clip(items: list[str], flag: str = "--clip", example: str = "pairs=32"
 
 
 def _spec(args: argparse.Namespace) -> dict[str, Any] | None:
-    from .. import models
+    from ..models import specs as models
 
     spec = None
     if args.model:
@@ -108,7 +108,7 @@ def _spec(args: argparse.Namespace) -> dict[str, Any] | None:
 
 def _data_files(dataset: str, data_dir: str | None) -> tuple[str, ...]:
     """The files of every folder that may hold ``dataset`` (the inputs ``--out`` must never replace)."""
-    from ..data import candidate_dirs
+    from ..data.datasets import candidate_dirs
 
     try:
         folders = [d for _, d in candidate_dirs(dataset, data_dir) if d.is_dir()]
@@ -119,10 +119,10 @@ def _data_files(dataset: str, data_dir: str | None) -> tuple[str, ...]:
 
 def run(args: argparse.Namespace) -> int:
     """Train as the flags say, save the checkpoint, print a one-line summary."""
-    from .. import validate
-    from ..pipeline import train_to_checkpoint
-    from ..regularizers import REGISTRY, SETTINGS, users
-    from ..training import TrainConfig
+    from ..core import validate
+    from ..evaluation.pipeline import train_to_checkpoint
+    from ..training.regularizers.registry import REGISTRY, SETTINGS, users
+    from ..training.trainer import TrainConfig
 
     # before any work: fail first, not last; never onto the dataset's own files, even with --force
     out = validate.output_file(args.out, "--out", force=args.force, inputs=_data_files(args.dataset, args.data_dir))
@@ -163,6 +163,6 @@ def _device(name: str) -> str:
     """``--device`` as TrainConfig takes it: ``auto`` resolved (``cuda`` when a GPU is present, else ``cpu``)."""
     if name.strip().lower() != "auto":
         return name
-    from ..devices import resolve_device
+    from ..core.devices import resolve_device
 
     return resolve_device("auto").type

@@ -15,9 +15,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..attacks import Suite, load_suite
-from ..evaluation import EvalResult, evaluate
-from ..results import canonical_key, row_key
+from ..attacks.suites import Suite, load_suite
+from ..core.results import canonical_key, row_key
+from ..evaluation.runner import EvalResult, evaluate
 
 __all__ = ["assert_robust", "assert_lipschitz_below"]
 
@@ -37,7 +37,7 @@ def assert_robust(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], *, 
     hides its own frame from pytest's traceback).
     """
     __tracebackhide__ = True
-    from ..apichecks import check_thresholds
+    from ..evaluation.apichecks import check_thresholds
 
     min_accuracy = check_thresholds(min_accuracy)  # before the evaluation: NaN, negative, 90 or {} are refused
     x, y = data
@@ -71,7 +71,7 @@ def assert_lipschitz_below(model: nn.Module, x: torch.Tensor, bound: float, *, c
     ``bound`` (so a pass proves the claim). Returns the bounds.
     """
     __tracebackhide__ = True
-    from .. import lipschitz
+    from ..bounds import lipschitz
 
     rep = lipschitz.estimate(model, x, seed=seed)
     upper_bad = rep.upper is None or rep.upper > bound  # no sound upper bound proves nothing

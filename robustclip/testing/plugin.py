@@ -59,7 +59,7 @@ def _robustclip_eval_master(request: pytest.FixtureRequest,
                             robustclip_data_dir: str | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Loaded once per session, never handed out: tests get clones. Skips when the data is missing."""
     __tracebackhide__ = True
-    from robustclip import data
+    from robustclip.data import datasets as data
     from robustclip.errors import DataError
 
     n = request.config.getoption("--robustclip-n")

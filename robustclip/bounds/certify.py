@@ -1,0 +1,525 @@
+"""Certify robustness per sample: sound lower bounds on logit margins over L2 and L∞ balls (CROWN-style).
+
+A sample ``x`` ``(C, H, W)`` or ``(d,)`` in [0,1] with label ``y`` is
+*certified* at radius ε when no input ``x'`` in the ball ``||x' − x|| ≤ ε``
+(L2 or L∞) that also lies in [0,1] changes the predicted class. Two sound
+methods are offered, and the best certified set is their union:
+
+``lipschitz``
+    global, per class pair (GloRo-style): ``f_y(x) − f_j(x) > L_yj · r`` for
+    every ``j ≠ y``, with ``L_yj`` an upper bound on the L2 Lipschitz constant
+    of ``f_y − f_j`` (:func:`robustclip.bounds.lipschitz.upper_bounds`) and ``r`` the
+    L2 radius (``√d · ε`` for L∞).
+``crown``
+    local, per sample: a backward linear relaxation (CROWN, Zhang et al.
+    2018) of the network, with the last affine layer folded into the
+    specification matrix ``C`` whose rows are ``e_y − e_j``, so each margin
+    ``f_y − f_j`` is bounded directly. ReLU/LeakyReLU use the usual
+    triangle relaxation; sigmoid and tanh use, per neuron, the line pair of
+    least area among several slopes (secant and tangents at points of the
+    pre-activation interval ``[l, u]``) whose intercepts are computed
+    *exactly* (the extrema of ``σ(z) − k z`` on ``[l, u]``), so every line is
+    a sound bound whatever slope is chosen. Intermediate bounds come from the
+    same backward pass. The input domain is the ball intersected with [0,1]:
+    L∞ gives a box; for L2 the minimum of a linear function over ball ∩ box is
+    bounded from below by Lagrange duality (any multiplier is sound), taking
+    the better of that and the box bound.
+
+Why not auto_LiRPA: its released package requires torch < 1.13, and this
+project runs on torch 2.x, so the relaxation is implemented here.
+
+Soundness assumptions: the model is one :func:`robustclip.bounds.lipschitz.known_layers`
+understands and runs in eval mode; bounds are computed in float64 and a
+margin counts as certified only above ``margin_tol`` (default ``1e-5``), which
+absorbs the float32 rounding of the model itself. Certificates hold for inputs
+in [0,1] (the threat model of the attack suites).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..core.devices import device_of
+from ..core.modes import restore_modes, train_modes
+from ..errors import RobustclipError
+from ..models.activations import is_sorting
+from . import lipschitz
+from .lipschitz import Affine
+
+NORMS = ("L2", "Linf")
+METHODS = ("lipschitz", "crown")
+MARGIN_TOL = 1e-5
+
+
+# --------------------------------------------------------------------------- structure
+
+
+def logit_ops(model: nn.Module, in_shape: tuple[int, ...]) -> tuple[list[Affine | nn.Module] | None, str | None]:
+    """The model as affine/activation ops with trailing strictly increasing activations removed.
+
+    A strictly increasing elementwise map on the outputs (sigmoid, tanh,
+    LeakyReLU with positive slope) never changes the argmax, so certifying the
+    logits before it certifies the model. Returns ``(None, reason)`` for
+    models that are not fully understood.
+    """
+    ops, why = lipschitz.affine_ops(model, in_shape)
+    if ops is None:
+        return None, why
+    while ops and not isinstance(ops[-1], Affine) and _strictly_increasing(ops[-1]):
+        ops = ops[:-1]
+    if not ops:
+        return None, "the model has no affine layer"
+    return ops, None
+
+
+def _strictly_increasing(layer: nn.Module) -> bool:
+    if isinstance(layer, (nn.Sigmoid, nn.Tanh)):
+        return True
+    return isinstance(layer, nn.LeakyReLU) and layer.negative_slope > 0
+
+
+# --------------------------------------------------------------------------- activation relaxations
+
+
+def _fn(act: nn.Module) -> tuple[Any, Any, Any, Any]:
+    """``(f, f', antiderivative F, critical points of f' = k)`` for sigmoid and tanh (float64)."""
+    if isinstance(act, nn.Sigmoid):
+
+        def crit(k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            r = (1 - 4 * k.clamp(1e-300, 0.25)).clamp_min(0).sqrt()
+            s_hi, s_lo = ((1 + r) / 2).clamp(1e-300, 1 - 1e-16), ((1 - r) / 2).clamp(1e-300, 1 - 1e-16)
+            return torch.log(s_hi / (1 - s_hi)), torch.log(s_lo / (1 - s_lo))
+
+        return (torch.sigmoid, lambda z: torch.sigmoid(z) * (1 - torch.sigmoid(z)),
+                torch.nn.functional.softplus, crit)
+
+    def crit_t(k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        r = (1 - k.clamp(1e-300, 1.0)).clamp_min(0).sqrt().clamp_max(1 - 1e-16)
+        return torch.atanh(r), -torch.atanh(r)
+
+    def logcosh(z: torch.Tensor) -> torch.Tensor:
+        a = z.abs()
+        return a + torch.log1p(torch.exp(-2 * a)) - math.log(2.0)
+
+    return torch.tanh, lambda z: 1 - torch.tanh(z) ** 2, logcosh, crit_t
+
+
+def relax(act: nn.Module, l: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Sound linear bounds ``aL z + bL ≤ act(z) ≤ aU z + bU`` for ``z ∈ [l, u]`` (all ``(N, n)``, float64)."""
+    if isinstance(act, (nn.ReLU, nn.LeakyReLU)):
+        s1 = float(act.negative_slope) if isinstance(act, nn.LeakyReLU) else 0.0
+        return _relax_piecewise(l, u, s1, 1.0)
+    if isinstance(act, (nn.Sigmoid, nn.Tanh)):
+        return _relax_s_shaped(act, l, u)
+    raise AssertionError(f"no relaxation for {type(act).__name__}")
+
+
+def _relax_piecewise(l: torch.Tensor, u: torch.Tensor, s1: float, s2: float) -> tuple[torch.Tensor, ...]:
+    """``z -> s1 z`` (z < 0), ``s2 z`` (z ≥ 0): exact off zero, chord and adaptive slope across it."""
+    cross = (l < 0) & (u > 0)
+    w = (u - l).clamp_min(1e-300)
+    k = torch.where(cross, (s2 * u - s1 * l) / w, torch.where(u <= 0, torch.full_like(l, s1), torch.full_like(l, s2)))
+    chord_b = torch.where(cross, s1 * l - k * l, torch.zeros_like(l))
+    tight = torch.where(u > -l, torch.full_like(l, s2), torch.full_like(l, s1))
+    tight = torch.where(cross, tight, k)
+    zero = torch.zeros_like(l)
+    if s2 >= s1:  # convex: chord above, any slope in [s1, s2] through 0 below
+        return tight, zero, k, chord_b
+    return k, chord_b, tight, zero
+
+
+def _relax_s_shaped(act: nn.Module, l: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    f, df, F, crit = _fn(act)
+    w = u - l
+    fl, fu = f(l), f(u)
+    secant = torch.where(w > 1e-12, (fu - fl) / w.clamp_min(1e-300), df(l))
+    cands = [secant, df(l), df(u), torch.zeros_like(l)]
+    cands += [df(l + q * w) for q in (0.1, 0.25, 0.5, 0.75, 0.9)]
+    k = torch.stack(cands)  # (S, N, n)
+    zp, zm = crit(k)
+    pts = torch.stack([l.expand_as(k), u.expand_as(k), torch.minimum(torch.maximum(zp, l), u),
+                       torch.minimum(torch.maximum(zm, l), u)])  # (4, S, N, n)
+    g = f(pts) - k.unsqueeze(0) * pts
+    bU = g.max(dim=0).values
+    bL = g.min(dim=0).values
+    bU = bU + 1e-12 * (1 + bU.abs())
+    bL = bL - 1e-12 * (1 + bL.abs())
+    # area between each line and f over [l, u] (up to the common integral of f)
+    lin = k * (u * u - l * l) / 2
+    areaU = lin + bU * w
+    areaL = lin + bL * w
+    iu = areaU.argmin(dim=0, keepdim=True)
+    il = areaL.argmax(dim=0, keepdim=True)
+    del F
+    return (k.gather(0, il).squeeze(0), bL.gather(0, il).squeeze(0),
+            k.gather(0, iu).squeeze(0), bU.gather(0, iu).squeeze(0))
+
+
+# --------------------------------------------------------------------------- the input domain
+
+
+def concretize_lower(A: torch.Tensor, c: torch.Tensor, x0: torch.Tensor, eps: float, norm: str, *,
+                     search_steps: int = 12) -> torch.Tensor:
+    """A lower bound of ``min A x + c`` over ``{x in [0,1]^d : ||x − x0|| ≤ eps}``.
+
+    ``A``: ``(N, m, d)``, ``c``: ``(N, m)``, ``x0``: ``(N, d)`` in [0,1];
+    returns ``(N, m)``. L∞: exact (the domain is a box). L2: the better of the
+    box bound (each coordinate within eps and in [0,1]) and the Lagrange dual
+    ``Σ_i min_{δ_i ∈ [−x0_i, 1−x0_i]} (a_i δ_i + λ δ_i²) − λ eps²``, valid for
+    every ``λ > 0``, at the λ where the box-clipped minimiser has norm eps
+    (found by ``search_steps`` of bisection on log λ), and at the ball-only λ.
+    """
+    lo = (x0 - eps).clamp(0, 1) - x0
+    hi = (x0 + eps).clamp(0, 1) - x0
+    base = torch.einsum("nmd,nd->nm", A, x0) + c
+    box = (A.clamp_min(0) * lo.unsqueeze(1) + A.clamp_max(0) * hi.unsqueeze(1)).sum(-1)
+    if norm == "Linf" or eps == 0:
+        return base + box
+    blo, bhi = (-x0).unsqueeze(1), (1 - x0).unsqueeze(1)
+
+    def dual(t: torch.Tensor) -> torch.Tensor:  # t = 1 / (2 λ), shape (N, m)
+        tt = t.unsqueeze(-1)
+        d = torch.clamp(-tt * A, blo, bhi)
+        return (A * d).sum(-1) + (torch.linalg.vector_norm(d, dim=-1).square() - eps * eps) / (2 * t)
+
+    # the multiplier is searched in float32 (any multiplier gives a sound bound); the bound itself is float64
+    A32, blo32, bhi32 = A.float(), blo.float(), bhi.float()
+
+    def size(t: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.vector_norm(torch.clamp(-t.unsqueeze(-1) * A32, blo32, bhi32), dim=-1)
+
+    an = A.norm(dim=-1).clamp_min(1e-300)
+    t_ball = eps / an  # the ball-only optimum: clipping only shrinks the step, so size(t_ball) ≤ eps
+    lo_t = t_ball.float().clamp_min(1e-30).log()
+    hi_t = lo_t + math.log(1e4)
+    for _ in range(search_steps):
+        mid = (lo_t + hi_t) / 2
+        big = size(mid.exp()) > eps
+        hi_t = torch.where(big, mid, hi_t)
+        lo_t = torch.where(big, lo_t, mid)
+    best = torch.maximum(dual(t_ball), dual(lo_t.double().exp()))
+    val = torch.maximum(best, box)
+    slack = 1e-10 * (A.abs().sum(-1) + 1)
+    return base + val - slack
+
+
+# --------------------------------------------------------------------------- CROWN
+
+
+def _first_layer_bounds(aff: Affine, x0: torch.Tensor, eps: float, norm: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bounds ``(N, n)`` of ``W x + b`` over the ball ∩ [0,1] by matrix products only (no per-sample dual).
+
+    L∞: exact (a box). L2: the better of the ball bound ``W x0 + b ± eps ||w_i||``
+    and the box bound (each coordinate within eps of ``x0`` and in [0,1]).
+    """
+    W, b = aff.W, aff.b
+    lo = (x0 - eps).clamp(0, 1)
+    hi = (x0 + eps).clamp(0, 1)
+    mid, rad = (lo + hi) / 2, (hi - lo) / 2
+    centre = mid @ W.T + b
+    spread = rad @ W.abs().T
+    l_box, u_box = centre - spread, centre + spread
+    if norm == "Linf":
+        return l_box, u_box
+    c0 = x0 @ W.T + b
+    r = eps * W.norm(dim=1)
+    slack = 1e-12 * (c0.abs() + r + 1)
+    return torch.maximum(c0 - r, l_box) - slack, torch.minimum(c0 + r, u_box) + slack
+
+
+class Crown:
+    """Backward linear bounds for one batch ``x0`` ``(N, d)`` in [0,1] at radius ``eps`` in ``norm``.
+
+    ``ops``: from :func:`logit_ops`. Bounds of every activation's input are
+    computed once, in order, by a backward pass from that layer.
+    """
+
+    def __init__(self, ops: list[Affine | nn.Module], x0: torch.Tensor, eps: float, norm: str, *,
+                 first_cheap: bool = True) -> None:
+        self.ops, self.x0, self.eps, self.norm = ops, x0.double(), float(eps), norm
+        self.first_cheap = first_cheap
+        self.relax: dict[int, tuple[torch.Tensor, ...]] = {}
+        self.bounds: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        for i, op in enumerate(ops):  # op i maps node i to node i+1
+            if not isinstance(op, Affine):
+                l, u = self.node_bounds(i)
+                self.relax[i] = relax(op, l, u)
+
+    def node_bounds(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(l, u)`` ``(N, n_i)`` of node i (node 0 is the input)."""
+        if i in self.bounds:
+            return self.bounds[i]
+        if i == 0:
+            lo = (self.x0 - self.eps).clamp(0, 1)
+            hi = (self.x0 + self.eps).clamp(0, 1)
+            out = (lo, hi)
+        elif i == 1 and isinstance(aff := self.ops[0], Affine) and self.first_cheap:
+            out = _first_layer_bounds(aff, self.x0, self.eps, self.norm)
+        elif isinstance(aff := self.ops[i - 1], Affine):
+            W, b = aff.W, aff.b
+            n = W.shape[0]
+            N = self.x0.shape[0]
+            A = torch.cat([W, -W]).unsqueeze(0).expand(N, -1, -1)
+            c = torch.cat([b, -b]).unsqueeze(0).expand(N, -1)
+            low = self.backward(i - 1, A, c, search_steps=6)  # a coarser multiplier search: still sound
+            out = (low[:, :n], -low[:, n:])
+        else:
+            act = self.ops[i - 1]
+            assert isinstance(act, nn.Module)
+            l, u = self.node_bounds(i - 1)
+            out = (act(l), act(u))  # every known activation is monotone non-decreasing
+        self.bounds[i] = out
+        return out
+
+    def backward(self, k: int, A: torch.Tensor, c: torch.Tensor, *, search_steps: int = 12) -> torch.Tensor:
+        """Lower bound ``(N, m)`` of ``A h_k + c`` with ``A`` ``(N, m, n_k)``, ``c`` ``(N, m)``."""
+        for i in range(k - 1, -1, -1):
+            op = self.ops[i]
+            if isinstance(op, Affine):
+                c = c + A @ op.b
+                A = A @ op.W
+            else:
+                aL, bL, aU, bU = self.relax[i]
+                Ap, An = A.clamp_min(0), A.clamp_max(0)
+                c = c + (Ap * bL.unsqueeze(1)).sum(-1) + (An * bU.unsqueeze(1)).sum(-1)
+                A = Ap * aL.unsqueeze(1) + An * aU.unsqueeze(1)
+        return concretize_lower(A, c, self.x0, self.eps, self.norm, search_steps=search_steps)
+
+    def margins(self, y: torch.Tensor, K: int) -> torch.Tensor:
+        """Lower bounds ``(N, K)`` of ``f_y − f_j`` (``+inf`` at ``j = y``)."""
+        N = self.x0.shape[0]
+        C = torch.eye(K, dtype=torch.float64)[y].unsqueeze(1) - torch.eye(K, dtype=torch.float64).unsqueeze(0)
+        last = self.ops[-1]
+        k = len(self.ops)
+        if isinstance(last, Affine):  # fold the last affine layer into the specification
+            A, c, k = C @ last.W, C @ last.b, k - 1
+        else:
+            A, c = C, torch.zeros(N, K, dtype=torch.float64)
+        low = self.backward(k, A, c)
+        return low.masked_fill(torch.eye(K, dtype=torch.bool)[y], math.inf)
+
+
+def crown_margins(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str, *,
+                  batch_size: int = 50, ops: list[Affine | nn.Module] | None = None) -> torch.Tensor:
+    """CROWN lower bounds ``(N, K)`` on ``f_y(x') − f_j(x')`` over the ε-ball ∩ [0,1] (``+inf`` at ``j = y``).
+
+    ``x``: ``(N, ...)`` in [0,1]; ``y``: ``(N,)`` labels. For L2 a fast pass
+    bounds the first layer by matrix products only; samples it does not
+    certify are redone with the Lagrange-dual bound on the first layer too,
+    and the larger of the two (sound) lower bounds is returned. Raises
+    :class:`RobustclipError` for models that are not fully understood.
+    """
+    _check(x, eps, norm)
+    if ops is None:
+        ops, why = logit_ops(model, tuple(x.shape[1:]))
+        if ops is None:
+            raise RobustclipError(f"cannot certify this model: {why}", "use an nn.Sequential of known layers")
+    K = _n_out(ops)
+    out = []
+    flat = x.detach().cpu().double().flatten(1)
+    yc = y.cpu()
+    for i in range(0, flat.shape[0], batch_size):
+        xb, yb = flat[i : i + batch_size], yc[i : i + batch_size]
+        m = Crown(ops, xb, eps, norm, first_cheap=True).margins(yb, K)
+        if norm == "L2":  # samples the fast pass leaves open get the dual bound on the first layer too
+            redo = ~(m > MARGIN_TOL).all(dim=1)
+            if bool(redo.any()):
+                full = Crown(ops, xb[redo], eps, norm, first_cheap=False).margins(yb[redo], K)
+                m[redo] = torch.maximum(m[redo], full)  # both are sound lower bounds
+        out.append(m)
+    return torch.cat(out) if out else torch.zeros(0, K, dtype=torch.float64)
+
+
+def _n_out(ops: list[Affine | nn.Module]) -> int:
+    for op in reversed(ops):
+        if isinstance(op, Affine):
+            return int(op.W.shape[0])
+    raise AssertionError("no affine op")
+
+
+def _check(x: torch.Tensor, eps: float, norm: str) -> None:
+    if norm not in NORMS:
+        raise RobustclipError(f"unknown norm {norm!r}", f"use one of {', '.join(NORMS)}")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
+        raise RobustclipError(f"ε must be a finite number ≥ 0, got {eps!r}", "e.g. eps=0.5")
+    if x.numel() and (not bool(torch.isfinite(x).all()) or float(x.min()) < 0 or float(x.max()) > 1):
+        raise RobustclipError("inputs must be finite and lie in [0,1]", "put normalisation inside the model")
+
+
+# --------------------------------------------------------------------------- global certificates
+
+
+def lipschitz_certified(logits: torch.Tensor, y: torch.Tensor, pairs: torch.Tensor, radius: float, *,
+                        margin_tol: float = MARGIN_TOL) -> torch.Tensor:
+    """Per-class-pair Lipschitz certificate ``(N,)`` bool: ``f_y − f_j > L_yj · radius`` for all ``j ≠ y``.
+
+    ``logits``: ``(N, K)``; ``pairs``: ``(K, K)`` upper bounds on the L2
+    Lipschitz constants of ``f_y − f_j``; ``radius``: L2 radius ≥ 0.
+    """
+    lg = logits.double().cpu()
+    gap = lg.gather(1, y.view(-1, 1).cpu()) - lg  # (N, K)
+    need = pairs.double()[y.cpu()] * radius + margin_tol  # (N, K)
+    ok = (gap > need) | torch.eye(lg.shape[1], dtype=torch.bool)[y.cpu()]
+    return ok.all(dim=1) & (lg.argmax(1) == y.cpu())
+
+
+# --------------------------------------------------------------------------- the result
+
+
+@dataclass
+class CertResult:
+    """Per-sample certificates: ``per_method[method][(norm, eps)]`` bool ``(N,)``; ``best`` is their union.
+
+    ``seconds[method]``: time spent; ``info``: bounds used and reasons a
+    method was skipped.
+    """
+
+    per_method: dict[str, dict[tuple[str, float], torch.Tensor]] = field(default_factory=dict)
+    best: dict[tuple[str, float], torch.Tensor] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def certify(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cells: list[tuple[str, float]], *,
+            methods: tuple[str, ...] = METHODS, uppers: list[lipschitz.UpperBound] | None = None,
+            sdp: bool = False, batch_size: int = 50, margin_tol: float = MARGIN_TOL,
+            prefilter: int = 10) -> CertResult:
+    """Certify every sample of ``x`` ``(N, ...)`` in [0,1] with labels ``y`` ``(N,)`` at each (norm, ε) cell.
+
+    ``methods``: any of ``lipschitz`` (per-class-pair global constants from
+    ``uppers``, computed when None; ``sdp`` adds LipSDP) and ``crown``.
+    CROWN runs from the largest ε down and skips samples already certified
+    at a larger ε of the same norm (its ball contains the smaller one) or by
+    the Lipschitz method, so its rows count them as certified too. Before
+    CROWN, ``prefilter`` steps of PGD (0: none) look for adversarial examples
+    in the ball; samples broken there cannot be certified and are skipped
+    (this only saves time: a skipped sample is never counted as certified).
+    A model that is not fully understood gets no certificate (every entry
+    False, the reason in ``info['reason']``).
+    """
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise RobustclipError(f"unknown certification method {bad[0]!r}", f"use some of {', '.join(METHODS)}")
+    for norm, eps in cells:
+        _check(x[:0], eps, norm)
+    res = CertResult()
+    n = x.shape[0]
+    none = {cell: torch.zeros(n, dtype=torch.bool) for cell in cells}
+    res.best = {cell: v.clone() for cell, v in none.items()}
+    in_shape = tuple(x.shape[1:])
+    ops, why = logit_ops(model, in_shape)
+    if ops is None:
+        res.info["reason"] = why
+        return res
+    saved = train_modes(model)  # every submodule's own flag, restored after (modes.eval_mode's bookkeeping)
+    model.eval()
+    try:
+        with torch.no_grad():
+            logits = model(x.to(device_of(model))).detach().cpu()
+        if "lipschitz" in methods:
+            t0 = time.perf_counter()
+            if uppers is None:
+                uppers, _ = lipschitz.upper_bounds(model, in_shape, sdp=sdp)
+            pairs = lipschitz.best_pairs(uppers)
+            finite = [u.value for u in uppers if math.isfinite(u.value)]
+            if pairs is None and finite:
+                K = logits.shape[1]
+                pairs = torch.full((K, K), math.sqrt(2) * min(finite), dtype=torch.float64)
+            res.info["lipschitz"] = {u.method: u.value for u in uppers}
+            got = {}
+            for norm, eps in cells:
+                r = eps if norm == "L2" else eps * math.sqrt(x[0].numel())
+                got[(norm, eps)] = (lipschitz_certified(logits, y, pairs, r, margin_tol=margin_tol)
+                                    if pairs is not None else none[(norm, eps)].clone())
+            res.per_method["lipschitz"] = got
+            res.seconds["lipschitz"] = time.perf_counter() - t0
+        if "crown" in methods and any(is_sorting(op) for op in ops):
+            res.info["crown"] = "not computed: MinMax/GroupSort are not elementwise; CROWN here relaxes elementwise " \
+                                "activations only"
+        elif "crown" in methods:
+            t0 = time.perf_counter()
+            got = {}
+            correct = logits.argmax(1) == y.cpu()
+            done = res.per_method.get("lipschitz", {})
+            for norm in NORMS:
+                larger = torch.zeros(n, dtype=torch.bool)  # certified at a larger ε of this norm: the ball is inside
+                for eps in sorted((e for nm, e in cells if nm == norm), reverse=True):
+                    ok = larger.clone()
+                    if (norm, eps) in done:
+                        ok |= done[(norm, eps)]
+                    todo = correct & ~ok
+                    if prefilter > 0 and bool(todo.any()):  # an adversarial example found: nothing to certify
+                        todo &= ~_broken(model, x, y, todo, eps, norm, steps=prefilter)
+                    idx = todo.nonzero().flatten()
+                    if idx.numel():
+                        m = crown_margins(model, x[idx], y[idx], eps, norm, batch_size=batch_size, ops=ops)
+                        ok[idx] = (m > margin_tol).all(dim=1)
+                    got[(norm, eps)] = ok
+                    larger = ok
+            res.per_method["crown"] = got
+            res.seconds["crown"] = time.perf_counter() - t0
+    finally:
+        restore_modes(saved)
+    for got in res.per_method.values():
+        for cell, ok in got.items():
+            res.best[cell] |= ok
+    return res
+
+
+def _broken(model: nn.Module, x: torch.Tensor, y: torch.Tensor, todo: torch.Tensor, eps: float, norm: str, *,
+            steps: int) -> torch.Tensor:
+    """Bool ``(N,)``: True where ``steps`` of PGD (cross-entropy) found a misclassified point in the ball ∩ [0,1]."""
+    dev = device_of(model)
+    out = torch.zeros(x.shape[0], dtype=torch.bool)
+    idx = todo.nonzero().flatten()
+    xs, ys = x[idx].to(dev), y[idx].to(dev)
+    view = (-1, *([1] * (xs.dim() - 1)))
+    delta = torch.zeros_like(xs)
+    alpha = 2.5 * eps / steps
+    for _ in range(steps):
+        d = delta.clone().requires_grad_(True)
+        loss = nn.functional.cross_entropy(model((xs + d).clamp(0, 1)), ys, reduction="sum")
+        (g,) = torch.autograd.grad(loss, d)
+        with torch.no_grad():
+            if norm == "L2":
+                delta = delta + alpha * g / g.flatten(1).norm(dim=1).clamp_min(1e-12).view(view)
+                delta = delta * (eps / delta.flatten(1).norm(dim=1).clamp_min(1e-12)).clamp(max=1.0).view(view)
+            else:
+                delta = (delta + alpha * g.sign()).clamp(-eps, eps)
+            delta = (xs + delta).clamp(0, 1) - xs
+    with torch.no_grad():
+        out[idx] = (model(xs + delta).argmax(1) != ys).cpu()
+    return out
+
+
+def certified_radius(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, *, hi: float,
+                     steps: int = 12, batch_size: int = 50) -> torch.Tensor:
+    """The largest ε ``(N,)`` CROWN certifies per sample, by bisection on ``[0, hi]`` (0: none found).
+
+    Every returned ε was itself certified, so it is a sound certified radius:
+    no adversarial example exists closer than it (in ``norm``, inside [0,1]).
+    """
+    ops, why = logit_ops(model, tuple(x.shape[1:]))
+    if ops is None:
+        raise RobustclipError(f"cannot certify this model: {why}", "use an nn.Sequential of known layers")
+    n = x.shape[0]
+    with torch.no_grad():
+        correct = (model(x).argmax(1) == y).cpu()
+    lo_e = torch.zeros(n, dtype=torch.float64)
+    hi_e = torch.full((n,), float(hi), dtype=torch.float64)
+    for _ in range(steps):
+        mid = (lo_e + hi_e) / 2
+        ok = torch.zeros(n, dtype=torch.bool)
+        for i in range(n):  # one ε per sample
+            if bool(correct[i]):
+                m = crown_margins(model, x[i : i + 1], y[i : i + 1], float(mid[i]), norm, ops=ops)
+                ok[i] = bool((m > MARGIN_TOL).all())
+        lo_e = torch.where(ok, mid, lo_e)
+        hi_e = torch.where(ok, hi_e, mid)
+    return lo_e

@@ -1,0 +1,2 @@
+"""Plumbing every layer may use: atomic files and bounded readers, input validation, progress, devices, model modes,
+metric keys. Imports nothing of robustclip but errors and stats."""

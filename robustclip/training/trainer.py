@@ -1,0 +1,480 @@
+"""The trainer: data loss + λ · regulariser, with the λ schedule, history and checkpoints.
+
+One loop serves classification (cross-entropy on MNIST-like data) and the 1-D
+regression (mean squared error). The same seed on the CPU gives bit-identical
+weights. Ctrl-C ends training cleanly with the best weights so far.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..bounds import lipschitz
+from ..checkpoints.format import CheckpointMeta
+from ..core import validate
+from ..core.devices import resolve_device
+from ..core.modes import eval_mode
+from ..data import datasets as data_mod
+from ..errors import RobustclipError
+from ..models import specs as models
+from .regularizers import registry as regularizers
+
+OPTIMIZERS = ("sgd", "adam")
+EXPLODE = 1e6
+"""A step whose loss exceeds this many times the run's first loss (or any NaN/Inf loss) stops the run."""
+MAX_EPOCHS = 100_000
+
+
+class TrainingDiverged(RobustclipError):
+    """The loss became NaN or infinite, or exploded: nothing is saved as a finished model."""
+
+
+TABLE_FIELDS = ("clip", "adversarial")
+"""Settings tables with a :class:`TrainConfig` field of their own (the rest live in ``TrainConfig.settings``)."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (stored in the checkpoint).
+
+    ``model``: a model spec (None: the default for the dataset). ``reg``: a
+    name of :data:`~robustclip.training.regularizers.registry.REGISTRY` (``none``, ``weight``,
+    ``clip``, ``adversarial``, ``trades``, ``clip-adversarial``); ``clip`` holds
+    :class:`ClipConfig` fields, ``adversarial`` the
+    :class:`~robustclip.training.regularizers.adversarial.AdversarialConfig` fields of ``adversarial``
+    and ``trades``; the hybrid ``clip-adversarial`` reads both. ``settings``: the tables of
+    :data:`~robustclip.training.regularizers.registry.SETTINGS` that have no field of their own (a newer method's), by name:
+    ``settings["margin"]`` holds the :class:`~robustclip.training.regularizers.lipmargin.MarginConfig` fields of ``lipschitz-margin``
+    (and, with ``clip``, of ``clip-lipschitz-margin``).
+    ``lam``, ``target_acc``, ``lam_step``, ``lam_every``, ``warmup``: the λ
+    schedule (fixed λ when ``target_acc`` is None). ``n_train``: use only the
+    first n training samples (after the seeded train/validation split).
+    ``select``: keep the weights of the epoch with the best validation score,
+    optionally only among epochs whose training accuracy reached τ
+    (``require_target``).
+    """
+
+    dataset: str = "mnist"
+    model: dict[str, Any] | None = None
+    reg: str = "none"
+    lam: float = 0.0
+    target_acc: float | None = None
+    lam_step: float = 0.01
+    lam_every: int = 1
+    warmup: int = 0
+    clip: dict[str, Any] = field(default_factory=dict)
+    adversarial: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    lr_schedule: str = "constant"
+    momentum: float = 0.9
+    seed: int = 0
+    device: str = "cpu"
+    val_fraction: float = 0.1
+    n_train: int | None = None
+    select: bool = True
+    require_target: bool = False
+    lip_probe_pairs: int = 16
+    lip_probe_every: int = 1
+
+    @classmethod
+    def for_dataset(cls, dataset: str, **kw: Any) -> TrainConfig:
+        """Defaults that suit ``dataset`` (regression: Adam, full batch, 600 epochs)."""
+        if dataset == "regression":
+            base: dict[str, Any] = dict(optimizer="adam", lr=0.01, batch_size=40, epochs=600, val_fraction=0.0,
+                                        lip_probe_every=25, clip={"init": "noise", "pairs": 16, "radius": 0.05,
+                                                                  "refresh_every": 50, "eta": 0.02, "every": 2})
+            base.update({k: v for k, v in kw.items() if v is not None})
+            return cls(dataset=dataset, **base)
+        return cls(dataset=dataset, **{k: v for k, v in kw.items() if v is not None})
+
+    def validate(self) -> None:
+        """Check every field where a config enters (CLI, sweeps, Python): names known, numbers finite and in range.
+
+        Raises :class:`RobustclipError` naming the field (as its CLI flag) and the fix.
+        """
+        if not isinstance(self.dataset, str) or self.dataset not in data_mod.DATASETS:
+            raise RobustclipError(f"unknown dataset {self.dataset!r}", f"use one of {', '.join(data_mod.DATASETS)}")
+        if not isinstance(self.reg, str) or self.reg not in regularizers.REGULARIZERS:
+            raise RobustclipError(f"unknown regulariser {self.reg!r}",
+                                  f"use one of {', '.join(regularizers.REGULARIZERS)}")
+        if not isinstance(self.optimizer, str) or self.optimizer not in OPTIMIZERS:
+            raise RobustclipError(f"unknown optimizer {self.optimizer!r}", f"use one of {', '.join(OPTIMIZERS)}")
+        if not isinstance(self.lr_schedule, str) or self.lr_schedule not in LR_SCHEDULES:
+            raise RobustclipError(f"unknown learning-rate schedule {self.lr_schedule!r:.80}",
+                                  f"use one of {', '.join(LR_SCHEDULES)}")
+        num = validate.number
+        num(self.epochs, "--epochs", integer=True, lo=1, hi=MAX_EPOCHS, fix="pass e.g. --epochs 10")
+        num(self.batch_size, "--batch-size", integer=True, lo=1, hi=1_000_000, fix="pass e.g. --batch-size 128")
+        num(self.lr, "--lr (learning rate)", lo=0, lo_open=True, fix="pass e.g. --lr 0.1")
+        num(self.momentum, "momentum", lo=0, hi=1, hi_open=True, fix="use e.g. momentum 0.9")
+        num(self.warmup, "--warmup", integer=True, lo=0, hi=MAX_EPOCHS, fix="pass e.g. --warmup 2")
+        self.lam_schedule()  # checks λ, τ, --lam-step and --lam-every
+        num(self.val_fraction, "validation fraction", lo=0, hi=1, hi_open=True, fix="use e.g. 0.1")
+        num(self.lip_probe_pairs, "lip_probe_pairs", integer=True, lo=0, hi=100_000)
+        num(self.lip_probe_every, "lip_probe_every", integer=True, lo=1)
+        validate.seed(self.seed, "--seed")
+        if self.n_train is not None:
+            num(self.n_train, "--n-train", integer=True, lo=1, fix="pass a positive --n-train")
+        if not isinstance(self.settings, dict):
+            raise RobustclipError(f"settings must be a table of tables, got {self.settings!r:.80}",
+                                  'e.g. settings = { clip = { pairs = 32 } }')
+        for name, table in regularizers.SETTINGS.items():
+            got = self._table(name)
+            if got is not None and not isinstance(got, dict):
+                raise RobustclipError(f"{name} settings must be a table, got {got!r:.80}",
+                                      f"e.g. {table.flag} {table.example}")
+        if not isinstance(self.device, str):
+            raise RobustclipError(f"unknown device {self.device!r:.80}", "use --device auto, cpu or cuda")
+        resolve_device(self.device)  # the one device check (auto, cpu, cuda, cuda:N; a missing GPU is one line)
+        if self.target_acc is not None and self.dataset == "regression":
+            raise RobustclipError("the discrepancy principle (--target-acc) needs a classification dataset",
+                                  "use a fixed --lam for regression")
+        if self.dataset == "regression" and regularizers.REGISTRY[self.reg].needs_labels:
+            raise RobustclipError(f"--reg {self.reg} needs class labels; the regression has none",
+                                  "use --reg weight or --reg clip for regression")
+        if not regularizers.REGISTRY[self.reg].takes_lam and (self.lam > 0 or self.target_acc is not None):
+            raise RobustclipError(f"--reg {self.reg} takes no λ",
+                                  "drop --lam/--target-acc, or pick --reg weight or clip")
+        regularizers.make(self.reg, **self.reg_params())
+        models.build(self.model_spec())  # sizes are capped before anything is allocated
+
+    def lam_schedule(self) -> regularizers.LambdaSchedule:
+        """A fresh λ schedule from ``lam``, ``target_acc``, ``lam_step``, ``lam_every`` and ``warmup`` (checked)."""
+        return regularizers.LambdaSchedule(lam=self.lam, target=self.target_acc, step=self.lam_step,
+                                           every=self.lam_every, warmup=self.warmup)
+
+    def _table(self, name: str) -> Any:
+        """The settings table ``name``: the field of that name, else ``settings[name]`` ({} when absent)."""
+        if name in TABLE_FIELDS:
+            return getattr(self, name)
+        return self.settings.get(name, {}) if isinstance(self.settings, dict) else {}
+
+    @staticmethod
+    def table_kwargs(tables: dict[str, Any]) -> dict[str, Any]:
+        """Keyword arguments of :class:`TrainConfig` for settings tables by name (None: the default): the tables
+        with a field of their own as that field, the others in ``settings``."""
+        kw: dict[str, Any] = {}
+        for name, value in tables.items():
+            if value is None:
+                continue
+            if name in TABLE_FIELDS:
+                kw[name] = value
+            else:
+                kw.setdefault("settings", {})[name] = value
+        return kw
+
+    def reg_params(self) -> dict[str, Any]:
+        """Settings of the chosen regulariser (the tables its registry entry names), else {}."""
+        entry = regularizers.REGISTRY.get(self.reg)
+        if entry is None or not entry.fields:
+            return {}
+        if isinstance(entry.params_field, str):
+            return dict(self._table(entry.params_field) or {})
+        return {f: dict(self._table(f) or {}) for f in entry.fields}
+
+    def model_spec(self) -> dict[str, Any]:
+        return self.model or models.default_spec("mlp1d" if self.dataset == "regression" else "fc", self.dataset)
+
+
+@dataclass
+class TrainResult:
+    """The trained model (best weights selected), its history and metadata."""
+
+    model: nn.Module
+    history: list[dict[str, Any]]
+    meta: CheckpointMeta
+    interrupted: bool = False
+
+
+def _seed_all(seed: int) -> torch.Generator:
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+LR_SCHEDULES = ("constant", "cosine")
+"""``constant``: ``lr`` throughout; ``cosine``: ``lr · (1 + cos(π · epoch / epochs)) / 2``, set as each epoch
+starts."""
+
+
+def learning_rate(cfg: TrainConfig, epoch: int) -> float:
+    """The learning rate of 0-based ``epoch`` under ``cfg.lr_schedule`` (see :data:`LR_SCHEDULES`)."""
+    if cfg.lr_schedule == "cosine":
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / cfg.epochs))
+    return cfg.lr
+
+
+def load_training_data(cfg: TrainConfig, data_dir: str | None = None) -> tuple[data_mod.Split, data_mod.Split | None]:
+    """The (train, validation) splits for ``cfg``; validation is None for none."""
+    if cfg.dataset == "regression":
+        return data_mod.regression("train"), data_mod.regression("val")
+    full = data_mod.load(cfg.dataset, "train", data_dir=data_dir)
+    train, val = data_mod.train_val_split(full, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    return train.subset(cfg.n_train), (val if len(val) else None)
+
+
+@torch.no_grad()
+def score(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, regression: bool, batch: int = 4096) -> float:
+    """Accuracy in [0,1] (classification) or mean squared error (regression)."""
+    total = 0.0
+    with eval_mode(model):
+        for i in range(0, x.shape[0], batch):
+            out = model(x[i : i + batch])
+            yb = y[i : i + batch]
+            total += float(((out - yb) ** 2).sum()) if regression else float((out.argmax(1) == yb).sum())
+    return total / max(x.shape[0], 1)
+
+
+class Trainer:
+    """A training run, one epoch at a time: ``Trainer(cfg).run()`` or ``.epoch()`` in a loop.
+
+    Holds the model, optimiser, regulariser, λ schedule and history. The same
+    seed on the CPU gives bit-identical weights.
+    """
+
+    def __init__(self, cfg: TrainConfig, *, data_dir: str | None = None, progress: bool = True,
+                 splits: tuple[data_mod.Split, data_mod.Split | None] | None = None) -> None:
+        cfg.validate()
+        self.cfg = cfg
+        self.progress = progress
+        self.regression = cfg.dataset == "regression"
+        self.gen = _seed_all(cfg.seed)
+        self.train_split, self.val_split = splits or load_training_data(cfg, data_dir)
+        self.dev = resolve_device(cfg.device)
+        self.X, self.Y = self.train_split.x.to(self.dev), self.train_split.y.to(self.dev)
+        self.Xv: torch.Tensor | None = None
+        self.Yv: torch.Tensor | None = None
+        if self.val_split is not None and len(self.val_split):
+            self.Xv, self.Yv = self.val_split.x.to(self.dev), self.val_split.y.to(self.dev)
+        self.spec = cfg.model_spec()
+        out = models.output_size(self.spec)
+        if (out == 1) != self.regression:
+            raise RobustclipError(f"model output size {out} does not fit dataset {cfg.dataset}",
+                                  "use a model spec with 10 outputs for images and 1 for regression")
+        self.model = models.build(self.spec).to(self.dev)
+        self.reg = regularizers.make(cfg.reg, seed=cfg.seed, **cfg.reg_params())
+        self.reg.bind(self.model)
+        self.reg.plan(cfg.epochs * math.ceil(self.X.shape[0] / max(1, min(cfg.batch_size, self.X.shape[0]))))
+        self.sched = cfg.lam_schedule()
+        if cfg.optimizer == "sgd":
+            self.opt: torch.optim.Optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+        else:
+            self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.crit: nn.Module = nn.MSELoss() if self.regression else nn.CrossEntropyLoss()
+        self.history: list[dict[str, Any]] = []
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_score, self.best_epoch = -math.inf, -1
+        self.best_eligible = False
+        self.probe_gen = torch.Generator().manual_seed(cfg.seed + 1)
+        self.probe_x = (self.Xv if self.Xv is not None else self.X)[:512]
+        self.step = 0
+        self.first_loss: float | None = None
+        self.t_start = time.perf_counter()
+
+    def _check_loss(self, total: torch.Tensor, epoch: int, i: int) -> None:
+        """Stop the run on a NaN or infinite loss, or one :data:`EXPLODE` times the first step's."""
+        v = float(total.detach())
+        if self.first_loss is None and math.isfinite(v):
+            self.first_loss = abs(v)
+        ref = max(self.first_loss or 0.0, 1e-3)
+        if not math.isfinite(v) or v > EXPLODE * ref:
+            what = "is not finite" if not math.isfinite(v) else f"exploded (first step: {ref:.3g})"
+            raise TrainingDiverged(f"training diverged in epoch {epoch + 1}, step {i + 1}: the loss {v:.3g} {what}; "
+                                   "nothing was saved", f"lower the learning rate, e.g. --lr {self.cfg.lr / 10:g}")
+
+    def epoch(self) -> dict[str, Any]:
+        """Train one epoch; return (and record) its history entry."""
+        from ..core import progress
+
+        cfg, model, reg = self.cfg, self.model, self.reg
+        epoch = len(self.history)
+        lam = self.sched.value(epoch)
+        lr = learning_rate(cfg, epoch)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        model.train()
+        n = self.X.shape[0]
+        bs = min(cfg.batch_size, n)
+        t0 = time.perf_counter()
+        perm = torch.randperm(n, generator=self.gen).to(self.dev)
+        loss_sum = torch.zeros((), device=self.dev)
+        correct = torch.zeros((), device=self.dev, dtype=torch.long)
+        steps = math.ceil(n / bs)
+        bar = progress.bar(range(steps), enabled=self.progress and steps >= 20, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                           leave=False, mininterval=0.5, dynamic_ncols=True)
+        for i in bar:
+            idx = perm[i * bs : (i + 1) * bs]
+            xb, yb = self.X[idx], self.Y[idx]
+            on = lam > 0 or reg.unscaled  # a hybrid's weight-1 term stays on at λ = 0 (warm-up, discrepancy)
+            extra = reg.extra_inputs(xb, self.step, y=yb) if on else None
+            out_b = model(xb)
+            # The extra rows get their own forward pass: concatenated with the batch,
+            # autograd would compute the input gradient of every batch row too.
+            out_e = model(extra) if extra is not None else None
+            loss = self.crit(out_b, yb)
+            total = loss if reg.data_weight == 1.0 else reg.data_weight * loss
+            if on:
+                reg.batch_outputs(out_b, yb)
+                pen = reg.penalty(model, out_e)
+                if pen is not None and lam > 0:
+                    total = total + lam * pen
+                fixed = reg.unscaled_penalty()
+                if fixed is not None:
+                    total = total + fixed
+            self._check_loss(total, epoch, i)
+            self.opt.zero_grad(set_to_none=True)
+            total.backward()
+            self.opt.step()
+            if on:
+                reg.after_step()
+            loss_sum += loss.detach() * xb.shape[0]
+            if not self.regression:
+                correct += (out_b.detach().argmax(1) == yb).sum()
+            self.step += 1
+            if self.progress and i % 50 == 0:
+                post = {"loss": f"{float(loss):.3f}", "λ": f"{lam:.3g}"}
+                if not self.regression:
+                    post["acc"] = f"{float(correct) / min((i + 1) * bs, n):.3f}"
+                lip_now = reg.peek() if lam > 0 else None
+                if lip_now:
+                    post["Lip≥"] = f"{lip_now:.3g}"
+                bar.set_postfix(post, refresh=False)
+        bar.close()
+        train_seconds = time.perf_counter() - t0
+        train_loss = float(loss_sum) / n
+        train_acc = None if self.regression else float(correct) / n
+        rec: dict[str, Any] = {"epoch": epoch + 1, "lam": lam, "lr": lr, "train_loss": train_loss,
+                               "train_acc": train_acc}
+        if self.Xv is not None and self.Yv is not None:
+            v = score(model, self.Xv, self.Yv, regression=self.regression)
+            rec["val_mse" if self.regression else "val_acc"] = v
+            sel = -v if self.regression else v
+            alt = reg.selection_score(model, self.Xv, self.Yv)
+            if alt is not None:
+                rec["val_select"] = sel = alt
+        else:
+            sel = -train_loss
+        rec["lip_train"] = reg.estimate() if lam > 0 else None
+        probe_now = (epoch + 1) % max(cfg.lip_probe_every, 1) == 0 or epoch + 1 == cfg.epochs
+        rec["lip_probe"] = _probe(model, self.probe_x, cfg.lip_probe_pairs, self.probe_gen) if probe_now else None
+        rec["seconds"] = train_seconds
+        rec["epoch_seconds"] = time.perf_counter() - t0
+        self.history.append(rec)
+        eligible = not (cfg.require_target and cfg.target_acc is not None and (train_acc or 0) < cfg.target_acc)
+        # an epoch that reaches τ always beats a fallback that did not
+        if (not cfg.select or self.best_state is None
+                or (eligible and (not self.best_eligible or sel >= self.best_score))):
+            self.best_state = copy.deepcopy(model.state_dict())
+            self.best_score, self.best_epoch, self.best_eligible = sel, epoch + 1, eligible
+        self.sched.update(epoch, train_acc)
+        # tiny epochs (e.g. the full-batch regression) report only their last epoch
+        if self.progress and (steps >= 20 or len(self.history) == cfg.epochs):
+            msg = f"epoch {epoch + 1}/{cfg.epochs}  loss {train_loss:.4f}"
+            if train_acc is not None:
+                msg += f"  train {train_acc:.4f}"
+            if "val_acc" in rec:
+                msg += f"  val {rec['val_acc']:.4f}"
+            msg += f"  λ {lam:.4g}"
+            if rec["lip_probe"] is not None:
+                msg += f"  Lip≥{rec['lip_probe']:.3g}"
+            msg += f"  {train_seconds:.1f}s"
+            progress.write(msg)
+        return rec
+
+    def run(self, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+        """Train the remaining epochs; Ctrl-C stops cleanly with the best weights so far.
+
+        An interruption before any epoch finished has nothing worth keeping: the KeyboardInterrupt propagates.
+        A non-finite or exploding loss raises :class:`TrainingDiverged`.
+        """
+        interrupted = False
+        try:
+            while len(self.history) < self.cfg.epochs:
+                rec = self.epoch()
+                if on_epoch:
+                    on_epoch(rec)
+        except KeyboardInterrupt:
+            if self.best_state is None:
+                raise
+            interrupted = True
+        return self.result(interrupted=interrupted)
+
+    def result(self, *, interrupted: bool = False) -> TrainResult:
+        """The model with the selected (best) weights, history and metadata."""
+        cfg, model = self.cfg, self.model
+        if self.best_state is not None:
+            model.load_state_dict(self.best_state)
+        model.eval()
+        best = self.history[self.best_epoch - 1] if self.best_epoch >= 1 else {}
+        takes_lam = regularizers.REGISTRY[cfg.reg].takes_lam
+        meta = CheckpointMeta(
+            dataset=cfg.dataset,
+            model=self.spec,
+            data={"source": self.train_split.source, "n_train": int(self.X.shape[0]),
+                  "n_val": int(self.Xv.shape[0]) if self.Xv is not None else 0,
+                  "val_fraction": cfg.val_fraction, "split_seed": cfg.seed},
+            train={
+                **asdict(cfg),
+                "model": self.spec,
+                "method": cfg.reg,
+                "regularizer": self.reg.config(),
+                "lam_schedule": self.sched.config(),
+                "lam_history": list(self.sched.history),
+                "final_lam": self.sched.final if cfg.target_acc is not None else (cfg.lam if takes_lam else 0.0),
+                "best_epoch": self.best_epoch,
+                "epochs_run": len(self.history),
+                "interrupted": interrupted,
+                "seconds": sum(h["epoch_seconds"] for h in self.history),
+            },
+            history=self.history,
+            metrics={k: best[k] for k in ("train_acc", "val_acc", "val_mse", "train_loss") if k in best},
+            extra={"status": "partial" if interrupted else "complete"},
+        )
+        return TrainResult(model=model, history=self.history, meta=meta, interrupted=interrupted)
+
+
+def train(cfg: TrainConfig, *, data_dir: str | None = None, progress: bool = True,
+          on_epoch: Callable[[dict[str, Any]], None] | None = None,
+          splits: tuple[data_mod.Split, data_mod.Split | None] | None = None) -> TrainResult:
+    """Train a model as ``cfg`` says and return it with its history.
+
+    ``splits`` may pass preloaded (train, validation) data; otherwise it is
+    loaded from ``data_dir``. A KeyboardInterrupt stops after the current step
+    and returns the best weights so far with ``interrupted=True`` (metadata
+    ``status: "partial"``); one before the first epoch finished propagates.
+    A NaN, infinite or exploding loss raises :class:`TrainingDiverged`.
+
+    Args:
+        cfg: the run (dataset, model spec, regulariser from :data:`robustclip.training.regularizers.registry.REGISTRY`, λ schedule,
+            optimiser, seed); the same seed on the CPU gives bit-identical weights.
+
+    Returns:
+        A :class:`TrainResult`: the model with the selected epoch's weights, the per-epoch ``history`` and the
+        typed checkpoint ``meta`` (:class:`~robustclip.checkpoints.format.CheckpointMeta`).
+
+    Example::
+
+        res = robustclip.train(robustclip.TrainConfig(dataset="mnist", reg="clip", lam=0.1, epochs=5))
+        robustclip.save(res.model, "clip.safetensors", res.meta)
+    """
+    return Trainer(cfg, data_dir=data_dir, progress=progress, splits=splits).run(on_epoch)
+
+
+def _probe(model: nn.Module, x: torch.Tensor, pairs: int, gen: torch.Generator) -> float:
+    """A cheap lower bound on the Lipschitz constant: a few ascent steps on data pairs."""
+    if pairs <= 0:
+        return float("nan")
+    P = lipschitz.init_pairs(x, pairs, mode="partial_random", radius=0.5 if x.dim() > 2 else 0.05, generator=gen)
+    _, q = lipschitz.pair_ascent(model, P, steps=5)
+    return float(q.max())
