@@ -20,21 +20,29 @@ from .core import devices
 from .evaluation.runner import EvalResult
 
 
-def load(path: str | os.PathLike[str], *, device: str | torch.device | None = None,
-         trust_factory: bool = False) -> tuple[nn.Module, CheckpointMeta]:
-    """``robustclip.load``: the checkpoint's model in eval mode on ``device``, and its metadata (see
-    :func:`robustclip.checkpoints.foreign.load`). Example: ``model, meta = robustclip.load("clip.safetensors", device="auto")``.
+def load(path: str | os.PathLike[str], *, model: str | None = None, dataset: str | None = None,
+         device: str | torch.device | None = None, trust_factory: bool = False) -> tuple[nn.Module, CheckpointMeta]:
+    """``robustclip.load``: the checkpoint's model in eval mode on ``device``, and its metadata.
+
+    ``path`` is a robustclip checkpoint, or your own weights (a safetensors or ``.pt``/``.pth`` state_dict; never
+    unpickled beyond tensors) with ``model="MODULE:CALLABLE"`` naming the code that builds the network (imported
+    and called: it runs) and ``dataset`` naming what it classifies (see
+    :func:`robustclip.checkpoints.foreign.load_model`). Example::
+
+        model, meta = robustclip.load("clip.safetensors", device="auto")
+        model, meta = robustclip.load("cnn.pt", model="mypkg.nets:small_cnn", dataset="cifar10")
     """
-    from .checkpoints.foreign import load as _load
+    from .checkpoints.foreign import load_model
 
     dev = devices.resolve_device(device)  # a missing GPU fails before the file is read
-    model, meta = _load(path, trust_factory=trust_factory)
-    return model.to(dev), meta
+    net, meta = load_model(path, model=model, dataset=dataset, trust_factory=trust_factory)
+    return net.to(dev), meta
 
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str | Suite,
              device: str | torch.device | None = None, progress: bool | None = None, **kw: Any) -> EvalResult:
-    """``robustclip.evaluate``: :func:`robustclip.evaluation.runner.evaluate` on ``device`` (the model moves there; ``x``
+    """``robustclip.evaluate``: :func:`robustclip.evaluation.runner.evaluate` on ``device`` (the model moves there;
+    ``x``
     ``(N, ...)`` in [0,1] and ``y`` ``(N,)`` stay where they are and move one batch at a time). Other keywords go to
     :func:`robustclip.evaluation.runner.evaluate`. Accuracies in the result are fractions in [0, 1]."""
     from .core.progress import resolve

@@ -41,3 +41,24 @@ def test_metric_keys_are_canonical_however_eps_is_written(spelled):
 def test_keys_that_are_not_metric_keys_pass_through():
     for key in ("clean", "noise", "pgd@L2:x", "pgd@L2"):
         assert canonical_key(key) == key
+
+
+def test_load_takes_your_own_weights_and_the_code_that_builds_them(tmp_path, monkeypatch):
+    import torch
+    from torch import nn
+
+    import robustclip as rc
+
+    (tmp_path / "mynets_api.py").write_text(
+        "from torch import nn\n"
+        "def tiny():\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(4, 3))\n", encoding="utf-8")
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    torch.save(net.state_dict(), tmp_path / "w.pt")
+    monkeypatch.chdir(tmp_path)
+    model, meta = rc.load(tmp_path / "w.pt", model="mynets_api:tiny", device="cpu")
+    x = torch.rand(5, 1, 2, 2)
+    assert torch.equal(model(x), net(x)) and not model.training
+    with pytest.raises(rc.RobustclipError, match="model"):
+        rc.load(tmp_path / "w.pt")  # weights alone do not say which network they belong to

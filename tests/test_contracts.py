@@ -1,9 +1,11 @@
 """Contract tests: every entry of the two registries passes the same checks, so a new method or attack kind is
 tested the moment it is registered.
 
-Regularisers (:data:`robustclip.training.regularizers.registry.REGISTRY`): each builds from its defaults, trains a tiny model for one
+Regularisers (:data:`robustclip.training.regularizers.registry.REGISTRY`): each builds from its defaults, trains a tiny
+model for one
 epoch, round-trips its state and its checkpoint, is planned by a sweep, has a report label and a ``train`` flag.
-Attack kinds (:data:`robustclip.attacks.suites.ATTACKS`): each builds, attacks a tiny model within its budget (never above
+Attack kinds (:data:`robustclip.attacks.suites.ATTACKS`): each builds, attacks a tiny model within its budget (never
+above
 clean accuracy), round-trips through its suite's dict, is planned by a sweep and lands as a row of the results.
 Synthetic data in [0, 1] and tiny models keep this in the fast tier (no MNIST files).
 """

@@ -7,7 +7,8 @@ import importlib
 
 import pytest
 
-MODULES = ["robustclip.core.results", "robustclip.training.regularizers.registry", "robustclip.evaluation.pipeline", "robustclip.stats"]
+MODULES = ["robustclip.core.results", "robustclip.training.regularizers.registry", "robustclip.evaluation.pipeline",
+           "robustclip.stats"]
 
 
 @pytest.mark.parametrize("name", MODULES)

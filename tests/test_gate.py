@@ -186,7 +186,8 @@ def test_exit_codes_in_a_subprocess(gate_ckpts, fixed_base, data_dir):
     code, out, err = _cli("check", gate_ckpts["clip"], *base, "--tolerance", "nan")
     assert code == 2 and err.startswith("robustclip: error: --tolerance") and err.count("\n") == 1
     # an internal error (a bug, simulated) is 3, never 1
-    boom = "import robustclip.gate.check as g\ndef _boom(*a, **k): raise RuntimeError('simulated bug')\ng.measure = _boom\n"
+    boom = ("import robustclip.gate.check as g\ndef _boom(*a, **k): raise RuntimeError('simulated bug')\n"
+            "g.measure = _boom\n")
     code, out, err = _cli("check", gate_ckpts["clip"], *base, code_prefix=boom)
     assert code == 3, err
     assert "internal error" in err and "simulated bug" in err and "Traceback" not in err

@@ -159,7 +159,7 @@ def save(model: nn.Module, path: str | os.PathLike[str], meta: Mapping[str, Any]
     spec = getattr(model, "spec", None)
     if spec is None and factory is None:
         raise RobustclipError("the model has no spec, so a checkpoint could not rebuild it",
-                              "build it with robustclip.models.specs.build(spec), or pass factory='pkg.module:function' "
+                              "build it with robustclip.models.build(spec), or pass factory='pkg.module:function' "
                               "naming the code that builds it")
     if factory is not None:
 
@@ -208,7 +208,7 @@ def _sniff(raw: bytes, path: Path) -> None:
         raise CheckpointError(
             f"{path} is a pickle or torch.save file; robustclip never unpickles files",
             "to read a state_dict saved with torch.save, name the code that builds the network: --model "
-            "MODULE:CALLABLE on the command line, robustclip.checkpoints.foreign.load_model(path, model=...) in Python",
+            "MODULE:CALLABLE on the command line, robustclip.load(path, model=...) in Python",
         )
     header_length(raw, path, fix="re-create the checkpoint; it may be truncated or not a checkpoint")
 
@@ -249,7 +249,7 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     text = md.get(_META_KEY) if isinstance(md, dict) else None
     if text is None:
         raise CheckpointError(f"{path} has no robustclip metadata",
-                              "it was not written by robustclip; save it with robustclip.checkpoints.format.save")
+                              "it was not written by robustclip; save it with robustclip.save")
     try:
         if not isinstance(text, str):
             raise ValueError("not a string")

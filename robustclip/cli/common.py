@@ -97,7 +97,8 @@ def split_floats(text: str, what: str) -> list[float]:
 
 
 def console_table(frame: pd.DataFrame, lips: list[dict[str, Any]] | None = None, *, verbose: bool = False) -> str:
-    """The console table of an evaluation frame (accuracy in %; see :func:`robustclip.reports.console.table`): one row per
+    """The console table of an evaluation frame (accuracy in %; see :func:`robustclip.reports.console.table`): one row
+    per
     model and ε with clean, worst case and certified, or with ``verbose`` every attack; then the Lipschitz bounds."""
     from ..reports.console import table
 

@@ -1,4 +1,5 @@
-"""``robustclip train``: train one model with any regulariser of the registry (robustclip.training.regularizers.registry.REGISTRY)."""
+"""``robustclip train``: train one model with any regulariser of the registry
+(robustclip.training.regularizers.registry.REGISTRY)."""
 
 from __future__ import annotations
 

@@ -93,7 +93,8 @@ def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite
                    keep_adversarial: bool = False, cache_dir: str | os.PathLike[str] | None = None,
                    checkpoint_sha256: str | None = None) -> Evaluation:
     """Evaluate a model of ``meta.dataset`` on its test split, or on ``eval_set`` (a user's data, any input shape:
-    see :func:`robustclip.checkpoints.foreign.load_data_file`; the number of classes then comes from the model's output).
+    see :func:`robustclip.checkpoints.foreign.load_data_file`; the number of classes then comes from the model's
+    output).
 
     Classifiers: the suite's attacks on the first ``n`` (default: the suite's n) test images, and Lipschitz
     bounds from :data:`LIPSCHITZ_PAIRS` ascents seeded on the first :data:`LIPSCHITZ_POINTS` of them. With
@@ -276,7 +277,8 @@ def evaluate_checkpoint(path: str | os.PathLike[str], *, suite: str | Suite, dat
 
     ``path``: a robustclip checkpoint, or a user's state_dict (safetensors, or ``.pt``/``.pth`` read with
     ``torch.load(weights_only=True)``) with ``model="MODULE:CALLABLE"`` naming the code that builds the network
-    (imported: it runs) and ``dataset`` naming what it classifies; see :func:`robustclip.checkpoints.foreign.load_model`.
+    (imported: it runs) and ``dataset`` naming what it classifies; see
+    :func:`robustclip.checkpoints.foreign.load_model`.
     ``data_file``: evaluate on the user's own data instead of a test split (see
     :func:`robustclip.checkpoints.foreign.load_data_file`). Raises :class:`~robustclip.errors.RobustclipError` for a
     regression checkpoint (attack suites need a classifier), a model of no known dataset, and every unreadable or

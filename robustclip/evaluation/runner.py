@@ -655,7 +655,8 @@ def sanity_flags(model: nn.Module, s: Suite, correct: dict[tuple[str, str | None
       (norm, ε) left robust;
     * a black-box attack (Square) breaking samples that every gradient attack left robust, or its accuracy more
       than 0.2 points below every white-box attack's (:func:`robustclip.evaluation.sanity.square_beats_whitebox`);
-    * probability outputs instead of logits, and randomised outputs (:func:`robustclip.evaluation.sanity.output_checks`).
+    * probability outputs instead of logits, and randomised outputs
+    (:func:`robustclip.evaluation.sanity.output_checks`).
 
     Near-chance models are flagged by :func:`evaluate` itself (:func:`robustclip.evaluation.sanity.near_chance`).
     """

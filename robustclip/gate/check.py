@@ -827,7 +827,8 @@ def run_check(checkpoint: str | Sequence[str], *, suite: str, baseline: str, tol
     With ``update``, evaluates every checkpoint and writes the baseline (``mode``: ``fixed`` for one checkpoint,
     ``retrained`` for several seeds); otherwise checks one checkpoint against the baseline. ``model``,
     ``dataset``, ``data_file``, ``device``: a user's own model code, dataset, evaluation data and device (see
-    :class:`ModelSource` and :func:`robustclip.checkpoints.foreign.load_model`). Units: ``tolerance`` and every accuracy in
+    :class:`ModelSource` and :func:`robustclip.checkpoints.foreign.load_model`). Units: ``tolerance`` and every
+    accuracy in
     the comparisons, the info and the baseline are fractions in [0, 1] (0.02 is 2 points); the CLI prints percent.
     """
     from ..core.progress import resolve

@@ -917,7 +917,8 @@ NOT_GIT = "not a git checkout"
 
 def run_warnings(sweep_dir: str | os.PathLike[str]) -> dict[str, list[str]]:
     """Per finished run of a sweep folder, its sanity warnings (run id -> warnings; runs without any are left out):
-    the evaluation's flags and, from its stored history, near chance and not converged (:mod:`robustclip.evaluation.sanity`).
+    the evaluation's flags and, from its stored history, near chance and not converged
+    (:mod:`robustclip.evaluation.sanity`).
     Raises :class:`robustclip.evaluation.sanity.ResultBug` (exit status 3) when a run's worst case is above its clean
     accuracy."""
     from ..data import datasets as data
@@ -959,7 +960,8 @@ def warning_box(per_run: dict[str, list[str]], n_runs: int, max_runs: int = 6) -
 
 def regenerate_command(sweep: dict[str, Any], sweep_dir: Path, out: Path) -> str:
     """The exact command that reproduces the sweep and this report: the sweep file, the demo or paper command, or
-    for a sweep given by flags, those flags rebuilt from the stored plan (:func:`robustclip.sweeps.planning.flags_command`)."""
+    for a sweep given by flags, those flags rebuilt from the stored plan
+    (:func:`robustclip.sweeps.planning.flags_command`)."""
     source = sweep.get("source")
     if source in ("<demo>",):
         return "robustclip demo"

@@ -51,8 +51,10 @@ class TrainConfig:
     :class:`ClipConfig` fields, ``adversarial`` the
     :class:`~robustclip.training.regularizers.adversarial.AdversarialConfig` fields of ``adversarial``
     and ``trades``; the hybrid ``clip-adversarial`` reads both. ``settings``: the tables of
-    :data:`~robustclip.training.regularizers.registry.SETTINGS` that have no field of their own (a newer method's), by name:
-    ``settings["margin"]`` holds the :class:`~robustclip.training.regularizers.lipmargin.MarginConfig` fields of ``lipschitz-margin``
+    :data:`~robustclip.training.regularizers.registry.SETTINGS` that have no field of their own (a newer method's), by
+    name:
+    ``settings["margin"]`` holds the :class:`~robustclip.training.regularizers.lipmargin.MarginConfig` fields of
+    ``lipschitz-margin``
     (and, with ``clip``, of ``clip-lipschitz-margin``).
     ``lam``, ``target_acc``, ``lam_step``, ``lam_every``, ``warmup``: the λ
     schedule (fixed λ when ``target_acc`` is None). ``n_train``: use only the
@@ -456,7 +458,8 @@ def train(cfg: TrainConfig, *, data_dir: str | None = None, progress: bool = Tru
     A NaN, infinite or exploding loss raises :class:`TrainingDiverged`.
 
     Args:
-        cfg: the run (dataset, model spec, regulariser from :data:`robustclip.training.regularizers.registry.REGISTRY`, λ schedule,
+        cfg: the run (dataset, model spec, regulariser from :data:`robustclip.training.regularizers.registry.REGISTRY`,
+        λ schedule,
             optimiser, seed); the same seed on the CPU gives bit-identical weights.
 
     Returns:

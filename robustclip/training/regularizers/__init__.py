@@ -10,5 +10,6 @@ from .registry import *  # noqa: F403 - the package is the public path
 
 
 def __getattr__(name: str) -> Any:
-    """Names of :mod:`robustclip.training.regularizers.registry` not exported by ``*`` (private helpers, for old callers)."""
+    """Names of :mod:`robustclip.training.regularizers.registry` not exported by ``*`` (private helpers, for old
+    callers)."""
     return getattr(_impl, name)

@@ -1,6 +1,7 @@
 """Adversarial training and TRADES: the field's standard defences, as regularisers of the registry.
 
-Both fit the regulariser protocol the trainer drives (see :class:`robustclip.training.regularizers.registry.Regularizer`) with no
+Both fit the regulariser protocol the trainer drives (see
+:class:`robustclip.training.regularizers.registry.Regularizer`) with no
 special case in the trainer:
 
 * ``adversarial`` (PGD adversarial training, Madry et al.): ``extra_inputs(x, step, y)`` builds PGD examples of the

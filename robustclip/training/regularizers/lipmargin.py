@@ -263,7 +263,7 @@ class LipschitzMarginRegularizer(Regularizer):
         spec = getattr(model, "spec", None)
         shape = input_shape(spec) if isinstance(spec, dict) else None
         if shape is None:
-            raise RobustclipError("lipschitz-margin needs a model built from a spec", "use robustclip.models.specs.build")
+            raise RobustclipError("lipschitz-margin needs a model built from a spec", "use robustclip.models.build")
         self.bound = BodyBound(model, shape, seed=self.seed)
 
     def plan(self, total_steps: int) -> None:

@@ -9,7 +9,8 @@
 set, a scalar with graph) for the model's current weights. The pairs chase the steepest directions by gradient
 ascent without any further call: the backward pass of the loss leaves each pair's gradient on the pair set, and
 the next ``clip(x)`` first moves the pairs along it (the paper's "ascend, then descend", one step lagged, as in
-:class:`~robustclip.training.regularizers.registry.ClipRegularizer`, whose state and math this object reuses). If no gradient
+:class:`~robustclip.training.regularizers.registry.ClipRegularizer`, whose state and math this object reuses). If no
+gradient
 reached the pairs (the penalty was left out of the loss, or scaled by 0), the next call computes their ascent
 direction itself, so the pairs never silently freeze.
 

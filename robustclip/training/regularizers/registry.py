@@ -245,7 +245,8 @@ class ClipAdversarialRegularizer(Regularizer):
     """The hybrid ``clip-adversarial``: PGD adversarial training with CLIP's penalty on top.
 
     The trainer minimises ``CE(f(x), y) + w · CE(f(x_adv), y) + λ · Lip(f)``: ``w`` is the adversarial weight of
-    :class:`~robustclip.training.regularizers.adversarial.AdversarialConfig` (1, half clean and half adversarial, unless ``share`` says
+    :class:`~robustclip.training.regularizers.adversarial.AdversarialConfig` (1, half clean and half adversarial,
+    unless ``share`` says
     otherwise) and does not move with λ, so λ keeps CLIP's meaning and the discrepancy principle still steers it.
     The extra rows are CLIP's pairs ``(2m, *in_shape)`` followed by the batch's PGD examples ``(n, *in_shape)``,
     all in [0, 1]; one epoch costs about one of PGD-AT with the same steps plus CLIP's pair rows.
@@ -311,7 +312,8 @@ class ClipAdversarialRegularizer(Regularizer):
 class ClipMarginRegularizer(Regularizer):
     """The hybrid ``clip-lipschitz-margin``: certified training (``lipschitz-margin``) with CLIP's penalty on top.
 
-    The trainer minimises the margin loss (weight 1, see :mod:`robustclip.training.regularizers.lipmargin`) plus ``λ · Lip(f)``, CLIP's
+    The trainer minimises the margin loss (weight 1, see :mod:`robustclip.training.regularizers.lipmargin`) plus
+    ``λ · Lip(f)``, CLIP's
     largest difference quotient over its pairs ``(2m, *in_shape)`` (the extra rows), so λ keeps CLIP's meaning.
     """
 
@@ -415,7 +417,8 @@ def _clip_margin_factory(params: dict[str, Any], seed: int) -> Regularizer:
 class Settings:
     """One table of regulariser settings: where it lives and how users set it.
 
-    The table's name (its key in :data:`SETTINGS`) is the :class:`~robustclip.training.trainer.TrainConfig` field and the
+    The table's name (its key in :data:`SETTINGS`) is the :class:`~robustclip.training.trainer.TrainConfig` field and
+    the
     sweep files' ``[[method]]`` key that hold it (``TrainConfig.settings[NAME]`` when the config has no such field);
     ``flag`` is its repeatable ``KEY=VALUE`` option of ``robustclip train``; ``schema`` the dataclass whose fields are
     its keys; ``example`` one ``KEY=VALUE`` for error messages; ``help`` the option's help text.
