@@ -377,7 +377,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str |
 
     Args:
         model: a classifier taking inputs in [0,1] (normalisation inside) and returning logits ``(N, k)``.
-        x, y: inputs ``(N, ...)`` in [0,1] and integer labels ``(N,)``.
+        x: inputs ``(N, ...)`` in [0,1] (normalisation inside the model).
+        y: integer labels ``(N,)`` in 0..k-1.
         suite: a suite name (``ci-quick``, ``paper-mnist``, ...), a TOML path, or a parsed :class:`Suite`; required,
             so a result always says which attacks made it.
 
