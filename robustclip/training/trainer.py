@@ -458,9 +458,9 @@ def train(cfg: TrainConfig, *, data_dir: str | None = None, progress: bool = Tru
     A NaN, infinite or exploding loss raises :class:`TrainingDiverged`.
 
     Args:
-        cfg: the run (dataset, model spec, regulariser from :data:`robustclip.training.regularizers.registry.REGISTRY`,
-        λ schedule,
-            optimiser, seed); the same seed on the CPU gives bit-identical weights.
+        cfg: the run (dataset, model spec, regulariser from
+            :data:`robustclip.training.regularizers.registry.REGISTRY`, λ schedule, optimiser, seed); the same seed on
+            the CPU gives bit-identical weights.
 
     Returns:
         A :class:`TrainResult`: the model with the selected epoch's weights, the per-epoch ``history`` and the
