@@ -8,7 +8,7 @@ methods are offered, and the best certified set is their union:
 ``lipschitz``
     global, per class pair (GloRo-style): ``f_y(x) − f_j(x) > L_yj · r`` for
     every ``j ≠ y``, with ``L_yj`` an upper bound on the L2 Lipschitz constant
-    of ``f_y − f_j`` (:func:`robustclip.bounds.lipschitz.upper_bounds`) and ``r`` the
+    of ``f_y − f_j`` (:func:`robustclip.bounds.upper.upper_bounds`) and ``r`` the
     L2 radius (``√d · ε`` for L∞).
 ``crown``
     local, per sample: a backward linear relaxation (CROWN, Zhang et al.
@@ -49,8 +49,8 @@ from ..core.devices import device_of
 from ..core.modes import restore_modes, train_modes
 from ..errors import RobustclipError
 from ..models.activations import is_sorting
-from . import lipschitz
-from .lipschitz import Affine
+from .structure import Affine, affine_ops
+from .upper import UpperBound, best_pairs, upper_bounds
 
 NORMS = ("L2", "Linf")
 METHODS = ("lipschitz", "crown")
@@ -68,7 +68,7 @@ def logit_ops(model: nn.Module, in_shape: tuple[int, ...]) -> tuple[list[Affine 
     logits before it certifies the model. Returns ``(None, reason)`` for
     models that are not fully understood.
     """
-    ops, why = lipschitz.affine_ops(model, in_shape)
+    ops, why = affine_ops(model, in_shape)
     if ops is None:
         return None, why
     while ops and not isinstance(ops[-1], Affine) and _strictly_increasing(ops[-1]):
@@ -387,7 +387,7 @@ class CertResult:
 
 
 def certify(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cells: list[tuple[str, float]], *,
-            methods: tuple[str, ...] = METHODS, uppers: list[lipschitz.UpperBound] | None = None,
+            methods: tuple[str, ...] = METHODS, uppers: list[UpperBound] | None = None,
             sdp: bool = False, batch_size: int = 50, margin_tol: float = MARGIN_TOL,
             prefilter: int = 10) -> CertResult:
     """Certify every sample of ``x`` ``(N, ...)`` in [0,1] with labels ``y`` ``(N,)`` at each (norm, ε) cell.
@@ -425,8 +425,8 @@ def certify(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cells: list[tupl
         if "lipschitz" in methods:
             t0 = time.perf_counter()
             if uppers is None:
-                uppers, _ = lipschitz.upper_bounds(model, in_shape, sdp=sdp)
-            pairs = lipschitz.best_pairs(uppers)
+                uppers, _ = upper_bounds(model, in_shape, sdp=sdp)
+            pairs = best_pairs(uppers)
             finite = [u.value for u in uppers if math.isfinite(u.value)]
             if pairs is None and finite:
                 K = logits.shape[1]

@@ -38,7 +38,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .lipschitz import Affine, UpperBound, _chain, affine_ops, lipsdp_verify
+from .lipsdp import lipsdp_verify
+from .structure import Affine, _chain, affine_ops
+from .upper import UpperBound
 
 Objective = Callable[[torch.Tensor], torch.Tensor]
 
