@@ -26,6 +26,7 @@ from tiny import SMALL, SUITE_TOML, one_thread
 from robustclip.cli import main
 from robustclip.core import files as _io
 from robustclip.errors import RobustclipError
+from robustclip.reports import figures
 from robustclip.reports import pages as reports
 from robustclip.sweeps import planning as sweeps
 
@@ -432,7 +433,7 @@ def test_lambda_figure_shows_the_table_numbers_on_one_axis_per_family(sweep, tmp
         drawn.append((ax.get_title() or "", label, list(map(float, x)), a.copy()))
         orig(ax, x, a, color, label, marker)
 
-    monkeypatch.setattr(reports, "_errorbars", record)
+    monkeypatch.setattr(figures, "_errorbars", record)  # fig_lambda looks it up in its own module
     figs = reports.fig_lambda(df, head, tmp_path)
     assert {f.file for f in figs} == {"lambda_mnist.png", "lambda_regression.png"}
     # drawn before the title is set: find each panel through its x values instead
