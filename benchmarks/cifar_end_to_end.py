@@ -59,6 +59,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--n", type=int, default=100, help="test images attacked (default 100)")
     ap.add_argument("--lam", type=float, default=0.1, help="CLIP's λ")
+    ap.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -72,14 +73,16 @@ def main() -> None:
         t_data = time.perf_counter() - t0
         ckpt = work / "cnn.safetensors"
         t_train = run(["train", "--dataset", "cifar10", "--model", "cifar_cnn", "--reg", "clip", "--lam", str(args.lam),
-                       "--epochs", str(args.epochs), "--n-train", str(args.n_train), "--out", str(ckpt), "--quiet"],
+                       "--epochs", str(args.epochs), "--n-train", str(args.n_train), "--optimizer", "adam",
+                       "--lr", str(args.lr), "--out", str(ckpt), "--quiet"],
                       env)
         t_eval = run(["evaluate", str(ckpt), "--suite", "cifar10-linf-8", "--n", str(args.n), "--out",
                       str(work / "ev"), "--quiet"], env)
         doc = json.loads((work / "ev" / "results.json").read_text())
         rows = [r for r in doc["results"] if r["attack"] in ("clean", "worst_case")]
     print(f"data {'synthetic' if args.data_dir is None else args.data_dir}: {t_data:.1f} s to prepare")
-    print(f"train cifar_cnn with CLIP (λ {args.lam}, {args.epochs} epochs, {args.n_train} images): {t_train:.1f} s")
+    print(f"train cifar_cnn with CLIP (λ {args.lam}, Adam {args.lr}, {args.epochs} epochs, {args.n_train} images): "
+          f"{t_train:.1f} s")
     print(f"evaluate cifar10-linf-8 on {args.n} images: {t_eval:.1f} s")
     print(f"end to end: {t_train + t_eval:.1f} s ({(t_train + t_eval) / 60:.1f} min; target <= 20 min on 2 cores)")
     for r in rows:
