@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from robustclip.sweeps import planning as sweeps
+from robustclip import sweeps
 
 
 def _plan(epochs: int) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from typing import Any as _Any
 from .errors import RobustclipError
 
 if _TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from . import cli, stats, testing
+    from . import cli, stats, sweeps, testing
     from .api import benchmark, evaluate, load
     from .attacks import suites as attacks
     from .bounds import certify, lipschitz
@@ -43,7 +43,6 @@ if _TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .gate import check as gate
     from .models import specs as models
     from .reports import pages as reports
-    from .sweeps import planning as sweeps
     from .training import trainer as training
     from .training.regularizers import registry as regularizers
     from .training.regularizers.penalty import ClipPenalty

@@ -17,10 +17,10 @@ import torchattacks
 from tiny import SMALL, assert_one_line_error, one_thread, run_cli
 from torch import nn
 
+from robustclip import sweeps
 from robustclip.checkpoints import format as checkpoints
 from robustclip.errors import RobustclipError, SuiteError
 from robustclip.models import specs as models
-from robustclip.sweeps import planning as sweeps
 from robustclip.training.regularizers import registry as regularizers
 from robustclip.training.regularizers.adversarial import (
     KLPGD,

@@ -484,7 +484,7 @@ norm = "Linf"
 
 @pytest.mark.parametrize("name", cifar.NAMES)
 def test_train_evaluate_and_sweep_accept_cifar(tmp_path, monkeypatch, name):
-    from robustclip.sweeps import planning as sweeps
+    from robustclip import sweeps
 
     _write_folder(tmp_path / name / cifar.LAYOUTS[name].folder, name)
     monkeypatch.chdir(tmp_path)

@@ -14,13 +14,13 @@ import pytest
 import torch
 from tiny import run_cli, suite_toml
 
+from robustclip import sweeps
 from robustclip.bounds import lipschitz
 from robustclip.data import datasets as data
 from robustclip.errors import RobustclipError
 from robustclip.evaluation import pipeline
 from robustclip.models import cifar as cifar_models
 from robustclip.models import specs as models
-from robustclip.sweeps import planning as sweeps
 from robustclip.training.regularizers import registry as regularizers
 from robustclip.training.trainer import TrainConfig
 

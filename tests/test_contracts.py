@@ -16,13 +16,13 @@ import pytest
 import torch
 from tiny import one_thread, run_cli
 
+from robustclip import sweeps
 from robustclip.attacks.suites import ATTACKS, parse_suite, suite_digest
 from robustclip.checkpoints import format as checkpoints
 from robustclip.data import datasets as data
 from robustclip.evaluation.runner import evaluate
 from robustclip.models import specs as models
 from robustclip.reports import pages as reports
-from robustclip.sweeps import planning as sweeps
 from robustclip.training.regularizers import registry as regularizers
 from robustclip.training.trainer import TrainConfig, train
 

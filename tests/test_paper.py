@@ -9,10 +9,10 @@ import pytest
 from page_check import check_page, chromium
 
 from experiments.paper import experiment as paper
+from robustclip import sweeps
 from robustclip.attacks.suites import parse_suite
 from robustclip.checkpoints import format as checkpoints
 from robustclip.errors import RobustclipError
-from robustclip.sweeps import planning as sweeps
 
 TINY_SUITE = {"name": "tiny", "n": 64, "batch_size": 64, "seed": 0, "headline": {"norm": "L2", "eps": 2.0},
               "attack": [{"type": "clean"}, {"type": "noise", "sigma": 1.0}, {"type": "fgsm", "norm": "L2", "eps": 2.0},

@@ -23,12 +23,12 @@ import pytest
 import torch
 from tiny import SMALL, SUITE_TOML, one_thread
 
+from robustclip import sweeps
 from robustclip.cli import main
 from robustclip.core import files as _io
 from robustclip.errors import RobustclipError
 from robustclip.reports import figures
 from robustclip.reports import pages as reports
-from robustclip.sweeps import planning as sweeps
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EXPECTED_FIGURES = {"curve_mnist_L2.png", "lambda_mnist.png", "lambda_regression.png", "tradeoff_mnist.png",

@@ -22,10 +22,10 @@ import pandas as pd
 import pytest
 from tiny import assert_one_line_error, one_thread, run_cli
 
+from robustclip import sweeps
 from robustclip.core import files as _io
 from robustclip.errors import OutputError, RobustclipError
 from robustclip.sweeps import locks as claims
-from robustclip.sweeps import planning as sweeps
 
 ROOT = Path(__file__).resolve().parent.parent
 

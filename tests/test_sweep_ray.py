@@ -15,9 +15,9 @@ import pytest
 import torch
 from tiny import SMALL, SUITE_TOML, one_thread
 
+from robustclip import sweeps
 from robustclip.checkpoints import format as checkpoints
 from robustclip.cli import main
-from robustclip.sweeps import planning as sweeps
 
 
 @pytest.fixture(scope="module")

@@ -20,11 +20,11 @@ import pandas as pd
 import pytest
 from tiny import SMALL, SUITE_TOML, one_thread
 
+from robustclip import sweeps
 from robustclip.cli import main
 from robustclip.core import files as _io
 from robustclip.errors import RobustclipError, SuiteError
 from robustclip.sweeps import locks as claims
-from robustclip.sweeps import planning as sweeps
 from robustclip.training import trainer as training
 
 ROOT = Path(__file__).resolve().parent.parent

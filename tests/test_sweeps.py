@@ -22,10 +22,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from robustclip import sweeps
 from robustclip.cli import main
 from robustclip.core import files as _io
 from robustclip.errors import RobustclipError, SuiteError
-from robustclip.sweeps import planning as sweeps
 
 ROOT = Path(__file__).resolve().parent.parent
 from tiny import SMALL, SUITE_TOML, one_thread  # noqa: E402
@@ -412,7 +412,7 @@ def test_kill_during_results_csv_write_leaves_no_tmp_after_restart(tmp_path):
         import contextlib, os, signal, sys
         from pathlib import Path
         from robustclip.core import files as _io
-        from robustclip.sweeps import planning as sweeps
+        from robustclip import sweeps
         orig = _io.atomic_path
 
         @contextlib.contextmanager

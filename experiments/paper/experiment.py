@@ -269,7 +269,7 @@ def regenerate(out: str | Path = "reports/paper", runs: str | Path = "runs/paper
     own. Every such evaluation is cached per checkpoint, so an interrupted regeneration resumes. A suite of None
     skips its step."""
     from robustclip.reports.pages import load_results, render
-    from robustclip.sweeps.planning import is_done, plan, run_sweep
+    from robustclip.sweeps import is_done, plan, run_sweep
 
     t0 = time.perf_counter()
     out, runs = Path(out), Path(runs)
@@ -344,7 +344,7 @@ def _scope_rows(df: pd.DataFrame, runs: Path, full_test: str, *, suite: Any, dat
                 n: int | None) -> pd.DataFrame:
     """Tidy rows of the runs ``full_test`` names (``all``: every MNIST and Fashion-MNIST run but the output-sigmoid
     ones; else a pattern of run ids) attacked under ``suite`` on ``n`` test images (cached per checkpoint)."""
-    from robustclip.sweeps.planning import run_dir
+    from robustclip.sweeps.records import run_dir
 
     ids = (df[df.dataset.isin(["mnist", "fashion-mnist"]) & ~df.run.str.startswith("mnist-sigmoid")].run.unique()
            if full_test == "all" else fnmatch.filter(list(df.run.unique()), full_test))
@@ -369,7 +369,7 @@ def _table_text(table: pd.DataFrame, seen: str) -> str:
 
 def _commit_checkpoints(df: pd.DataFrame, runs: Path, ckpt_dir: Path) -> dict[str, str]:
     """Copy the checkpoints chosen on validation (:func:`_best_checkpoints`) to ``ckpt_dir``; ``{name: run id}``."""
-    from robustclip.sweeps.planning import run_dir
+    from robustclip.sweeps.records import run_dir
 
     picks = _best_checkpoints(df)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -461,7 +461,7 @@ def _stage_seconds(rows: pd.DataFrame) -> float:
 def estimate_minutes(runs: Path, run_ids: list[str], stage_seconds: float, *, jobs: int) -> float | None:
     """Minutes a full regeneration would take: the runs' measured seconds (their manifests) shared over ``jobs``,
     plus ``stage_seconds`` done one after another. None when a run has no measured time (not finished)."""
-    from robustclip.sweeps.planning import run_dir
+    from robustclip.sweeps.records import run_dir
 
     total = 0.0
     for rid in run_ids:

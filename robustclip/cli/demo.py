@@ -31,10 +31,10 @@ def run(args: argparse.Namespace) -> int:
     """Run the demo sweep, render its report, print a five-line summary."""
     import torch
 
+    from .. import sweeps
     from ..core import files as _io
     from ..data import datasets as data
     from ..reports.pages import headline, load_results, render, summary_table
-    from ..sweeps import planning as sweeps
 
     t0 = time.perf_counter()
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     """Render the report of ``args.sweep_dir``."""
     from ..core.outputs import guard_output_dir
     from ..reports.pages import render
-    from ..sweeps.planning import read_info
+    from ..sweeps.records import read_info
 
     sweep_dir = Path(args.sweep_dir)
     name = str(read_info(sweep_dir)["sweep"].get("name", sweep_dir.name))  # missing or corrupt: one-line error

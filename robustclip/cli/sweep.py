@@ -102,7 +102,7 @@ def sweep_from_flags(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Plan, run the unfinished runs (or list, run one, finalize), print the gathered table."""
-    from ..sweeps import planning as sweeps
+    from .. import sweeps
 
     if args.engine != "ray" and (args.cpus_per_run != 1.0 or args.gpus_per_run != 0.0):
         raise RobustclipError("--cpus-per-run and --gpus-per-run need --engine ray", "add --engine ray")

@@ -18,18 +18,15 @@ per (norm, ε): certified ≤ worst_case ≤ clean is an invariant: a certified
 sample broken by an attack raises :class:`InvariantError` (a bug, never a row).
 
 Device, eval mode, seeding and batching live here, once, for every attack.
+The certificates come from :mod:`robustclip.evaluation.certification`, the out-of-memory
+checks and heap trimming from :mod:`robustclip.evaluation.memory`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import functools
-import math
-import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,8 +36,6 @@ from torch import nn
 
 from ..attacks import shapes
 from ..attacks.suites import ATTACKS, AttackSpec, Suite, load_suite
-from ..bounds import certify as certify_mod
-from ..bounds import lipschitz
 from ..core import devices
 from ..core.devices import device_of as _device_of
 from ..core.results import select
@@ -48,6 +43,8 @@ from ..errors import RobustclipError
 from ..stats import wilson  # robustclip.evaluation.wilson stays importable
 from . import samples as samples_mod
 from . import sanity as sanity_mod
+from .certification import _methods, certificates
+from .memory import TRIM_EVERY, _heap_trimmed, is_out_of_memory
 
 COLUMNS = ["model", "dataset", "attack", "norm", "eps", "accuracy", "n", "ci_low", "ci_high"]
 _TOL = {"L2": 1e-4, "Linf": 1e-5}
@@ -120,8 +117,6 @@ In batches of 250 with the heap trimmed every :data:`TRIM_EVERY` forward passes 
 about 1.3-1.7x their wall time on one CPU thread (smaller batches vectorise less). Remove an entry (or clear the
 dict) to trade memory back for speed. GPUs keep the suite's batch size (the out-of-memory back-off guards them).
 """
-TRIM_EVERY = 10
-"""Forward passes between heap trims (glibc ``malloc_trim``) while a memory-heavy attack runs on the CPU."""
 
 
 def runtime_meta(model: nn.Module) -> dict[str, Any]:
@@ -130,52 +125,6 @@ def runtime_meta(model: nn.Module) -> dict[str, Any]:
             "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
             "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
             "torch_threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads()}
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """True for CPU and CUDA out-of-memory errors (``MemoryError``, ``torch.cuda.OutOfMemoryError``, or a
-    ``RuntimeError`` whose message says "out of memory")."""
-    if isinstance(exc, MemoryError):
-        return True
-    cuda_oom = getattr(torch.cuda, "OutOfMemoryError", None)
-    if cuda_oom is not None and isinstance(exc, cuda_oom):
-        return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-
-
-@functools.lru_cache(maxsize=1)
-def _malloc_trim() -> Callable[[], Any] | None:
-    """glibc's ``malloc_trim(0)`` (hands freed heap pages back to the OS), or None off glibc."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        fn = libc.malloc_trim
-    except (OSError, AttributeError):
-        return None
-    return lambda: fn(0)
-
-
-@contextlib.contextmanager
-def _heap_trimmed(model: nn.Module, every: int) -> Iterator[None]:
-    """While inside, trim the heap every ``every`` forward passes of ``model`` (no-op off glibc)."""
-    trim = _malloc_trim()
-    if trim is None:
-        yield
-        return
-    calls = [0]
-
-    def hook(module: nn.Module, inputs: Any) -> None:
-        calls[0] += 1
-        if calls[0] % every == 0:
-            trim()
-
-    handle = model.register_forward_pre_hook(hook)
-    try:
-        yield
-    finally:
-        handle.remove()
-        trim()
 
 
 def run_attack(model: nn.Module, spec: AttackSpec, x: torch.Tensor, y: torch.Tensor, *, n_classes: int,
@@ -511,86 +460,6 @@ def _first_breaks(per_sample: pd.DataFrame, kept: dict[tuple[str, str | None, fl
         if t is not None:
             out.append((int(i), str(a), str(nm), float(e), t))
     return out
-
-
-def _methods(certify: bool | tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    if certify is True:
-        return certify_mod.METHODS
-    if certify is False:
-        return ()
-    if isinstance(certify, (tuple, list)) and all(m in certify_mod.METHODS for m in certify):
-        return tuple(certify)
-    raise RobustclipError(f"certify must be True, False or methods from {certify_mod.METHODS}, got {certify!r}",
-                          "e.g. certify=('lipschitz', 'crown')")
-
-
-def certificates(model: nn.Module, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor, s: Suite, *,
-                 methods: tuple[str, ...] | None, lip_upper: float | None, sdp: bool = False,
-                 pairs_out: list[torch.Tensor] | None = None,
-                 ) -> tuple[dict[str, dict[tuple[str, float], torch.Tensor]], dict[str, Any]]:
-    """Per-method certificates ``{method: {(norm, ε): bool (N,)}}`` for every cell of the suite, and info.
-
-    ``methods`` None is the default: the ``lipschitz`` method alone. With a
-    caller-given ``lip_upper`` that method uses ``√2 · lip_upper`` (none if it
-    is infinite); otherwise the sound per-class-pair constants of
-    :func:`robustclip.bounds.lipschitz.upper_bounds`, or nothing (with the reason in
-    the info) for a model whose structure is not fully understood.
-    ``pairs_out``, when given, receives the ``(K, K)`` per-class-pair constants the ``lipschitz`` method used.
-    """
-    methods = ("lipschitz",) if methods is None else methods
-    cells = list(s.grid())
-    info: dict[str, Any] = {"methods": list(methods)}
-    out: dict[str, dict[tuple[str, float], torch.Tensor]] = {}
-    if not methods or not cells:
-        return out, info
-    if lip_upper is not None:
-        if not (isinstance(lip_upper, (int, float)) and lip_upper > 0) or math.isnan(lip_upper):
-            raise RobustclipError(f"lip_upper must be a positive number, got {lip_upper!r}",
-                                  "pass an upper bound from robustclip.bounds.lipschitz.estimate, or None")
-        info["upper"] = float(lip_upper)
-        info["upper_method"] = "given by the caller"
-    if "lipschitz" in methods and lip_upper is not None:
-        if math.isfinite(lip_upper):
-            K = logits.shape[1]
-            pairs = torch.full((K, K), math.sqrt(2) * lip_upper, dtype=torch.float64)
-            if pairs_out is not None:
-                pairs_out.append(pairs)
-            out["lipschitz"] = {(nm, e): certify_mod.lipschitz_certified(logits, y, pairs, e if nm == "L2" else
-                                                                       e * math.sqrt(x[0].numel()))
-                                for nm, e in cells}
-        methods = tuple(m for m in methods if m != "lipschitz")
-        if not methods:
-            return out, info
-    uppers = None
-    if "lipschitz" in methods:
-        uppers, reason = lipschitz.upper_bounds(model, tuple(x.shape[1:]), sdp=sdp)
-        if sdp and uppers:  # the fast LipSDP-class bound beside LipSDP
-            from ..bounds.eclipse import eclipse_upper
-
-            uppers.append(eclipse_upper(model, tuple(x.shape[1:])))
-        if reason:
-            info["reason"] = reason
-        finite = [u for u in uppers if math.isfinite(u.value)]
-        if finite:
-            best = min(finite, key=lambda u: u.value)
-            info.setdefault("upper", best.value)
-            info.setdefault("upper_method", best.method)
-            info["uppers"] = {u.method: {"value": u.value, "seconds": u.seconds, "assumptions": u.assumptions}
-                              for u in uppers}
-    res = certify_mod.certify(model, x, y, cells, methods=methods, uppers=uppers)
-    if "reason" in res.info:
-        info["reason"] = res.info["reason"]
-        return out, info
-    if pairs_out is not None and uppers is not None:
-        best_pairs = lipschitz.best_pairs(uppers)
-        values = [u.value for u in uppers if math.isfinite(u.value)]
-        if best_pairs is None and values:
-            best_pairs = torch.full((logits.shape[1],) * 2, math.sqrt(2) * min(values), dtype=torch.float64)
-        if best_pairs is not None:
-            pairs_out.append(best_pairs)
-    out.update(res.per_method)
-    info["seconds"] = res.seconds
-    return out, info
 
 
 def _summarise(s: Suite, correct: dict[tuple[str, str | None, float | None], torch.Tensor], logits: torch.Tensor,

@@ -183,7 +183,7 @@ def render(sweep_dir: str | os.PathLike[str], out: str | os.PathLike[str], *, ti
     """
     sweep_dir, out = Path(sweep_dir), Path(out)
     df = load_results(sweep_dir)
-    from ..sweeps.planning import read_info
+    from ..sweeps.records import read_info
 
     sweep = read_info(sweep_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -191,7 +191,7 @@ def render(sweep_dir: str | os.PathLike[str], out: str | os.PathLike[str], *, ti
     table = summary_table(df, head)
     _io.write_text(out / "results.csv", df.drop(columns=["group"]).to_csv(index=False))
     _io.write_text(out / "table.csv", table.to_csv(index=False))
-    from ..sweeps.planning import finished_runs
+    from ..sweeps.records import finished_runs
 
     histories, trains = {}, {}
     for d in finished_runs(sweep_dir):
@@ -274,7 +274,7 @@ def run_warnings(sweep_dir: str | os.PathLike[str]) -> dict[str, list[str]]:
     accuracy."""
     from ..data import datasets as data
     from ..evaluation import sanity
-    from ..sweeps.planning import finished_runs
+    from ..sweeps.records import finished_runs
 
     out: dict[str, list[str]] = {}
     for d in finished_runs(Path(sweep_dir)):

@@ -109,11 +109,11 @@ def load_results(sweep_dir: str | os.PathLike[str]) -> pd.DataFrame:
     """The sweep's results table with ``setting`` and ``group`` columns added.
 
     ``sweep.json`` and every finished run's files are checked first: against the digests of the run's manifest
-    (:func:`robustclip.sweeps.planning.verify_run`; an edited ``eval.json`` is refused, naming it), then ``eval.json``'s
+    (:func:`robustclip.sweeps.records.verify_run`; an edited ``eval.json`` is refused, naming it), then ``eval.json``'s
     content (:func:`read_eval`). A bad one stops the report with a one-line error, never a KeyError and never a
     silently dropped seed or edited number.
     """
-    from ..sweeps.planning import finished_runs, gather, read_info, verify_run
+    from ..sweeps.records import finished_runs, gather, read_info, verify_run
 
     p = Path(sweep_dir)
     read_info(p)

@@ -1,13 +1,21 @@
-"""Sweeps: the plan, one run, locks (claims) and the engines that compute runs. May import evaluation and below."""
+"""Sweeps: the plan, its records on disk, the driver, one run, locks (claims) and the engines that compute runs. May
+import evaluation and below."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from . import planning as _impl
-from .planning import *  # noqa: F403 - the package is the public path
+from . import driver as _driver
+from . import planning as _planning
+from . import records as _records
+from .driver import *  # noqa: F403 - the package is the public path
+from .planning import *  # noqa: F403
+from .records import *  # noqa: F403
 
 
 def __getattr__(name: str) -> Any:
-    """Names of :mod:`robustclip.sweeps.planning` not exported by ``*`` (private helpers, for old callers)."""
-    return getattr(_impl, name)
+    """Names of the plan, records and driver modules not exported by ``*`` (private helpers, for old callers)."""
+    for mod in (_planning, _records, _driver):
+        if hasattr(mod, name):
+            return getattr(mod, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,7 +2,7 @@
 
 An engine only computes: :func:`compute_run` trains and evaluates one run and returns what it made (the
 checkpoint's bytes, the evaluation document) without touching the sweep folder. The driver in
-:mod:`robustclip.sweeps.planning` claims runs, hands them to an engine, and writes what comes back atomically, so Ray
+:mod:`robustclip.sweeps.driver` claims runs, hands them to an engine, and writes what comes back atomically, so Ray
 workers need no shared filesystem. Every engine returns :class:`concurrent.futures.Future` objects.
 
 Ray is optional (``pip install "robustclip[ray]"``) and imported only when ``engine="ray"`` is asked for.
