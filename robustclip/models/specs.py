@@ -158,11 +158,17 @@ def _fc(spec: dict[str, Any]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def _cnn(spec: dict[str, Any]) -> nn.Sequential:
+def _num_classes(spec: dict[str, Any], arch: str) -> int:
+    """The spec's ``num_classes`` (default 10): a whole number from 1 to ``MAX_WIDTH``, else one line naming it."""
     k = spec.get("num_classes", 10)
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_WIDTH:
-        raise RobustclipError(f"cnn num_classes must be a whole number from 1 to {MAX_WIDTH:,}, got {_short(k)}",
+        raise RobustclipError(f"{arch} num_classes must be a whole number from 1 to {MAX_WIDTH:,}, got {_short(k)}",
                               "e.g. num_classes=10")
+    return k
+
+
+def _cnn(spec: dict[str, Any]) -> nn.Sequential:
+    k = _num_classes(spec, "cnn")
     act = spec.get("activation", "relu")
     return nn.Sequential(
         *_norm_layer(spec),
@@ -175,10 +181,7 @@ def _cnn(spec: dict[str, Any]) -> nn.Sequential:
 
 
 def _cnn4c3f(spec: dict[str, Any]) -> nn.Sequential:
-    k = spec.get("num_classes", 10)
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_WIDTH:
-        raise RobustclipError(f"cnn4c3f num_classes must be a whole number from 1 to {MAX_WIDTH:,}, got {_short(k)}",
-                              "e.g. num_classes=10")
+    k = _num_classes(spec, "cnn4c3f")
     act = spec.get("activation", "minmax")
     return nn.Sequential(
         *_norm_layer(spec),
