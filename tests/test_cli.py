@@ -122,6 +122,23 @@ def test_evaluate_writes_results_csv_json_and_lipschitz(evaluated, work):
     assert lp["ratio"] == pytest.approx(lp["upper"] / lp["lower"])
 
 
+@pytest.mark.parametrize("mode", ["fast", "off"])
+def test_evaluate_lipschitz_modes(evaluated, work, data_dir, tmp_path, mode):
+    """``--lipschitz fast`` runs one cheap upper bound; ``off`` skips the ascent; the attacks do not change."""
+    out_dir = tmp_path / mode
+    rc, _, err = run_cli(["evaluate", work["ckpt"], "--suite", work["suite"], "--out", out_dir, "--quiet",
+                          "--lipschitz", mode, "--data-dir", data_dir])
+    assert rc == 0, err
+    lp = json.loads((out_dir / "lipschitz.json").read_text())[0]
+    if mode == "fast":
+        assert [u["method"] for u in lp["uppers"]] == ["layer_product_fft"] and 0 < lp["lower"] <= lp["upper"]
+        assert lp["plan"]["mode"] == "fast"
+    else:
+        assert lp["lower"] == 0 and lp["upper"] > 0
+    full = pd.read_csv(evaluated[0] / "results.csv")
+    pd.testing.assert_frame_equal(pd.read_csv(out_dir / "results.csv"), full)
+
+
 def test_evaluate_as_a_real_process(work, data_dir, tmp_path):
     out_dir = tmp_path / "proc"
     env = {**os.environ, "ROBUSTCLIP_DATA": str(data_dir), "ROBUSTCLIP_NO_DOWNLOAD": "1",

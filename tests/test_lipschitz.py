@@ -152,6 +152,34 @@ def test_cnn_upper_bound_is_finite_and_above_the_lower_bound():
     assert math.isfinite(up) and 0 < low <= up
 
 
+def test_fast_upper_bound_is_sound_and_never_densifies(monkeypatch):
+    """``--lipschitz fast``'s one bound: per layer at least the exact operator norm, with no dense conv matrix."""
+    from robustclip.bounds import upper
+
+    torch.manual_seed(0)
+    model = models.build({"arch": "cnn"}).eval()
+    exact = [_dense_conv_norm(model[0], (1, 28, 28)), _dense_conv_norm(model[2], (16, 14, 14)),
+             float(torch.linalg.matrix_norm(model[5].weight.double(), ord=2)),
+             float(torch.linalg.matrix_norm(model[7].weight.double(), ord=2))]
+
+    def no_dense(*a, **k):
+        raise AssertionError("the fast bound built a dense matrix")
+
+    monkeypatch.setattr(upper, "affine_ops", no_dense)
+    fast, why = upper.upper_bounds(model, (1, 28, 28), fast=True)
+    assert why is None and [u.method for u in fast] == ["layer_product_fft"]
+    norms = [v for _, v in upper.layer_norms(model, (1, 28, 28), fast=True)]
+    assert norms[0] >= exact[0] * (1 - 1e-9) and norms[2] >= exact[1] * (1 - 1e-9)
+    assert fast[0].value == pytest.approx(math.prod(norms)) and fast[0].value >= math.prod(exact) * (1 - 1e-9)
+    P = torch.tensor(fast[0].pairs, dtype=torch.float64)  # GloRo's pair constants: min(√2·L, L(body)·||w_y − w_j||)
+    W = model[7].weight.detach().double()
+    body = math.prod(norms[:-1])
+    for y, j in [(0, 1), (3, 7)]:
+        want = min(math.sqrt(2) * fast[0].value, body * float((W[y] - W[j]).norm()))
+        assert float(P[y, j]) == pytest.approx(want, rel=1e-9) and float(P[j, y]) == float(P[y, j])
+    assert torch.all(P.diagonal() == 0)
+
+
 # --------------------------------------------------------------------------- other layers and models
 
 

@@ -15,6 +15,7 @@ from torch import nn
 
 from robustclip.bounds import lipschitz
 from robustclip.checkpoints import format as checkpoints
+from robustclip.core.devices import resolve_device
 from robustclip.errors import RobustclipError
 from robustclip.training import trainer as training
 from robustclip.training.trainer import TrainConfig, train
@@ -219,7 +220,7 @@ def test_larger_lambda_gives_smaller_lipschitz_constant_on_regression(one_thread
 
 
 def test_mnist_clip_run_checkpoint_roundtrip(data_dir, mnist_test, tmp_path):
-    cfg = TrainConfig(dataset="mnist", reg="clip", lam=0.1, epochs=2, n_train=2000)
+    cfg = TrainConfig(dataset="mnist", reg="clip", lam=0.1, epochs=2, n_train=2000, device="auto")
     res = train(cfg, data_dir=str(data_dir), progress=False)
     assert not res.interrupted
     assert len(res.history) == 2
@@ -241,6 +242,9 @@ def test_mnist_clip_run_checkpoint_roundtrip(data_dir, mnist_test, tmp_path):
     assert meta["train"]["method"] == "clip"
     assert meta["train"]["regularizer"]["name"] == "clip"
     assert meta["train"]["epochs_run"] == 2 and meta["train"]["interrupted"] is False
+    # the device it ran on, not the "auto" it was asked for
+    assert meta["train"]["device"] == str(resolve_device("auto")) in ("cpu", "cuda", "cuda:0")
+    assert meta["train"]["device_requested"] == "auto"
     assert meta["data"]["n_train"] == 2000 and meta["data"]["n_val"] == 6000
     assert checkpoints.read_meta(path)["history"] == hist
     x = mnist_test.x[:128]

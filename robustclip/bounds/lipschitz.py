@@ -68,14 +68,15 @@ from .upper import (  # noqa: F401
     upper_bounds,
 )
 
-ESTIMATOR_VERSION = "1"
+ESTIMATOR_VERSION = "2"
 """Version of the bound estimators; bump it whenever a bound's value can change (the CI gate compares
-Lipschitz bounds only between equal versions)."""
+Lipschitz bounds only between equal versions). 2: ``--lipschitz fast`` has its own, cheaper upper bound."""
 
 
 def estimate(model: nn.Module, x: torch.Tensor, *, in_shape: tuple[int, ...] | None = None, seed: int = 0,
              pairs: int = 64, steps: int = 50, exact: bool = False, sdp: bool = False,
-             budget: str | None = None, plan: Any = None, batch: int | None = None) -> LipschitzReport:
+             budget: str | None = None, plan: Any = None, batch: int | None = None,
+             fast_upper: bool = False) -> LipschitzReport:
     """Lower bounds (pair and Jacobian ascent), sound upper bounds and, for 1-D models, the exact constant.
 
     ``x``: data ``(N, *in_shape)`` in [0,1] to start the ascents from.
@@ -87,6 +88,7 @@ def estimate(model: nn.Module, x: torch.Tensor, *, in_shape: tuple[int, ...] | N
     of :func:`lower_bounds`, including the Jacobian floor over all of ``x``
     (off by default so the gate's committed baselines stay comparable);
     ``sdp`` adds LipSDP (needs cvxpy). ``batch``: points per chunk of the ascents (the result does not depend on it).
+    ``fast_upper``: only the cheap upper bound of ``upper_bounds(..., fast=True)`` (``--lipschitz fast``).
     """
     in_shape = in_shape or tuple(x.shape[1:])
     kw: dict[str, Any] = {"pairs": pairs, "steps": steps}
@@ -97,7 +99,7 @@ def estimate(model: nn.Module, x: torch.Tensor, *, in_shape: tuple[int, ...] | N
     if budget is not None:
         methods.update(lower_bounds(model, x, seed=seed, budget=budget, pairs=kw["pairs"], steps=kw["steps"]))
     t3 = time.perf_counter()
-    ups, reason = upper_bounds(model, in_shape, sdp=sdp)
+    ups, reason = upper_bounds(model, in_shape, sdp=sdp, fast=fast_upper)
     t4 = time.perf_counter()
     finite = [u for u in ups if math.isfinite(u.value)]
     best_up = min(finite, key=lambda u: u.value) if finite else None

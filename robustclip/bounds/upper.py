@@ -55,12 +55,14 @@ def _spec_norm(W: torch.Tensor) -> float:
 
 
 def layer_norms(model: nn.Module, in_shape: tuple[int, ...], *, iters: int = 100,
-                seed: int = 0) -> list[tuple[str, float]]:
+                seed: int = 0, fast: bool = False) -> list[tuple[str, float]]:
     """Operator norms (L2) of each leaf layer, walking ``in_shape`` through the model.
 
     Linear: ``σ_max`` by SVD. Conv2d: a Gram-iteration bound on its dense matrix
     at the actual input size (an upper bound by construction, unlike power
-    iteration, which approaches ``σ_max`` from below). Activations: their
+    iteration, which approaches ``σ_max`` from below); with ``fast``, the
+    circular (FFT) bound of :func:`robustclip.bounds.conv_norms.conv_module_bounds`
+    instead, which never builds the dense matrix (looser, milliseconds). Activations: their
     Lipschitz constants (1 for ReLU and tanh, 1/4 for sigmoid, ``max(1, |a|)``
     for LeakyReLU). Normalize: ``1/std``. Flatten, Identity: 1. Raises
     ``ValueError`` with the reason for a model :func:`known_layers` does not
@@ -79,7 +81,7 @@ def layer_norms(model: nn.Module, in_shape: tuple[int, ...], *, iters: int = 100
         if isinstance(layer, nn.Linear):
             out.append((name, _spec_norm(layer.weight.detach().double().cpu())))
         elif isinstance(layer, nn.Conv2d):
-            ops, why = affine_ops(nn.Sequential(layer), shape)
+            ops, why = (None, "the fast bound does not densify") if fast else affine_ops(nn.Sequential(layer), shape)
             if ops is None:  # too large to densify: the circular (FFT) bound of conv_norms
                 from .conv_norms import conv_module_bounds
 
@@ -219,7 +221,7 @@ class LipschitzReport:
 
 
 def upper_bounds(model: nn.Module, in_shape: tuple[int, ...], *, sdp: bool = False, solver: str = "SCS",
-                 ) -> tuple[list[UpperBound], str | None]:
+                 fast: bool = False) -> tuple[list[UpperBound], str | None]:
     """Every sound upper bound available for ``model``, or ``([], reason)``.
 
     Methods: ``layer_product`` (always), ``layer_pair`` (affine chains), and
@@ -231,6 +233,10 @@ def upper_bounds(model: nn.Module, in_shape: tuple[int, ...], *, sdp: bool = Fal
     Models that are not such a chain (BatchNorm, pooling, residual blocks,
     their own ``forward``) get one method, ``graph_product``
     (:mod:`robustclip.bounds.graph`, no per-pair constants), or ``([], reason)``.
+
+    ``fast`` (``--lipschitz fast``): one cheap method only, ``layer_product_fft`` (per-layer norms with the
+    circular FFT bound for convolutions, no dense matrices, GloRo's per-pair constants) for chains, and
+    ``graph_product`` otherwise; ``sdp`` is ignored. Sound, usually looser than the full set.
     """
     if known_layers(model)[0] is None:  # BatchNorm, pooling, residual blocks, its own forward: the traced graph
         t0 = time.perf_counter()
@@ -244,11 +250,13 @@ def upper_bounds(model: nn.Module, in_shape: tuple[int, ...], *, sdp: bool = Fal
                            f"else max |γ|/√(σ²+ε); max pool √m; avg pool Schur test; L∞→L∞ bound {gb.linf:.6g}")], None
     try:
         t0 = time.perf_counter()
-        norms = layer_norms(model, in_shape)
+        norms = layer_norms(model, in_shape, fast=fast)
         prod = math.prod(v for _, v in norms)
         t_prod = time.perf_counter() - t0
     except ValueError as exc:
         return [], str(exc).removeprefix("no Lipschitz upper bound: ")
+    if fast:
+        return [_fast_product(model, norms, prod, t_prod)], None
     out = [UpperBound("layer_product", prod, t_prod, "product of per-layer norms (SVD; conv: Gram iteration "
                       "on the dense matrix at this input size); activation slopes sigmoid ≤ 1/4, relu/tanh ≤ 1")]
     t0 = time.perf_counter()
@@ -261,16 +269,7 @@ def upper_bounds(model: nn.Module, in_shape: tuple[int, ...], *, sdp: bool = Fal
     rows = mats[-1] if last_affine else None
 
     def pair_matrix(L: float, per_row: Any = None) -> list[list[float]] | None:
-        if rows is None:
-            return None
-        K = rows.shape[0]
-        P = torch.full((K, K), math.sqrt(2) * L, dtype=torch.float64)
-        if per_row is not None:
-            for y in range(K):
-                for j in range(y + 1, K):
-                    P[y, j] = P[j, y] = min(float(P[y, j]), per_row(y, j))
-        P.fill_diagonal_(0.0)
-        return P.tolist()
+        return None if rows is None else _pair_matrix(rows.shape[0], L, per_row)
 
     out[0].pairs = pair_matrix(prod, _head_pairs(model, norms))
     lp = layer_pair_bound(ops)
@@ -300,6 +299,30 @@ def upper_bounds(model: nn.Module, in_shape: tuple[int, ...], *, sdp: bool = Fal
         except ValueError as exc:
             out.append(UpperBound("lipsdp", math.inf, time.perf_counter() - t0, f"not computed: {exc}"))
     return out, None
+
+
+def _pair_matrix(K: int, L: float, per_row: Any = None) -> list[list[float]]:
+    """Per-class-pair constants ``(K, K)``: ``√2·L`` (any two logits of an L-Lipschitz map), lowered to
+    ``per_row(y, j)`` where that is smaller; 0 on the diagonal."""
+    P = torch.full((K, K), math.sqrt(2) * L, dtype=torch.float64)
+    if per_row is not None:
+        for y in range(K):
+            for j in range(y + 1, K):
+                P[y, j] = P[j, y] = min(float(P[y, j]), per_row(y, j))
+    P.fill_diagonal_(0.0)
+    return P.tolist()
+
+
+def _fast_product(model: nn.Module, norms: list[tuple[str, float]], prod: float, seconds: float) -> UpperBound:
+    """The ``layer_product_fft`` bound of ``upper_bounds(..., fast=True)``, with per-class-pair constants
+    ``min(√2·L, L(body)·||w_y − w_j||)`` when the last leaf is linear."""
+    head = _head_pairs(model, norms)
+    layers, _ = known_layers(model)
+    last = layers[-1][1] if layers else None
+    pairs = _pair_matrix(last.out_features, prod, head) if head is not None and isinstance(last, nn.Linear) else None
+    return UpperBound("layer_product_fft", prod, seconds,
+                      "product of per-layer norms (SVD; conv: circular FFT bound, no dense matrix); activation "
+                      "slopes sigmoid ≤ 1/4, relu/tanh ≤ 1 (--lipschitz fast: one cheap bound)", pairs)
 
 
 def _head_pairs(model: nn.Module, norms: list[tuple[str, float]]) -> Any:

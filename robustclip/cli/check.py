@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import add_command, add_data_dir, add_model, add_quiet, positive_int
+from .common import add_command, add_data_dir, add_lipschitz, add_model, add_quiet, positive_int
 
 
 def _number(v: str) -> float:
@@ -47,8 +47,7 @@ def register(sub: Any) -> None:
                    help="smallest accuracy drop that counts, on top of noise, as a fraction (default 0.01: 1 point)")
     p.add_argument("--lip-tolerance", type=_number, default=0.02,
                    help="relative floor added to the measured spread of a Lipschitz bound (default 0.02)")
-    p.add_argument("--lipschitz", choices=("full", "fast", "off"), default="full",
-                   help="Lipschitz estimate: full, fast (fewer pairs and steps) or off (no Lipschitz rows)")
+    add_lipschitz(p, "no Lipschitz rows")
     p.add_argument("--n", type=positive_int, default=None, help="test samples (default: the suite's n)")
     p.add_argument("--update-baseline", action="store_true",
                    help="write (overwrite) the baseline from this evaluation and exit 0: your consent to replace it")

@@ -66,6 +66,13 @@ def add_verbose(p: argparse.ArgumentParser) -> None:
                    help="print every attack at every ε (default: one row per ε with clean, worst case, certified)")
 
 
+def add_lipschitz(p: argparse.ArgumentParser, off: str) -> None:
+    """``--lipschitz full|fast|off``: the cost budget of the Lipschitz estimate (``off``: what it skips)."""
+    p.add_argument("--lipschitz", choices=("full", "fast", "off"), default="full",
+                   help="Lipschitz estimate: full (default), fast (a smaller ascent budget and one cheap FFT-based "
+                        f"upper bound) or off ({off})")
+
+
 def add_quiet(p: argparse.ArgumentParser) -> None:
     """``--quiet``."""
     p.add_argument("--quiet", action="store_true", help="no progress output")

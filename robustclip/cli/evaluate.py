@@ -8,7 +8,17 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RobustclipError
-from .common import add_command, add_data_dir, add_force, add_model, add_quiet, add_verbose, console_table, positive_int
+from .common import (
+    add_command,
+    add_data_dir,
+    add_force,
+    add_lipschitz,
+    add_model,
+    add_quiet,
+    add_verbose,
+    console_table,
+    positive_int,
+)
 
 
 def register(sub: Any) -> None:
@@ -43,6 +53,7 @@ def register(sub: Any) -> None:
     p.add_argument("--cache", default=None, metavar="DIR",
                    help="keep each finished attack in DIR and reuse it when the same evaluation runs again (same "
                    "suite, checkpoint, images, device, torch and torchattacks): an interrupted evaluation resumes")
+    add_lipschitz(p, "no lower-bound ascent; the upper bound and certificates remain")
     add_quiet(p)
     add_verbose(p)
     add_data_dir(p)
@@ -130,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
         ev = evaluate_checkpoint(c, suite=suite, data_dir=args.data_dir, n=args.n, batch_size=args.batch_size,
                                  seed=args.seed, progress=not args.quiet, model=args.model,
                                  dataset=args.dataset, data_file=args.data, device=args.device,
-                                 keep_adversarial=adv_path is not None, cache_dir=args.cache)
+                                 keep_adversarial=adv_path is not None, cache_dir=args.cache,
+                                 lipschitz=args.lipschitz)
         res = ev.result
         assert res is not None
         names.append(ev.name)

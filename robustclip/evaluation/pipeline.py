@@ -210,7 +210,7 @@ def _bounds_and_attacks(model: nn.Module, split: data.Split, s: Suite, *, in_sha
             progress_mod.note(plan.describe())
             _announce(model, split, s, plan, lipschitz)
         lip = lipschitz_mod.estimate(model, split.x[:LIPSCHITZ_POINTS].to(dev), in_shape=in_shape, seed=lip_seed,
-                                     plan=plan)
+                                     plan=plan, fast_upper=lipschitz == "fast")
     res = evaluation.evaluate(model, split.x, split.y, suite=s, model_name=name, dataset=dataset,
                               n_classes=n_classes, batch_size=batch_size, seed=seed,
                               lip_upper=None, lip_lower=lip.lower, progress=progress,  # sound per-pair bounds

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import platform
 import time
 from dataclasses import dataclass, field
@@ -35,6 +36,15 @@ def _bounds(lower: float, upper: float | None) -> dict[str, list[float]]:
     if upper is not None:
         out["upper"] = [float(upper)]
     return out
+
+
+def _fast_upper(model: Any, in_shape: tuple[int, ...]) -> float | None:
+    """The ``--lipschitz fast`` upper bound (the smallest of ``upper_bounds(..., fast=True)``), or None."""
+    from ..bounds.upper import upper_bounds
+
+    ups, _ = upper_bounds(model, in_shape, fast=True)
+    finite = [u.value for u in ups if math.isfinite(u.value)]
+    return min(finite) if finite else None
 
 
 def ev_model_device(ev: Any) -> str:
@@ -172,7 +182,8 @@ def measure(path: str, suite: Any, *, n: int | None = None, data_dir: str | None
             model.to(ev_model_device(ev))
             in_shape = models.input_shape(meta.model) if meta.model and src.data_file is None else None
             x = _eval_split(dataset, nn_, data_dir, src.data_file).x[:LIPSCHITZ_POINTS].to(ev_model_device(ev))
-            upper = ev.lipschitz.upper  # deterministic: computed once, not once per ascent seed
+            # deterministic: computed once per mode, not once per ascent seed (fast mode has its own cheap bound)
+            uppers = {lipschitz: ev.lipschitz.upper}
             todo = [(m, r) for m in modes for r in range(len(lips.get(m, {}).get("lower", [])), restarts)]
             with progress_mod.bar(total=len(todo), desc="Lipschitz ascent seeds", enabled=progress,
                                   leave=False) as tick:
@@ -181,7 +192,9 @@ def measure(path: str, suite: Any, *, n: int | None = None, data_dir: str | None
                     plans[m] = plan.settings()
                     methods, _ = lipmod.lower_estimate(model, x, seed=seed + r, **plan.settings())
                     est = lips.setdefault(m, {"lower": []})
-                    for key, values in _bounds(max(methods.values()), upper).items():
+                    if m not in uppers:
+                        uppers[m] = _fast_upper(model, in_shape or tuple(x.shape[1:]))
+                    for key, values in _bounds(max(methods.values()), uppers[m]).items():
                         est.setdefault(key, []).extend(values)
                     tick.set_postfix_str(f"{m} seed {seed + r}", refresh=False)
                     tick.update(1)

@@ -428,6 +428,8 @@ class Trainer:
                   "val_fraction": cfg.val_fraction, "split_seed": cfg.seed},
             train={
                 **asdict(cfg),
+                "device": str(self.dev),  # the device it ran on ("auto" resolved), beside what was asked
+                "device_requested": cfg.device,
                 "model": self.spec,
                 "method": cfg.reg,
                 "regularizer": self.reg.config(),
