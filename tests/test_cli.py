@@ -278,3 +278,13 @@ def test_help_exits_0_and_shows_examples(cmd):
     assert "example" in out.lower()
     if cmd:
         assert f"robustclip {cmd[0]}" in out
+
+
+def test_sample_size_note_compares_with_the_full_test_set_only_for_built_in_data():
+    from robustclip.cli.evaluate import sample_size_note
+
+    frame = pd.DataFrame([{"model": "m", "attack": "clean", "norm": None, "eps": 0.0, "accuracy": 0.9, "n": 500,
+                           "ci_low": 0.87, "ci_high": 0.92}])
+    assert "fewer than the 10,000 test images" in sample_size_note(frame, None)
+    own = sample_size_note(frame, None, full_test=None)  # a user's --data file has no standard size
+    assert own.startswith("m: n = 500 samples; clean 90.0%") and "fewer than" not in own

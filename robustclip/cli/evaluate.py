@@ -176,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
     _io.write_json(out / "lipschitz.json", lips)
     _io.write_text(out / "samples.csv", samples.to_csv(index=False))
     print(console_table(frame, lips, verbose=args.verbose))
-    print(sample_size_note(frame, suite.headline))
+    print(sample_size_note(frame, suite.headline, full_test=None if args.data else FULL_TEST))
     from ..evaluation.samples import per_class_table
     for name, rows in classes:
         if len(rows) > MAX_CLASS_ROWS:
@@ -190,9 +190,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def sample_size_note(frame: Any, headline: tuple[str, float] | None) -> str:
+def sample_size_note(frame: Any, headline: tuple[str, float] | None, *, full_test: int | None = FULL_TEST) -> str:
     """How many test samples each model was evaluated on, with the 95% Wilson interval of its headline worst case;
-    below :data:`FULL_TEST` it says the numbers are not comparable with results on the whole test set."""
+    below ``full_test`` (the built-in test split's size; None for a user's own data, which has no standard size)
+    it says the numbers are not comparable with results on the whole test set."""
     lines = []
     for model, f in frame.groupby("model", sort=False):
         n = int(f["n"].iloc[0])
@@ -202,7 +203,7 @@ def sample_size_note(frame: Any, headline: tuple[str, float] | None) -> str:
         what = "clean" if r.attack == "clean" else f"worst case {r.norm} ε={r.eps:g}"
         text = (f"{model}: n = {n} samples; {what} {100 * r.accuracy:.1f}% "
                 f"(95% Wilson interval {100 * r.ci_low:.1f}-{100 * r.ci_high:.1f}%)")
-        if n < FULL_TEST:
-            text += f"; fewer than the {FULL_TEST:,} test images, so not comparable with full-test-set results"
+        if full_test is not None and n < full_test:
+            text += f"; fewer than the {full_test:,} test images, so not comparable with full-test-set results"
         lines.append(text)
     return "\n".join(lines)
