@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+import record
 import torch
 
 import robustclip
@@ -42,7 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sdp", action="store_true", help="also solve LipSDP (needs cvxpy; about a minute or more)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--budget", default="normal", choices=["quick", "normal", "thorough"])
+    ap.add_argument("--out", default=None, metavar="FILE",
+                    help="also write the output to FILE after a header line (benchmarks/record.py)")
     args = ap.parse_args(argv)
+    return record.keep(args.out, argv, run, args)
+
+
+def run(args: argparse.Namespace) -> int:
     if args.n < 1:
         print("--n must be positive", file=sys.stderr)
         return 2
@@ -52,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     test = data.load(meta.get("dataset", "mnist"), "test", data_dir=args.data_dir)
     sub = test.subset(args.n)
     in_shape = tuple(sub.x.shape[1:])
-    print(f"checkpoint {args.checkpoint}; {args.n} test images; torch threads {args.threads}")
+    shown = Path(args.checkpoint).resolve()
+    shown = shown.relative_to(ROOT) if shown.is_relative_to(ROOT) else shown
+    print(f"checkpoint {shown}; {args.n} test images; torch threads {args.threads}")
 
     t0 = time.perf_counter()
     lows = lipschitz.lower_bounds(model, test.x, budget=args.budget, seed=0)

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import record
 
 
 def synthetic_cifar10(root: Path, seed: int = 0) -> None:
@@ -44,9 +45,11 @@ def synthetic_cifar10(root: Path, seed: int = 0) -> None:
 
 
 def run(cmd: list[str], env: dict[str, str]) -> float:
-    """Seconds that ``robustclip CMD`` took; exits with its status when it fails."""
+    """Seconds that ``robustclip CMD`` took (what it prints passes through ``print``, so ``--out`` keeps it); exits
+    with its status when it fails."""
     t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "robustclip", *cmd], env=env)
+    done = subprocess.run([sys.executable, "-m", "robustclip", *cmd], env=env, stdout=subprocess.PIPE, text=True)
+    print(done.stdout, end="")
     if done.returncode != 0:
         sys.exit(f"robustclip {' '.join(cmd)} failed with status {done.returncode}")
     return time.perf_counter() - t0
@@ -60,7 +63,13 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=100, help="test images attacked (default 100)")
     ap.add_argument("--lam", type=float, default=0.1, help="CLIP's λ")
     ap.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate")
+    ap.add_argument("--out", default=None, metavar="FILE",
+                    help="also write the output to FILE after a header line (benchmarks/record.py)")
     args = ap.parse_args()
+    record.keep(args.out, None, benchmark, args)
+
+
+def benchmark(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         env = dict(os.environ, ROBUSTCLIP_NO_DOWNLOAD="1")

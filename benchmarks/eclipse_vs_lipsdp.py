@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import time
 
+import record
 import torch
 
 import robustclip
@@ -27,7 +28,13 @@ def main() -> None:
     ap.add_argument("--refine", type=int, default=20)
     ap.add_argument("--no-sdp", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=None, metavar="FILE",
+                    help="also write the output to FILE after a header line (benchmarks/record.py)")
     a = ap.parse_args()
+    record.keep(a.out, None, run, a)
+
+
+def run(a: argparse.Namespace) -> None:
     torch.set_num_threads(a.threads)
     model, _ = robustclip.load(a.checkpoint)
     ops, why = lipschitz.affine_ops(model, (1, 28, 28))

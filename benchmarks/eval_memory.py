@@ -35,6 +35,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import record
+
 ROOT = Path(__file__).resolve().parent.parent
 CKPT = ROOT / "reports" / "paper" / "checkpoints" / "mnist-clip-best.safetensors"
 SUITE = ROOT / "attacks" / "paper-mnist.toml"
@@ -98,10 +100,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--before", default=None, metavar="DIR", help="also run with PYTHONPATH=DIR (older code)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads in each child (default 1)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--out", default=None, metavar="FILE",
+                    help="also write the output to FILE after a header line (benchmarks/record.py)")
     args = ap.parse_args(argv)
     if args.child:
         print(json.dumps(child(args.child, args.threads)))
         return 0
+    return record.keep(args.out, argv, run, args)
+
+
+def run(args: argparse.Namespace) -> int:
     configs = args.only or list(CONFIGS)
     print(f"peak RSS (MiB, ru_maxrss) per configuration, fresh process each, {args.threads} torch thread(s); "
           f"checkpoint {CKPT.name}, suite {SUITE.name}, 1000 MNIST test images")

@@ -26,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+import record
 import torch
 import torchattacks
 from torch import nn
@@ -107,7 +108,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=1000)
     ap.add_argument("--models", default="mlp,cnn", help="comma-separated: mlp (the paper's), cnn (a small CNN)")
     ap.add_argument("--no-curve", action="store_true", help="skip the 10k-image curve timing")
+    ap.add_argument("--out", default=None, metavar="FILE",
+                    help="also write the output to FILE after a header line (benchmarks/record.py)")
     args = ap.parse_args(argv)
+    return record.keep(args.out, argv, run, args, ap)
+
+
+def run(args: argparse.Namespace, ap: argparse.ArgumentParser) -> int:
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
     test = data.load("mnist", "test", data_dir=args.data_dir)

@@ -18,6 +18,7 @@ import argparse
 import copy
 import time
 
+import record
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -40,7 +41,13 @@ def step_seconds(net: nn.Module, repeats: int = 3) -> float:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default=None, metavar="FILE",
+                    help="also write the output to FILE after a header line (benchmarks/record.py)")
     args = p.parse_args(argv)
+    return record.keep(args.out, argv, run, args)
+
+
+def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     print("preset      upper   seconds  (x one training step)  lower (ascent)  upper/lower")
     for arch in models.CIFAR_ARCHITECTURES:

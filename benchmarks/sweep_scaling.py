@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import record
 import torch
 
 from robustclip import sweeps
@@ -48,7 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nodes", default="1,4,16", help="node counts to estimate for (default 1,4,16)")
     ap.add_argument("--cores", type=int, default=16, help="cores per node in the estimate (default 16)")
     ap.add_argument("--cpus-per-run", type=int, default=2, help="CPUs per run in the estimate (default 2)")
+    ap.add_argument("--out", default=None, metavar="FILE",
+                    help="also write the output to FILE after a header line (benchmarks/record.py)")
     args = ap.parse_args(argv)
+    return record.keep(args.out, argv, run, args)
+
+
+def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     import ray
 

@@ -34,6 +34,7 @@ import sys
 import time
 from typing import Any
 
+import record
 import torch
 
 from robustclip.attacks.suites import parse_suite
@@ -127,7 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-train", type=int, default=None, help="train on the first n images only (smoke tests)")
     ap.add_argument("--methods", default="weight,clip,pgd-at1,pgd-at3,pgd-at7",
                     help=f"comma-separated subset of {', '.join(METHODS)}")
+    ap.add_argument("--out", default=None, metavar="FILE",
+                    help="also write the output to FILE after a header line (benchmarks/record.py)")
     args = ap.parse_args(argv)
+    return record.keep(args.out, argv, run, args, ap)
+
+
+def run(args: argparse.Namespace, ap: argparse.ArgumentParser) -> int:
     torch.set_num_threads(args.threads)
     chosen = [m.strip() for m in args.methods.split(",") if m.strip()]
     bad = [m for m in chosen if m not in METHODS]

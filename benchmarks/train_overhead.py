@@ -17,6 +17,7 @@ import json
 import statistics
 import sys
 
+import record
 import torch
 
 from robustclip.attacks.suites import parse_suite
@@ -35,7 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--clip", action="append", default=[], metavar="KEY=VALUE",
                     help="override a CLIP setting, e.g. --clip pairs=128 --clip every=1 (default: the defaults)")
+    ap.add_argument("--out", default=None, metavar="FILE",
+                    help="also write the output to FILE after a header line (benchmarks/record.py)")
     args = ap.parse_args(argv)
+    return record.keep(args.out, argv, run, args)
+
+
+def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
     base = dict(dataset="mnist", model=models.paper_spec(), epochs=args.epochs, seed=args.seed, lip_probe_pairs=0)

@@ -29,6 +29,7 @@ import sys
 import time
 from typing import Any
 
+import record
 import torch
 from time_to_robustness import worst_case
 
@@ -77,7 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="0", help="comma-separated training seeds (default 0)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", default=",".join(CANDIDATES), help="comma-separated candidates (plain is always run)")
+    ap.add_argument("--out", default=None, metavar="FILE",
+                    help="also write the output to FILE after a header line (benchmarks/record.py)")
     args = ap.parse_args(argv)
+    return record.keep(args.out, argv, run, args, ap)
+
+
+def run(args: argparse.Namespace, ap: argparse.ArgumentParser) -> int:
     torch.set_num_threads(args.threads)
     names = ["plain"] + [c for c in args.only.split(",") if c and c != "plain"]
     unknown = [c for c in names if c not in CANDIDATES]
