@@ -1,13 +1,16 @@
 """Fill the figures that README.md and docs/*.md show from the generated files under reports/ and benchmarks/.
 
-No number in the README or the docs is typed by hand: each table sits between two markers,
+No measured figure in the README or the docs is typed by hand. A benchmark's output file is included whole with a
+snippet (``--8<-- "benchmarks/results/NAME.txt"``; the benchmarks write these with ``--out``). Tables and sentences
+built from a report sit between two markers,
 
     <!-- BEGIN generated: NAME -->
     ...
     <!-- END generated: NAME -->
 
-and this script rewrites what lies between them from the CSV files that ``robustclip paper`` (reports/paper/) and
-the benchmarks (benchmarks/results/) write. Run it after regenerating a report::
+and this script rewrites what lies between them from the files that ``robustclip paper`` (reports/paper/: CSV,
+README.md, regeneration.json) and the benchmarks (benchmarks/results/) write. tests/test_docs.py fails on a figure
+typed outside both. Run it after regenerating a report::
 
     python docs/sync_figures.py            # rewrite the tables in place
     python docs/sync_figures.py --check    # exit 1, naming the file, when a table is out of date (CI runs this)
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 import re
 import sys
@@ -57,7 +61,7 @@ LABELS = {"none": "no regularisation", "weight": "weight regularisation", "clip"
 
 
 def paper_mnist() -> str:
-    """Every MNIST setting of the paper sweep: mean ± sample std over seeds, 95% t-interval (reports/paper/table.csv)."""
+    """Every MNIST setting of the paper sweep: mean ± sample std, 95% t-interval (reports/paper/table.csv)."""
     rows = [r for r in _rows(PAPER / "table.csv") if r["dataset"] == "mnist"]
     rows.sort(key=lambda r: -float(r["worst_case"]))
     out = ["| model | setting | seeds | clean | authors' PGD-L2 | worst case | 95% CI | training s |",
@@ -92,13 +96,64 @@ def full_test() -> str:
 def verdict() -> str:
     """The "Verdict" section of the generated paper report (reports/paper/README.md), without its heading."""
     text = (PAPER / "README.md").read_text(encoding="utf-8")
-    m = re.search(r"^## Verdict\n(.*?)(?=^## )", text, re.S | re.M)
+    return _section(text, "Verdict", "reports/paper/README.md").strip() + "\n"
+
+
+def _section(text: str, heading: str, where: str) -> str:
+    m = re.search(rf"^## {re.escape(heading)}\n(.*?)(?=^## |\Z)", text, re.S | re.M)
     if m is None:
-        raise SystemExit("sync_figures: reports/paper/README.md has no '## Verdict' section -- regenerate the report")
-    return m.group(1).strip() + "\n"
+        raise SystemExit(f"sync_figures: {where} has no '## {heading}' section -- regenerate it")
+    return m.group(1)
 
 
-GENERATORS: dict[str, Callable[[], str]] = {"paper-mnist": paper_mnist, "full-test": full_test, "verdict": verdict}
+def authors_rerun() -> str:
+    """One sentence: the authors' CLIP code re-run on our machine, from "What the authors report" in
+    reports/paper/README.md (which experiments/paper/experiment.py writes)."""
+    where = "reports/paper/README.md"
+    sec = _section((PAPER / "README.md").read_text(encoding="utf-8"), "What the authors report", where)
+    run = re.search(r"re-run on our CI machine\*\* \(one seed, (\d+) epochs, ([\d.]+) s per CLIP epoch\)", sec)
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in sec.splitlines()
+            if line.startswith("|") and not line.startswith("|---")]
+    head = next((r for r in rows if r[0] == "model" and r[-1].startswith("worst case of")), None)
+    clip = next((r for r in rows[rows.index(head):] if r[0] == "CLIP"), None) if head else None
+    if run is None or head is None or clip is None:
+        raise SystemExit(f"sync_figures: {where}: the re-run of the authors' code is not where it was -- "
+                         "update authors_rerun() in docs/sync_figures.py")
+    epochs, per_epoch = int(run[1]), float(run[2])
+    attacks = re.sub(r"\(first (\d+) test\)", r"on the first \1 test images", re.sub(r"^worst case of ", "", head[-1]))
+    return (f"For reference, the authors' CLIP code, re-run on our CI machine for {epochs} epochs ({per_epoch:g} s per "
+            f"epoch, {epochs * per_epoch / 60:.1f} minutes), reached {clip[head.index('clean')]}% clean and "
+            f"{clip[-1]}% worst case over {attacks} (one seed; `reports/paper/README.md`, \"What the authors "
+            f"report\").\n")
+
+
+def certified_training_curve() -> str:
+    """The certified-training benchmark's curve (benchmarks/results/certified-training-curve.csv) as a table."""
+    rows = _rows(ROOT / "benchmarks" / "results" / "certified-training-curve.csv")
+    out = ["| epoch | training minutes | clean | certified (sound bound) | certified (power-iteration estimate) |",
+           "|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['epoch']} | {float(r['train_seconds']) / 60:.1f} | {_pct(r['clean'])} "
+                   f"| {_pct(r['certified_sound'])} | {_pct(r['certified_power_iteration'])} |")
+    return "\n".join(out) + "\n"
+
+
+def paper_sweep_time() -> str:
+    """One sentence: how long the last full regeneration of the paper took (reports/paper/regeneration.json)."""
+    doc = json.loads((PAPER / "regeneration.json").read_text(encoding="utf-8"))
+    last = doc.get("last_full")
+    if not last:
+        raise SystemExit("sync_figures: reports/paper/regeneration.json has no last_full -- regenerate the report")
+    minutes, runs = float(last["minutes"]), int(last["runs"])
+    return (f"The last full regeneration of the paper, {runs} runs, took {minutes:.1f} minutes on 2 CPU cores "
+            f"({last.get('date', 'date not recorded')}; `reports/paper/regeneration.json`): about "
+            f"{minutes * 60 * 2 / runs:.0f} core-seconds per run on average, the cheap regression runs included.\n")
+
+
+GENERATORS: dict[str, Callable[[], str]] = {"paper-mnist": paper_mnist, "full-test": full_test, "verdict": verdict,
+                                             "authors-rerun": authors_rerun,
+                                             "certified-training-curve": certified_training_curve,
+                                             "paper-sweep-time": paper_sweep_time}
 
 
 def sync(text: str, where: str) -> str:
