@@ -17,7 +17,9 @@ from robustclip.bounds.lipschitz import MIN_DIST
 from robustclip.errors import RobustclipError
 from robustclip.models import specs as models
 from robustclip.training.regularizers import registry as regularizers
-from robustclip.training.regularizers.registry import ClipConfig, ClipRegularizer, LambdaSchedule, WeightRegularizer
+from robustclip.training.regularizers.clip import ClipConfig, ClipRegularizer
+from robustclip.training.regularizers.weight import WeightRegularizer
+from robustclip.training.schedule import LambdaSchedule
 
 # --------------------------------------------------------------------------- helpers
 

@@ -26,6 +26,7 @@ from ..data import datasets as data_mod
 from ..errors import RobustclipError
 from ..models import specs as models
 from .regularizers import registry as regularizers
+from .schedule import LambdaSchedule
 
 OPTIMIZERS = ("sgd", "adam")
 EXPLODE = 1e6
@@ -152,9 +153,9 @@ class TrainConfig:
         regularizers.make(self.reg, **self.reg_params())
         models.build(self.model_spec())  # sizes are capped before anything is allocated
 
-    def lam_schedule(self) -> regularizers.LambdaSchedule:
+    def lam_schedule(self) -> LambdaSchedule:
         """A fresh λ schedule from ``lam``, ``target_acc``, ``lam_step``, ``lam_every`` and ``warmup`` (checked)."""
-        return regularizers.LambdaSchedule(lam=self.lam, target=self.target_acc, step=self.lam_step,
+        return LambdaSchedule(lam=self.lam, target=self.target_acc, step=self.lam_step,
                                            every=self.lam_every, warmup=self.warmup)
 
     def _table(self, name: str) -> Any:

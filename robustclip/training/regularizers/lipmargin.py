@@ -313,3 +313,8 @@ class LipschitzMarginRegularizer(Regularizer):
         self._step = int(state["step"])
         if self.bound is not None and state.get("vectors"):
             self.bound.load(state["vectors"])
+
+
+def make_margin(params: dict[str, Any], seed: int) -> Regularizer:
+    """The registry's factory of ``lipschitz-margin`` (settings: :class:`MarginConfig` fields)."""
+    return LipschitzMarginRegularizer(margin_config(params), seed=seed)

@@ -9,7 +9,7 @@
 set, a scalar with graph) for the model's current weights. The pairs chase the steepest directions by gradient
 ascent without any further call: the backward pass of the loss leaves each pair's gradient on the pair set, and
 the next ``clip(x)`` first moves the pairs along it (the paper's "ascend, then descend", one step lagged, as in
-:class:`~robustclip.training.regularizers.registry.ClipRegularizer`, whose state and math this object reuses). If no
+:class:`~robustclip.training.regularizers.clip.ClipRegularizer`, whose state and math this object reuses). If no
 gradient
 reached the pairs (the penalty was left out of the loss, or scaled by 0), the next call computes their ascent
 direction itself, so the pairs never silently freeze.
@@ -29,7 +29,7 @@ from ...bounds import lipschitz
 from ...core.devices import resolve_device
 from ...core.modes import restore_modes, train_modes
 from ...errors import RobustclipError
-from .registry import ClipConfig, ClipRegularizer
+from .clip import ClipConfig, ClipRegularizer
 
 __all__ = ["ClipPenalty"]
 
@@ -74,7 +74,7 @@ class ClipPenalty:
 
     @property
     def config(self) -> dict[str, Any]:
-        """The settings (as :class:`~robustclip.training.regularizers.registry.ClipConfig` fields)."""
+        """The settings (as :class:`~robustclip.training.regularizers.clip.ClipConfig` fields)."""
         return self.reg.config()
 
     @property
