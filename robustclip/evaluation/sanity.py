@@ -8,7 +8,7 @@ files) is shown once (:func:`dedup`). Accuracies are fractions in [0, 1]; the me
 The gradient-masking checks follow the signs that AutoAttack's ``checks.py`` looks for: outputs that are
 probabilities instead of logits, outputs that change between two identical forward passes, and a black-box attack
 (Square) beating every white-box attack by more than 0.2 points. The other signs (zero gradients, an ε-curve that
-does not fall at a huge ε) live in :func:`robustclip.evaluation.runner.sanity_flags`.
+does not fall at a huge ε) live in :func:`robustclip.evaluation.masking.sanity_flags`.
 """
 
 from __future__ import annotations
