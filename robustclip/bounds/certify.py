@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from ..core.devices import device_of
-from ..core.modes import restore_modes, train_modes
+from ..core.modes import eval_mode
 from ..errors import RobustclipError
 from ..models.activations import is_sorting
 from .structure import Affine, affine_ops
@@ -417,9 +417,7 @@ def certify(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cells: list[tupl
     if ops is None:
         res.info["reason"] = why
         return res
-    saved = train_modes(model)  # every submodule's own flag, restored after (modes.eval_mode's bookkeeping)
-    model.eval()
-    try:
+    with eval_mode(model):  # every submodule's own flag restored after
         with torch.no_grad():
             logits = model(x.to(device_of(model))).detach().cpu()
         if "lipschitz" in methods:
@@ -464,8 +462,6 @@ def certify(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cells: list[tupl
                     larger = ok
             res.per_method["crown"] = got
             res.seconds["crown"] = time.perf_counter() - t0
-    finally:
-        restore_modes(saved)
     for got in res.per_method.values():
         for cell, ok in got.items():
             res.best[cell] |= ok

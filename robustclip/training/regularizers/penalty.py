@@ -27,7 +27,6 @@ from torch import nn
 
 from ...bounds import lipschitz
 from ...core.devices import resolve_device
-from ...core.modes import restore_modes, train_modes
 from ...errors import RobustclipError
 from .clip import ClipConfig, ClipRegularizer
 
@@ -125,13 +124,9 @@ class ClipPenalty:
     def _ascent_direction(self, P: torch.Tensor) -> torch.Tensor:
         """Gradient ``(2m, ...)`` of the pairs' quotients at the current weights (weights' ``.grad`` untouched)."""
         Pg = P.detach().requires_grad_(True)
-        saved = train_modes(self.model)  # every submodule's own flag (model.train(flag) would set them all alike)
-        try:
-            with torch.enable_grad():
-                q = lipschitz.quotients(self.model, Pg)
-                (g,) = torch.autograd.grad(q.sum(), Pg)
-        finally:
-            restore_modes(saved)
+        with torch.enable_grad():  # in the model's own mode, as the loss's forward pass would have run
+            q = lipschitz.quotients(self.model, Pg)
+            (g,) = torch.autograd.grad(q.sum(), Pg)
         return g
 
     def state_dict(self) -> dict[str, Any]:
