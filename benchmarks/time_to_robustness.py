@@ -38,6 +38,7 @@ import record
 import torch
 
 from robustclip.attacks.suites import parse_suite
+from robustclip.core.modes import eval_mode
 from robustclip.evaluation import runner as evaluation
 from robustclip.models import specs as models
 from robustclip.training.trainer import TrainConfig, Trainer, load_training_data
@@ -71,15 +72,14 @@ def worst_case(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps:
         {"type": "clean"}, {"type": "pgd", "norm": "L2", "eps": eps, "steps": pgd_steps},
         {"type": "apgd", "norm": "L2", "eps": eps, "steps": 100, "loss": "ce"}]})
     pgd, apgd = [a for a in suite.attacks if a.type != "clean"]
-    was = model.training
-    model.eval()
-    with torch.no_grad():
-        clean_ok = model(x).argmax(1) == y
-    after_pgd, _ = evaluation.run_attack(model, pgd, x, y, n_classes=10, seed=seed, batch_size=500, todo=clean_ok)
-    after_pgd &= clean_ok
-    after_apgd, _ = evaluation.run_attack(model, apgd, x, y, n_classes=10, seed=seed + 7, batch_size=500,
-                                          todo=after_pgd)
-    model.train(was)
+    with eval_mode(model):
+        with torch.no_grad():
+            clean_ok = model(x).argmax(1) == y
+        after_pgd, _ = evaluation.run_attack(model, pgd, x, y, n_classes=10, seed=seed, batch_size=500,
+                                             todo=clean_ok)
+        after_pgd &= clean_ok
+        after_apgd, _ = evaluation.run_attack(model, apgd, x, y, n_classes=10, seed=seed + 7, batch_size=500,
+                                              todo=after_pgd)
     n = float(y.shape[0])
     return float(clean_ok.sum()) / n, float(after_pgd.sum()) / n, float((after_apgd & after_pgd).sum()) / n
 
