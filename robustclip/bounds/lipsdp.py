@@ -86,9 +86,34 @@ def lipsdp(ops: list[Affine | nn.Module], *, solver: str = "SCS", pair_rows: tor
     linear map of the multipliers, since products of cvxpy expressions
     (``Wᵀ diag(t) W``) explode in memory.
     """
-    import cvxpy as cp
-    from scipy import sparse
+    import cvxpy  # noqa: F401 - ImportError before any work when cvxpy is missing
 
+    Ws, last, alphas, betas = _lipsdp_chain(ops)
+    t0 = time.perf_counter()
+    G, M0 = _lipsdp_map(Ws, alphas, betas, last)
+    zv, status = _lipsdp_solve(G, M0, solver)
+    solve_s = time.perf_counter() - t0
+    sizes = [W.shape[0] for W in Ws]
+    t = list(torch.split(zv[:-1], sizes))
+    best = None
+    for scale in (1.0, 1.001, 1.01, 1.05, 1.2):
+        r = lipsdp_verify(Ws, alphas, betas, [scale * tk for tk in t], last)
+        if r is not None and (best is None or r < best):
+            best = r
+    if best is None:
+        raise ValueError("LipSDP multipliers from the solver failed the float64 check")
+    L = math.sqrt(best)
+    pairs = None if pair_rows is None else _lipsdp_pairs(Ws, alphas, betas, t, pair_rows, L)
+    info = {"solver": solver, "status": status, "solver_rho": float(zv[-1]), "verified_rho": best,
+            "matrix_size": Ws[0].shape[1] + sum(sizes), "solve_seconds": solve_s}
+    return L, pairs, info
+
+
+def _lipsdp_chain(ops: list[Affine | nn.Module]) -> tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor],
+                                                           list[torch.Tensor]]:
+    """``(Ws, last, alphas, betas)`` of a chain ``affine, act, ..., affine`` (float64): the hidden layers' matrices
+    with the input reduced to the row space of ``W_1``, the last layer's matrix, and each hidden unit's slope bounds.
+    Raises ``ValueError`` for any other structure."""
     if any(is_sorting(op) for op in ops):
         raise ValueError("LipSDP needs elementwise slope-restricted activations; MinMax/GroupSort are not elementwise")
     mats, factors, between = _chain(ops)
@@ -105,15 +130,23 @@ def lipsdp(ops: list[Affine | nn.Module], *, solver: str = "SCS", pair_rows: tor
     lo_hi = [s for s in slopes if s is not None]
     alphas = [torch.full((W.shape[0],), float(s[0]), dtype=torch.float64) for W, s in zip(Ws, lo_hi)]
     betas = [torch.full((W.shape[0],), float(s[1]), dtype=torch.float64) for W, s in zip(Ws, lo_hi)]
-    t0 = time.perf_counter()
+    return Ws, last, alphas, betas
+
+
+def _lipsdp_map(Ws: list[torch.Tensor], alphas: list[torch.Tensor], betas: list[torch.Tensor],
+                last: torch.Tensor) -> tuple[Any, np.ndarray]:
+    """``(G, M0)`` with ``vec(M) = G z + vec(M0)``, ``z = (t_1, ..., t_{L-1}, ρ)``: the LipSDP matrix ``M``
+    ``(D, D)`` as a sparse linear map ``(D², len(z))`` of the multipliers (products of cvxpy expressions explode in
+    memory)."""
+    from scipy import sparse
+
     d = Ws[0].shape[1]
     sizes = [W.shape[0] for W in Ws]
     offs = [0, d]
     for sz in sizes:
         offs.append(offs[-1] + sz)
     D = offs[-1]
-    nv = sum(sizes) + 1  # z = (t_1, ..., t_{L-1}, ρ)
-    # vec(M) = G z + vec(M0), assembled as a sparse matrix: products of cvxpy expressions explode in memory
+    nv = sum(sizes) + 1
     ri: list[np.ndarray] = []
     ci: list[np.ndarray] = []
     vals: list[np.ndarray] = []
@@ -149,34 +182,35 @@ def lipsdp(ops: list[Affine | nn.Module], *, solver: str = "SCS", pair_rows: tor
     ln = last.numpy()
     M0 = np.zeros((D, D))
     M0[offs[-2]:, offs[-2]:] = ln.T @ ln
+    return G, M0
+
+
+def _lipsdp_solve(G: Any, M0: np.ndarray, solver: str) -> tuple[torch.Tensor, str]:
+    """Minimise ``ρ`` subject to ``M ⪯ 0`` over ``z ≥ 0``; returns ``(z (float64, clamped at 0), solver status)``."""
+    import cvxpy as cp
+
+    D = M0.shape[0]
+    nv = G.shape[1]
     z = cp.Variable(nv, nonneg=True)
     M = cp.reshape(G @ z, (D, D), order="C") + M0
     prob = cp.Problem(cp.Minimize(z[nv - 1]), [(M + M.T) / 2 << 0])
     prob.solve(solver=solver)
-    solve_s = time.perf_counter() - t0
     if prob.status not in ("optimal", "optimal_inaccurate") or z.value is None:
         raise ValueError(f"LipSDP solver {solver} ended with status {prob.status}")
-    zv = torch.tensor(np.asarray(z.value), dtype=torch.float64).clamp_min(0)
-    t = list(torch.split(zv[:-1], sizes))
-    best = None
-    for scale in (1.0, 1.001, 1.01, 1.05, 1.2):
-        r = lipsdp_verify(Ws, alphas, betas, [scale * tk for tk in t], last)
-        if r is not None and (best is None or r < best):
-            best = r
-    if best is None:
-        raise ValueError("LipSDP multipliers from the solver failed the float64 check")
-    L = math.sqrt(best)
-    pairs = None
-    if pair_rows is not None:
-        K = pair_rows.shape[0]
-        pairs = torch.full((K, K), math.sqrt(2) * L, dtype=torch.float64)
-        for y in range(K):
-            for j in range(y + 1, K):
-                row = (pair_rows[y] - pair_rows[j]).view(1, -1)
-                cands = [lipsdp_verify(Ws, alphas, betas, [c * tk for tk in t], row) for c in (1.0, 1.5, 2.0, 3.0)]
-                ok = [c for c in cands if c is not None]
-                if ok:
-                    pairs[y, j] = pairs[j, y] = min(float(pairs[y, j]), math.sqrt(min(ok)))
-    info = {"solver": solver, "status": prob.status, "solver_rho": float(zv[-1]), "verified_rho": best,
-            "matrix_size": d + sum(sizes), "solve_seconds": solve_s}
-    return L, pairs, info
+    return torch.tensor(np.asarray(z.value), dtype=torch.float64).clamp_min(0), str(prob.status)
+
+
+def _lipsdp_pairs(Ws: list[torch.Tensor], alphas: list[torch.Tensor], betas: list[torch.Tensor],
+                  t: list[torch.Tensor], pair_rows: torch.Tensor, L: float) -> torch.Tensor:
+    """Per-class-pair constants ``(K, K)`` of ``f_y − f_j``, re-verified with the multipliers ``t`` rescaled; a pair
+    that no rescaling verifies keeps ``√2 · L``."""
+    K = pair_rows.shape[0]
+    pairs = torch.full((K, K), math.sqrt(2) * L, dtype=torch.float64)
+    for y in range(K):
+        for j in range(y + 1, K):
+            row = (pair_rows[y] - pair_rows[j]).view(1, -1)
+            cands = [lipsdp_verify(Ws, alphas, betas, [c * tk for tk in t], row) for c in (1.0, 1.5, 2.0, 3.0)]
+            ok = [c for c in cands if c is not None]
+            if ok:
+                pairs[y, j] = pairs[j, y] = min(float(pairs[y, j]), math.sqrt(min(ok)))
+    return pairs
