@@ -32,6 +32,7 @@ from ..core import progress as progress_mod
 from ..core.devices import device_of, resolve_device
 from ..core.files import sha256_file
 from ..data import datasets as data
+from ..data.userdata import load_data_file
 from ..errors import RobustclipError
 from ..models import specs as models
 from ..training.trainer import TrainConfig, TrainResult, train
@@ -93,7 +94,7 @@ def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite
                    keep_adversarial: bool = False, cache_dir: str | os.PathLike[str] | None = None,
                    checkpoint_sha256: str | None = None) -> Evaluation:
     """Evaluate a model of ``meta.dataset`` on its test split, or on ``eval_set`` (a user's data, any input shape:
-    see :func:`robustclip.checkpoints.foreign.load_data_file`; the number of classes then comes from the model's
+    see :func:`robustclip.data.userdata.load_data_file`; the number of classes then comes from the model's
     output).
 
     Classifiers: the suite's attacks on the first ``n`` (default: the suite's n) test images, and Lipschitz
@@ -280,14 +281,14 @@ def evaluate_checkpoint(path: str | os.PathLike[str], *, suite: str | Suite, dat
     (imported: it runs) and ``dataset`` naming what it classifies; see
     :func:`robustclip.checkpoints.foreign.load_model`.
     ``data_file``: evaluate on the user's own data instead of a test split (see
-    :func:`robustclip.checkpoints.foreign.load_data_file`). Raises :class:`~robustclip.errors.RobustclipError` for a
+    :func:`robustclip.data.userdata.load_data_file`). Raises :class:`~robustclip.errors.RobustclipError` for a
     regression checkpoint (attack suites need a classifier), a model of no known dataset, and every unreadable or
     tampered file. ``cache_dir``: resume from (and keep) finished attacks there (see :func:`evaluate_model`).
     """
     t0 = time.perf_counter()
     dev = resolve_device(device)  # fail before loading anything
     net, meta = loading.load_model(path, model=model, dataset=dataset, trust_factory=trust_factory)
-    eval_set = None if data_file is None else loading.load_data_file(data_file)
+    eval_set = None if data_file is None else load_data_file(data_file)
     if meta.dataset == "regression":
         raise RobustclipError(f"{path} is a regression model; attack suites need a classifier",
                               "use robustclip.bounds.lipschitz.estimate(..., exact=True) for regression models")

@@ -53,11 +53,11 @@ def ev_model_device(ev: Any) -> str:
 
 
 def _eval_split(dataset: str, n: int, data_dir: str | None, data_file: str | None) -> Any:
-    from ..checkpoints import foreign as loading
     from ..data import datasets as data
+    from ..data.userdata import load_data_file
 
     if data_file is not None:
-        return loading.load_data_file(data_file).subset(n)
+        return load_data_file(data_file).subset(n)
     return data.load(dataset, "test", data_dir=data_dir).subset(n)
 
 
