@@ -44,13 +44,14 @@ if _TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .models import specs as models
     from .reports import pages as reports
     from .training import trainer as training
+    from .training.config import TrainConfig
     from .training.regularizers import registry as regularizers
     from .training.regularizers.penalty import ClipPenalty
-    from .training.trainer import TrainConfig, train
+    from .training.trainer import train
 
 # where each public name lives (a relative module path): the one table a relayout of the modules updates
 _NAMES = {"save": ".checkpoints.format", "load": ".api", "benchmark": ".api", "evaluate": ".api",
-          "EvalResult": ".evaluation.runner", "train": ".training.trainer", "TrainConfig": ".training.trainer",
+          "EvalResult": ".evaluation.runner", "train": ".training.trainer", "TrainConfig": ".training.config",
           "ClipPenalty": ".training.regularizers.penalty"}
 _MODULES = {"attacks": ".attacks", "certify": ".bounds.certify", "checkpoints": ".checkpoints", "cli": ".cli",
             "data": ".data", "evaluation": ".evaluation", "gate": ".gate", "lipschitz": ".bounds.lipschitz",

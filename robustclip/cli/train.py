@@ -122,8 +122,8 @@ def run(args: argparse.Namespace) -> int:
     """Train as the flags say, save the checkpoint, print a one-line summary."""
     from ..core import validate
     from ..evaluation.pipeline import train_to_checkpoint
+    from ..training.config import TrainConfig
     from ..training.regularizers.registry import REGISTRY, SETTINGS, users
-    from ..training.trainer import TrainConfig
 
     # before any work: fail first, not last; never onto the dataset's own files, even with --force
     out = validate.output_file(args.out, "--out", force=args.force, inputs=_data_files(args.dataset, args.data_dir))

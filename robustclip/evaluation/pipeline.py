@@ -35,7 +35,8 @@ from ..data import datasets as data
 from ..data.userdata import load_data_file
 from ..errors import RobustclipError
 from ..models import specs as models
-from ..training.trainer import TrainConfig, TrainResult, train
+from ..training.config import TrainConfig
+from ..training.trainer import TrainResult, train
 from . import runner as evaluation
 
 LIPSCHITZ_PAIRS = 64

@@ -40,7 +40,7 @@ def compute_run(run: Run, data_dir: str | None = None, progress: bool = False,
     from ..core import files as _io
     from ..core.progress import write as progress_write
     from ..evaluation import pipeline
-    from ..training.trainer import TrainConfig
+    from ..training.config import TrainConfig
 
     if progress:
         progress_write(f"  {run.id}: training {run.train['epochs']} epochs, then evaluating")

@@ -152,7 +152,7 @@ def _experiment(e: dict[str, Any], at: str) -> _Experiment:
 
 def _method_runs(e: dict[str, Any], x: _Experiment, m: dict[str, Any], mat: str) -> list[Run]:
     """The runs of one ``[[method]]`` of experiment ``e``: one per λ or τ setting and seed, each config checked."""
-    from ..training.trainer import TrainConfig
+    from ..training.config import TrainConfig
 
     dataset, model, seeds, suite, n_val = x.dataset, x.model, x.seeds, x.suite, x.n_val
     runs: list[Run] = []
