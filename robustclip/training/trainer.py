@@ -165,28 +165,7 @@ class Trainer:
         for i in bar:
             idx = perm[i * bs : (i + 1) * bs]
             xb, yb = self.X[idx], self.Y[idx]
-            on = lam > 0 or reg.unscaled  # a hybrid's weight-1 term stays on at λ = 0 (warm-up, discrepancy)
-            extra = reg.extra_inputs(xb, self.step, y=yb) if on else None
-            out_b = model(xb)
-            # The extra rows get their own forward pass: concatenated with the batch,
-            # autograd would compute the input gradient of every batch row too.
-            out_e = model(extra) if extra is not None else None
-            loss = self.crit(out_b, yb)
-            total = loss if reg.data_weight == 1.0 else reg.data_weight * loss
-            if on:
-                reg.batch_outputs(out_b, yb)
-                pen = reg.penalty(model, out_e)
-                if pen is not None and lam > 0:
-                    total = total + lam * pen
-                fixed = reg.unscaled_penalty()
-                if fixed is not None:
-                    total = total + fixed
-            self._check_loss(total, epoch, i)
-            self.opt.zero_grad(set_to_none=True)
-            total.backward()
-            self.opt.step()
-            if on:
-                reg.after_step()
+            loss, out_b = self._step(xb, yb, lam, epoch, i)
             loss_sum += loss.detach() * xb.shape[0]
             if not self.regression:
                 correct += (out_b.detach().argmax(1) == yb).sum()
@@ -205,41 +184,71 @@ class Trainer:
         train_acc = None if self.regression else float(correct) / n
         rec: dict[str, Any] = {"epoch": epoch + 1, "lam": lam, "lr": lr, "train_loss": train_loss,
                                "train_acc": train_acc}
-        if self.Xv is not None and self.Yv is not None:
-            v = score(model, self.Xv, self.Yv, regression=self.regression)
-            rec["val_mse" if self.regression else "val_acc"] = v
-            sel = -v if self.regression else v
-            alt = reg.selection_score(model, self.Xv, self.Yv)
-            if alt is not None:
-                rec["val_select"] = sel = alt
-        else:
-            sel = -train_loss
+        sel = self._validate(rec)
         rec["lip_train"] = reg.estimate() if lam > 0 else None
         probe_now = (epoch + 1) % max(cfg.lip_probe_every, 1) == 0 or epoch + 1 == cfg.epochs
         rec["lip_probe"] = _probe(model, self.probe_x, cfg.lip_probe_pairs, self.probe_gen) if probe_now else None
         rec["seconds"] = train_seconds
         rec["epoch_seconds"] = time.perf_counter() - t0
         self.history.append(rec)
+        self._keep_best(sel, epoch, train_acc)
+        self.sched.update(epoch, train_acc)
+        # tiny epochs (e.g. the full-batch regression) report only their last epoch
+        if self.progress and (steps >= 20 or len(self.history) == cfg.epochs):
+            progress.write(_epoch_line(rec, cfg.epochs))
+        return rec
+
+    def _step(self, xb: torch.Tensor, yb: torch.Tensor, lam: float, epoch: int, i: int,
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One weight step on batch ``xb`` ``(B, ...)``, ``yb``: data loss plus λ · penalty (and a hybrid's unscaled
+        term), checked, backward, optimiser step, the regulariser's update. Returns (data loss, batch outputs)."""
+        model, reg = self.model, self.reg
+        on = lam > 0 or reg.unscaled  # a hybrid's weight-1 term stays on at λ = 0 (warm-up, discrepancy)
+        extra = reg.extra_inputs(xb, self.step, y=yb) if on else None
+        out_b = model(xb)
+        # The extra rows get their own forward pass: concatenated with the batch,
+        # autograd would compute the input gradient of every batch row too.
+        out_e = model(extra) if extra is not None else None
+        loss = self.crit(out_b, yb)
+        total = loss if reg.data_weight == 1.0 else reg.data_weight * loss
+        if on:
+            reg.batch_outputs(out_b, yb)
+            pen = reg.penalty(model, out_e)
+            if pen is not None and lam > 0:
+                total = total + lam * pen
+            fixed = reg.unscaled_penalty()
+            if fixed is not None:
+                total = total + fixed
+        self._check_loss(total, epoch, i)
+        self.opt.zero_grad(set_to_none=True)
+        total.backward()
+        self.opt.step()
+        if on:
+            reg.after_step()
+        return loss, out_b
+
+    def _validate(self, rec: dict[str, Any]) -> float:
+        """Score the epoch on the validation split into ``rec``; returns the selection score (higher is better;
+        minus the training loss without a validation split)."""
+        if self.Xv is None or self.Yv is None:
+            return -float(rec["train_loss"])
+        v = score(self.model, self.Xv, self.Yv, regression=self.regression)
+        rec["val_mse" if self.regression else "val_acc"] = v
+        sel = -v if self.regression else v
+        alt = self.reg.selection_score(self.model, self.Xv, self.Yv)
+        if alt is not None:
+            rec["val_select"] = sel = alt
+        return sel
+
+    def _keep_best(self, sel: float, epoch: int, train_acc: float | None) -> None:
+        """Keep this epoch's weights when they are the best so far (or selection is off)."""
+        cfg = self.cfg
         eligible = not (cfg.require_target and cfg.target_acc is not None and (train_acc or 0) < cfg.target_acc)
         # an epoch that reaches τ always beats a fallback that did not
         if (not cfg.select or self.best_state is None
                 or (eligible and (not self.best_eligible or sel >= self.best_score))):
-            self.best_state = copy.deepcopy(model.state_dict())
+            self.best_state = copy.deepcopy(self.model.state_dict())
             self.best_score, self.best_epoch, self.best_eligible = sel, epoch + 1, eligible
-        self.sched.update(epoch, train_acc)
-        # tiny epochs (e.g. the full-batch regression) report only their last epoch
-        if self.progress and (steps >= 20 or len(self.history) == cfg.epochs):
-            msg = f"epoch {epoch + 1}/{cfg.epochs}  loss {train_loss:.4f}"
-            if train_acc is not None:
-                msg += f"  train {train_acc:.4f}"
-            if "val_acc" in rec:
-                msg += f"  val {rec['val_acc']:.4f}"
-            msg += f"  λ {lam:.4g}"
-            if rec["lip_probe"] is not None:
-                msg += f"  Lip≥{rec['lip_probe']:.3g}"
-            msg += f"  {train_seconds:.1f}s"
-            progress.write(msg)
-        return rec
 
     def run(self, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
         """Train the remaining epochs; Ctrl-C stops cleanly with the best weights so far.
@@ -330,3 +339,17 @@ def _probe(model: nn.Module, x: torch.Tensor, pairs: int, gen: torch.Generator) 
     P = lipschitz.init_pairs(x, pairs, mode="partial_random", radius=0.5 if x.dim() > 2 else 0.05, generator=gen)
     _, q = lipschitz.pair_ascent(model, P, steps=5)
     return float(q.max())
+
+
+def _epoch_line(rec: dict[str, Any], epochs: int) -> str:
+    """The console line of one finished epoch (its history entry ``rec``)."""
+    msg = f"epoch {rec['epoch']}/{epochs}  loss {rec['train_loss']:.4f}"
+    if rec["train_acc"] is not None:
+        msg += f"  train {rec['train_acc']:.4f}"
+    if "val_acc" in rec:
+        msg += f"  val {rec['val_acc']:.4f}"
+    msg += f"  λ {rec['lam']:.4g}"
+    if rec["lip_probe"] is not None:
+        msg += f"  Lip≥{rec['lip_probe']:.3g}"
+    msg += f"  {rec['seconds']:.1f}s"
+    return msg
