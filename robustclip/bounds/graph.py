@@ -200,56 +200,103 @@ def _shape(values: dict[fx.Node, Any], n: fx.Node) -> tuple[int, ...]:
 
 
 def _walk(gm: fx.GraphModule, values: dict[fx.Node, Any], B: int) -> GraphBound:
-    nodes = list(gm.graph.nodes)
-    order = {n: i for i, n in enumerate(nodes)}
-    placeholders = [n for n in nodes if n.op == "placeholder"]
-    if len(placeholders) != 1:
-        raise Unsupported(f"its forward takes {len(placeholders)} inputs; one is understood")
-    mods = dict(gm.named_modules())
-    L2: dict[fx.Node, float] = {}
-    LI: dict[fx.Node, float] = {}
-    dep: set[fx.Node] = set()  # nodes whose value depends on the input
-    alias: dict[fx.Node, fx.Node] = {}  # node -> a node whose storage it may share
-    layers: list[tuple[str, float, float]] = []
+    """Walk the traced graph ``gm`` in order (``values``: each node's value on a batch of ``B`` inputs)."""
+    return _Walk(gm, values, B).run()
 
-    def root(n: fx.Node) -> fx.Node:
-        while n in alias:
-            n = alias[n]
+
+class _Walk:
+    """One pass over a traced graph: ``L2[v]`` and ``LI[v]`` (the L2 and L∞ bounds of the map from the input to
+    ``v``) for every node that depends on the input, the factor of each node kept in ``layers`` for the report."""
+
+    def __init__(self, gm: fx.GraphModule, values: dict[fx.Node, Any], B: int) -> None:
+        self.nodes = list(gm.graph.nodes)
+        self.order = {n: i for i, n in enumerate(self.nodes)}
+        placeholders = [n for n in self.nodes if n.op == "placeholder"]
+        if len(placeholders) != 1:
+            raise Unsupported(f"its forward takes {len(placeholders)} inputs; one is understood")
+        self.values, self.B = values, B
+        self.mods = dict(gm.named_modules())
+        self.L2: dict[fx.Node, float] = {}
+        self.LI: dict[fx.Node, float] = {}
+        self.dep: set[fx.Node] = set()  # nodes whose value depends on the input
+        self.alias: dict[fx.Node, fx.Node] = {}  # node -> a node whose storage it may share
+        self.layers: list[tuple[str, float, float]] = []
+        self.folded = self._foldable()
+
+    def run(self) -> GraphBound:
+        """The bounds at the graph's output; raises :class:`Unsupported` for anything not understood."""
+        for n in self.nodes:
+            if n.op == "placeholder":
+                self.dep.add(n)
+                self.L2[n], self.LI[n] = 1.0, 1.0
+                continue
+            if n.op == "output":
+                out = n.args[0]
+                if not isinstance(out, fx.Node) or not isinstance(self.values.get(out), torch.Tensor):
+                    raise Unsupported("its output is not one tensor")
+                if out not in self.dep:
+                    return GraphBound(0.0, 0.0, self.layers)
+                self.keeps_batch(out)
+                return GraphBound(self.L2[out], self.LI[out], self.layers)
+            ins = self.tensor_args(n)
+            value = self.values.get(n)
+            if n.op == "get_attr" or not ins or not isinstance(value, torch.Tensor):
+                if ins and isinstance(value, (list, tuple)) and not isinstance(value, torch.Size):
+                    raise Unsupported(f"{n.name} ({n.target}) returns several tensors")
+                continue  # a constant (or shape information): Lipschitz constant 0
+            self.dep.add(n)
+            c2, ci = self.factor(n, ins)
+            self.layers.append((n.name, c2, ci))
+        raise Unsupported("the graph has no output")  # pragma: no cover
+
+    # ----------------------------------------------------------------------- helpers
+
+    def _foldable(self) -> dict[fx.Node, fx.Node]:
+        """BatchNorm folded into the conv/linear layer it directly follows (the layer's only user): layer -> BN."""
+        folded: dict[fx.Node, fx.Node] = {}
+        for n in self.nodes:
+            if (n.op == "call_module" and type(self.mods[str(n.target)]) in _BATCHNORMS
+                    and isinstance(n.args[0], fx.Node)):
+                u = n.args[0]
+                kind = type(self.mods[str(u.target)]) if u.op == "call_module" else None
+                out_dims = len(self.shape(u))
+                channels_first = kind in (nn.Conv1d, nn.Conv2d) or (kind is nn.Linear and out_dims == 2)
+                if channels_first and len(u.users) == 1 and len(n.args) == 1 and not n.kwargs:
+                    folded[u] = n
+        return folded
+
+    def shape(self, n: fx.Node) -> tuple[int, ...]:
+        return _shape(self.values, n)
+
+    def root(self, n: fx.Node) -> fx.Node:
+        while n in self.alias:
+            n = self.alias[n]
         return n
 
-    # BatchNorm folded into the conv/linear layer it directly follows (the layer's only user)
-    folded: dict[fx.Node, fx.Node] = {}
-    for n in nodes:
-        if n.op == "call_module" and type(mods[str(n.target)]) in _BATCHNORMS and isinstance(n.args[0], fx.Node):
-            u = n.args[0]
-            kind = type(mods[str(u.target)]) if u.op == "call_module" else None
-            out_dims = len(_shape(values, u))
-            channels_first = kind in (nn.Conv1d, nn.Conv2d) or (kind is nn.Linear and out_dims == 2)
-            if channels_first and len(u.users) == 1 and len(n.args) == 1 and not n.kwargs:
-                folded[u] = n
-
-    def tensor_args(n: fx.Node) -> list[fx.Node]:
+    def tensor_args(self, n: fx.Node) -> list[fx.Node]:
+        """The arguments of ``n`` that depend on the input, in order."""
         out: list[fx.Node] = []
         for a in (*n.args, *n.kwargs.values()):
             for b in (a if isinstance(a, (list, tuple)) else (a,)):
-                if isinstance(b, fx.Node) and b in dep:
+                if isinstance(b, fx.Node) and b in self.dep:
                     out.append(b)
         return out
 
-    def same_shape(n: fx.Node, *us: fx.Node) -> None:
+    def same_shape(self, n: fx.Node, *us: fx.Node) -> None:
         for u in us:
-            if _shape(values, u) != _shape(values, n):
-                raise Unsupported(f"{n.name} broadcasts an input-dependent tensor of shape {_shape(values, u)[1:]} "
-                                  f"to {_shape(values, n)[1:]}")
+            if self.shape(u) != self.shape(n):
+                raise Unsupported(f"{n.name} broadcasts an input-dependent tensor of shape {self.shape(u)[1:]} "
+                                  f"to {self.shape(n)[1:]}")
 
-    def keeps_batch(n: fx.Node) -> None:
-        s = _shape(values, n)
-        if not s or s[0] != B:
+    def keeps_batch(self, n: fx.Node) -> None:
+        s = self.shape(n)
+        if not s or s[0] != self.B:
             raise Unsupported(f"{n.name} ({n.target}) mixes or drops the batch dimension")
 
-    def const_value(a: Any) -> Any:
-        return values[a] if isinstance(a, fx.Node) else a
+    def const_value(self, a: Any) -> Any:
+        return self.values[a] if isinstance(a, fx.Node) else a
 
+    @staticmethod
     def scale_of(c: Any, n: fx.Node) -> float:
         if isinstance(c, torch.Tensor):
             return float(c.detach().abs().max()) if c.numel() else 0.0
@@ -257,259 +304,276 @@ def _walk(gm: fx.GraphModule, values: dict[fx.Node, Any], B: int) -> GraphBound:
             return abs(float(c))
         raise Unsupported(f"{n.name} multiplies by {type(c).__name__}")
 
-    def inplace_ok(n: fx.Node, u: fx.Node, factor: float) -> None:
+    def inplace_ok(self, n: fx.Node, u: fx.Node, factor: float) -> None:
         """An in-place op with factor > 1 must not change a tensor that a later node reads."""
-        alias[n] = u
+        self.alias[n] = u
         if factor <= 1.0:
             return  # the mutated tensor's bound still holds
-        r = root(u)
-        group = [m for m in nodes if m in dep and root(m) is r]
+        r = self.root(u)
+        group = [m for m in self.nodes if m in self.dep and self.root(m) is r]
         for m in group:
             for w in m.users:
-                if w is not n and order[w] > order[n]:
+                if w is not n and self.order[w] > self.order[n]:
                     raise Unsupported(f"{n.name} changes a tensor in place that {w.name} reads later")
 
-    for n in nodes:
-        if n.op == "placeholder":
-            dep.add(n)
-            L2[n], LI[n] = 1.0, 1.0
-            continue
-        if n.op == "output":
-            out = n.args[0]
-            if not isinstance(out, fx.Node) or not isinstance(values.get(out), torch.Tensor):
-                raise Unsupported("its output is not one tensor")
-            if out not in dep:
-                return GraphBound(0.0, 0.0, layers)
-            keeps_batch(out)
-            return GraphBound(L2[out], LI[out], layers)
-        ins = tensor_args(n)
-        if n.op == "get_attr" or not ins or not isinstance(values.get(n), torch.Tensor):
-            if ins and isinstance(values.get(n), (list, tuple)) and not isinstance(values.get(n), torch.Size):
-                raise Unsupported(f"{n.name} ({n.target}) returns several tensors")
-            continue  # a constant (or shape information): Lipschitz constant 0
-        dep.add(n)
-        c2, ci = _node_factor(n, ins, mods, values, folded, B, L2, LI, same_shape, keeps_batch, const_value,
-                              scale_of, inplace_ok, alias)
-        layers.append((n.name, c2, ci))
-    raise Unsupported("the graph has no output")  # pragma: no cover
-
-
-def _node_factor(n: fx.Node, ins: list[fx.Node], mods: dict[str, nn.Module], values: dict[fx.Node, Any],
-                 folded: dict[fx.Node, fx.Node], B: int, L2: dict[fx.Node, float], LI: dict[fx.Node, float],
-                 same_shape: Any, keeps_batch: Any, const_value: Any, scale_of: Any, inplace_ok: Any,
-                 alias: dict[fx.Node, fx.Node]) -> tuple[float, float]:
-    """Set ``L2[n]``, ``LI[n]`` from its inputs; returns the factors ``(L2, L∞)`` applied (for the report)."""
-    u = ins[0]
-    args: list[Any] = list(n.args)
-    kw: dict[str, Any] = dict(n.kwargs)
-
-    def single(c2: float, ci: float) -> tuple[float, float]:
+    def single(self, n: fx.Node, ins: list[fx.Node], c2: float, ci: float) -> tuple[float, float]:
+        """``n`` is ``op(u)`` of its one input-dependent argument ``u`` with constants ``(c2, ci)``."""
         if len(ins) != 1:
             raise Unsupported(f"{n.name} ({n.target}) combines {len(ins)} input-dependent tensors")
-        L2[n], LI[n] = c2 * L2[u], ci * LI[u]
+        u = ins[0]
+        self.L2[n], self.LI[n] = c2 * self.L2[u], ci * self.LI[u]
         return c2, ci
 
-    def shape_of(x: fx.Node) -> tuple[int, ...]:
-        return _shape(values, x)
+    def view_of(self, n: fx.Node, ins: list[fx.Node]) -> tuple[float, float]:
+        """``n`` shares (a view of) its input's storage and values: factor 1."""
+        self.alias[n] = ins[0]
+        return self.single(n, ins, 1.0, 1.0)
 
-    if n.op == "call_module":
-        m = mods[str(n.target)]
+    # ----------------------------------------------------------------------- the rules, one kind of node each
+
+    def factor(self, n: fx.Node, ins: list[fx.Node]) -> tuple[float, float]:
+        """Set ``L2[n]``, ``LI[n]`` from its inputs; returns the factors ``(L2, L∞)`` applied (for the report)."""
+        if n.op == "call_module":
+            return self._module(n, ins)
+        target = n.target
+        if n.op == "call_method" and target in ("add_", "sub_", "mul_", "div_"):
+            # in place: bound as the plain operation, then make sure no later node reads the changed tensor
+            target = str(target)[:-1]
+            self.inplace_ok(n, ins[0], math.inf)
+        for rule in (self._activation, self._reshape, self._reduction, self._arithmetic, self._function_layer):
+            got = rule(n, ins, target)
+            if got is not None:
+                return got
+        name = getattr(n.target, "__name__", str(n.target))
+        raise Unsupported(f"{n.name} ({name}) is an operation the bounds do not understand")
+
+    def _module(self, n: fx.Node, ins: list[fx.Node]) -> tuple[float, float]:
+        """A call of a submodule: layers, BatchNorm (folded or alone), pooling, activations, views, Normalize."""
+        u = ins[0]
+        m = self.mods[str(n.target)]
         t = type(m)
         label = f"{n.target} ({t.__name__})"
-        if n in folded:  # its BatchNorm bounds both
+        if n in self.folded:  # its BatchNorm bounds both
             if len(ins) != 1:
                 raise Unsupported(f"{label} combines several inputs")
-            L2[n], LI[n] = math.inf, math.inf
+            self.L2[n], self.LI[n] = math.inf, math.inf
             return math.nan, math.nan
         if t in (nn.Linear, nn.Conv1d, nn.Conv2d):
-            c2, ci = _layer_bounds(m, label, shape_of(u)[1:])
-            return single(c2, ci)
+            c2, ci = _layer_bounds(m, label, self.shape(u)[1:])
+            return self.single(n, ins, c2, ci)
         if t in _BATCHNORMS:
-            scale = _bn_scale(m, label)
-            if u in folded and folded[u] is n:
-                layer = mods[str(u.target)]
-                v = u.args[0]
-                assert isinstance(v, fx.Node)
-                weight = layer.weight
-                assert isinstance(weight, torch.Tensor)
-                w = weight.detach().double().cpu()
-                w = w * scale.view(-1, *([1] * (w.dim() - 1)))
-                c2, ci = _layer_bounds(layer, f"{u.target} with {n.target} folded in", shape_of(v)[1:], w)
-                if v not in L2:  # the layer read a constant: the block is constant
-                    L2[n], LI[n] = 0.0, 0.0
-                else:
-                    L2[n], LI[n] = c2 * L2[v], ci * LI[v]
-                return c2, ci
-            s = float(scale.abs().max()) * (1 + SLACK) if scale.numel() else 0.0
-            return single(s, s)
-        if t in _MAXPOOLS:
+            return self._batchnorm(n, ins, m, label)
+        if t in _MAXPOOLS or t in _AVGPOOLS:
             if getattr(m, "return_indices", False):
                 raise Unsupported(f"{label} returns indices")
-            si, so = shape_of(u), shape_of(n)
+            si = self.shape(u)
             dims = 2 if "2d" in t.__name__ else 1
             if len(si) != dims + 2:
                 raise Unsupported(f"{label} on input of shape {si[1:]}")
-            mult = conv_norms.maxpool_multiplicity(m, si[2:], so[2:])
-            return single(math.sqrt(mult) * (1 + SLACK), 1.0)
-        if t in _AVGPOOLS:
-            si = shape_of(u)
-            dims = 2 if "2d" in t.__name__ else 1
-            if len(si) != dims + 2:
-                raise Unsupported(f"{label} on input of shape {si[1:]}")
-            c2, ci = conv_norms.avgpool_norms(m, si[2:])
-            return single(c2, ci)
+            return self.single(n, ins, *self._pool(m, si, self.shape(n)))
         if t in SORTING:  # a permutation on every linear piece: 1 in L2; sorting is non-expansive in L∞ too
-            return single(1.0, 1.0)
+            return self.single(n, ins, 1.0, 1.0)
         if t in _ACT_MODULES:
             c = _act_factor(m)
             if getattr(m, "inplace", False):
-                inplace_ok(n, u, c)
-            return single(c, c)
+                self.inplace_ok(n, u, c)
+            return self.single(n, ins, c, c)
         if t in _IDENTITY_MODULES:
-            alias[n] = u
-            return single(1.0, 1.0)
+            return self.view_of(n, ins)
         if t is nn.Flatten or t is nn.Unflatten:
-            keeps_batch(n)
-            alias[n] = u
-            return single(1.0, 1.0)
+            self.keeps_batch(n)
+            return self.view_of(n, ins)
         if t is Normalize:
             assert isinstance(m, Normalize)
-            return single(1.0 / m.std, 1.0 / m.std)
+            return self.single(n, ins, 1.0 / m.std, 1.0 / m.std)
         if t is ChannelNormalize:
             assert isinstance(m, ChannelNormalize)
-            same_shape(n, u)  # no broadcasting of one channel to several
+            self.same_shape(n, u)  # no broadcasting of one channel to several
             c = 1.0 / min(m.std_values)
-            return single(c, c)
+            return self.single(n, ins, c, c)
         raise Unsupported(f"{label} is a layer the bounds do not understand")
 
-    target = n.target
-    name = getattr(target, "__name__", str(target))
-    if n.op == "call_method" and target in ("add_", "sub_", "mul_", "div_"):
-        # in place: bound as the plain operation, then make sure no later node reads the changed tensor
-        target = str(target)[:-1]
-        inplace_ok(n, u, math.inf)
-    if n.op == "call_function" and target in _FUNC_ACTS:
-        if kw.get("inplace") or (len(args) > 1 and args[1] is True):
-            inplace_ok(n, u, _FUNC_ACTS[target])
-        return single(_FUNC_ACTS[target], _FUNC_ACTS[target])
-    if n.op == "call_function" and target is F.leaky_relu:
-        a = args[1] if len(args) > 1 else kw.get("negative_slope", 0.01)
-        c = max(1.0, abs(float(a)))
-        if kw.get("inplace") or (len(args) > 2 and args[2] is True):
-            inplace_ok(n, u, c)
-        return single(c, c)
-    if n.op == "call_method" and target in _METHOD_ACTS:
-        if str(target).endswith("_"):
-            inplace_ok(n, u, _METHOD_ACTS[str(target)])
-        return single(_METHOD_ACTS[str(target)], _METHOD_ACTS[str(target)])
-    if n.op == "call_function" and target in (F.dropout, F.dropout1d, F.dropout2d, F.alpha_dropout):
-        if kw.get("training", args[2] if len(args) > 2 else True):
-            raise Unsupported(f"{n.name} applies dropout while training")
-        alias[n] = u
-        return single(1.0, 1.0)
-    if (n.op == "call_function" and target is torch.flatten) or (n.op == "call_method" and target in _VIEWS):
-        keeps_batch(n)
-        if shape_of(n)[0] != shape_of(u)[0]:
-            raise Unsupported(f"{n.name} moves the batch dimension")
-        alias[n] = u
-        return single(1.0, 1.0)
-    if n.op == "call_method" and target in ("permute", "transpose"):
-        perm = list(args[1:])
-        flat = perm[0] if len(perm) == 1 and isinstance(perm[0], (list, tuple)) else perm
-        nd = len(shape_of(u))
-        norm = [int(d) % nd for d in flat]
-        if (target == "permute" and norm[0] != 0) or (target == "transpose" and 0 in norm):
-            raise Unsupported(f"{n.name} moves the batch dimension")
-        alias[n] = u
-        return single(1.0, 1.0)
-    if n.op == "call_function" and target is operator.getitem:
-        idx = args[1]
-        items = idx if isinstance(idx, tuple) else (idx,)
-        if not all(isinstance(i, (slice, int)) or i is None or i is Ellipsis for i in items):
-            raise Unsupported(f"{n.name} indexes with tensors or lists (it may repeat elements)")
-        first = items[0] if items else slice(None)
-        if not (first == slice(None) or first is Ellipsis):
-            raise Unsupported(f"{n.name} indexes the batch dimension")
-        keeps_batch(n)
-        alias[n] = u
-        return single(1.0, 1.0)
-    if name in ("mean", "sum") and (n.op == "call_method" or target in (torch.mean, torch.sum)):
+    def _batchnorm(self, n: fx.Node, ins: list[fx.Node], m: nn.Module, label: str) -> tuple[float, float]:
+        """An eval-mode BatchNorm: folded into the layer before it (one bound for both), else ``max |scale|``."""
+        u = ins[0]
+        scale = _bn_scale(m, label)
+        if u in self.folded and self.folded[u] is n:
+            layer = self.mods[str(u.target)]
+            v = u.args[0]
+            assert isinstance(v, fx.Node)
+            weight = layer.weight
+            assert isinstance(weight, torch.Tensor)
+            w = weight.detach().double().cpu()
+            w = w * scale.view(-1, *([1] * (w.dim() - 1)))
+            c2, ci = _layer_bounds(layer, f"{u.target} with {n.target} folded in", self.shape(v)[1:], w)
+            if v not in self.L2:  # the layer read a constant: the block is constant
+                self.L2[n], self.LI[n] = 0.0, 0.0
+            else:
+                self.L2[n], self.LI[n] = c2 * self.L2[v], ci * self.LI[v]
+            return c2, ci
+        s = float(scale.abs().max()) * (1 + SLACK) if scale.numel() else 0.0
+        return self.single(n, ins, s, s)
+
+    @staticmethod
+    def _pool(pool: nn.Module, si: tuple[int, ...], so: tuple[int, ...]) -> tuple[float, float]:
+        """``(L2, L∞)`` of a pooling module on input shape ``si`` (output ``so``), batch and channels first."""
+        if isinstance(pool, _MAXPOOLS):
+            return math.sqrt(conv_norms.maxpool_multiplicity(pool, si[2:], so[2:])) * (1 + SLACK), 1.0
+        return conv_norms.avgpool_norms(pool, si[2:])
+
+    def _activation(self, n: fx.Node, ins: list[fx.Node], target: Any) -> tuple[float, float] | None:
+        """Elementwise activations (functions and methods, in place or not) and dropout in eval mode."""
+        args, kw = _arguments(n)
+        u = ins[0]
+        if n.op == "call_function" and target in _FUNC_ACTS:
+            if kw.get("inplace") or (len(args) > 1 and args[1] is True):
+                self.inplace_ok(n, u, _FUNC_ACTS[target])
+            return self.single(n, ins, _FUNC_ACTS[target], _FUNC_ACTS[target])
+        if n.op == "call_function" and target is F.leaky_relu:
+            a = args[1] if len(args) > 1 else kw.get("negative_slope", 0.01)
+            c = max(1.0, abs(float(a)))
+            if kw.get("inplace") or (len(args) > 2 and args[2] is True):
+                self.inplace_ok(n, u, c)
+            return self.single(n, ins, c, c)
+        if n.op == "call_method" and target in _METHOD_ACTS:
+            if str(target).endswith("_"):
+                self.inplace_ok(n, u, _METHOD_ACTS[str(target)])
+            return self.single(n, ins, _METHOD_ACTS[str(target)], _METHOD_ACTS[str(target)])
+        if n.op == "call_function" and target in (F.dropout, F.dropout1d, F.dropout2d, F.alpha_dropout):
+            if kw.get("training", args[2] if len(args) > 2 else True):
+                raise Unsupported(f"{n.name} applies dropout while training")
+            return self.view_of(n, ins)
+        return None
+
+    def _reshape(self, n: fx.Node, ins: list[fx.Node], target: Any) -> tuple[float, float] | None:
+        """Views, reshapes, permutations and slices that keep the batch dimension first and in place: factor 1."""
+        args, _ = _arguments(n)
+        u = ins[0]
+        if (n.op == "call_function" and target is torch.flatten) or (n.op == "call_method" and target in _VIEWS):
+            self.keeps_batch(n)
+            if self.shape(n)[0] != self.shape(u)[0]:
+                raise Unsupported(f"{n.name} moves the batch dimension")
+            return self.view_of(n, ins)
+        if n.op == "call_method" and target in ("permute", "transpose"):
+            perm = list(args[1:])
+            flat = perm[0] if len(perm) == 1 and isinstance(perm[0], (list, tuple)) else perm
+            nd = len(self.shape(u))
+            norm = [int(d) % nd for d in flat]
+            if (target == "permute" and norm[0] != 0) or (target == "transpose" and 0 in norm):
+                raise Unsupported(f"{n.name} moves the batch dimension")
+            return self.view_of(n, ins)
+        if n.op == "call_function" and target is operator.getitem:
+            idx = args[1]
+            items = idx if isinstance(idx, tuple) else (idx,)
+            if not all(isinstance(i, (slice, int)) or i is None or i is Ellipsis for i in items):
+                raise Unsupported(f"{n.name} indexes with tensors or lists (it may repeat elements)")
+            first = items[0] if items else slice(None)
+            if not (first == slice(None) or first is Ellipsis):
+                raise Unsupported(f"{n.name} indexes the batch dimension")
+            self.keeps_batch(n)
+            return self.view_of(n, ins)
+        return None
+
+    def _reduction(self, n: fx.Node, ins: list[fx.Node], target: Any) -> tuple[float, float] | None:
+        """A mean or sum over non-batch dimensions: ``1/√k`` (mean) or ``√k`` (sum) in L2 over k elements."""
+        args, kw = _arguments(n)
+        name = getattr(n.target, "__name__", str(n.target))
+        if not (name in ("mean", "sum") and (n.op == "call_method" or target in (torch.mean, torch.sum))):
+            return None
         dim = args[1] if len(args) > 1 else kw.get("dim")
         if dim is None:
             raise Unsupported(f"{n.name} reduces over the batch dimension")
-        su = shape_of(u)
+        su = self.shape(ins[0])
         red = [int(d) % len(su) for d in (dim if isinstance(dim, (list, tuple)) else (dim,))]
         if 0 in red:
             raise Unsupported(f"{n.name} reduces over the batch dimension")
         k = math.prod(su[d] for d in set(red))
         if name == "mean":
-            return single(1.0 / math.sqrt(k) * (1 + SLACK), 1.0)
-        return single(math.sqrt(k) * (1 + SLACK), float(k))
-    if target in (operator.add, operator.sub, torch.add, torch.sub, "add", "sub", operator.iadd, operator.isub):
-        alpha = abs(float(kw.get("alpha", 1.0)))
-        same_shape(n, *ins)
-        if len(ins) == 1:
-            L2[n], LI[n] = L2[u], LI[u]
+            return self.single(n, ins, 1.0 / math.sqrt(k) * (1 + SLACK), 1.0)
+        return self.single(n, ins, math.sqrt(k) * (1 + SLACK), float(k))
+
+    def _arithmetic(self, n: fx.Node, ins: list[fx.Node], target: Any) -> tuple[float, float] | None:
+        """Sums and differences (residual connections), products with and quotients by constants, negation."""
+        args, kw = _arguments(n)
+        u = ins[0]
+        L2, LI = self.L2, self.LI
+        if target in (operator.add, operator.sub, torch.add, torch.sub, "add", "sub", operator.iadd, operator.isub):
+            alpha = abs(float(kw.get("alpha", 1.0)))
+            self.same_shape(n, *ins)
+            if len(ins) == 1:
+                L2[n], LI[n] = L2[u], LI[u]
+                return 1.0, 1.0
+            if len(ins) != 2:
+                raise Unsupported(f"{n.name} adds {len(ins)} tensors")
+            a, b = args[0], args[1]
+            wa, wb = (1.0, alpha) if (a is ins[0] and b is ins[1]) else (1.0, 1.0)
+            if a is b:  # x + x
+                L2[n], LI[n] = (1 + alpha) * L2[u], (1 + alpha) * LI[u]
+            else:
+                L2[n], LI[n] = wa * L2[ins[0]] + wb * L2[ins[1]], wa * LI[ins[0]] + wb * LI[ins[1]]
             return 1.0, 1.0
-        if len(ins) != 2:
-            raise Unsupported(f"{n.name} adds {len(ins)} tensors")
-        a, b = args[0], args[1]
-        wa, wb = (1.0, alpha) if (a is ins[0] and b is ins[1]) else (1.0, 1.0)
-        if a is b:  # x + x
-            L2[n], LI[n] = (1 + alpha) * L2[u], (1 + alpha) * LI[u]
-        else:
-            L2[n], LI[n] = wa * L2[ins[0]] + wb * L2[ins[1]], wa * LI[ins[0]] + wb * LI[ins[1]]
-        return 1.0, 1.0
-    if target in (operator.mul, torch.mul, "mul", operator.truediv, torch.div, "div"):
-        if len(ins) != 1:
-            raise Unsupported(f"{n.name} multiplies two input-dependent tensors")
-        same_shape(n, u)
-        a, b = args[0], args[1] if len(args) > 1 else kw.get("other")
-        other = b if a is u else a
-        c = const_value(other)
-        if target in (operator.truediv, torch.div, "div"):
-            if a is not u or kw.get("rounding_mode") is not None:
-                raise Unsupported(f"{n.name} divides by an input-dependent tensor or rounds")
-            cmin = float(c.abs().min()) if isinstance(c, torch.Tensor) else abs(float(c))
-            if not cmin > 0:
-                raise Unsupported(f"{n.name} divides by zero")
-            f = 1.0 / cmin * (1 + SLACK)
-        else:
-            f = scale_of(c, n) * (1 + SLACK)
-        return single(f, f)
-    if target in (operator.neg, torch.neg, "neg"):
-        return single(1.0, 1.0)
-    if n.op == "call_function" and target in (torch.cat, torch.concat):
-        dim = args[1] if len(args) > 1 else kw.get("dim", 0)
-        if int(dim) % len(shape_of(n)) == 0:
-            raise Unsupported(f"{n.name} concatenates along the batch dimension")
-        parts = args[0]
-        assert isinstance(parts, (list, tuple))
-        dep_parts = [p for p in parts if isinstance(p, fx.Node) and p in L2]
-        L2[n] = math.sqrt(sum(L2[p] ** 2 for p in dep_parts)) * (1 + SLACK)
-        LI[n] = max(LI[p] for p in dep_parts)
-        return 1.0, 1.0
-    if n.op == "call_function" and target is F.linear:
-        if len(ins) != 1 or args[0] is not u:
-            raise Unsupported(f"{n.name} is a linear map with input-dependent weights")
-        wt = args[1] if len(args) > 1 else kw.get("weight")
-        c2, ci = _spec(const_value(wt))
-        return single(c2, ci)
-    if n.op == "call_function" and target in (F.adaptive_avg_pool2d, F.adaptive_avg_pool1d, F.avg_pool2d,
-                                              F.avg_pool1d, F.max_pool2d, F.max_pool1d, F.adaptive_max_pool2d):
-        cls = {F.adaptive_avg_pool2d: nn.AdaptiveAvgPool2d, F.adaptive_avg_pool1d: nn.AdaptiveAvgPool1d,
-               F.avg_pool2d: nn.AvgPool2d, F.avg_pool1d: nn.AvgPool1d, F.max_pool2d: nn.MaxPool2d,
-               F.max_pool1d: nn.MaxPool1d, F.adaptive_max_pool2d: nn.AdaptiveMaxPool2d}[target]
-        try:
-            pool = cls(*args[1:], **kw)
-        except TypeError as exc:
-            raise Unsupported(f"{n.name}: {exc}") from None
-        if getattr(pool, "return_indices", False):
-            raise Unsupported(f"{n.name} returns indices")
-        si = shape_of(u)
-        if issubclass(cls, _MAXPOOLS):
-            return single(math.sqrt(conv_norms.maxpool_multiplicity(pool, si[2:], shape_of(n)[2:])) * (1 + SLACK),
-                          1.0)
-        c2, ci = conv_norms.avgpool_norms(pool, si[2:])
-        return single(c2, ci)
-    raise Unsupported(f"{n.name} ({name}) is an operation the bounds do not understand")
+        if target in (operator.mul, torch.mul, "mul", operator.truediv, torch.div, "div"):
+            if len(ins) != 1:
+                raise Unsupported(f"{n.name} multiplies two input-dependent tensors")
+            self.same_shape(n, u)
+            a, b = args[0], args[1] if len(args) > 1 else kw.get("other")
+            other = b if a is u else a
+            c = self.const_value(other)
+            if target in (operator.truediv, torch.div, "div"):
+                if a is not u or kw.get("rounding_mode") is not None:
+                    raise Unsupported(f"{n.name} divides by an input-dependent tensor or rounds")
+                cmin = float(c.abs().min()) if isinstance(c, torch.Tensor) else abs(float(c))
+                if not cmin > 0:
+                    raise Unsupported(f"{n.name} divides by zero")
+                f = 1.0 / cmin * (1 + SLACK)
+            else:
+                f = self.scale_of(c, n) * (1 + SLACK)
+            return self.single(n, ins, f, f)
+        if target in (operator.neg, torch.neg, "neg"):
+            return self.single(n, ins, 1.0, 1.0)
+        return None
+
+    def _function_layer(self, n: fx.Node, ins: list[fx.Node], target: Any) -> tuple[float, float] | None:
+        """Layers written as functions: concatenation (not along the batch), ``F.linear`` with a constant weight,
+        and the pooling functions."""
+        if n.op != "call_function":
+            return None
+        args, kw = _arguments(n)
+        u = ins[0]
+        if target in (torch.cat, torch.concat):
+            dim = args[1] if len(args) > 1 else kw.get("dim", 0)
+            if int(dim) % len(self.shape(n)) == 0:
+                raise Unsupported(f"{n.name} concatenates along the batch dimension")
+            parts = args[0]
+            assert isinstance(parts, (list, tuple))
+            dep_parts = [p for p in parts if isinstance(p, fx.Node) and p in self.L2]
+            self.L2[n] = math.sqrt(sum(self.L2[p] ** 2 for p in dep_parts)) * (1 + SLACK)
+            self.LI[n] = max(self.LI[p] for p in dep_parts)
+            return 1.0, 1.0
+        if target is F.linear:
+            if len(ins) != 1 or args[0] is not u:
+                raise Unsupported(f"{n.name} is a linear map with input-dependent weights")
+            wt = args[1] if len(args) > 1 else kw.get("weight")
+            c2, ci = _spec(self.const_value(wt))
+            return self.single(n, ins, c2, ci)
+        if target in _POOL_FUNCTIONS:
+            try:
+                pool = _POOL_FUNCTIONS[target](*args[1:], **kw)
+            except TypeError as exc:
+                raise Unsupported(f"{n.name}: {exc}") from None
+            if getattr(pool, "return_indices", False):
+                raise Unsupported(f"{n.name} returns indices")
+            return self.single(n, ins, *self._pool(pool, self.shape(u), self.shape(n)))
+        return None
+
+
+def _arguments(n: fx.Node) -> tuple[list[Any], dict[str, Any]]:
+    """A node's positional and keyword arguments, as plain containers."""
+    return list(n.args), dict(n.kwargs)
+
+
+_POOL_FUNCTIONS: dict[Any, type[nn.Module]] = {
+    F.adaptive_avg_pool2d: nn.AdaptiveAvgPool2d, F.adaptive_avg_pool1d: nn.AdaptiveAvgPool1d,
+    F.avg_pool2d: nn.AvgPool2d, F.avg_pool1d: nn.AvgPool1d, F.max_pool2d: nn.MaxPool2d, F.max_pool1d: nn.MaxPool1d,
+    F.adaptive_max_pool2d: nn.AdaptiveMaxPool2d}
+"""Pooling functions, bounded as the module of the same settings."""
