@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .lipsdp import lipsdp_verify
+from .lipsdp import verified_rho
 from .structure import Affine, _chain, affine_ops
 from .upper import UpperBound
 
@@ -221,13 +221,7 @@ def _verified(Ws: list[torch.Tensor], last: torch.Tensor, t: list[torch.Tensor])
     """``ρ`` certified by the float64 eigenvalue check of the full LipSDP matrix, trying small rescalings."""
     zeros = [torch.zeros_like(x) for x in t]
     ones = [torch.ones_like(x) for x in t]
-    best = None
-    for scale in (1.0, 1.0001, 1.001, 1.01, 1.05):
-        r = lipsdp_verify(Ws, zeros, ones, [scale * x for x in t], last)
-        if r is not None and (best is None or r < best):
-            best = r
-            break
-    return best
+    return verified_rho(Ws, zeros, ones, t, last, (1.0, 1.0001, 1.001, 1.01, 1.05), first=True)
 
 
 def eclipse(ops: list[Affine | nn.Module], *, pair_rows: torch.Tensor | None = None, iters: int = 8,

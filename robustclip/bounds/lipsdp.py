@@ -68,6 +68,21 @@ def lipsdp_verify(Ws: list[torch.Tensor], alphas: list[torch.Tensor], betas: lis
     return rho
 
 
+def verified_rho(Ws: list[torch.Tensor], alphas: list[torch.Tensor], betas: list[torch.Tensor],
+                 t: list[torch.Tensor], last: torch.Tensor, scales: tuple[float, ...], *,
+                 first: bool = False) -> float | None:
+    """The smallest ``ρ`` that :func:`lipsdp_verify` certifies for the multipliers ``t`` rescaled by each of
+    ``scales`` in turn (with ``first``: the first one certified), or None when none is."""
+    best = None
+    for scale in scales:
+        r = lipsdp_verify(Ws, alphas, betas, [scale * tk for tk in t], last)
+        if r is not None and (best is None or r < best):
+            best = r
+            if first:
+                break
+    return best
+
+
 def lipsdp(ops: list[Affine | nn.Module], *, solver: str = "SCS", pair_rows: torch.Tensor | None = None,
            ) -> tuple[float, torch.Tensor | None, dict[str, Any]]:
     """LipSDP-Neuron (Fazlyab et al. 2019) for a chain ``affine, act, affine, ..., affine`` via cvxpy.
@@ -95,11 +110,7 @@ def lipsdp(ops: list[Affine | nn.Module], *, solver: str = "SCS", pair_rows: tor
     solve_s = time.perf_counter() - t0
     sizes = [W.shape[0] for W in Ws]
     t = list(torch.split(zv[:-1], sizes))
-    best = None
-    for scale in (1.0, 1.001, 1.01, 1.05, 1.2):
-        r = lipsdp_verify(Ws, alphas, betas, [scale * tk for tk in t], last)
-        if r is not None and (best is None or r < best):
-            best = r
+    best = verified_rho(Ws, alphas, betas, t, last, (1.0, 1.001, 1.01, 1.05, 1.2))
     if best is None:
         raise ValueError("LipSDP multipliers from the solver failed the float64 check")
     L = math.sqrt(best)
