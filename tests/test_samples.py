@@ -165,7 +165,8 @@ def test_tabular_mlp_end_to_end(tab, monkeypatch):
     run = json.loads((tab["dir"] / "ev" / "results.json").read_text())["runs"][0]
     assert {r["class"] for r in run["per_class"]} == set(tab["y"].tolist())
     assert run["adversarial_file"]["examples"] > 0
-    assert "n = 200 samples" in out and "Wilson interval" in out and "fewer than the 10,000" in out
+    assert "n = 200 samples" in out and "Wilson interval" in out
+    assert "fewer than the 10,000" not in out  # a user's own data has no standard size to compare with
     assert "per class" in out
     with safe_open(str(tab["dir"] / "adv.safetensors"), "pt") as f:
         meta = f.metadata()
