@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -87,22 +88,29 @@ def distinct_names(names: list[str], paths: list[str]) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate every checkpoint, write results.csv, results.json and lipschitz.json, print a table."""
-    import pandas as pd
+    out, adv_path, suite = _checked(args)  # every input and output first: a bad one fails before any work
+    runs = [_evaluate_one(args, c, suite, adv_path) for c in args.checkpoints]
+    for run_, name in zip(runs, distinct_names([r.name for r in runs], list(args.checkpoints)), strict=True):
+        run_.rename(name)  # distinct models keep distinct rows
+    frame = _write(out, suite, runs)
+    _report(args, frame, suite, runs, out, adv_path)
+    return 0
 
+
+def _checked(args: argparse.Namespace) -> tuple[Path, Path | None, Any]:
+    """Check every input and output path and number before any work: ``(--out folder, --save-adversarial file or
+    None, the suite)``; raises :class:`RobustclipError` on the first bad one."""
     from ..attacks.suites import MAX_BATCH, MAX_SAMPLES, load_suite
     from ..checkpoints.format import MAX_FILE_BYTES
-    from ..core import files as _io
     from ..core import validate
     from ..core.devices import resolve_device
     from ..core.outputs import guard_output_dir
     from ..errors import CheckpointError
-    from ..evaluation.pipeline import evaluate_checkpoint
 
-    # every input and the output are checked before any work: a bad one fails first, not after the evaluation
-    out = guard_output_dir(args.out, OUTPUTS, inputs=[*args.checkpoints, args.suite, args.data], force=args.force)
+    inputs = [*args.checkpoints, args.suite, args.data]
+    out = guard_output_dir(args.out, OUTPUTS, inputs=inputs, force=args.force)
     if args.cache is not None:  # the cache's own files are replaced as attacks finish: a folder, never a file
-        guard_output_dir(args.cache, (), inputs=[*args.checkpoints, args.suite, args.data], force=True,
-                         what="--cache")
+        guard_output_dir(args.cache, (), inputs=inputs, force=True, what="--cache")
     if args.n is not None:
         validate.number(args.n, "--n", integer=True, lo=1, hi=MAX_SAMPLES)
     if args.batch_size is not None:
@@ -119,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
                                   "name it FILE.safetensors")
         # a local check (folder exists and is writable; no file there unless --force)
         adv_path = validate.output_file(args.save_adversarial, "--save-adversarial", force=args.force,
-                                        inputs=(*args.checkpoints, args.suite, args.data))
+                                        inputs=tuple(inputs))
         if adv_path.resolve().parent == out.resolve() and adv_path.name in OUTPUTS:
             raise RobustclipError(f"--save-adversarial {adv_path} would overwrite an output of --out",
                                   "pick another file name")
@@ -133,61 +141,86 @@ def run(args: argparse.Namespace) -> int:
         if key in seen:
             raise RobustclipError(f"checkpoint {c} is given twice", "list each checkpoint once")
         seen.add(key)
-    frames, lips, metas, flags, sample_frames = [], [], [], [], []
-    classes: list[tuple[str, list[dict[str, Any]]]] = []
-    names: list[str] = []
-    model_flags: list[list[str]] = []
-    for c in args.checkpoints:
-        ev = evaluate_checkpoint(c, suite=suite, data_dir=args.data_dir, n=args.n, batch_size=args.batch_size,
-                                 seed=args.seed, progress=not args.quiet, model=args.model,
-                                 dataset=args.dataset, data_file=args.data, device=args.device,
-                                 keep_adversarial=adv_path is not None, cache_dir=args.cache,
-                                 lipschitz=args.lipschitz)
-        res = ev.result
-        assert res is not None
-        names.append(ev.name)
-        frames.append(res.frame)
-        lips.append(ev.lipschitz_dict())
-        metas.append({**res.meta, "flags": res.flags, "seconds": res.seconds})
-        model_flags.append(res.flags)
-        assert res.samples is not None
-        sample_frames.append(res.samples)
-        classes.append((ev.name, res.per_class))
-        if adv_path is not None:
-            from ..evaluation.samples import save_adversarial
-            saved = save_adversarial(adv_path, res.adversarial, sample_shape=tuple(res.meta.get("sample_shape", ())),
-                                     model=ev.name, suite=suite.name)
-            metas[-1]["adversarial_file"] = {"path": str(adv_path), "examples": saved}
-    for i, name in enumerate(distinct_names(names, list(args.checkpoints))):  # distinct models keep distinct rows
-        frames[i] = frames[i].assign(model=name)
-        lips[i]["model"] = name
-        metas[i]["model"] = name
-        flags += [f"{name}: {f}" for f in model_flags[i]]
-        sample_frames[i] = sample_frames[i].assign(model=name)
-        classes[i] = (name, classes[i][1])
-    frame = pd.concat(frames, ignore_index=True)
-    samples = pd.concat(sample_frames, ignore_index=True)
+    return out, adv_path, suite
+
+
+@dataclass
+class _Run:
+    """What one checkpoint's evaluation contributes to the output files and the console."""
+
+    name: str
+    frame: Any
+    lipschitz: dict[str, Any]
+    meta: dict[str, Any]
+    flags: list[str]
+    samples: Any
+    per_class: list[dict[str, Any]]
+
+    def rename(self, name: str) -> None:
+        self.name = name
+        self.frame = self.frame.assign(model=name)
+        self.samples = self.samples.assign(model=name)
+        self.lipschitz["model"] = name
+        self.meta["model"] = name
+
+
+def _evaluate_one(args: argparse.Namespace, checkpoint: str, suite: Any, adv_path: Path | None) -> _Run:
+    """Evaluate one checkpoint (and store its adversarial examples when ``adv_path`` is given)."""
+    from ..evaluation.pipeline import evaluate_checkpoint
+
+    ev = evaluate_checkpoint(checkpoint, suite=suite, data_dir=args.data_dir, n=args.n, batch_size=args.batch_size,
+                             seed=args.seed, progress=not args.quiet, model=args.model,
+                             dataset=args.dataset, data_file=args.data, device=args.device,
+                             keep_adversarial=adv_path is not None, cache_dir=args.cache,
+                             lipschitz=args.lipschitz)
+    res = ev.result
+    assert res is not None and res.samples is not None
+    meta = {**res.meta, "flags": res.flags, "seconds": res.seconds}
+    if adv_path is not None:
+        from ..evaluation.samples import save_adversarial
+        saved = save_adversarial(adv_path, res.adversarial, sample_shape=tuple(res.meta.get("sample_shape", ())),
+                                 model=ev.name, suite=suite.name)
+        meta["adversarial_file"] = {"path": str(adv_path), "examples": saved}
+    return _Run(name=ev.name, frame=res.frame, lipschitz=ev.lipschitz_dict(), meta=meta, flags=list(res.flags),
+                samples=res.samples, per_class=res.per_class)
+
+
+def _write(out: Path, suite: Any, runs: list[_Run]) -> Any:
+    """Write results.csv, results.json, lipschitz.json and samples.csv into ``out``; the joint results frame."""
+    import pandas as pd
+
+    from ..core import files as _io
+
+    frame = pd.concat([r.frame for r in runs], ignore_index=True)
+    samples = pd.concat([r.samples for r in runs], ignore_index=True)
     samples = samples[["model", *[c for c in samples.columns if c != "model"]]]
     out.mkdir(parents=True, exist_ok=True)
     _io.write_text(out / "results.csv", frame.to_csv(index=False))
     _io.write_json(out / "results.json", {"suite": suite.name, "suite_file": suite.path, "suite_config": suite.raw,
-                                          "versions": _io.versions(), "runs": metas,
+                                          "versions": _io.versions(), "runs": [r.meta for r in runs],
                                           "results": frame.to_dict(orient="records")})
-    _io.write_json(out / "lipschitz.json", lips)
+    _io.write_json(out / "lipschitz.json", [r.lipschitz for r in runs])
     _io.write_text(out / "samples.csv", samples.to_csv(index=False))
-    print(console_table(frame, lips, verbose=args.verbose))
-    print(sample_size_note(frame, suite.headline, full_test=None if args.data else FULL_TEST))
+    return frame
+
+
+def _report(args: argparse.Namespace, frame: Any, suite: Any, runs: list[_Run], out: Path,
+            adv_path: Path | None) -> None:
+    """The console table, the sample-size note, per-class tables, warnings (stderr) and the files written."""
     from ..evaluation.samples import per_class_table
-    for name, rows in classes:
-        if len(rows) > MAX_CLASS_ROWS:
-            print(f"\nper class ({name}): {len(rows)} classes, in results.json (runs[].per_class)")
-        elif len(rows) > 1:
-            print(f"\nper class ({name}):\n{per_class_table(rows, suite.headline)}")
-    for f in flags:
-        print(f"WARNING {f}", file=sys.stderr)
+
+    print(console_table(frame, [r.lipschitz for r in runs], verbose=args.verbose))
+    print(sample_size_note(frame, suite.headline, full_test=None if args.data else FULL_TEST))
+    for r in runs:
+        if len(r.per_class) > MAX_CLASS_ROWS:
+            print(f"\nper class ({r.name}): {len(r.per_class)} classes, in results.json (runs[].per_class)")
+        elif len(r.per_class) > 1:
+            print(f"\nper class ({r.name}):\n{per_class_table(r.per_class, suite.headline)}")
+    for r in runs:
+        for f in r.flags:
+            print(f"WARNING {r.name}: {f}", file=sys.stderr)
     print(f"wrote {out / 'results.csv'}, {out / 'results.json'}, {out / 'lipschitz.json'}, {out / 'samples.csv'}"
           + (f", {adv_path}" if adv_path is not None else ""))
-    return 0
 
 
 def sample_size_note(frame: Any, headline: tuple[str, float] | None, *, full_test: int | None = FULL_TEST) -> str:
