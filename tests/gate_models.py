@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 SUITE = str(ROOT / "attacks" / "ci-quick.toml")
@@ -71,6 +72,44 @@ def update_baselines(data_dir: str, kinds: tuple[str, ...] = tuple(RECIPES)) -> 
             os.chdir(here)
     return 0
 
+
+
+# --------------------------------------------------------------------------- recorded measurements for unit tests
+
+
+def recorded(outcomes: dict[str, Any], *, lower: tuple[float, ...] = (2.0,), upper: tuple[float, ...] = (10.0,),
+             images: str = "a" * 64, device: str = "cpu", plans: dict[str, Any] | None = None) -> Any:
+    """A :class:`robustclip.gate.check.Measured` built from per-sample outcomes (``metric -> (n,) bool``) without
+    evaluating anything: rows with Wilson intervals, ``images`` as the image digest, fixed-mode ``full`` bounds."""
+    import pandas as pd
+
+    from robustclip.gate import check as gate
+    from robustclip.stats import wilson
+
+    n = len(next(iter(outcomes.values())))
+    rows = []
+    for name, ok in outcomes.items():
+        attack, _, rest = name.partition("@")
+        norm, _, eps = rest.partition(":")
+        k = int(ok.sum())
+        lo, hi = wilson(k, n)
+        rows.append({"model": "m", "dataset": "mnist", "attack": attack, "norm": norm or "none",
+                     "eps": float(eps or 0.0), "accuracy": k / n, "n": n, "ci_low": lo, "ci_high": hi})
+    return gate.Measured(path="m.safetensors", sha256=images[:16], dataset="mnist", n=n, seed=0,
+                         frame=pd.DataFrame(rows), outcomes=outcomes,
+                         images={"split": "test", "first": n, "sha256": images},
+                         lipschitz={"full": {"lower": list(lower), "upper": list(upper)}}, device=device,
+                         plans=plans or {})
+
+
+def draw_outcomes(acc: float, *, n: int = 500, clean: float = 0.9, seed: int = 0) -> dict[str, Any]:
+    """Seeded per-sample outcomes: ``clean`` (each sample right with probability ``clean``) and
+    ``worst_case@L2:1`` (robust with overall probability ``acc``, only where clean)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    ok = rng.random(n) < clean
+    return {"clean": ok, "worst_case@L2:1": ok & (rng.random(n) < acc / clean)}
 
 if __name__ == "__main__":
     import os

@@ -11,10 +11,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
-from gate_models import BASELINES, HELD_OUT_SEED, SUITE, train_gate_model
+from gate_models import BASELINES, HELD_OUT_SEED, SUITE, draw_outcomes, recorded, train_gate_model
 
 from robustclip import stats
 from robustclip.attacks.suites import load_suite
@@ -22,7 +21,6 @@ from robustclip.bounds import lipschitz
 from robustclip.checkpoints import format as checkpoints
 from robustclip.cli import main
 from robustclip.gate import check as gate
-from robustclip.stats import wilson
 
 ROOT = Path(__file__).resolve().parent.parent
 N_FIXED = 200  # the fixed-mode baseline of these tests: fewer images keep each evaluation cheap
@@ -358,44 +356,26 @@ def test_paired_mcnemar_on_constructed_outcomes():
     assert gained.suspicious and not gained.regressed and gained.moved() == "rose"
 
 
-def _measured(outcomes: dict[str, np.ndarray], *, lower=(2.0,), upper=(10.0,), images="a" * 64) -> gate.Measured:
-    n = len(next(iter(outcomes.values())))
-    rows = []
-    for name, ok in outcomes.items():
-        attack, _, rest = name.partition("@")
-        norm, _, eps = rest.partition(":")
-        k = int(ok.sum())
-        lo, hi = wilson(k, n)
-        rows.append({"model": "m", "dataset": "mnist", "attack": attack, "norm": norm or "none",
-                     "eps": float(eps or 0.0), "accuracy": k / n, "n": n, "ci_low": lo, "ci_high": hi})
-    return gate.Measured(path="m.safetensors", sha256=str(hash(images)), dataset="mnist", n=n, seed=0,
-                         frame=pd.DataFrame(rows), outcomes=outcomes,
-                         images={"split": "test", "first": n, "sha256": images},
-                         lipschitz={"full": {"lower": list(lower), "upper": list(upper)}})
-
-
 RAW = {"name": "s", "eps": {"L2": [1.0]}}
 
 
 def _outcomes(acc: float, n: int = 500, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    clean = rng.random(n) < 0.9
-    return {"clean": clean, "worst_case@L2:1": clean & (rng.random(n) < acc / 0.9)}
+    return draw_outcomes(acc, n=n, clean=0.9, seed=seed)
 
 
 def test_fixed_compare_paired_and_fallback():
     b = _outcomes(0.6)
-    base = gate.make_baseline([_measured(b, lower=(2.0, 2.1, 1.9, 2.05), upper=(10.0,) * 4)], suite_raw=RAW,
+    base = gate.make_baseline([recorded(b, lower=(2.0, 2.1, 1.9, 2.05), upper=(10.0,) * 4)], suite_raw=RAW,
                               suite_name="s", mode="fixed")
     gate.validate_baseline(base)
-    same, _ = gate.compare(base, _measured(b), suite_raw=RAW)
+    same, _ = gate.compare(base, recorded(b), suite_raw=RAW)
     assert all(not r.regressed and not r.suspicious for r in same)
     worse = {k: v.copy() for k, v in b.items()}
     worse["worst_case@L2:1"][np.flatnonzero(worse["worst_case@L2:1"])[:15]] = False  # a 3-point drop
-    rows, _ = gate.compare(base, _measured(worse), suite_raw=RAW)
+    rows, _ = gate.compare(base, recorded(worse), suite_raw=RAW)
     by = {r.metric: r for r in rows}
     assert by["worst_case@L2:1"].regressed and by["worst_case@L2:1"].test == "paired McNemar"
-    rows, notes = gate.compare(base, _measured(worse, images="b" * 64), suite_raw=RAW)  # other images: unpaired
+    rows, notes = gate.compare(base, recorded(worse, images="b" * 64), suite_raw=RAW)  # other images: unpaired
     assert {r.metric: r for r in rows}["worst_case@L2:1"].test == "unpaired Wilson"
     assert any("unpaired" in n for n in notes)
 
@@ -403,11 +383,11 @@ def test_fixed_compare_paired_and_fallback():
 def test_lipschitz_tolerance_comes_from_the_measured_spread():
     b = _outcomes(0.6)
     lows = (2.0, 2.2, 1.8, 2.1, 1.9, 2.0, 2.05, 1.95)
-    base = gate.make_baseline([_measured(b, lower=lows, upper=(10.0,) * 8)], suite_raw=RAW, suite_name="s",
+    base = gate.make_baseline([recorded(b, lower=lows, upper=(10.0,) * 8)], suite_raw=RAW, suite_name="s",
                               mode="fixed")
 
     def verdict(lower: float, upper: float) -> dict[str, gate.Comparison]:
-        rows, _ = gate.compare(base, _measured(b, lower=(lower,), upper=(upper,)), suite_raw=RAW)
+        rows, _ = gate.compare(base, recorded(b, lower=(lower,), upper=(upper,)), suite_raw=RAW)
         return {r.metric: r for r in rows if r.is_bound}
 
     spread = float(np.std(lows, ddof=1))
@@ -422,7 +402,7 @@ def test_lipschitz_tolerance_comes_from_the_measured_spread():
 
 def test_retrained_compare_uses_the_seed_spread():
     seeds = [_outcomes(a, seed=i) for i, a in enumerate((0.60, 0.62, 0.58, 0.61, 0.59))]
-    ms = [_measured(o, lower=(2.0 + 0.1 * i,), upper=(10.0 + 0.3 * i,), images="a" * 64) for i, o in
+    ms = [recorded(o, lower=(2.0 + 0.1 * i,), upper=(10.0 + 0.3 * i,), images="a" * 64) for i, o in
           enumerate(seeds)]
     for i, m in enumerate(ms):
         m.sha256 = f"seed{i}"
@@ -431,11 +411,11 @@ def test_retrained_compare_uses_the_seed_spread():
     row = next(m for m in base["metrics"] if m["attack"] == "worst_case")
     assert len(row["runs"]) == 5 and row["spread"] > 0
     for acc, lower, regressed in ((0.575, 2.25, False), (0.45, 2.2, True)):
-        rows, _ = gate.compare(base, _measured(_outcomes(acc, seed=9), lower=(lower,), upper=(10.5,)), suite_raw=RAW)
+        rows, _ = gate.compare(base, recorded(_outcomes(acc, seed=9), lower=(lower,), upper=(10.5,)), suite_raw=RAW)
         by = {r.metric: r for r in rows}
         assert by["worst_case@L2:1"].regressed == regressed, by["worst_case@L2:1"]
         assert by["worst_case@L2:1"].test.startswith("seed spread")
-    rows, _ = gate.compare(base, _measured(_outcomes(0.6, seed=9), lower=(4.0,), upper=(10.5,)), suite_raw=RAW)
+    rows, _ = gate.compare(base, recorded(_outcomes(0.6, seed=9), lower=(4.0,), upper=(10.5,)), suite_raw=RAW)
     assert {r.metric: r for r in rows}["lipschitz_lower"].regressed
 
 
@@ -444,14 +424,14 @@ def test_retrained_compare_uses_the_seed_spread():
 
 def test_junit_words_rise_and_fall_and_keeps_values():
     b = _outcomes(0.6)
-    base = gate.make_baseline([_measured(b, lower=(2.0,) * 3, upper=(10.0,) * 3)], suite_raw=RAW, suite_name="s",
+    base = gate.make_baseline([recorded(b, lower=(2.0,) * 3, upper=(10.0,) * 3)], suite_raw=RAW, suite_name="s",
                               mode="fixed")
     worse = {k: v.copy() for k, v in b.items()}
     worse["worst_case@L2:1"][np.flatnonzero(worse["worst_case@L2:1"])[:40]] = False
     better = {k: v.copy() for k, v in b.items()}
     better["clean"][:] = True
     better["clean"] |= b["clean"]
-    rows, _ = gate.compare(base, _measured(worse, lower=(2.0,), upper=(13.0,)), suite_raw=RAW)
+    rows, _ = gate.compare(base, recorded(worse, lower=(2.0,), upper=(13.0,)), suite_raw=RAW)
     root = ET.fromstring(gate.junit_xml(rows, name="m", seconds=1.5))
     suite = root.find("testsuite")
     assert suite.get("tests") == str(len(rows)) and suite.get("failures") == "2"
@@ -462,7 +442,7 @@ def test_junit_words_rise_and_fall_and_keeps_values():
     assert msgs["worst_case@L2:1"].startswith("worst_case@L2:1 fell from")
     passing = [c for c in suite.iter("testcase") if c.find("failure") is None]
     assert passing and all(c.find("system-out") is not None and c.find("properties") is not None for c in passing)
-    rows, _ = gate.compare(base, _measured(better), suite_raw=RAW)
+    rows, _ = gate.compare(base, recorded(better), suite_raw=RAW)
     sus = [r for r in rows if r.suspicious]
     assert [r.metric for r in sus] == ["clean"]
     suite = ET.fromstring(gate.junit_xml(rows, name="m", seconds=1.0)).find("testsuite")

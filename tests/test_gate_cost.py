@@ -11,13 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from gate_models import draw_outcomes, recorded
 from torch import nn
 
 from robustclip.bounds import budget as lipschitz_budget
 from robustclip.bounds import lipschitz
 from robustclip.core import devices, progress
 from robustclip.errors import RobustclipError
-from robustclip.evaluation.runner import wilson
 from robustclip.gate import check as gate
 from robustclip.models import specs as models
 
@@ -89,7 +89,7 @@ def test_results_are_identical_across_batch_sizes():
         assert got[k] == pytest.approx(ref[k], rel=1e-4)
 
 
-def test_each_seed_is_independent_and_the_spread_is_still_measured():
+def test_each_seed_is_independent_and_the_spread_is_stillrecorded():
     """The gate's restart noise under a scaled (cheaper) plan: seeds differ (a spread exists), and a seed gives
     the same value alone as after the others (no warm start carries over between seeds)."""
     model, x = _cnn(), _x(40)
@@ -115,29 +115,11 @@ def test_estimate_records_its_plan():
 # ----------------------------------------------------------------------------- the gate
 
 
-def _measured(outcomes, *, lower=(2.0,), upper=(10.0,), device="cpu", plans=None) -> gate.Measured:
-    n = len(next(iter(outcomes.values())))
-    rows = []
-    for name, ok in outcomes.items():
-        attack, _, rest = name.partition("@")
-        norm, _, eps = rest.partition(":")
-        k = int(ok.sum())
-        lo, hi = wilson(k, n)
-        rows.append({"model": "m", "dataset": "mnist", "attack": attack, "norm": norm or "none",
-                     "eps": float(eps or 0.0), "accuracy": k / n, "n": n, "ci_low": lo, "ci_high": hi})
-    return gate.Measured(path="m.safetensors", sha256="x", dataset="mnist", n=n, seed=0, frame=pd.DataFrame(rows),
-                         outcomes=outcomes, images={"split": "test", "first": n, "sha256": "a" * 64},
-                         lipschitz={"full": {"lower": list(lower), "upper": list(upper)}}, device=device,
-                         plans=plans or {})
-
-
 RAW = {"name": "s", "eps": {"L2": [1.0]}}
 
 
 def _outcomes(acc: float, n: int = 1000, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    clean = rng.random(n) < 0.95
-    return {"clean": clean, "worst_case@L2:1": clean & (rng.random(n) < acc / 0.95)}
+    return draw_outcomes(acc, n=n, clean=0.95, seed=seed)
 
 
 def test_fixed_mode_compares_a_gpu_check_with_a_cpu_baseline():
@@ -145,39 +127,39 @@ def test_fixed_mode_compares_a_gpu_check_with_a_cpu_baseline():
     that is within the gate's noise. A real drop on the GPU still fails."""
     b = _outcomes(0.6)
     lows = (2.0, 2.1, 1.9, 2.05, 1.95, 2.02, 1.98, 2.04)
-    base = gate.make_baseline([_measured(b, lower=lows, upper=(10.0,) * 8)], suite_raw=RAW, suite_name="s",
+    base = gate.make_baseline([recorded(b, lower=lows, upper=(10.0,) * 8)], suite_raw=RAW, suite_name="s",
                               mode="fixed")
     assert base["environment"]["device"] == "cpu"
     gpu = {k: v.copy() for k, v in b.items()}
     wc = gpu["worst_case@L2:1"]
     wc[np.flatnonzero(wc)[:3]] = False  # 3 lost, 2 gained: rounding at the decision boundary
     wc[np.flatnonzero(~wc & gpu["clean"])[:2]] = True
-    rows, notes = gate.compare(base, _measured(gpu, lower=(2.03,), upper=(10.0 * (1 + 1e-7),), device="cuda:0"),
+    rows, notes = gate.compare(base, recorded(gpu, lower=(2.03,), upper=(10.0 * (1 + 1e-7),), device="cuda:0"),
                                suite_raw=RAW)
     assert not any(r.regressed or r.suspicious for r in rows)
     assert any("made on cpu" in n and "cuda:0" in n for n in notes)
     assert {r.metric: r for r in rows}["worst_case@L2:1"].test == "paired McNemar"
     drop = {k: v.copy() for k, v in b.items()}
     drop["worst_case@L2:1"][np.flatnonzero(drop["worst_case@L2:1"])[:40]] = False  # 4 points
-    rows, _ = gate.compare(base, _measured(drop, device="cuda:0"), suite_raw=RAW)
+    rows, _ = gate.compare(base, recorded(drop, device="cuda:0"), suite_raw=RAW)
     assert {r.metric: r for r in rows}["worst_case@L2:1"].regressed
 
 
 def test_estimates_made_with_other_ascent_settings_are_incomparable():
     b = _outcomes(0.6)
     scaled = {"full": {"pairs": 41, "steps": 32, "jac_points": 41, "jac_steps": 6, "jac_iters": 10}}
-    base = gate.make_baseline([_measured(b, lower=(2.0, 2.1), plans=scaled)], suite_raw=RAW, suite_name="s",
+    base = gate.make_baseline([recorded(b, lower=(2.0, 2.1), plans=scaled)], suite_raw=RAW, suite_name="s",
                               mode="fixed")
     assert base["lipschitz"]["plans"] == scaled
     gate.validate_baseline(base)
-    gate.compare(base, _measured(b, plans=scaled), suite_raw=RAW)  # same settings: compared
+    gate.compare(base, recorded(b, plans=scaled), suite_raw=RAW)  # same settings: compared
     with pytest.raises(RobustclipError, match="ascent settings"):
-        gate.compare(base, _measured(b, plans={"full": lipschitz_budget.default_settings("full")}), suite_raw=RAW)
+        gate.compare(base, recorded(b, plans={"full": lipschitz_budget.default_settings("full")}), suite_raw=RAW)
     old = {**base, "lipschitz": {k: v for k, v in base["lipschitz"].items() if k != "plans"}}
     gate.validate_baseline(old)  # a baseline from before the budget: it ran the defaults
-    gate.compare(old, _measured(b, plans={"full": lipschitz_budget.default_settings("full")}), suite_raw=RAW)
+    gate.compare(old, recorded(b, plans={"full": lipschitz_budget.default_settings("full")}), suite_raw=RAW)
     with pytest.raises(RobustclipError, match="ascent settings"):
-        gate.compare(old, _measured(b, plans=scaled), suite_raw=RAW)
+        gate.compare(old, recorded(b, plans=scaled), suite_raw=RAW)
     bad = {**base, "lipschitz": {**base["lipschitz"], "plans": {"full": {"pairs": -1}}}}
     with pytest.raises(RobustclipError, match="malformed Lipschitz ascent plans"):
         gate.validate_baseline(bad)
