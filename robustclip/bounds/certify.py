@@ -28,8 +28,14 @@ methods are offered, and the best certified set is their union:
 Why not auto_LiRPA: its released package requires torch < 1.13, and this
 project runs on torch 2.x, so the relaxation is implemented here.
 
-Soundness assumptions: the model is one :func:`robustclip.bounds.lipschitz.known_layers`
-understands and runs in eval mode; bounds are computed in float64 and a
+Two implementations: fully connected chains (:func:`robustclip.bounds.lipschitz.known_layers`
+with no convolution and elementwise activations) use dense matrices, as
+written here; everything else (convolutions as operators, BatchNorm, pooling,
+residual sums, MinMax, a module's own forward) goes to the graph CROWN of
+:mod:`robustclip.bounds.crown` (:func:`crown_route`).
+
+Soundness assumptions: one of the two understands the model, which runs in
+eval mode; bounds are computed in float64 on the model as given, and a
 margin counts as certified only above ``margin_tol`` (default ``1e-5``), which
 absorbs the float32 rounding of the model itself. Certificates hold for inputs
 in [0,1] (the threat model of the attack suites).
@@ -49,6 +55,7 @@ from ..core.devices import device_of
 from ..core.modes import eval_mode
 from ..errors import RobustclipError
 from ..models.activations import is_sorting
+from .crown import Plan, build_plan, certify_cells, graph_margins
 from .relaxations import concretize_lower, relax
 from .structure import Affine, affine_ops
 from .upper import UpperBound, best_pairs, upper_bounds
@@ -77,6 +84,24 @@ def logit_ops(model: nn.Module, in_shape: tuple[int, ...]) -> tuple[list[Affine 
     if not ops:
         return None, "the model has no affine layer"
     return ops, None
+
+
+def crown_route(model: nn.Module, in_shape: tuple[int, ...],
+                ) -> tuple[list[Affine | nn.Module] | None, Plan | None, str | None]:
+    """Which CROWN takes the model: ``(ops, None, None)`` the dense-matrix one (fully connected chains of
+    elementwise activations), ``(None, plan, None)`` the graph one (:mod:`robustclip.bounds.crown`: anything with
+    a convolution, BatchNorm, pooling, residual sums, MinMax, its own forward), ``(None, None, reason)`` neither.
+    Call it with the model in eval mode (BatchNorm uses its running statistics)."""
+    ops, why = logit_ops(model, in_shape)
+    chain = ops is not None and not any(is_sorting(op) for op in ops)
+    if chain and not any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        return ops, None, None
+    plan, why_graph = build_plan(model, in_shape)
+    if plan is not None:
+        return None, plan, None
+    if chain:
+        return ops, None, None
+    return None, None, why_graph or why
 
 
 def _strictly_increasing(layer: nn.Module) -> bool:
@@ -182,20 +207,28 @@ class Crown:
 
 
 def crown_margins(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str, *,
-                  batch_size: int = 50, ops: list[Affine | nn.Module] | None = None) -> torch.Tensor:
+                  batch_size: int = 50, ops: list[Affine | nn.Module] | None = None,
+                  plan: Plan | None = None) -> torch.Tensor:
     """CROWN lower bounds ``(N, K)`` on ``f_y(x') − f_j(x')`` over the ε-ball ∩ [0,1] (``+inf`` at ``j = y``).
 
-    ``x``: ``(N, ...)`` in [0,1]; ``y``: ``(N,)`` labels. For L2 a fast pass
-    bounds the first layer by matrix products only; samples it does not
-    certify are redone with the Lagrange-dual bound on the first layer too,
-    and the larger of the two (sound) lower bounds is returned. Raises
-    :class:`RobustclipError` for models that are not fully understood.
+    ``x``: ``(N, ...)`` in [0,1]; ``y``: ``(N,)`` labels. The model goes to the
+    CROWN :func:`crown_route` picks (or the given ``ops`` / ``plan``). Dense
+    path, L2: a fast pass bounds the first layer by matrix products only;
+    samples it does not certify are redone with the Lagrange-dual bound on
+    the first layer too, and the larger of the two (sound) lower bounds is
+    returned. Raises :class:`RobustclipError` for models that are not fully
+    understood.
     """
     _check(x, eps, norm)
-    if ops is None:
-        ops, why = logit_ops(model, tuple(x.shape[1:]))
-        if ops is None:
-            raise RobustclipError(f"cannot certify this model: {why}", "use an nn.Sequential of known layers")
+    if ops is None and plan is None:
+        with eval_mode(model):
+            ops, plan, why = crown_route(model, tuple(x.shape[1:]))
+        if ops is None and plan is None:
+            raise RobustclipError(f"cannot certify this model: {why}",
+                                  "use layers robustclip.bounds.crown understands (see docs/bounds.md)")
+    if plan is not None:
+        return graph_margins(plan, x, y, eps, norm, batch_size=batch_size)
+    assert ops is not None
     K = _n_out(ops)
     out = []
     flat = x.detach().cpu().double().flatten(1)
@@ -289,11 +322,11 @@ def certify(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cells: list[tupl
     none = {cell: torch.zeros(n, dtype=torch.bool) for cell in cells}
     res.best = {cell: v.clone() for cell, v in none.items()}
     in_shape = tuple(x.shape[1:])
-    ops, why = logit_ops(model, in_shape)
-    if ops is None:
-        res.info["reason"] = why
-        return res
     with eval_mode(model):  # every submodule's own flag restored after
+        ops, plan, why = crown_route(model, in_shape)
+        if ops is None and plan is None:
+            res.info["reason"] = why
+            return res
         with torch.no_grad():
             logits = model(x.to(device_of(model))).detach().cpu()
         if "lipschitz" in methods:
@@ -313,10 +346,15 @@ def certify(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cells: list[tupl
                                     if pairs is not None else none[(norm, eps)].clone())
             res.per_method["lipschitz"] = got
             res.seconds["lipschitz"] = time.perf_counter() - t0
-        if "crown" in methods and any(is_sorting(op) for op in ops):
-            res.info["crown"] = "not computed: MinMax/GroupSort are not elementwise; CROWN here relaxes elementwise " \
-                                "activations only"
+        if "crown" in methods and plan is not None:
+            t0 = time.perf_counter()
+            res.per_method["crown"] = certify_cells(
+                plan, x, y, cells, logits.argmax(1) == y.cpu(), res.per_method.get("lipschitz", {}),
+                broken=(lambda xb, yb, todo, e, nm: _broken(model, xb, yb, todo, e, nm, steps=prefilter))
+                if prefilter > 0 else None, batch_size=batch_size, margin_tol=margin_tol)
+            res.seconds["crown"] = time.perf_counter() - t0
         elif "crown" in methods:
+            assert ops is not None
             t0 = time.perf_counter()
             got = {}
             correct = logits.argmax(1) == y.cpu()
@@ -377,9 +415,11 @@ def certified_radius(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: s
     Every returned ε was itself certified, so it is a sound certified radius:
     no adversarial example exists closer than it (in ``norm``, inside [0,1]).
     """
-    ops, why = logit_ops(model, tuple(x.shape[1:]))
-    if ops is None:
-        raise RobustclipError(f"cannot certify this model: {why}", "use an nn.Sequential of known layers")
+    with eval_mode(model):
+        ops, plan, why = crown_route(model, tuple(x.shape[1:]))
+    if ops is None and plan is None:
+        raise RobustclipError(f"cannot certify this model: {why}",
+                              "use layers robustclip.bounds.crown understands (see docs/bounds.md)")
     n = x.shape[0]
     with torch.no_grad():
         correct = (model(x).argmax(1) == y).cpu()
@@ -390,7 +430,7 @@ def certified_radius(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: s
         ok = torch.zeros(n, dtype=torch.bool)
         for i in range(n):  # one ε per sample
             if bool(correct[i]):
-                m = crown_margins(model, x[i : i + 1], y[i : i + 1], float(mid[i]), norm, ops=ops)
+                m = crown_margins(model, x[i : i + 1], y[i : i + 1], float(mid[i]), norm, ops=ops, plan=plan)
                 ok[i] = bool((m > MARGIN_TOL).all())
         lo_e = torch.where(ok, mid, lo_e)
         hi_e = torch.where(ok, hi_e, mid)
