@@ -5,11 +5,11 @@ bounds in topological order: first the cheap ones (interval arithmetic from its 
 bounds known from a larger radius, ``prior``), then, for the entries of a node that feeds a nonlinearity whose
 relaxation they change (an unstable ReLU, a max-pool window without a dominating input, a sigmoid), full CROWN
 bounds: a backward pass of linear bounds from that entry to the input, concretised over the ball ∩ [0,1] by
-:func:`robustclip.bounds.certify.concretize_lower`. Stable ReLUs are exact whatever their bounds, so they need
+:func:`robustclip.bounds.relaxations.concretize_lower`. Stable ReLUs are exact whatever their bounds, so they need
 nothing more. MinMax pairs are relaxed through the bounds of their difference ``a − b``, computed the same way.
-Everything runs in float64; the backward passes are batched over (sample, specification) rows in chunks of at
-most ``max_elems`` coefficients (memory bound), convolutions act as operators (matrix products with the kernel
-and ``fold``), never as dense matrices.
+Everything runs in float64; the backward passes (:mod:`robustclip.bounds.crown.backward`) are batched over groups
+of rows that share a sample and a window (the channels of one pixel, lower and upper), in chunks of at most
+``max_elems`` coefficients (memory bound); convolutions act as operators, never as dense matrices.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..relaxations import concretize_lower, relax
+from ..relaxations import relax
+from .backward import Backward, row_cost
 from .ir import Node, Plan, apply
-from .patches import Lin, Pairs, masked, merge, to_dense, window
+from .patches import Lin, Pairs
 
 Bounds = tuple[torch.Tensor, torch.Tensor]
 MAX_ELEMS = 1 << 22
@@ -32,62 +33,6 @@ MAX_ELEMS = 1 << 22
 
 def _monotone(kind: str) -> bool:
     return kind in ("input", "act", "maxpool", "reshape")
-
-
-def conv_matrix(p: dict[str, Any]) -> torch.Tensor:
-    """The kernel as ``(C_out, C_in·kh·kw)`` (groups expanded with zeros), for ``cols = Mᵀ A`` and ``fold``."""
-    if "matrix" not in p:
-        w = p["weight"]
-        co, cig, kh, kw = w.shape
-        g = p["groups"]
-        full = torch.zeros(co, cig * g, kh, kw, dtype=torch.float64)
-        per = co // g
-        for k in range(g):
-            full[k * per:(k + 1) * per, k * cig:(k + 1) * cig] = w[k * per:(k + 1) * per]
-        p["matrix"] = full.reshape(co, -1)
-    return p["matrix"]
-
-
-def row_cost(plan: Plan, i: int) -> int:
-    """Coefficients one backward row from node ``i`` may hold at once: the largest window (times the kernel size,
-    for the unfolded columns of a conv or max pool) it reaches on its way to the input. A row from a pixel of an
-    image node starts as a 1×1 window that grows by each kernel; a row from a vector node is dense."""
-    win: dict[int, tuple[int, int]] = {}
-    n0 = plan.nodes[i]
-    win[i] = (1, 1) if len(n0.shape) == 3 else (0, 0)
-    best = 1
-    for j in reversed(plan.ancestors[i]):
-        if j not in win:
-            continue
-        n = plan.nodes[j]
-        P = win[j]
-        image = len(n.shape) == 3
-        if image and (P == (0, 0) or P[0] * P[1] >= n.shape[1] * n.shape[2]):
-            P = (n.shape[1], n.shape[2])
-        area = P[0] * P[1] if image else 1
-        size = (n.shape[0] if image else math.prod(n.shape)) * area
-        k = (1, 1)
-        if n.kind == "conv":
-            k = tuple(n.p["weight"].shape[-2:])
-            size = max(size, plan.nodes[n.inputs[0]].shape[0] * k[0] * k[1] * area)
-        elif n.kind == "maxpool":
-            k = n.p["kernel"]
-            size *= k[0] * k[1]
-        best = max(best, size)
-        for src in n.inputs:
-            if not image or len(plan.nodes[src].shape) != 3 or n.kind == "reshape":
-                nxt = (0, 0)
-            elif n.kind in ("conv", "maxpool"):
-                s = n.p["stride"]
-                nxt = ((P[0] - 1) * s[0] + k[0], (P[1] - 1) * s[1] + k[1])
-            else:
-                nxt = P
-            old = win.get(src)
-            if old is None:
-                win[src] = nxt
-            elif old != nxt:  # windows of two paths meet: assume the merge goes dense
-                win[src] = (0, 0)
-    return 2 * best
 
 
 class GraphCrown:
@@ -111,6 +56,7 @@ class GraphCrown:
         self.refinable: set[int] = set()
         self.bad = torch.zeros(self.N, dtype=torch.bool)  # samples with a non-finite bound: never certified
         self.refined = 0  # CROWN rows run for intermediate bounds (for the report)
+        self.back = Backward(plan, self.x0, self.eps, norm, self.rel)
         self.consumers: dict[int, list[Node]] = {i: [] for i in range(len(plan.nodes))}
         for n in plan.nodes:
             if n.kind in ("act", "maxpool", "pairsort"):
@@ -181,37 +127,58 @@ class GraphCrown:
 
     def _refine(self, i: int, need: torch.Tensor, pair: tuple[torch.Tensor, torch.Tensor] | None) -> Bounds:
         """CROWN ``(lower, upper)`` (shaped like ``need``; ±inf elsewhere) of node ``i``'s entries (or, with
-        ``pair`` = channel indices ``(a, b)``, of the differences ``x_a − x_b``) where ``need``."""
+        ``pair`` = channel indices ``(a, b)``, of the differences ``x_a − x_b``) where ``need``.
+
+        Rows (an entry and a sign: +1 for its lower bound, −1 for its upper) are grouped by sample and pixel, the
+        groups sorted by size and cut into chunks; a chunk's groups are padded with zero rows to its largest."""
         n = self.plan.nodes[i]
-        idx = need.nonzero()  # (M, 1 + dims)
+        image = len(n.shape) == 3
+        idx = need.nonzero()  # (M, 1 + dims): sample, channel (or pair), pixel
         M = idx.shape[0]
         self.refined += 2 * M
         lo = torch.full(need.shape, -math.inf, dtype=torch.float64)
         hi = torch.full(need.shape, math.inf, dtype=torch.float64)
-        image = len(n.shape) == 3
-        rows = max(1, self.max_elems // row_cost(self.plan, i))
-        for s in range(0, 2 * M, rows):
-            k = torch.arange(s, min(2 * M, s + rows))
-            sign = torch.where(k < M, 1.0, -1.0).double()
-            e = idx[k % M]
-            B = k.numel()
-            ar = torch.arange(B)
-            if image:
-                A = torch.zeros(B, n.shape[0], 1, 1, dtype=torch.float64)
-                loc = e[:, 2:4]
-            else:
-                A = torch.zeros(B, n.shape[0], dtype=torch.float64)
-                loc = torch.zeros(B, 2, dtype=torch.long)
+        if M == 0:
+            return lo, hi
+        ent = torch.cat([idx, idx])
+        sign = torch.cat([torch.ones(M), -torch.ones(M)]).double()
+        where = ent[:, 2:4] if image else ent[:, :0]
+        key = ent[:, 0]
+        for d in range(where.shape[1]):
+            key = key * n.shape[1 + d] + where[:, d]
+        key, order = torch.sort(key, stable=True)
+        ent, sign = ent[order], sign[order]
+        _, inverse, counts = torch.unique_consecutive(key, return_inverse=True, return_counts=True)
+        starts = torch.cumsum(counts, 0) - counts
+        pos = torch.arange(ent.shape[0]) - starts[inverse]
+        by_size = torch.argsort(counts, descending=True, stable=True)
+        rank = torch.empty_like(by_size)
+        rank[by_size] = torch.arange(by_size.numel())
+        per = max(1, self.max_elems // row_cost(self.plan, i))
+        g0 = 0
+        while g0 < by_size.numel():
+            R = int(counts[by_size[g0]])
+            groups = by_size[g0:g0 + max(1, per // R)]
+            g0 += groups.numel()
+            G = groups.numel()
+            slot = torch.full((counts.numel(),), -1, dtype=torch.long)
+            slot[groups] = torch.arange(G)
+            rows = slot[inverse] >= 0
+            g, r, e, sg = slot[inverse][rows], pos[rows], ent[rows], sign[rows]
+            first = ent[starts[groups]]  # each group's sample and pixel
+            A = torch.zeros(G, R, *((n.shape[0], 1, 1) if image else (n.shape[0],)), dtype=torch.float64)
+            tail = (slice(None),) * (A.dim() - 3)
             if pair is None:
-                A[ar, e[:, 1]] = sign.view(-1, *([1] * (A.dim() - 2)))
+                A[(g, r, e[:, 1], *tail)] = sg.view(-1, *([1] * (A.dim() - 3)))
             else:
-                A[ar, pair[0][e[:, 1]]] = sign.view(-1, *([1] * (A.dim() - 2)))
-                A[ar, pair[1][e[:, 1]]] = -sign.view(-1, *([1] * (A.dim() - 2)))
+                A[(g, r, pair[0][e[:, 1]], *tail)] = sg.view(-1, *([1] * (A.dim() - 3)))
+                A[(g, r, pair[1][e[:, 1]], *tail)] = -sg.view(-1, *([1] * (A.dim() - 3)))
+            loc = first[:, 2:4] if image else torch.zeros(G, 2, dtype=torch.long)
             L = Lin(A, (1, 1), (0, 0)) if image else Lin(A)
-            val = self.backward(i, L, Pairs(e[:, 0], loc), steps=6)
-            low, up = k < M, k >= M
+            val = self.back.run(i, L, Pairs(first[:, 0], loc), steps=6)[g, r]
+            low = sg > 0
             lo[tuple(e[low].T)] = val[low]
-            hi[tuple(e[up].T)] = -val[up]
+            hi[tuple(e[~low].T)] = -val[~low]
         return lo, hi
 
     def _ibp(self, i: int) -> Bounds:
@@ -241,7 +208,16 @@ class GraphCrown:
             c0, c1 = p["c"]
             c = c0 * mid + c1 * (l2 + u2) / 2
             r = abs(c0) * rad + abs(c1) * (u2 - l2) / 2
-        return c - r, c + r
+        l, u = c - r, c + r
+        if self.norm == "L2" and n.kind in ("conv", "linear") and self.plan.nodes[n.inputs[0]].kind == "input":
+            # the first layer: each output moves by at most eps·||its weights||₂ over the ball (the full kernel's
+            # norm also bounds a window cut by zero padding); often much tighter than the box for L2
+            w = p["weight"]
+            rad = self.eps * w.flatten(1).norm(dim=1) * (1 + 1e-12)
+            cen = apply(n, [self.x0])
+            rad = rad.view(-1, *([1] * (cen.dim() - 2)))
+            l, u = torch.maximum(l, cen - rad), torch.minimum(u, cen + rad)
+        return l, u
 
     def _relaxation(self, i: int) -> Any:
         n = self.plan.nodes[i]
@@ -268,133 +244,24 @@ class GraphCrown:
             out[("d", i)] = b
         return out
 
-    # ------------------------------------------------------------------ the backward pass
-
-    def backward(self, i: int, L: Lin, pairs: Pairs, *, steps: int) -> torch.Tensor:
-        """Lower bound ``(B,)`` over the ball ∩ [0,1] of each row's linear function ``L`` of node ``i``."""
-        pending: dict[int, Lin] = {i: L}
-        c = torch.zeros(L.A.shape[0], dtype=torch.float64)
-        for j in reversed(self.plan.ancestors[i]):
-            cur = pending.pop(j, None)
-            if cur is None:
-                continue
-            n = self.plan.nodes[j]
-            if n.kind == "input":
-                return self._concretize(cur, c, pairs, steps)
-            for k, Lk, ck in self._back(n, j, cur, pairs):
-                c = c + ck
-                if k in pending:
-                    h, w = (self.plan.nodes[k].shape[1:] if Lk.A.dim() == 4 else (1, 1))
-                    pending[k] = merge(pending[k], Lk, pairs, h, w)
-                else:
-                    pending[k] = Lk
-        raise AssertionError("the backward pass did not reach the input")
-
-    def _concretize(self, L: Lin, c: torch.Tensor, pairs: Pairs, steps: int) -> torch.Tensor:
-        B = L.A.shape[0]
-        if L.A.dim() == 4:
-            xw = window(self.x0, L, pairs)
-        else:
-            xw = self.x0.flatten(1)[pairs.n]
-        low = concretize_lower(L.A.reshape(B, 1, -1), c.view(B, 1), xw.reshape(B, -1), self.eps, self.norm,
-                               search_steps=steps)
-        return low[:, 0]
-
-    def _back(self, n: Node, j: int, L: Lin, pairs: Pairs) -> list[tuple[int, Lin, torch.Tensor]]:
-        A, p = L.A, n.p
-        B = A.shape[0]
-        zero = torch.zeros(B, dtype=torch.float64)
-        src = n.inputs[0]
-        in_shape = self.plan.nodes[src].shape
-        if n.kind == "linear":
-            return [(src, Lin(A @ p["weight"]), A @ p["bias"])]
-        if n.kind == "reshape":
-            if A.dim() == 4:
-                A = to_dense(L, pairs, n.shape[1], n.shape[2]).A
-            return [(src, Lin(A.reshape(B, *in_shape)), zero)]
-        if n.kind == "add":
-            (c0, c1), s2 = p["c"], n.inputs[1]
-            return [(src, Lin(A * c0 if c0 != 1 else A, L.S, L.Pd), zero),
-                    (s2, Lin(A * c1 if c1 != 1 else A, L.S, L.Pd), zero)]
-        if n.kind == "scale":
-            if A.dim() == 4 and not L.dense:
-                st = window(torch.stack([p["s"], p["t"]]).flatten(0, 1).unsqueeze(0), L, pairs,
-                            torch.zeros(B, dtype=torch.long))
-                s, t = st.chunk(2, dim=1)
-            else:
-                s, t = p["s"], p["t"]
-            return [(src, Lin(A * s, L.S, L.Pd), (A * t).flatten(1).sum(1))]
-        if n.kind == "act":
-            pos = A > 0
-            if isinstance(p["module"], (nn.ReLU, nn.LeakyReLU)):
-                aL, aU, bU = window(self.rel[j], L, pairs).chunk(3, dim=1)
-                const = (A * bU).masked_fill_(pos, 0).flatten(1).sum(1)
-            else:
-                aL, bL, aU, bU = window(self.rel[j], L, pairs).chunk(4, dim=1)
-                const = (A * torch.where(pos, bL, bU)).flatten(1).sum(1)
-            return [(src, Lin(A * torch.where(pos, aL, aU), L.S, L.Pd), const)]
-        if n.kind == "pairsort":
-            sL, sU, cU = window(self.rel[j], L, pairs).chunk(3, dim=1)
-            ia, ib = p["ia"], p["ib"]
-            al, be = A[:, ia], A[:, ib]
-            ap, an, bp, bn = al.clamp_min(0), al.clamp_max(0), be.clamp_min(0), be.clamp_max(0)
-            out = torch.empty_like(A)
-            out[:, ia] = ap * sL + an * sU + bp * (1 - sU) + bn * (1 - sL)
-            out[:, ib] = ap * (1 - sL) + an * (1 - sU) + bp * sU + bn * sL
-            return [(src, Lin(out, L.S, L.Pd), ((an - bp) * cU).flatten(1).sum(1))]
-        # conv and maxpool: unfolded coefficients, then fold onto the input's window
-        Ph, Pw = A.shape[-2:]
-        if n.kind == "conv":
-            kh, kw = p["weight"].shape[-2:]
-            const = A.sum((2, 3)) @ p["bias"] if p["bias"] is not None else zero
-            Co = A.shape[1]
-            if Ph * Pw == 1:  # one GEMM over all rows
-                cols = (A.reshape(B, Co) @ conv_matrix(p)).unsqueeze(-1)
-            else:
-                cols = (A.reshape(B, Co, Ph * Pw).transpose(1, 2) @ conv_matrix(p)).transpose(1, 2).contiguous()
-            dil = p["dilation"]
-        else:
-            kh, kw = p["kernel"]
-            lo, hi, cst = window(self.rel[j], L, pairs).chunk(3, dim=1)
-            Ap, An = A.clamp_min(0), A.clamp_max(0)
-            open_ = hi < 0
-            const = (An * cst * open_).flatten(1).sum(1)
-            w = torch.zeros(*A.shape, kh * kw, dtype=torch.float64)
-            w.scatter_add_(-1, lo.long().unsqueeze(-1), Ap.unsqueeze(-1))
-            w.scatter_add_(-1, hi.clamp_min(0).long().unsqueeze(-1), (An * ~open_).unsqueeze(-1))
-            cols = w.permute(0, 1, 4, 2, 3).reshape(B, A.shape[1] * kh * kw, Ph * Pw)
-            dil = (1, 1)
-        s, pad = p["stride"], p["padding"]
-        if L.dense:
-            out = F.fold(cols, in_shape[1:], (kh, kw), dilation=dil, padding=pad, stride=s)
-            return [(src, Lin(out), const)]
-        size = ((Ph - 1) * s[0] + dil[0] * (kh - 1) + 1, (Pw - 1) * s[1] + dil[1] * (kw - 1) + 1)
-        if Ph * Pw == 1 and dil == (1, 1):  # one window: folding is a reshape
-            out = cols.view(B, -1, kh, kw)
-        else:
-            out = F.fold(cols, size, (kh, kw), dilation=dil, stride=s)
-        geo = Lin(out, (L.S[0] * s[0], L.S[1] * s[1]), (L.Pd[0] * s[0] + pad[0], L.Pd[1] * s[1] + pad[1]))
-        return [(src, masked(geo, pairs, in_shape[1], in_shape[2]), const)]
-
     # ------------------------------------------------------------------ the margins
 
     def margins(self, y: torch.Tensor) -> torch.Tensor:
         """Lower bounds ``(N, K)`` of ``f_y − f_j`` over the ball ∩ [0,1] (``+inf`` at ``j = y``)."""
         K = self.plan.nodes[self.plan.spec].shape[0]
         N = self.N
-        j = torch.arange(K).repeat(N)
-        nn_ = torch.arange(N).repeat_interleave(K)
-        keep = j != y[nn_]
-        j, nn_ = j[keep], nn_[keep]
         out = torch.full((N, K), math.inf, dtype=torch.float64)
-        rows = max(1, self.max_elems // row_cost(self.plan, self.plan.spec))
+        if K < 2:
+            return out
+        others = torch.arange(K).repeat(N, 1)[torch.arange(K).repeat(N, 1) != y.view(-1, 1)].view(N, K - 1)
         eye = torch.eye(K, dtype=torch.float64)
-        for s in range(0, j.numel(), rows):
-            jj, ns = j[s:s + rows], nn_[s:s + rows]
-            A = eye[y[ns]] - eye[jj]
-            val = self.backward(self.plan.spec, Lin(A), Pairs(ns, torch.zeros(ns.numel(), 2, dtype=torch.long)),
+        per = max(1, self.max_elems // (row_cost(self.plan, self.plan.spec) * (K - 1)))
+        for s in range(0, N, per):
+            ns = torch.arange(s, min(N, s + per))
+            A = eye[y[ns]].unsqueeze(1) - eye[others[ns]]  # (G, K − 1, K): rows e_y − e_j
+            val = self.back.run(self.plan.spec, Lin(A), Pairs(ns, torch.zeros(ns.numel(), 2, dtype=torch.long)),
                                 steps=12)
-            out[ns, jj] = val
+            out[ns.view(-1, 1), others[ns]] = val
         out[self.bad] = -math.inf
         return torch.where(torch.isnan(out), -math.inf, out)
 
