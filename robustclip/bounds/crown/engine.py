@@ -68,6 +68,8 @@ class GraphCrown:
 
     def _node(self, i: int) -> None:
         n = self.plan.nodes[i]
+        if n.kind in ("act", "pairsort", "maxpool"):  # from its input's bounds; CROWN from this node needs it
+            self.rel[i] = self._relaxation(i)
         l, u = self._ibp(i)
         if ("b", i) in self.prior:
             pl, pu = self.prior[("b", i)]
@@ -89,8 +91,6 @@ class GraphCrown:
             ld, ud = self._tighten(("d", i), ld, ud, crossing, (ia, ib))
             self.bad |= ~(torch.isfinite(ld) & torch.isfinite(ud)).flatten(1).all(1)
             self.diffs[i] = (ld, ud)
-        if n.kind in ("act", "pairsort", "maxpool"):
-            self.rel[i] = self._relaxation(i)
 
     def _tighten(self, key: tuple[str, int], l: torch.Tensor, u: torch.Tensor, unstable: Any,
                  pair: tuple[torch.Tensor, torch.Tensor] | None) -> Bounds:
