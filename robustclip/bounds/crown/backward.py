@@ -139,15 +139,26 @@ class Backward:
                 const = (A * torch.where(pos, bL, bU)).flatten(2).sum(2)
             return [(src, Lin(A * torch.where(pos, aL, aU), L.S, L.Pd), const)]
         if n.kind == "pairsort":
-            sL, sU, cU = window(self.rel[j], L, pairs).chunk(3, dim=2)
-            ia, ib = p["ia"], p["ib"]
-            al, be = A[:, :, ia], A[:, :, ib]
-            ap, an, bp, bn = al.clamp_min(0), al.clamp_max(0), be.clamp_min(0), be.clamp_max(0)
-            out = torch.empty_like(A)
-            out[:, :, ia] = ap * sL + an * sU + bp * (1 - sU) + bn * (1 - sL)
-            out[:, :, ib] = ap * (1 - sL) + an * (1 - sU) + bp * sU + bn * sL
-            return [(src, Lin(out, L.S, L.Pd), ((an - bp) * cU).flatten(2).sum(2))]
+            return [self._pairsort(n, j, L, pairs)]
         return [(src, self._unfolded(n, j, L, pairs, in_shape), self._const(n, j, L, pairs))]
+
+    def _pairsort(self, n: Node, j: int, L: Lin, pairs: Pairs) -> tuple[int, Lin, torch.Tensor]:
+        """``max(a, b) = b + relu(a − b)`` and ``min = a + b − max``, with the ReLU's lines ``sL·d`` (lower) and
+        ``sU·d + cU`` (upper) on the pair's difference ``d``: a coefficient ``α ≥ 0`` on the max takes the lower line
+        (``α sL`` on ``a``, ``α (1 − sL)`` on ``b``), ``α < 0`` the upper one; the min's coefficient ``β`` the
+        other way round."""
+        A, p = L.A, n.p
+        sL, sU, cU = window(self.rel[j], L, pairs).chunk(3, dim=2)
+        ia, ib = p["ia"], p["ib"]
+        C = A.shape[2]
+        halves = bool(torch.equal(ia, torch.arange(C // 2)))  # MinMax: the two halves; else GroupSort: neighbours
+        al, be = (A[:, :, :C // 2], A[:, :, C // 2:]) if halves else (A[:, :, 0::2], A[:, :, 1::2])
+        t1 = al * torch.where(al > 0, sL, sU)
+        t2 = be * torch.where(be > 0, sU, sL)
+        out_a, out_b = t1 + be - t2, al - t1 + t2
+        const = ((al.clamp_max(0) - be.clamp_min(0)) * cU).flatten(2).sum(2)
+        out = torch.cat([out_a, out_b], dim=2) if halves else torch.stack([out_a, out_b], dim=3).flatten(2, 3)
+        return n.inputs[0], Lin(out, L.S, L.Pd), const
 
     def _const(self, n: Node, j: int, L: Lin, pairs: Pairs) -> torch.Tensor:
         A = L.A
