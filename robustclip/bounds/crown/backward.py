@@ -149,9 +149,8 @@ class Backward:
         other way round."""
         A, p = L.A, n.p
         sL, sU, cU = window(self.rel[j], L, pairs).chunk(3, dim=2)
-        ia, ib = p["ia"], p["ib"]
         C = A.shape[2]
-        halves = bool(torch.equal(ia, torch.arange(C // 2)))  # MinMax: the two halves; else GroupSort: neighbours
+        halves = p["halves"]  # MinMax pairs the two halves of the channels; GroupSort(2) neighbours
         al, be = (A[:, :, :C // 2], A[:, :, C // 2:]) if halves else (A[:, :, 0::2], A[:, :, 1::2])
         t1 = al * torch.where(al > 0, sL, sU)
         t2 = be * torch.where(be > 0, sU, sL)

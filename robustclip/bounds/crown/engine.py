@@ -166,13 +166,14 @@ class GraphCrown:
             rows = slot[inverse] >= 0
             g, r, e, sg = slot[inverse][rows], pos[rows], ent[rows], sign[rows]
             first = ent[starts[groups]]  # each group's sample and pixel
-            A = torch.zeros(G, R, *((n.shape[0], 1, 1) if image else (n.shape[0],)), dtype=torch.float64)
-            tail = (slice(None),) * (A.dim() - 3)
+            A = torch.zeros(G, R, n.shape[0], dtype=torch.float64)
             if pair is None:
-                A[(g, r, e[:, 1], *tail)] = sg.view(-1, *([1] * (A.dim() - 3)))
+                A[g, r, e[:, 1]] = sg
             else:
-                A[(g, r, pair[0][e[:, 1]], *tail)] = sg.view(-1, *([1] * (A.dim() - 3)))
-                A[(g, r, pair[1][e[:, 1]], *tail)] = -sg.view(-1, *([1] * (A.dim() - 3)))
+                A[g, r, pair[0][e[:, 1]]] = sg
+                A[g, r, pair[1][e[:, 1]]] = -sg
+            if image:
+                A = A.view(G, R, n.shape[0], 1, 1)
             loc = first[:, 2:4] if image else torch.zeros(G, 2, dtype=torch.long)
             L = Lin(A, (1, 1), (0, 0)) if image else Lin(A)
             val = self.back.run(i, L, Pairs(first[:, 0], loc), steps=6)[g, r]

@@ -127,6 +127,12 @@ def apply(n: Node, xs: list[torch.Tensor]) -> torch.Tensor:
     raise AssertionError(n.kind)
 
 
+def _number(v: Any, n: fx.Node) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise Unsupported(f"{n.name} takes {type(v).__name__} where a number was expected")
+    return float(v)
+
+
 def _pair(v: Any) -> tuple[int, int]:
     return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
@@ -258,7 +264,7 @@ class _Builder:
             a = args[1] if len(args) > 1 else kw.get("negative_slope", 0.01)
             if kw.get("inplace") or (len(args) > 2 and args[2] is True):
                 self.sole_user(u, n)
-            self.add(n, "act", (self.ir[u],), module=nn.LeakyReLU(float(a)))
+            self.add(n, "act", (self.ir[u],), module=nn.LeakyReLU(_number(a, n)))
         elif n.op == "call_method" and t in _METHOD_ACTS:
             if str(t).endswith("_"):
                 self.sole_user(u, n)
@@ -303,7 +309,7 @@ class _Builder:
             a0 = n.args[0]
             if isinstance(a0, fx.Node) and a0 in self.ir:
                 self.sole_user(a0, n)
-        alpha = float(n.kwargs.get("alpha", 1.0))
+        alpha = _number(n.kwargs.get("alpha", 1.0), n)
         a, b = n.args[0], n.args[1] if len(n.args) > 1 else n.kwargs.get("other")
         sb = -alpha if sub else alpha
         shape = self.shape(n)
@@ -382,7 +388,7 @@ class _Builder:
                 ia, ib = torch.arange(c // 2), torch.arange(c // 2, c)
             else:
                 ia, ib = torch.arange(0, c, 2), torch.arange(1, c, 2)
-            self.add(n, "pairsort", (iu,), ia=ia, ib=ib)
+            self.add(n, "pairsort", (iu,), ia=ia, ib=ib, halves=t is MinMax)
         elif t is GroupSort and getattr(m, "group", 0) == 1:
             self.alias(n, u, view=False)
         elif t is GroupSort:
@@ -450,7 +456,7 @@ class _Builder:
         c, h, w = shape_in
         if isinstance(m, nn.AdaptiveAvgPool2d):
             o = m.output_size
-            oh, ow = (o, o) if isinstance(o, int) else (o[0] or h, o[1] or w)
+            oh, ow = (o, o) if isinstance(o, int) else (h, w) if o is None else (o[0] or h, o[1] or w)
             if h % oh or w % ow:
                 raise Unsupported(f"{label} pools {h}x{w} to {oh}x{ow}, which does not divide")
             k, s, p = (h // oh, w // ow), (h // oh, w // ow), (0, 0)
