@@ -158,6 +158,26 @@ def test_resnet8_bounds_are_sound(norm, eps):
     assert bool((m > 0).any()), "the bounds should not be vacuous at this radius"
 
 
+class TwoSorts(nn.Module):
+    """One conv read by MinMax (halves) and by GroupSort (neighbours): two pairings of the same node."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, 2, 1)
+        self.mm, self.gs = MinMax(), GroupSort(2)
+        self.fc = nn.Linear(4 * 4 * 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv(x)
+        return self.fc((self.mm(h) + 2 * self.gs(h)).flatten(1))
+
+
+@pytest.mark.parametrize("norm,eps", [("L2", 0.3), ("Linf", 0.04)])
+def test_a_node_read_by_two_pairings_gets_both_relaxed(norm, eps):
+    torch.manual_seed(6)
+    _assert_sound(TwoSorts().eval(), (1, 8, 8), eps, norm, 6)
+
+
 def test_the_bounds_equal_the_dense_crowns_on_a_net_both_take():
     torch.manual_seed(0)
     net = nn.Sequential(models.Normalize(0.5, 0.5), nn.Conv2d(1, 3, 3, stride=2, padding=1), nn.ReLU(),

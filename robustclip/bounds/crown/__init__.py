@@ -9,7 +9,8 @@ dense-matrix CROWN does not take here.
 """
 
 from .engine import GraphCrown
-from .ir import Plan, build_plan
+from .ir import Plan
 from .radii import certify_cells, graph_margins
+from .tracing import build_plan
 
 __all__ = ["GraphCrown", "Plan", "build_plan", "certify_cells", "graph_margins"]

@@ -51,7 +51,7 @@ class GraphCrown:
         self.full, self.max_elems = full, max_elems
         self.prior = {} if full or prior is None else prior
         self.bounds: dict[int, Bounds] = {}
-        self.diffs: dict[int, Bounds] = {}
+        self.diffs: dict[int, Bounds] = {}  # per MinMax/GroupSort node: bounds of its pairs' differences a − b
         self.rel: dict[int, Any] = {}
         self.refinable: set[int] = set()
         self.bad = torch.zeros(self.N, dtype=torch.bool)  # samples with a non-finite bound: never certified
@@ -79,25 +79,27 @@ class GraphCrown:
             l, u = self._tighten(("b", i), l, u, lambda lo, hi: self._unstable(i, lo, hi), None)
         self.bad |= ~(torch.isfinite(l) & torch.isfinite(u)).flatten(1).all(1)
         self.bounds[i] = (l, u)
-        sorts = [c for c in self.consumers[i] if c.kind == "pairsort"]
-        if sorts:
-            ia, ib = sorts[0].p["ia"], sorts[0].p["ib"]
+        for k in self.plan.users[i]:  # each MinMax/GroupSort reading this node: its own pairs
+            if self.plan.nodes[k].kind != "pairsort" or k not in self.plan.ancestors[self.plan.spec]:
+                continue
+            ia, ib = self.plan.nodes[k].p["ia"], self.plan.nodes[k].p["ib"]
             ld, ud = l[:, ia] - u[:, ib], u[:, ia] - l[:, ib]
-            if ("d", i) in self.prior:
-                pl, pu = self.prior[("d", i)]
+            if ("d", k) in self.prior:
+                pl, pu = self.prior[("d", k)]
                 ld, ud = torch.maximum(ld, pl), torch.minimum(ud, pu)
             crossing = (lambda lo, hi: torch.ones_like(lo, dtype=torch.bool)) if self.full else \
                 (lambda lo, hi: (lo < 0) & (hi > 0))
-            ld, ud = self._tighten(("d", i), ld, ud, crossing, (ia, ib))
+            ld, ud = self._tighten(("d", k), ld, ud, crossing, (ia, ib), node=i)
             self.bad |= ~(torch.isfinite(ld) & torch.isfinite(ud)).flatten(1).all(1)
-            self.diffs[i] = (ld, ud)
+            self.diffs[k] = (ld, ud)
 
     def _tighten(self, key: tuple[str, int], l: torch.Tensor, u: torch.Tensor, unstable: Any,
-                 pair: tuple[torch.Tensor, torch.Tensor] | None) -> Bounds:
-        """Bounds of node ``key[1]`` (or of its pair differences): CROWN where ``unstable(l, u)`` says they matter."""
+                 pair: tuple[torch.Tensor, torch.Tensor] | None, node: int | None = None) -> Bounds:
+        """Bounds of node ``key[1]`` (or, with ``pair``, of the pair differences of ``node``): CROWN where
+        ``unstable(l, u)`` says they matter."""
         need = unstable(l, u)
         if bool(need.any()):
-            lo, hi = self._refine(key[1], need, pair)
+            lo, hi = self._refine(key[1] if node is None else node, need, pair)
             if self.full:
                 return torch.where(need, lo, l), torch.where(need, hi, u)
             return torch.maximum(l, lo), torch.minimum(u, hi)
@@ -230,7 +232,7 @@ class GraphCrown:
                 return torch.cat([t.view(l.shape) for t in (aL, aU, bU)], dim=1)
             return torch.cat([t.view(l.shape) for t in (aL, bL, aU, bU)], dim=1)
         if n.kind == "pairsort":
-            ld, ud = self.diffs[j]
+            ld, ud = self.diffs[i]
             sL, _, sU, cU = relax(nn.ReLU(), ld.flatten(1), ud.flatten(1))
             return torch.cat([t.view(ld.shape) for t in (sL, sU, cU)], dim=1)
         lo, hi, cst, _ = _pool_relax(n, *self.bounds[j])
