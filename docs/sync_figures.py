@@ -150,10 +150,29 @@ def paper_sweep_time() -> str:
             f"{minutes * 60 * 2 / runs:.0f} core-seconds per run on average, the cheap regression runs included.\n")
 
 
+def sandwich() -> str:
+    """Every committed checkpoint's attacked worst case / certified accuracy at a few L2 ε (reports/paper/sandwich.csv,
+    written by ``robustclip paper`` or ``robustclip paper --refresh sandwich``)."""
+    rows = _rows(PAPER / "sandwich.csv")
+    grid = [e for e in ("0.5", "1.0", "1.58", "2.0") if any(float(r["eps"]) == float(e) for r in rows)]
+    acc: dict[tuple[str, str, float], str] = {}
+    for r in rows:
+        acc[(r["model"], r["attack"], float(r["eps"]))] = _pct(r["accuracy"])
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    n = max(int(r["n"]) for r in rows)
+    out = [f"| checkpoint (first {n:,} test images) | clean | "
+           + " | ".join(f"ε = {float(e):g}" for e in grid) + " |", "|---" * (len(grid) + 2) + "|"]
+    for m in models:
+        cells = [f"{acc.get((m, 'worst_case', float(e)), '')} / {acc.get((m, 'certified', float(e)), '')}"
+                 for e in grid]
+        out.append(f"| `{m}` | {acc.get((m, 'clean', 0.0), '')} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
 GENERATORS: dict[str, Callable[[], str]] = {"paper-mnist": paper_mnist, "full-test": full_test, "verdict": verdict,
                                              "authors-rerun": authors_rerun,
                                              "certified-training-curve": certified_training_curve,
-                                             "paper-sweep-time": paper_sweep_time}
+                                             "paper-sweep-time": paper_sweep_time, "sandwich": sandwich}
 
 
 def sync(text: str, where: str) -> str:

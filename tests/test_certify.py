@@ -515,5 +515,14 @@ def test_sandwich_figure_is_written(tmp_path):
     df = pd.DataFrame(rows)
     figs = fig_sandwich(df, tmp_path)
     assert len(figs) == 1 and (tmp_path / figs[0].file).stat().st_size > 1000 and figs[0].caption
+    # a model's clean accuracy is the point at ε = 0 of both its lines; one legend entry per model, then the styles
+    clean = pd.DataFrame([{"model": "a", "dataset": "mnist", "attack": "clean", "norm": "none", "eps": 0.0,
+                           "accuracy": 0.95, "n": 100, "ci_low": 0.89, "ci_high": 0.98}])
+    (fig,) = fig_sandwich(pd.concat([clean, df]), tmp_path)
+    ax = fig.axes[0]
+    starts = sorted((float(ln.get_xdata()[0]), float(ln.get_ydata()[0])) for ln in ax.get_lines())
+    assert starts[:2] == [(0.0, 95.0), (0.0, 95.0)] and starts[-1][0] == 0.1  # model b has no clean row
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a", "b", "attacked (worst case)", "certified"]
+    assert "±6.0 points" in fig.caption  # the widest Wilson half-width shown: 0.95 - 0.89
     with pytest.raises(RobustclipError, match="certified"):
         fig_sandwich(df[df.attack == "worst_case"], tmp_path)

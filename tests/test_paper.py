@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pandas as pd
 import pytest
@@ -115,6 +116,7 @@ def test_regenerate_tiny(tmp_path, data_dir):
         wc = g[g.attack == "worst_case"].set_index("eps").accuracy
         cert_acc = g[g.attack == "certified"].set_index("eps").accuracy
         assert list(wc.index) == [0.25, 1.0] and (cert_acc <= wc + 1e-12).all(), model
+    assert set(pd.read_csv(out / "sandwich.csv").model) == {"mnist-clip-best", "mnist-plain-best"}
     # the committed checkpoints on more test images than the sweep's suite takes (there: all 10,000), led with
     full = pd.read_csv(out / "full_test.csv")
     assert set(full.model) == {"mnist-clip-best", "mnist-plain-best"} and set(full.n) == {200}
@@ -126,6 +128,7 @@ def test_regenerate_tiny(tmp_path, data_dir):
     run_secs = sum(json.loads(m.read_text())["seconds"] for m in (tmp_path / "runs" / "runs").glob("*/manifest.json"))
     stage = sum(pd.read_csv(c).seconds.iloc[0] for c in cached) + full.drop_duplicates("model").seconds.sum()
     assert info["estimate_minutes"] == pytest.approx((run_secs + stage) / 60)
+    _refresh_adds_a_checkpoint_made_elsewhere(out, tmp_path / "runs", cert, data_dir)
     # --full-test all: every MNIST run attacked on the larger set, whose rows then replace the sweep's everywhere
     _regenerate_tiny(tmp_path, data_dir, sweep, "paper2", sandwich_suite=None, full_test="all")
     per_run = pd.concat(pd.read_csv(c) for c in (tmp_path / "runs" / "full-test").glob("mnist-*-s*-n200.csv"))
@@ -146,6 +149,86 @@ def test_regenerate_tiny(tmp_path, data_dir):
     assert 'id="settings-attacked-on-the-whole-test-set"' in page3 and "on the first 64 (MNIST)" in page3
     with pytest.raises(RobustclipError, match="matches no run"):
         _regenerate_tiny(tmp_path, data_dir, sweep, "p4", full_test="most")
+
+
+def _refresh_adds_a_checkpoint_made_elsewhere(out, runs, cert, data_dir):
+    """``robustclip paper --refresh sandwich``: a checkpoint dropped into checkpoints/ by another script (here a copy
+    of the CLIP one under the certified model's name) joins the figure, the section and the list of checkpoints; the
+    checkpoints already evaluated come from the cache, and the rest of the report is left byte for byte."""
+    from experiments.paper import sandwich
+    from robustclip.reports.pages import fig_sandwich
+
+    before_md, before_html = (out / "README.md").read_text(), (out / "index.html").read_text()
+    shutil.copyfile(out / "checkpoints" / "mnist-clip-best.safetensors",
+                    out / "checkpoints" / "mnist-certified-best.safetensors")
+    paper.refresh_sandwich(out, runs, sandwich_suite=cert, data_dir=str(data_dir), progress=False)
+    assert len(list((runs / "sandwich").glob("*.csv"))) == 3  # one new evaluation, two from the cache
+    md, html = (out / "README.md").read_text(), (out / "index.html").read_text()
+    rows = pd.read_csv(out / "sandwich.csv")
+    names = ["mnist-plain-best", "mnist-clip-best", "mnist-certified-best"]  # sandwich.ORDER
+    assert list(dict.fromkeys(rows.model)) == names
+    (fig,) = fig_sandwich(rows, out, name="check.png")
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels == [*names, "attacked (worst case)", "certified"]
+    section = md[md.index(f"### {sandwich.TITLE}"):md.index("### Checkpoints")]
+    assert all(f"| {n} |" in section for n in names)
+    page = html[html.index('id="attacked-and-certified-accuracy-against-ε"'):html.index('id="checkpoints"')]
+    assert all(f"<td>{n}</td>" in page for n in names)
+    listing = md[md.index("### Checkpoints"):md.index("## Hyperparameters")]
+    assert "`checkpoints/mnist-certified-best.safetensors`: not from the sweep: `clip`" in listing
+    assert "benchmarks/certified_training.py" in listing and "run `mnist-clip-lam0.3-s" in listing
+    # everything before the figures (headline, verdict, ...) and after the checkpoints is unchanged
+    for old, new, cut in ((before_md, md, "## Figures"), (before_html, html, '<h2 id="figures">')):
+        assert new[: new.index(cut)] == old[: old.index(cut)]
+    assert md[md.index("## Hyperparameters"):] == before_md[before_md.index("## Hyperparameters"):]
+    assert html.count("<figure") == before_html.count("<figure") and "mnist-certified-best" not in before_html
+    assert json.loads((out / "regeneration.json").read_text())["refreshed"]["checkpoints"] == names
+    (out / "checkpoints" / "mnist-certified-best.safetensors").unlink()
+
+
+def test_refresh_needs_a_rendered_report_and_says_so_before_any_work(tmp_path):
+    from tiny import assert_one_line_error, run_cli
+
+    with pytest.raises(RobustclipError, match="regeneration.json"):
+        paper.refresh_sandwich(tmp_path, tmp_path / "runs")
+    (tmp_path / "regeneration.json").write_text("{}")
+    (tmp_path / "results.csv").write_text("run\n")
+    (tmp_path / "README.md").write_text("# report\n\n## Figures\n")
+    (tmp_path / "index.html").write_text("<html><body></body></html>")
+    rc, _, err = run_cli(["paper", "--refresh", "sandwich", "--out", str(tmp_path), "--runs", str(tmp_path / "r")])
+    assert_one_line_error(rc, err, "no section", "Attacked and certified accuracy", "robustclip paper")
+    assert not (tmp_path / "r").exists()
+
+
+def test_committed_lists_every_checkpoint_in_the_figures_order(tmp_path):
+    from experiments.paper import sandwich
+
+    for name in ("mnist-clip-certified-best", "zzz-extra", "mnist-certified-best", "mnist-weight-best"):
+        (tmp_path / f"{name}.safetensors").write_bytes(b"")
+    got = sandwich.committed(tmp_path, {"mnist-plain-best": "mnist-none-s3", "mnist-clip-best": "r"})
+    assert list(got) == ["mnist-plain-best", "mnist-weight-best", "mnist-clip-best", "mnist-certified-best",
+                         "mnist-clip-certified-best", "zzz-extra"]
+    assert got["mnist-plain-best"] == tmp_path / "mnist-plain-best.safetensors"
+
+
+def test_the_committed_certified_checkpoints_are_on_the_report_figure():
+    """reports/paper/: every committed checkpoint is in the sandwich's rows (the figure's legend) and its table."""
+    from pathlib import Path
+
+    from experiments.paper import sandwich
+
+    root = Path(paper.__file__).resolve().parents[2] / "reports" / "paper"
+    names = list(sandwich.committed(root / "checkpoints"))
+    assert {"mnist-plain-best", "mnist-clip-best", "mnist-certified-best"} <= set(names)
+    rows = pd.read_csv(root / "sandwich.csv")
+    assert list(dict.fromkeys(rows.model)) == names
+    for name, g in rows.groupby("model"):
+        wc = g[g.attack == "worst_case"].set_index("eps").accuracy
+        cert = g[g.attack == "certified"].set_index("eps").accuracy
+        assert 1.58 in wc.index and (cert <= wc.reindex(cert.index) + 1e-12).all(), name
+    md = (root / "README.md").read_text()
+    section = md[md.index(f"### {sandwich.TITLE}"):]
+    assert all(f"| {n} |" in section for n in names)
 
 
 def test_full_test_rows_replace_a_runs_attack_rows_and_keep_the_rest():
@@ -186,10 +269,13 @@ def test_committed_checkpoints_are_chosen_on_validation_rows():
             + run("mnist-none-s0", "none", 0.02, 0.03, 0.981) + run("mnist-none-s1", "none", 0.03, 0.02, 0.979)
             + run("mnist-pgd-at7-s0", "adversarial", 0.5, 0.49, 0.974)
             + run("mnist-clip-at1-s0", "clip-adversarial", 0.5, 0.52, 0.981)
-            + run("mnist-clip-at1-s1", "clip-adversarial", 0.5, 0.53, 0.969))  # below 97% clean
+            + run("mnist-clip-at1-s1", "clip-adversarial", 0.5, 0.53, 0.969)  # below 97% clean
+            # weight regularisation: none reaches 97% clean, so the most robust on validation of them all
+            + run("mnist-weight-s0", "weight", 0.07, 0.08, 0.953) + run("mnist-weight-s3", "weight", 0.06, 0.11, 0.968))
     picks = paper._best_checkpoints(pd.DataFrame(rows))
     assert picks == {"mnist-clip-best": "mnist-clip-b", "mnist-plain-best": "mnist-none-s0",
-                     "mnist-adversarial-best": "mnist-pgd-at7-s0", "mnist-clip-adversarial-best": "mnist-clip-at1-s0"}
+                     "mnist-adversarial-best": "mnist-pgd-at7-s0", "mnist-clip-adversarial-best": "mnist-clip-at1-s0",
+                     "mnist-weight-best": "mnist-weight-s3"}
     # runs from before validation scoring: judged on test rows, as before
     old = pd.DataFrame([r for r in rows if not r["attack"].startswith("val_")])
     assert paper._best_checkpoints(old)["mnist-clip-best"] == "mnist-clip-c"  # all at 98% clean on test

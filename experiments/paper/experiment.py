@@ -27,11 +27,15 @@ import pandas as pd
 from robustclip.core import files as _io
 from robustclip.core.results import markdown_table, select
 
+from . import sandwich
+
 PAPER_COLUMNS = ["dataset", "method", "lam_or_tau", "seeds", "clean", "noise", "fgsm", "authors_pgd", "pgd_l2",
                  "worst_case", "certified", "lip_lower", "lip_upper", "train_seconds"]
 
 SANDWICH_SUITE = "certify-l2"
 """The suite of the paper's ε-curves: strong attacks and sound certificates on an L2 grid, per committed model."""
+SANDWICH_FIGURE = "sandwich_L2.png"
+"""The figure of those ε-curves in the report."""
 FULL_TEST_SUITE = "paper-mnist"
 """The suite the committed checkpoints are attacked with on the whole test set."""
 FULL_TEST_N = 10_000
@@ -307,10 +311,7 @@ def regenerate(out: str | Path = "reports/paper", runs: str | Path = "runs/paper
         lead.insert(0, ("Verdict", verdict))
     minutes = (time.perf_counter() - t0) / 60
     last_full = _last_full(out, minutes, reused, len(planned))
-    sections.append(("Checkpoints", "\n".join(f"- `checkpoints/{k}.safetensors`: run `{v}`; re-evaluate with "
-                                              f"`robustclip evaluate reports/paper/checkpoints/{k}.safetensors "
-                                              f"--suite attacks/paper-mnist.toml --out runs/re-eval`"
-                                              for k, v in picks.items())))
+    sections.append(("Checkpoints", sandwich.checkpoints_text(picks, sandwich.committed(out / "checkpoints", picks))))
     estimate = estimate_minutes(runs, [r.id for r in planned], stages.seconds, jobs=max(jobs, 1))
     intro = ("CLIP against plain training, weight regularisation and, as the yardstick, adversarial training, with "
              "the paper's nets, evaluated by strong attacks. Regenerate everything with one command, "
@@ -327,6 +328,60 @@ def regenerate(out: str | Path = "reports/paper", runs: str | Path = "runs/paper
                                                "estimate_minutes": estimate,
                                                "commit": _io.git_commit(), "versions": _io.versions(),
                                                "command": "robustclip paper", "checkpoints": picks})
+    return out / "index.html"
+
+
+def refresh_sandwich(out: str | Path = "reports/paper", runs: str | Path = "runs/paper", *,
+                     sandwich_suite: Any = SANDWICH_SUITE, data_dir: str | None = None, progress: bool = True) -> Path:
+    """Redo only the sandwich of the report already in ``out``, without its sweep folder
+    (``robustclip paper --refresh sandwich``).
+
+    The sweep's picks are chosen again from the report's own ``results.csv`` (:func:`_best_checkpoints`); a pick
+    whose run is in ``runs`` is copied from there (e.g. one new run trained with ``robustclip sweep
+    experiments/paper/paper.toml --out runs/paper --run-index I``), else the committed file is kept. Then every
+    committed checkpoint under ``out/checkpoints`` (the picks and those made elsewhere, such as the certified-training
+    ones) is evaluated under ``sandwich_suite`` (cached in ``runs/sandwich``), and the figure, its section,
+    ``sandwich.csv`` and the list of checkpoints are rewritten in README.md and index.html; everything else stays.
+    The refresh is recorded in regeneration.json. A report without these parts, or a pick that is neither committed
+    nor in ``runs``, is a one-line error before any evaluation."""
+    from robustclip.attacks.suites import load_suite
+    from robustclip.errors import RobustclipError
+    from robustclip.reports import patch
+    from robustclip.reports.pages import fig_sandwich
+    from robustclip.sweeps.records import run_dir
+
+    out, runs = Path(out), Path(runs)
+    info_path, results = out / "regeneration.json", out / "results.csv"
+    for need in (info_path, results):
+        if not need.is_file():
+            raise RobustclipError(f"no {need.name} in {out}: no rendered paper report there",
+                                  "regenerate the whole report first with robustclip paper")
+    patch.check(out, sections=(sandwich.TITLE, "Checkpoints"), figures=(SANDWICH_FIGURE,))
+    suite = load_suite(sandwich_suite)
+    picks = _best_checkpoints(pd.read_csv(results))
+    ckpt_dir = out / "checkpoints"
+    fresh = {name: run_dir(runs, run) / "model.safetensors" for name, run in picks.items()}
+    for name, run in picks.items():
+        if not fresh[name].is_file() and not (ckpt_dir / f"{name}.safetensors").is_file():
+            raise RobustclipError(f"the checkpoint {name} (run {run}) is neither in {ckpt_dir} nor in {runs}",
+                                  f"train that run alone: robustclip sweep experiments/paper/paper.toml --out {runs} "
+                                  "--list gives its index I, then --run-index I")
+    for name, path in fresh.items():
+        if path.is_file():
+            with _io.atomic_path(ckpt_dir / f"{name}.safetensors") as tmp:
+                shutil.copyfile(path, tmp)
+    paths = sandwich.committed(ckpt_dir, picks)
+    rows = evaluate_cached(paths, runs / "sandwich", suite=suite, data_dir=data_dir, progress=progress)
+    _io.write_text(out / "sandwich.csv", rows.to_csv(index=False))
+    (fig,) = fig_sandwich(rows, out, name=SANDWICH_FIGURE)
+    patch.replace_figure(out, fig)
+    patch.replace_section(out, sandwich.TITLE, sandwich.section_text(rows, suite.name))
+    patch.replace_section(out, "Checkpoints", sandwich.checkpoints_text(picks, paths))
+    info = json.loads(info_path.read_text(encoding="utf-8"))
+    info["checkpoints"] = picks
+    info["refreshed"] = {"part": "sandwich", "date": time.strftime("%Y-%m-%d"), "commit": _io.git_commit(),
+                         "command": "robustclip paper --refresh sandwich", "checkpoints": list(paths)}
+    _io.write_json(info_path, info)
     return out / "index.html"
 
 
@@ -400,14 +455,14 @@ def _checkpoint_stages(picks: dict[str, str], out: Path, runs: Path, scope_rows:
 
     st = _Stages()
     ckpt_dir = out / "checkpoints"
-    if sandwich_suite is not None and picks:
-        rows = evaluate_cached({k: ckpt_dir / f"{k}.safetensors" for k in picks}, runs / "sandwich",
-                               suite=sandwich_suite, data_dir=data_dir, progress=progress)
+    if sandwich_suite is not None and picks:  # every committed checkpoint: the sweep's picks and those made elsewhere
+        rows = evaluate_cached(sandwich.committed(ckpt_dir, picks), runs / "sandwich", suite=sandwich_suite,
+                               data_dir=data_dir, progress=progress)
         st.seconds += _stage_seconds(rows)
         if len(rows) and (rows.attack == "certified").any():
-            st.figures = fig_sandwich(rows, out, name="sandwich_L2.png")
-            st.sections.append(("Attacked and certified accuracy against ε",
-                                _sandwich_text(rows, load_suite(sandwich_suite).name)))
+            _io.write_text(out / "sandwich.csv", rows.to_csv(index=False))
+            st.figures = fig_sandwich(rows, out, name=SANDWICH_FIGURE)
+            st.sections.append((sandwich.TITLE, sandwich.section_text(rows, load_suite(sandwich_suite).name)))
     if full_test != "off" and full_test_suite is not None and picks:
         if full_test == "all" and len(scope_rows):  # attacked as runs: the same checkpoints, their committed names
             rows = pd.concat([scope_rows[scope_rows.model == run].assign(model=name) for name, run in picks.items()],
@@ -477,8 +532,9 @@ def estimate_minutes(runs: Path, run_ids: list[str], stage_seconds: float, *, jo
 
 
 def _best_checkpoints(df: pd.DataFrame) -> dict[str, str]:
-    """The committed checkpoints: the CLIP run (and the adversarial-training or TRADES run, and the hybrid
-    CLIP + adversarial training run) with the highest worst case among those with ≥ 97% clean accuracy, and the
+    """The committed checkpoints: the CLIP run (and the weight-regularisation run, the adversarial-training or TRADES
+    run, and the hybrid CLIP + adversarial training run) with the highest worst case among those with ≥ 97% clean
+    accuracy (among all of its kind when none reaches it), and the
     plain run with the highest clean accuracy, all judged on each run's validation rows (``val_*``, never test
     images) when every run has them; runs from before validation scoring are judged on test rows."""
     from robustclip.reports.pages import headline
@@ -502,6 +558,10 @@ def _best_checkpoints(df: pd.DataFrame) -> dict[str, str]:
     good = [r for r in clip_runs if clean[r] >= 0.97] or clip_runs
     if good:
         picks["mnist-clip-best"] = max(good, key=lambda r: wc[r])
+    weight = [r for r in wc.index if method[r] == "weight"]  # the same rule as CLIP's
+    good = [r for r in weight if clean[r] >= 0.97] or weight
+    if good:
+        picks["mnist-weight-best"] = max(good, key=lambda r: wc[r])
     plain = [r for r in wc.index if method[r] == "none"]
     if plain:
         picks["mnist-plain-best"] = max(plain, key=lambda r: clean[r])
@@ -543,28 +603,6 @@ def evaluate_cached(picks: dict[str, Path], cache: Path, *, suite: Any = SANDWIC
         _io.write_text(key, frame.to_csv(index=False))
         frames.append(frame)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-def _sandwich_text(rows: pd.DataFrame, suite_name: str) -> str:
-    wc = rows[(rows.attack == "worst_case") & (rows.norm == "L2")].pivot_table(index="model", columns="eps",
-                                                                                values="accuracy")
-    cert = rows[(rows.attack == "certified") & (rows.norm == "L2")].pivot_table(index="model", columns="eps",
-                                                                                values="accuracy")
-    eps = sorted(set(wc.columns) | set(cert.columns))
-    t = pd.DataFrame({"model": list(wc.index)})
-    for e in eps:
-        t[f"ε={e:g}"] = [f"{_pct(wc.loc[m, e]) if e in wc else ''} / {_pct(cert.loc[m, e]) if e in cert else ''}"
-                         for m in wc.index]
-    n = int(rows.n.max()) if len(rows) else 0
-    secs = rows.groupby("model")["seconds"].first() if "seconds" in rows else pd.Series(dtype=float)
-    timing = ("" if secs.empty else " Attacking and certifying took " + ", ".join(
-        f"{s:.0f} s ({m})" for m, s in secs.items()) + " on 2 CPU cores.")
-    return (f"The committed checkpoints on the first {n:,} test images under `attacks/{suite_name}.toml`: per "
-            "L2 ε, the worst case over its attacks (an upper bound on robust accuracy) / the accuracy certified by "
-            "the best sound method, per-class-pair Lipschitz margins or CROWN per sample (a lower bound), in %. "
-            "The true robust accuracy lies between the two. GloRo nets report 62.8% certified at ε = 1.58 on "
-            f"MNIST with a larger network built for certification.{timing}\n\n"
-            + markdown_table(t, list(t.columns), lambda r, c: str(r[c])))
 
 
 def _full_test_text(rows: pd.DataFrame, suite_name: str, picks: dict[str, str]) -> str:

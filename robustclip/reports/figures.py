@@ -363,40 +363,59 @@ def fig_regression(sweep_dir: Path, df: pd.DataFrame, out: Path) -> list[Figure]
 
 
 def fig_sandwich(df: pd.DataFrame, out: Path, *, norm: str = "L2", name: str | None = None) -> list[Figure]:
-    """Attacked worst case (above) and certified accuracy (below) against ε, one colour per model.
+    """Attacked worst case (solid) and certified accuracy (dashed) against ε, one colour per model, on one axis.
 
     ``df``: tidy evaluation rows (columns of :data:`robustclip.evaluation.runner.COLUMNS`)
     for one or more models, with ``worst_case`` and ``certified`` rows at
-    ``norm``. The true robust accuracy lies between the two lines of a model.
+    ``norm``; a model's ``clean`` row, when present, is its point at ε = 0 on both
+    lines (nothing to attack or certify there). The true robust accuracy lies
+    between the two lines of a model. The caption states the widest 95% Wilson
+    half-width of the plotted points instead of drawing a band per line.
     Writes ``out/sandwich_<norm>.png`` (or ``name``); returns its :class:`Figure`.
     Raises :class:`RobustclipError` when there are no such rows.
     """
+    from matplotlib.lines import Line2D
+
     d = df[(df.norm == norm) & df.attack.isin(["worst_case", "certified"])]
     if d.empty or (d.attack == "certified").sum() == 0:
         raise RobustclipError(f"no worst_case and certified rows at {norm} to plot",
                               "evaluate with a suite that has certify = true (e.g. attacks/certify-l2.toml)")
     plt, sns = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(9, 5))
     models = list(dict.fromkeys(d.model))
+    clean = df[df.attack == "clean"].drop_duplicates("model").set_index("model")
     palette = sns.color_palette("tab10", len(models))
+    shown = []
     for color, model in zip(palette, models):
-        for attack, style, label in (("worst_case", "-", "attacked (worst case)"), ("certified", "--", "certified")):
+        lines = {}
+        for attack, style in (("worst_case", "-"), ("certified", "--")):
             a = d[(d.model == model) & (d.attack == attack)].sort_values("eps")
             if a.empty:
                 continue
-            ax.plot(a.eps, 100 * a.accuracy, style, marker="o", color=color, label=f"{model}: {label}")
-            ax.fill_between(a.eps, 100 * a.ci_low, 100 * a.ci_high, color=color, alpha=0.12)
-        both = d[d.model == model].pivot_table(index="eps", columns="attack", values="accuracy")
-        if {"worst_case", "certified"} <= set(both.columns):
-            ax.fill_between(both.index, 100 * both.certified, 100 * both.worst_case, color=color, alpha=0.08)
-    ax.set(xlabel=f"ε ({norm})", ylabel="accuracy (%)", ylim=(0, 100),
+            if model in clean.index:  # ε = 0: both are the clean accuracy
+                a = pd.concat([clean.loc[[model]].assign(eps=0.0), a], ignore_index=True)
+            ax.plot(a.eps, 100 * a.accuracy, style, marker="o", ms=3.5, color=color)
+            lines[attack] = a.set_index("eps").accuracy
+            shown.append(a)
+        if len(lines) == 2:
+            both = pd.DataFrame(lines).dropna()
+            ax.fill_between(both.index, 100 * both.certified, 100 * both.worst_case, color=color, alpha=0.07)
+    pts = pd.concat(shown, ignore_index=True)
+    half = float(np.nanmax(np.maximum(pts.accuracy - pts.ci_low, pts.ci_high - pts.accuracy))) * 100 \
+        if {"ci_low", "ci_high"} <= set(pts.columns) else float("nan")
+    handles = [Line2D([], [], color=c, lw=2, label=m) for c, m in zip(palette, models)]
+    handles += [Line2D([], [], color="black", ls="-", label="attacked (worst case)"),
+                Line2D([], [], color="black", ls="--", label="certified")]
+    ax.set(xlabel=f"ε ({norm})", ylabel="accuracy (%)", ylim=(0, 100), xlim=(0, float(pts.eps.max()) * 1.02),
            title=f"attacked versus certified accuracy ({norm})")
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     file = name or f"sandwich_{norm}.png"
+    bands = "" if np.isnan(half) else f" The 95% Wilson intervals of the points are at most ±{half:.1f} points wide."
     return [_finish(fig, out, file, f"Attacked versus certified accuracy ({norm})",
-                    f"Per model, the worst case over the suite's {norm} attacks (solid, an upper bound on robust "
-                    "accuracy) and the accuracy certified by the best sound method (dashed, a lower bound) against ε, "
-                    "with 95% Wilson bands; the true robust accuracy lies in the shaded band between them.")]
+                    f"Per model (one colour), the worst case over the suite's {norm} attacks (solid, an upper bound on "
+                    "robust accuracy) and the accuracy certified by the best sound method (dashed, a lower bound) "
+                    "against ε, from clean accuracy at ε = 0; the true robust accuracy lies in the shaded band "
+                    f"between them.{bands}")]
 
 
 def _finish(fig: Any, out: Path, name: str, title: str, caption: str) -> Figure:
