@@ -88,7 +88,7 @@ def plot(df: pd.DataFrame, path: Path) -> None:
     ax.plot(df.train_seconds / 60, 100 * df.certified_sound, "s-", label="certified at L2 1.58 (sound bound)")
     ax.axhline(40, ls=":", c="gray", label="target 40%")
     ax.axvline(30, ls="--", c="gray", lw=0.8)
-    ax.set_xlabel("training time (minutes, 2 shared CPU cores)")
+    ax.set_xlabel("training time (minutes, one torch thread)")
     ax.set_ylabel("accuracy on the first 1000 test images (%)")
     ax.set_ylim(0, 100)
     ax.legend(fontsize=8, loc="center left")

@@ -135,6 +135,14 @@ def certified_training_curve() -> str:
     for r in rows:
         out.append(f"| {r['epoch']} | {float(r['train_seconds']) / 60:.1f} | {_pct(r['clean'])} "
                    f"| {_pct(r['certified_sound'])} | {_pct(r['certified_power_iteration'])} |")
+    first = next((r for r in rows if float(r["certified_sound"]) >= 0.40), None)
+    last = rows[-1]
+    reach = ("never reached 40% certified" if first is None else
+             f"first reached 40% certified at epoch {first['epoch']}, after "
+             f"{float(first['train_seconds']) / 60:.1f} minutes of training")
+    out.append("")
+    out.append(f"All {last['epoch']} epochs took {float(last['train_seconds']) / 60:.1f} minutes (target: 30); the run "
+               f"{reach}, and ended at {_pct(last['certified_sound'])}% certified.")
     return "\n".join(out) + "\n"
 
 
