@@ -76,12 +76,47 @@ def test_out_of_memory_at_batch_one_gives_up():
 def test_memory_heavy_attacks_run_in_capped_batches_on_the_cpu():
     x, y = tiny_data(300)
     log: dict = {}
-    spec = AttackSpec("apgd", "apgd-ce", "L2", 0.5, {"steps": 2})
+    spec = AttackSpec("fabt", "fab-t", "L2", 0.5, {"steps": 2})
     evaluation.run_attack(tiny_model(), spec, x, y, n_classes=4, seed=0, batch_size=1000, log=log)
-    assert log["batch_size"] == evaluation.ATTACK_BATCH_CAP["apgd"] < 1000
-    log2: dict = {}
-    evaluation.run_attack(tiny_model(), PGD, x, y, n_classes=4, seed=0, batch_size=1000, log=log2)
-    assert log2["batch_size"] == 1000  # cheap attacks keep the suite's batch
+    assert log["batch_size"] == evaluation.ATTACK_BATCH_CAP["fabt"] < 1000
+    for cheap in (PGD, AttackSpec("apgdt", "apgdt", "L2", 0.5, {"steps": 2})):
+        log2: dict = {}
+        evaluation.run_attack(tiny_model(), cheap, x, y, n_classes=4, seed=0, batch_size=1000, log=log2)
+        assert log2["batch_size"] == 1000  # PGD, and APGD once its assignments are untracked, keep the suite's batch
+
+
+def test_untracked_item_assignment_keeps_the_graph_out_of_bookkeeping():
+    from robustclip.evaluation.memory import untracked_item_assignment
+
+    x = torch.rand(4, 3, requires_grad=True)
+    best = torch.zeros(4, 3)
+    best[[0, 2]] = x[[0, 2]] + 0.0
+    assert best.requires_grad  # what torchattacks' APGD does: the record joins the graph of every iterate
+    best = torch.zeros(4, 3)
+    with untracked_item_assignment():
+        best[[0, 2]] = x[[0, 2]] + 0.0
+        y = (x * 2).sum()  # everything else is still tracked
+    assert not best.requires_grad and y.requires_grad
+    assert torch.equal(best[[0, 2]], x.detach()[[0, 2]])
+
+
+@pytest.mark.parametrize("kind,label", [("apgd", "apgd-ce"), ("apgdt", "apgdt")])
+def test_untracked_assignment_leaves_apgd_examples_bit_identical(kind, label):
+    import torchattacks
+
+    from robustclip.evaluation.memory import untracked_item_assignment
+
+    x, y = tiny_data(48)
+    model = tiny_model(2)
+    for p_ in model.parameters():
+        p_.requires_grad_(False)
+    cls = torchattacks.APGD if kind == "apgd" else torchattacks.APGDT
+    kw = {"n_classes": 4} if kind == "apgdt" else {}
+    plain = cls(model, norm="L2", eps=0.5, steps=10, seed=0, **kw)(x.view(48, 1, 4, 4), y)
+    with untracked_item_assignment():
+        fixed = cls(model, norm="L2", eps=0.5, steps=10, seed=0, **kw)(x.view(48, 1, 4, 4), y)
+    assert torch.equal(plain, fixed)
+    assert not torch.equal(plain, x.view(48, 1, 4, 4))  # the attack moved the inputs
 
 
 def test_predict_in_chunks_equals_one_pass():
@@ -103,7 +138,11 @@ def test_evaluation_meta_records_device_determinism_threads_and_batches():
     m = res.meta
     assert m["device"] == "cpu" and m["torch_threads"] == torch.get_num_threads()
     assert m["deterministic_algorithms"] is torch.are_deterministic_algorithms_enabled()
-    assert m["attack_batches"]["pgd|L2|0.5"] == {"batch_size": 16, "backoffs": []}
+    got = m["attack_batches"]["pgd|L2|0.5"]
+    n_clean = int(res.correct[("clean", None, None)].sum())
+    assert {k: got[k] for k in ("batch_size", "backoffs", "samples")} == {"batch_size": 16, "backoffs": [],
+                                                                         "samples": n_clean}
+    assert got["seconds"] >= 0
 
 
 def test_resolve_device():

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 TRIM_EVERY = 10
 """Forward passes between heap trims (glibc ``malloc_trim``) while a memory-heavy attack runs on the CPU."""
@@ -60,3 +61,25 @@ def _heap_trimmed(model: nn.Module, every: int) -> Iterator[None]:
     finally:
         handle.remove()
         trim()
+
+
+UNTRACKED_ASSIGNMENT = frozenset({"apgd", "apgdt"})
+"""Attack types whose item assignments run without autograd (see :class:`untracked_item_assignment`)."""
+
+
+class untracked_item_assignment(TorchFunctionMode):  # a context manager, named like torch's modes
+    """While inside, ``tensor[index] = value`` runs under ``torch.no_grad()``; every other operation is unchanged.
+
+    torchattacks 3.5.1's APGD and APGD-T copy the current iterate into their best-so-far record
+    (``x_best_adv[idx] = x_adv[idx] + 0.0``) while ``x_adv`` requires grad, so autograd chains every step's iterate
+    to that record and keeps all of them alive until the run ends: on 1000 MNIST images one APGD-T run peaked near
+    6 GB. Those assignments are bookkeeping (the gradients come from ``torch.autograd.grad`` on the forward pass
+    alone), so without autograd the attack computes the same examples, bit for bit (``tests/test_eval_memory.py``),
+    while holding one step's tensors.
+    """
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if func is torch.Tensor.__setitem__:
+            with torch.no_grad():
+                return func(*args, **(kwargs or {}))
+        return func(*args, **(kwargs or {}))
