@@ -298,17 +298,22 @@ class CertResult:
 def certify(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cells: list[tuple[str, float]], *,
             methods: tuple[str, ...] = METHODS, uppers: list[UpperBound] | None = None,
             sdp: bool = False, batch_size: int = 50, margin_tol: float = MARGIN_TOL,
-            prefilter: int = 10) -> CertResult:
+            prefilter: int = 10, broken: dict[tuple[str, float], torch.Tensor] | None = None) -> CertResult:
     """Certify every sample of ``x`` ``(N, ...)`` in [0,1] with labels ``y`` ``(N,)`` at each (norm, ε) cell.
 
     ``methods``: any of ``lipschitz`` (per-class-pair global constants from
     ``uppers``, computed when None; ``sdp`` adds LipSDP) and ``crown``.
-    CROWN runs from the largest ε down and skips samples already certified
-    at a larger ε of the same norm (its ball contains the smaller one) or by
-    the Lipschitz method, so its rows count them as certified too. Before
+    CROWN skips samples the Lipschitz method certified. On CNNs and other
+    traced graphs it runs from the largest ε down, skipping samples certified
+    at a larger ε of the same norm (its ball contains the smaller one; the
+    bounds found there are reused); on fully connected chains it runs from the
+    smallest ε up and tries a sample only while it was certified at every
+    smaller ε (CROWN's margins shrink as the ball grows). Before
     CROWN, ``prefilter`` steps of PGD (0: none) look for adversarial examples
     in the ball; samples broken there cannot be certified and are skipped
     (this only saves time: a skipped sample is never counted as certified).
+    ``broken``: per cell, bool ``(N,)``, samples an attack already broke there (``evaluate`` passes its strong
+    attacks' per-sample worst case); CROWN skips them the same way.
     A model that is not fully understood gets no certificate (every entry
     False, the reason in ``info['reason']``).
     """
@@ -350,8 +355,8 @@ def certify(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cells: list[tupl
             t0 = time.perf_counter()
             res.per_method["crown"] = certify_cells(
                 plan, x, y, cells, logits.argmax(1) == y.cpu(), res.per_method.get("lipschitz", {}),
-                broken=(lambda xb, yb, todo, e, nm: _broken(model, xb, yb, todo, e, nm, steps=prefilter))
-                if prefilter > 0 else None, batch_size=batch_size, margin_tol=margin_tol)
+                broken=_prefilter(model, prefilter), known_broken=broken, batch_size=batch_size,
+                margin_tol=margin_tol)
             res.seconds["crown"] = time.perf_counter() - t0
         elif "crown" in methods:
             assert ops is not None
@@ -360,12 +365,14 @@ def certify(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cells: list[tupl
             correct = logits.argmax(1) == y.cpu()
             done = res.per_method.get("lipschitz", {})
             for norm in NORMS:
-                larger = torch.zeros(n, dtype=torch.bool)  # certified at a larger ε of this norm: the ball is inside
-                for eps in sorted((e for nm, e in cells if nm == norm), reverse=True):
-                    ok = larger.clone()
-                    if (norm, eps) in done:
-                        ok |= done[(norm, eps)]
-                    todo = correct & ~ok
+                # smallest ε first: this path keeps no bounds to reuse at a smaller ε, and CROWN's margins only
+                # shrink as the ball grows, so a sample certified at no smaller ε is not tried at a larger one
+                smaller = correct.clone()  # certified (by any method) at every smaller ε so far
+                for eps in sorted(e for nm, e in cells if nm == norm):
+                    ok = done[(norm, eps)].clone() if (norm, eps) in done else torch.zeros(n, dtype=torch.bool)
+                    todo = correct & smaller & ~ok
+                    if broken is not None and (norm, eps) in broken:
+                        todo &= ~broken[(norm, eps)].cpu()
                     if prefilter > 0 and bool(todo.any()):  # an adversarial example found: nothing to certify
                         todo &= ~_broken(model, x, y, todo, eps, norm, steps=prefilter)
                     idx = todo.nonzero().flatten()
@@ -373,13 +380,20 @@ def certify(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cells: list[tupl
                         m = crown_margins(model, x[idx], y[idx], eps, norm, batch_size=batch_size, ops=ops)
                         ok[idx] = (m > margin_tol).all(dim=1)
                     got[(norm, eps)] = ok
-                    larger = ok
+                    smaller &= ok
             res.per_method["crown"] = got
             res.seconds["crown"] = time.perf_counter() - t0
     for got in res.per_method.values():
         for cell, ok in got.items():
             res.best[cell] |= ok
     return res
+
+
+def _prefilter(model: nn.Module, steps: int) -> Any:
+    """The ``broken`` callback of :func:`robustclip.bounds.crown.radii.certify_cells`: ``steps`` of PGD (None: 0)."""
+    if steps <= 0:
+        return None
+    return lambda xb, yb, todo, e, nm: _broken(model, xb, yb, todo, e, nm, steps=steps)
 
 
 def _broken(model: nn.Module, x: torch.Tensor, y: torch.Tensor, todo: torch.Tensor, eps: float, norm: str, *,

@@ -28,6 +28,7 @@ def _methods(certify: bool | tuple[str, ...] | list[str]) -> tuple[str, ...]:
 def certificates(model: nn.Module, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor, s: Suite, *,
                  methods: tuple[str, ...] | None, lip_upper: float | None, sdp: bool = False,
                  pairs_out: list[torch.Tensor] | None = None,
+                 broken: dict[tuple[str, float], torch.Tensor] | None = None,
                  ) -> tuple[dict[str, dict[tuple[str, float], torch.Tensor]], dict[str, Any]]:
     """Per-method certificates ``{method: {(norm, ε): bool (N,)}}`` for every cell of the suite, and info.
 
@@ -37,6 +38,7 @@ def certificates(model: nn.Module, x: torch.Tensor, y: torch.Tensor, logits: tor
     :func:`robustclip.bounds.lipschitz.upper_bounds`, or nothing (with the reason in
     the info) for a model whose structure is not fully understood.
     ``pairs_out``, when given, receives the ``(K, K)`` per-class-pair constants the ``lipschitz`` method used.
+    ``broken``: per cell, samples the attacks broke (CROWN skips them; see :func:`robustclip.bounds.certify.certify`).
     """
     methods = ("lipschitz",) if methods is None else methods
     cells = list(s.grid())
@@ -78,7 +80,7 @@ def certificates(model: nn.Module, x: torch.Tensor, y: torch.Tensor, logits: tor
             info.setdefault("upper_method", best.method)
             info["uppers"] = {u.method: {"value": u.value, "seconds": u.seconds, "assumptions": u.assumptions}
                               for u in uppers}
-    res = certify_mod.certify(model, x, y, cells, methods=methods, uppers=uppers)
+    res = certify_mod.certify(model, x, y, cells, methods=methods, uppers=uppers, broken=broken)
     if "reason" in res.info:
         info["reason"] = res.info["reason"]
         return out, info

@@ -54,7 +54,7 @@ from .attacking import (  # noqa: F401 - re-exported: their path before the spli
 )
 from .certification import _methods, certificates
 from .masking import sanity_flags
-from .summary import COLUMNS, InvariantError, first_breaks, summarise  # noqa: F401
+from .summary import COLUMNS, InvariantError, first_breaks, summarise, worst_case_masks  # noqa: F401
 
 Key = tuple[str, str | None, float | None]
 """A row of an evaluation: ``(attack label, norm, ε)``; ``("clean", None, None)`` for the clean inputs."""
@@ -151,8 +151,10 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str |
                            keep_adversarial=keep_adversarial, progress=progress, model_name=model_name)
         methods = s.certify if certify is None else _methods(certify)
         pairs_out: list[torch.Tensor] = []
+        robust = worst_case_masks(s, runs.correct)  # CROWN need not try what an attack already broke
         cert, cert_info = certificates(model, x, y, logits, s, methods=methods, lip_upper=lip_upper,
-                                       sdp=s.certify_sdp if certify is None else False, pairs_out=pairs_out)
+                                       sdp=s.certify_sdp if certify is None else False, pairs_out=pairs_out,
+                                       broken={cell: ~ok for cell, ok in robust.items()})
         frame, flags = summarise(s, runs.correct, logits, y, cert, model_name, dataset,
                                  per_method=(methods is not None and len(methods) > 0))
         sanity_mod.check_worst_case(frame, "evaluate")
@@ -232,8 +234,10 @@ def _attack_all(model: nn.Module, s: Suite, x: torch.Tensor, y: torch.Tensor, lo
             ok, size, record["norms"] = hit
             log["cached"] = True
         else:
+            t_attack = time.perf_counter()
             ok, size = run_attack(model, spec, x, y, n_classes=n_classes, seed=seed + 7 * i, batch_size=batch_size,
                                   todo=todo_mask, log=log, stats=stats, record=record)
+            log.update({"samples": int(todo_mask.sum()), "seconds": round(time.perf_counter() - t_attack, 3)})
             if cache is not None and not stats.get("nonfinite"):
                 cache.put(i, spec, todo_mask, ok, size, record.get("norms"))
         runs.correct[key] = ok & todo_mask

@@ -31,6 +31,20 @@ def first_breaks(per_sample: pd.DataFrame, kept: dict[tuple[str, str | None, flo
     return out
 
 
+def worst_case_masks(s: Suite, correct: dict[tuple[str, str | None, float | None], torch.Tensor]
+                     ) -> dict[tuple[str, float], torch.Tensor]:
+    """Per (norm, ε) cell of the suite, bool ``(N,)``: classified right clean and by every attack at every ε' ≤ ε of
+    that norm (the per-sample worst case; a sample broken at a smaller ε is broken at a larger one too)."""
+    out: dict[tuple[str, float], torch.Tensor] = {}
+    for norm in ("L2", "Linf"):
+        running = correct[("clean", None, None)].clone()
+        for eps in sorted(e for (nm, e) in s.grid() if nm == norm):
+            for a in s.grid()[(norm, eps)]:
+                running &= correct[(a.label, norm, eps)]
+            out[(norm, eps)] = running.clone()
+    return out
+
+
 def summarise(s: Suite, correct: dict[tuple[str, str | None, float | None], torch.Tensor], logits: torch.Tensor,
                y: torch.Tensor, cert: dict[str, dict[tuple[str, float], torch.Tensor]], model_name: str,
                dataset: str, *, per_method: bool = False) -> tuple[pd.DataFrame, list[str]]:
@@ -56,12 +70,10 @@ def summarise(s: Suite, correct: dict[tuple[str, str | None, float | None], torc
     for (label, norm, eps), ok in correct.items():
         if label != "clean":
             add(label, norm, eps, ok)
+    robust = worst_case_masks(s, correct)
     for norm in ("L2", "Linf"):
-        cells = sorted(e for (nm, e) in s.grid() if nm == norm)
-        running = clean_ok.clone()
-        for eps in cells:
-            for a in s.grid()[(norm, eps)]:
-                running &= correct[(a.label, norm, eps)]
+        for eps in sorted(e for (nm, e) in s.grid() if nm == norm):
+            running = robust[(norm, eps)]
             add("worst_case", norm, eps, running)
             if not cert:
                 continue

@@ -36,13 +36,15 @@ def graph_margins(plan: Plan, x: torch.Tensor, y: torch.Tensor, eps: float, norm
 
 def certify_cells(plan: Plan, x: torch.Tensor, y: torch.Tensor, cells: list[tuple[str, float]],
                   correct: torch.Tensor, done: dict[tuple[str, float], torch.Tensor], *,
-                  broken: Broken | None = None, batch_size: int = 50, margin_tol: float = 1e-5,
+                  broken: Broken | None = None, known_broken: dict[tuple[str, float], torch.Tensor] | None = None,
+                  batch_size: int = 50, margin_tol: float = 1e-5,
                   max_elems: int = MAX_ELEMS) -> dict[tuple[str, float], torch.Tensor]:
     """Certified samples (bool ``(N,)``) per ``(norm, ε)`` cell.
 
     ``correct``: bool ``(N,)``, samples the model classifies right (the others are never certified); ``done``:
-    cells already certified by another method (skipped, counted as certified). A sample counts as certified when
-    every margin bound exceeds ``margin_tol``.
+    cells already certified by another method (skipped, counted as certified); ``known_broken``: per cell, samples
+    an attack already broke (skipped, not certified), before ``broken`` looks at the rest. A sample counts as
+    certified when every margin bound exceeds ``margin_tol``.
     """
     n = x.shape[0]
     xs, ys = x.detach().cpu(), y.cpu()
@@ -61,6 +63,8 @@ def certify_cells(plan: Plan, x: torch.Tensor, y: torch.Tensor, cells: list[tupl
                 if (norm, eps) in done:
                     ok |= done[(norm, eps)][idx]
                 todo = correct[idx] & ~ok
+                if known_broken is not None and (norm, eps) in known_broken:
+                    todo &= ~known_broken[(norm, eps)].cpu()[idx]
                 if broken is not None and bool(todo.any()):
                     todo &= ~broken(xb, yb, todo, eps, norm)
                 sub = todo.nonzero().flatten()
