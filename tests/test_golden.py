@@ -7,7 +7,9 @@ suite on the first 200 MNIST test images. The pipeline must reproduce it. Tolera
 floating-point differences can flip a sample at a decision boundary (two samples of 200 allowed per row), and move
 ascent-based Lipschitz bounds slightly (2% allowed); on the machine that wrote the file the match is exact. One
 figure changed on purpose after the refactor: the upper bound became the best sound bound (layer pairs,
-18.80) instead of the layer product (23.70); the file records both.
+18.80) instead of the layer product (23.70); the file records both. The refined bounds ``evaluate`` adds by
+default (a longer Jacobian ascent, ECLipsE) came later and are off here: this file pins the plain estimator, the one
+the CI gate's baselines use.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ GOLDEN = json.loads((ROOT / "tests" / "golden" / "mnist-clip-best-ci-quick.json"
 
 def test_committed_checkpoint_evaluates_as_before_the_refactor(data_dir):
     ev = evaluate_checkpoint(ROOT / GOLDEN["checkpoint"], suite=ROOT / "attacks" / "ci-quick.toml",
-                             data_dir=str(data_dir), n=GOLDEN["n"], progress=False)
+                             data_dir=str(data_dir), n=GOLDEN["n"], progress=False, refine_lipschitz=False)
     assert ev.result is not None
     got = {row_key(r): r["accuracy"] for r in ev.result.frame.to_dict(orient="records")}
     want = {row_key(r): r["accuracy"] for r in GOLDEN["rows"]}

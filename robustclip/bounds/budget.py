@@ -47,20 +47,14 @@ PASSES_PER_JAC_STEP = 6.0
 """Forward-pass equivalents per point for the ascent move of the Jacobian norm (a double backward)."""
 
 
-def forward_macs(model: nn.Module, in_shape: tuple[int, ...]) -> int:
-    """Multiply-accumulates of one forward pass of ``model`` on one input of shape ``in_shape`` (Linear, Conv and
-    bilinear layers; elementwise layers are free). Counted with forward hooks on a zero input, on the model's
-    device, without gradients; the model's mode is restored."""
-    total = 0
+def leaf_outputs(model: nn.Module, in_shape: tuple[int, ...]) -> list[tuple[nn.Module, tuple[int, ...]]]:
+    """Each Linear and Conv layer of ``model`` with its output shape, in call order, for one input of shape
+    ``in_shape`` (forward hooks on a zero input, on the model's device, without gradients; the mode is restored)."""
+    seen: list[tuple[nn.Module, tuple[int, ...]]] = []
 
     def hook(mod: nn.Module, _inp: Any, out: Any) -> None:
-        nonlocal total
-        if not isinstance(out, torch.Tensor):
-            return
-        if isinstance(mod, nn.Linear):
-            total += int(out.numel()) * mod.in_features
-        elif isinstance(mod, nn.modules.conv._ConvNd):
-            total += int(out.numel()) * (mod.in_channels // mod.groups) * math.prod(mod.kernel_size)
+        if isinstance(out, torch.Tensor):
+            seen.append((mod, tuple(out.shape)))
 
     leaves = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))]
     handles = [m.register_forward_hook(hook) for m in leaves]
@@ -70,6 +64,19 @@ def forward_macs(model: nn.Module, in_shape: tuple[int, ...]) -> int:
     finally:
         for h in handles:
             h.remove()
+    return seen
+
+
+def forward_macs(model: nn.Module, in_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of one forward pass of ``model`` on one input of shape ``in_shape`` (Linear and Conv
+    layers; elementwise layers are free), from :func:`leaf_outputs`."""
+    total = 0
+    for mod, shape in leaf_outputs(model, in_shape):
+        numel = math.prod(shape)
+        if isinstance(mod, nn.Linear):
+            total += numel * mod.in_features
+        elif isinstance(mod, nn.modules.conv._ConvNd):
+            total += numel * (mod.in_channels // mod.groups) * math.prod(mod.kernel_size)
     return max(total, 1)
 
 

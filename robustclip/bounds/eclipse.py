@@ -291,10 +291,28 @@ def _pair_constants(Ws: list[torch.Tensor], t: list[torch.Tensor], rho: float, r
     return pairs
 
 
-def eclipse_upper(model: nn.Module, in_shape: tuple[int, ...], *, refine_iters: int = 20) -> UpperBound:
+def _widest(model: nn.Module, in_shape: tuple[int, ...]) -> int:
+    """Most outputs per sample of any Linear or Conv layer of ``model``."""
+    from .budget import leaf_outputs
+
+    return max((math.prod(shape[1:]) for _, shape in leaf_outputs(model, in_shape)), default=0)
+
+
+DEFAULT_MAX_WIDTH = 1024
+"""Widest hidden layer (neurons) for which ``evaluate`` computes ECLipsE by default: each stage factors matrices of a
+layer's width, so a convolution unrolled to thousands of neurons takes minutes (``--sdp`` still computes it)."""
+
+
+def eclipse_upper(model: nn.Module, in_shape: tuple[int, ...], *, refine_iters: int = 20,
+                  max_width: int | None = None) -> UpperBound:
     """The ECLipsE bound of ``model`` as an :class:`~robustclip.bounds.lipschitz.UpperBound` (class-pair constants
-    ``√2·L``); value inf with the one-line reason for structures it does not cover."""
+    ``√2·L``); value inf with the one-line reason for structures it does not cover, and for chains with a layer of
+    more than ``max_width`` outputs (None: no limit)."""
     t0 = time.perf_counter()
+    width = _widest(model, in_shape) if max_width is not None else 0
+    if max_width is not None and width > max_width:
+        return UpperBound("eclipse", math.inf, 0.0, f"not computed: a layer has {width} outputs, more than "
+                          f"{max_width} (each stage factors matrices of that size; --sdp computes it anyway)")
     ops, why = affine_ops(model, in_shape)
     if ops is None:
         return UpperBound("eclipse", math.inf, 0.0, f"not computed: {why}")

@@ -93,7 +93,7 @@ def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite
                    clean_full: bool = False, eval_set: data.Split | None = None,
                    device: str | torch.device | None = None, lipschitz: str = "full",
                    keep_adversarial: bool = False, cache_dir: str | os.PathLike[str] | None = None,
-                   checkpoint_sha256: str | None = None) -> Evaluation:
+                   checkpoint_sha256: str | None = None, refine_lipschitz: bool = True) -> Evaluation:
     """Evaluate a model of ``meta.dataset`` on its test split, or on ``eval_set`` (a user's data, any input shape:
     see :func:`robustclip.data.userdata.load_data_file`; the number of classes then comes from the model's
     output).
@@ -102,7 +102,9 @@ def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite
     bounds from :data:`LIPSCHITZ_PAIRS` ascents seeded on the first :data:`LIPSCHITZ_POINTS` of them. With
     ``clean_full``, clean accuracy on the whole test split too. Regression models: test MSE and the exact
     Lipschitz constant. ``lipschitz``: ``full``, ``fast`` (:data:`LIPSCHITZ_MODES`: fewer pairs and steps) or
-    ``off`` (only the upper bound, which certification needs; the lower bound is the trivial 0).
+    ``off`` (only the upper bound, which certification needs; the lower bound is the trivial 0). With ``full``,
+    ``refine_lipschitz`` adds the longer ascent and ECLipsE of ``lipschitz.estimate(refine=True)`` (a few seconds;
+    the CI gate turns it off, so its committed baselines keep their estimator).
 
     ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``; None: where the model already is): the model moves there;
     the data stays on the CPU and moves one batch at a time; the Lipschitz ascents run there too, bounds and
@@ -147,7 +149,7 @@ def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite
         lip, res = _bounds_and_attacks(model, split, s, in_shape=in_shape, lip_seed=lip_seed, lipschitz=lipschitz,
                                        dev=dev, name=name, dataset=dataset, n_classes=n_classes,
                                        batch_size=batch_size, seed=seed, progress=progress,
-                                       keep_adversarial=keep_adversarial,
+                                       keep_adversarial=keep_adversarial, refine=refine_lipschitz,
                                        cache=_attack_cache(cache_dir, s, split, checkpoint_sha256, dev, batch_size,
                                                            seed))
     res.meta.update(devices.describe(dev))
@@ -192,7 +194,7 @@ def _attack_cache(cache_dir: str | os.PathLike[str] | None, s: Suite, split: dat
 def _bounds_and_attacks(model: nn.Module, split: data.Split, s: Suite, *, in_shape: tuple[int, ...] | None,
                         lip_seed: int, lipschitz: str, dev: torch.device, name: str, dataset: str, n_classes: int,
                         batch_size: int | None, seed: int | None, progress: bool, keep_adversarial: bool = False,
-                        cache: Any = None
+                        cache: Any = None, refine: bool = False
                         ) -> tuple[lipschitz_mod.LipschitzReport, evaluation.EvalResult]:
     """The Lipschitz report (within the mode's cost budget) and the attack evaluation of :func:`evaluate_model`."""
     if lipschitz == "off":
@@ -212,7 +214,8 @@ def _bounds_and_attacks(model: nn.Module, split: data.Split, s: Suite, *, in_sha
             progress_mod.note(plan.describe())
             _announce(model, split, s, plan, lipschitz)
         lip = lipschitz_mod.estimate(model, split.x[:LIPSCHITZ_POINTS].to(dev), in_shape=in_shape, seed=lip_seed,
-                                     plan=plan, fast_upper=lipschitz == "fast")
+                                     plan=plan, fast_upper=lipschitz == "fast",
+                                     refine=refine and lipschitz == "full")
     res = evaluation.evaluate(model, split.x, split.y, suite=s, model_name=name, dataset=dataset,
                               n_classes=n_classes, batch_size=batch_size, seed=seed,
                               lip_upper=None, lip_lower=lip.lower, progress=progress,  # sound per-pair bounds
@@ -274,7 +277,8 @@ def evaluate_checkpoint(path: str | os.PathLike[str], *, suite: str | Suite, dat
                         progress: bool = True, model: str | None = None, dataset: str | None = None,
                         trust_factory: bool = False, data_file: str | os.PathLike[str] | None = None,
                         device: str | torch.device | None = None, lipschitz: str = "full",
-                        keep_adversarial: bool = False, cache_dir: str | os.PathLike[str] | None = None) -> Evaluation:
+                        keep_adversarial: bool = False, cache_dir: str | os.PathLike[str] | None = None,
+                        refine_lipschitz: bool = True) -> Evaluation:
     """Load a model and evaluate it under ``suite`` on its dataset's test split (see :func:`evaluate_model`).
 
     ``path``: a robustclip checkpoint, or a user's state_dict (safetensors, or ``.pt``/``.pth`` read with
@@ -284,7 +288,8 @@ def evaluate_checkpoint(path: str | os.PathLike[str], *, suite: str | Suite, dat
     ``data_file``: evaluate on the user's own data instead of a test split (see
     :func:`robustclip.data.userdata.load_data_file`). Raises :class:`~robustclip.errors.RobustclipError` for a
     regression checkpoint (attack suites need a classifier), a model of no known dataset, and every unreadable or
-    tampered file. ``cache_dir``: resume from (and keep) finished attacks there (see :func:`evaluate_model`).
+    tampered file. ``cache_dir``: resume from (and keep) finished attacks there; ``refine_lipschitz``: see
+    :func:`evaluate_model`.
     """
     t0 = time.perf_counter()
     dev = resolve_device(device)  # fail before loading anything
@@ -299,7 +304,7 @@ def evaluate_checkpoint(path: str | os.PathLike[str], *, suite: str | Suite, dat
     name = meta.name or Path(path).name.removesuffix(".safetensors").removesuffix(".pth").removesuffix(".pt")
     ev = evaluate_model(net, meta, suite=suite, data_dir=data_dir, n=n, batch_size=batch_size, seed=seed,
                         progress=progress, name=name, eval_set=eval_set, device=dev, lipschitz=lipschitz,
-                        keep_adversarial=keep_adversarial, cache_dir=cache_dir,
+                        keep_adversarial=keep_adversarial, cache_dir=cache_dir, refine_lipschitz=refine_lipschitz,
                         checkpoint_sha256=None if cache_dir is None else sha256_file(path))
     assert ev.result is not None
     train_cfg = meta.train

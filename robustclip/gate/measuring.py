@@ -164,7 +164,8 @@ def measure(path: str, suite: Any, *, n: int | None = None, data_dir: str | None
     src = source or ModelSource()
     t0 = time.perf_counter()
     ev = evaluate_checkpoint(path, suite=suite, data_dir=data_dir, n=n, progress=progress, lipschitz=lipschitz,
-                             model=src.model, dataset=src.dataset, data_file=src.data_file, device=src.device)
+                             model=src.model, dataset=src.dataset, data_file=src.data_file, device=src.device,
+                             refine_lipschitz=False)  # the baselines' estimator (ESTIMATOR_VERSION)
     res = ev.result
     assert res is not None
     nn_ = int(res.meta["n"])
