@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     radii = args.radii
     cells = [("L2", r) for r in radii]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, OMP_WAIT_POLICY="
-          f"{os.environ.get('OMP_WAIT_POLICY')}; wall-clock times on a shared machine (other sessions ran beside it)")
+          f"{os.environ.get('OMP_WAIT_POLICY')}; wall-clock times (the header line gives the machine's load)")
     test = data.load("mnist", "test", data_dir=args.data_dir)
     x, y = test.x[:args.n], test.y[:args.n]
     print(f"the first {x.shape[0]} MNIST test images; L2 radii {', '.join(f'{r:g}' for r in radii)}")
