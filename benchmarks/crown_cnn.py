@@ -9,8 +9,8 @@ The 2C2F net (conv 16 4×4/2, conv 32 4×4/2, fc 100, fc 10) two ways:
 * the same architecture with **ReLU**, trained here for ``--relu-epochs`` epoch(s) on ``--relu-train`` images
   (plain cross-entropy, seed 0; the training time is printed apart): CROWN alone.
 
-Each run certifies the first ``--n`` test images at the radii (largest first: a sample certified there is skipped
-at the smaller ones), with the PGD prefilter of :func:`robustclip.bounds.certify.certify` (10 steps; a sample it
+Each run certifies the first ``--n`` test images at the radii (smallest first: a sample not certified there is not
+tried at the larger ones), with the PGD prefilter of :func:`robustclip.bounds.certify.certify` (10 steps; a sample it
 breaks is never certified, so skipping it only saves time). Peak memory is the process's resident peak
 (``resource.getrusage``) after each run. Target (issue 25): ≤ 120 s and < 2 GB on 2 cores.
 

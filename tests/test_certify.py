@@ -526,3 +526,28 @@ def test_sandwich_figure_is_written(tmp_path):
     assert "±6.0 points" in fig.caption  # the widest Wilson half-width shown: 0.95 - 0.89
     with pytest.raises(RobustclipError, match="certified"):
         fig_sandwich(df[df.attack == "worst_case"], tmp_path)
+
+
+def test_certify_ascending_tries_a_sample_only_while_it_holds_and_never_what_an_attack_broke():
+    from robustclip.bounds.crown import certify_ascending
+
+    # sample i is "certifiable" up to radius limit[i]; sample 3 is misclassified, sample 4 broken by an attack at 0.5
+    limit = torch.tensor([0.0, 0.3, 2.0, 2.0, 2.0])
+    calls: list[tuple[float, list[int]]] = []
+
+    def run(idx: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+        calls.append((eps, idx.tolist()))
+        return limit[idx] >= eps
+
+    correct = torch.tensor([True, True, True, False, True])
+    known = {("L2", 0.5): torch.tensor([False, False, False, False, True])}
+    done = {("L2", 1.0): torch.tensor([False, False, True, False, False])}  # another method certified sample 2 at 1
+    x, y = torch.zeros(5, 2), torch.zeros(5, dtype=torch.long)
+    got = certify_ascending([("L2", 1.0), ("L2", 0.25), ("L2", 0.5)], correct, done, run, x=x, y=y,
+                            known_broken=known, batch_size=2)
+    assert [e for e, _ in calls] == [0.25, 0.25, 0.5]  # batches of 2 at 0.25; nothing left to try at 1.0
+    assert sorted(i for e, idx in calls if e == 0.25 for i in idx) == [0, 1, 2, 4]
+    assert [idx for e, idx in calls if e == 0.5] == [[1, 2]]  # 0 failed at 0.25, 4 was broken, 3 is wrong
+    assert got[("L2", 0.25)].tolist() == [False, True, True, False, True]
+    assert got[("L2", 0.5)].tolist() == [False, False, True, False, False]
+    assert got[("L2", 1.0)].tolist() == [False, False, True, False, False]  # from `done`, not tried again

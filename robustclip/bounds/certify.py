@@ -55,7 +55,7 @@ from ..core.devices import device_of
 from ..core.modes import eval_mode
 from ..errors import RobustclipError
 from ..models.activations import is_sorting
-from .crown import Plan, build_plan, certify_cells, graph_margins
+from .crown import Plan, build_plan, certify_ascending, certify_cells, graph_margins
 from .relaxations import concretize_lower, relax
 from .structure import Affine, affine_ops
 from .upper import UpperBound, best_pairs, upper_bounds
@@ -303,12 +303,9 @@ def certify(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cells: list[tupl
 
     ``methods``: any of ``lipschitz`` (per-class-pair global constants from
     ``uppers``, computed when None; ``sdp`` adds LipSDP) and ``crown``.
-    CROWN skips samples the Lipschitz method certified. On CNNs and other
-    traced graphs it runs from the largest ε down, skipping samples certified
-    at a larger ε of the same norm (its ball contains the smaller one; the
-    bounds found there are reused); on fully connected chains it runs from the
-    smallest ε up and tries a sample only while it was certified at every
-    smaller ε (CROWN's margins shrink as the ball grows). Before
+    CROWN skips samples the Lipschitz method certified, and runs from the
+    smallest ε of each norm up: it tries a sample only while it was certified
+    at every smaller ε (CROWN's margins shrink as the ball grows). Before
     CROWN, ``prefilter`` steps of PGD (0: none) look for adversarial examples
     in the ball; samples broken there cannot be certified and are skipped
     (this only saves time: a skipped sample is never counted as certified).
@@ -361,26 +358,15 @@ def certify(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cells: list[tupl
         elif "crown" in methods:
             assert ops is not None
             t0 = time.perf_counter()
-            got = {}
-            correct = logits.argmax(1) == y.cpu()
-            done = res.per_method.get("lipschitz", {})
-            for norm in NORMS:
-                # smallest ε first: this path keeps no bounds to reuse at a smaller ε, and CROWN's margins only
-                # shrink as the ball grows, so a sample certified at no smaller ε is not tried at a larger one
-                smaller = correct.clone()  # certified (by any method) at every smaller ε so far
-                for eps in sorted(e for nm, e in cells if nm == norm):
-                    ok = done[(norm, eps)].clone() if (norm, eps) in done else torch.zeros(n, dtype=torch.bool)
-                    todo = correct & smaller & ~ok
-                    if broken is not None and (norm, eps) in broken:
-                        todo &= ~broken[(norm, eps)].cpu()
-                    if prefilter > 0 and bool(todo.any()):  # an adversarial example found: nothing to certify
-                        todo &= ~_broken(model, x, y, todo, eps, norm, steps=prefilter)
-                    idx = todo.nonzero().flatten()
-                    if idx.numel():
-                        m = crown_margins(model, x[idx], y[idx], eps, norm, batch_size=batch_size, ops=ops)
-                        ok[idx] = (m > margin_tol).all(dim=1)
-                    got[(norm, eps)] = ok
-                    smaller &= ok
+            xc, yc = x.cpu(), y.cpu()
+
+            def dense(sub: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+                m = crown_margins(model, xc[sub], yc[sub], eps, norm, batch_size=batch_size, ops=ops)
+                return (m > margin_tol).all(dim=1)
+
+            got = certify_ascending(cells, logits.argmax(1) == yc, res.per_method.get("lipschitz", {}), dense,
+                                    x=xc, y=yc, broken=_prefilter(model, prefilter), known_broken=broken,
+                                    batch_size=max(batch_size, n))
             res.per_method["crown"] = got
             res.seconds["crown"] = time.perf_counter() - t0
     for got in res.per_method.values():
