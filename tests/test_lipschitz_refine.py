@@ -88,8 +88,9 @@ def test_refine_cost_is_cut_to_the_budget():
         _, used = lower.refine_lower(m, x, budget=full / 5)
         _, tiny = lower.refine_lower(m, x, budget=1.0)
     assert used["starts"] == lower.REFINE_STARTS and 20 <= used["steps"] < lower.REFINE_STEPS
+    assert used["points"] == 32
     assert lower.refine_cost(macs, 10, used["starts"], used["steps"], 32) <= full / 5
-    assert tiny == {"starts": 1, "steps": 20}  # the floors
+    assert tiny == {"starts": 1, "steps": 20, "points": 16}  # the floors
 
 
 def test_the_gate_measures_with_the_plain_estimator(data_dir, tmp_path):

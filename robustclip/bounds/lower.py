@@ -88,8 +88,8 @@ def refine_lower(model: nn.Module, x: torch.Tensor, *, seed: int = 0, starts: in
     points of largest norm and ``starts`` uniform random points in [0,1] (``seed``), ``steps`` moves each.
 
     ``x``: data ``(N, ...)`` in [0,1]. When the cost (:func:`refine_cost`, ``macs`` per forward pass) exceeds
-    ``budget``, the moves are cut first (to 20), then the starts (to 1 of each). Returns the bounds by method and
-    the settings used (``{"starts": .., "steps": ..}``).
+    ``budget``, the moves are cut first (to 20), then the starts (to 1 of each), then the data points (the first
+    ones kept, down to 16). Returns the bounds by method and the settings used (``{"starts", "steps", "points"}``).
     """
     from .budget import forward_macs
 
@@ -101,6 +101,10 @@ def refine_lower(model: nn.Module, x: torch.Tensor, *, seed: int = 0, starts: in
         steps = max(20, steps // 2)
     while refine_cost(macs, n_out, starts, steps, x.shape[0]) > budget and starts > 1:
         starts //= 2
+    points = x.shape[0]
+    while refine_cost(macs, n_out, starts, steps, points) > budget and points > 16:
+        points //= 2
+    x = x[:points]
     g = torch.Generator().manual_seed(seed)
     with frozen(model):
         js = jacobian_norms_batched(model, x)
@@ -108,7 +112,7 @@ def refine_lower(model: nn.Module, x: torch.Tensor, *, seed: int = 0, starts: in
         z0 = torch.cat([x[js.argsort(descending=True)[:starts]],
                         torch.rand((starts, *x.shape[1:]), generator=g).to(x.device)])
         out["jacobian_ascent"], _ = jacobian_ascent(model, z0, steps=steps, step_size=1.0)
-    return out, {"starts": starts, "steps": steps}
+    return out, {"starts": starts, "steps": steps, "points": int(points)}
 
 
 def lower_bounds(model: nn.Module, x: torch.Tensor, *, seed: int = 0, budget: str = "normal",
