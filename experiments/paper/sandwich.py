@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from robustclip.core.results import markdown_table
 
@@ -68,7 +69,7 @@ def section_text(rows: pd.DataFrame, suite_name: str) -> str:
     n = int(rows.n.max()) if len(rows) else 0
     secs = rows.groupby("model", sort=False)["seconds"].first() if "seconds" in rows else pd.Series(dtype=float)
     timing = ("" if secs.empty else " Attacking and certifying took " + ", ".join(
-        f"{s:.0f} s ({m})" for m, s in secs.items()) + " on shared CPU cores, one thread each.")
+        f"{s:.0f} s ({m})" for m, s in secs.items()) + f" ({torch.get_num_threads()} torch threads).")
     methods = {m: sorted(a.removeprefix("certified-") for a in set(rows[rows.model == m].attack)
                          if a.startswith("certified-")) for m in models}
     lip_only = [m for m in models if methods[m] == ["lipschitz"]]

@@ -66,10 +66,11 @@ def add_verbose(p: argparse.ArgumentParser) -> None:
                    help="print every attack at every ε (default: one row per ε with clean, worst case, certified)")
 
 
-def add_lipschitz(p: argparse.ArgumentParser, off: str) -> None:
-    """``--lipschitz full|fast|off``: the cost budget of the Lipschitz estimate (``off``: what it skips)."""
+def add_lipschitz(p: argparse.ArgumentParser, off: str, full: str = "default") -> None:
+    """``--lipschitz full|fast|off``: the cost budget of the Lipschitz estimate (``off``: what it skips; ``full``:
+    what the command's full estimate holds)."""
     p.add_argument("--lipschitz", choices=("full", "fast", "off"), default="full",
-                   help="Lipschitz estimate: full (default), fast (a smaller ascent budget and one cheap FFT-based "
+                   help=f"Lipschitz estimate: full ({full}), fast (a smaller ascent budget and one cheap FFT-based "
                         f"upper bound) or off ({off})")
 
 

@@ -54,7 +54,8 @@ def register(sub: Any) -> None:
     p.add_argument("--cache", default=None, metavar="DIR",
                    help="keep each finished attack in DIR and reuse it when the same evaluation runs again (same "
                    "suite, checkpoint, images, device, torch and torchattacks): an interrupted evaluation resumes")
-    add_lipschitz(p, "no lower-bound ascent; the upper bound and certificates remain")
+    add_lipschitz(p, "no lower-bound ascent; the upper bound and certificates remain",
+                  "default: the ascent budget, then a longer Jacobian ascent and, for fully connected nets, ECLipsE")
     add_quiet(p)
     add_verbose(p)
     add_data_dir(p)
