@@ -17,16 +17,19 @@ from __future__ import annotations
 import argparse
 import resource
 import time
+from pathlib import Path
 
 import record
 import torch
 
 from robustclip.evaluation.pipeline import evaluate_checkpoint
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--checkpoint", default="reports/paper/checkpoints/mnist-clip-best.safetensors")
+    ap.add_argument("--checkpoint", default=str(ROOT / "reports/paper/checkpoints/mnist-clip-best.safetensors"))
     ap.add_argument("--suite", default="certify-l2")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--out", default=None, metavar="FILE",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import record
 import torch
@@ -28,10 +29,12 @@ from robustclip.bounds import budget, lipschitz
 from robustclip.data import datasets as data
 from robustclip.evaluation.pipeline import LIPSCHITZ_POINTS
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--checkpoint", default="reports/paper/checkpoints/mnist-clip-best.safetensors")
+    ap.add_argument("--checkpoint", default=str(ROOT / "reports/paper/checkpoints/mnist-clip-best.safetensors"))
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None, metavar="FILE",
