@@ -109,7 +109,7 @@ def estimate(model: nn.Module, x: torch.Tensor, *, in_shape: tuple[int, ...] | N
     if refine:
         used: dict[str, Any]
         try:
-            found, used = refine_lower(model, x, seed=seed)
+            found, used = refine_lower(model, x, seed=seed, macs=None if plan is None else plan.macs)
         except RuntimeError as exc:  # torch.func cannot trace it (e.g. an autograd.Function without setup_context)
             found, used = {}, {"skipped": str(exc).splitlines()[0][:200]}
         methods.update({f"{k}_refined": v for k, v in found.items()})
