@@ -460,6 +460,41 @@ def test_certify_argument_and_suite_key_choose_the_rows(mnist_model):
     assert set(a for a in crown.frame.attack if a.startswith("certified")) == {"certified", "certified-crown"}
 
 
+def test_an_attack_that_skips_certified_samples_counts_them_robust_and_keeps_every_certificate(mnist_model):
+    model, x, y = mnist_model
+    raw = {**CERT_SUITE, "cascade": True, "eps": {"L2": [0.1, 0.5, 1.0]},
+           "attack": [{"type": "clean"}, {"type": "pgd", "norm": "L2", "steps": 10},
+                      {"type": "apgd", "norm": "L2", "steps": 10}, {"type": "pgd", "label": "pgd-late", "norm": "L2",
+                                                                   "steps": 10}]}
+    skipping = parse_suite({**raw, "certify": {"methods": ["lipschitz", "crown"], "skip_certified": ["apgd-ce"]}})
+    assert skipping.skip_certified == ("apgd-ce",)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        skip = evaluate(model, x, y, suite=skipping, progress=False, sanity=False)
+        full = evaluate(model, x, y, suite=skipping, progress=False, sanity=False, attack_certified=True)
+    assert skip.meta["skip_certified"] == ["apgd-ce"] and full.meta["skip_certified"] == []
+    assert "apgd-ce skipped samples a certificate proves robust" in skip.meta["cascade_note"]
+    skipped_any = False
+    for eps in (0.1, 0.5, 1.0):
+        key = ("apgd-ce", "L2", eps)
+        log, log_full = (r.meta["attack_batches"][f"apgd-ce|L2|{eps}"] for r in (skip, full))
+        cert = skip.samples.query("norm == 'L2' and eps == @eps").sort_values("sample").certified.to_numpy()
+        cert = torch.tensor(cert)
+        pgd_ok = skip.correct[("pgd", "L2", eps)]
+        # the samples left out are the certified ones PGD left robust; they count as robust in the row
+        assert log["certified_skipped"] == int((cert & pgd_ok).sum())
+        assert log["samples"] + log["certified_skipped"] == log_full["samples"]
+        assert not bool((cert & pgd_ok & ~skip.correct[key]).any())
+        skipped_any |= log["certified_skipped"] > 0
+        # the certificates are the same either way, and no attack broke a certified sample in the full run
+        assert skip.accuracy("certified", "L2", eps) == full.accuracy("certified", "L2", eps), eps
+        assert not bool((cert & ~full.correct[key]).any())
+        # an attack listed after the skipping one attacks every survivor again
+        assert "certified_skipped" not in skip.meta["attack_batches"][f"pgd-late|L2|{eps}"]
+    assert skipped_any, "the test model should certify some samples"
+    assert "certified_skipped" not in full.meta["attack_batches"]["apgd-ce|L2|0.1"]
+
+
 # --------------------------------------------------------------------------- suite key and figure
 
 
@@ -483,6 +518,10 @@ def test_suite_certify_key_parses(value, methods, sdp):
     ({"methods": ["crown", "crown"]}, "twice"),
     ({"methods": ["crown"], "sdp": True}, "needs the lipschitz"),
     ({"sdp": "yes"}, "true or false"),
+    ({"skip_certified": "pgd"}, "list of attack labels"),
+    ({"skip_certified": ["apgdt"]}, "names 'apgdt', not a bounded attack"),
+    ({"skip_certified": ["pgd", "pgd"]}, "twice"),
+    ({"methods": [], "skip_certified": ["pgd"]}, "needs a certification method"),
 ])
 def test_suite_certify_key_rejects_bad_values(value, match):
     with pytest.raises(SuiteError, match=match) as info:
@@ -496,7 +535,7 @@ def test_certify_l2_suite_file_loads():
     s = load_suite("attacks/certify-l2.toml")
     assert s.certify == ("lipschitz", "crown")
     assert sorted({e for (_, e) in s.grid()}) == [0.1, 0.25, 0.5, 1.0, 1.5, 1.58, 2.0]  # 1.58: GloRo's MNIST radius
-    assert s.cascade
+    assert s.cascade and s.skip_certified == ("apgdt",)
     assert {a.type for a in s.attacks} == {"clean", "pgd", "apgd", "apgdt"}
     assert all(a.params.get("steps") == 100 for a in s.attacks if a.type != "clean")
 

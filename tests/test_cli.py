@@ -139,6 +139,25 @@ def test_evaluate_lipschitz_modes(evaluated, work, data_dir, tmp_path, mode):
     pd.testing.assert_frame_equal(pd.read_csv(out_dir / "results.csv"), full)
 
 
+def test_attack_certified_flag_makes_the_skipping_attack_attack_certified_samples(work, data_dir, tmp_path):
+    """A suite whose PGD skips certified samples; ``--attack-certified`` makes it attack them too."""
+    suite = tmp_path / "skip.toml"
+    suite.write_text(TINY_SUITE.replace("[eps]", '[certify]\nmethods = ["lipschitz"]\nskip_certified = ["pgd"]\n\n'
+                                        "[eps]").replace("L2 = [0.5, 1.0]", "L2 = [0.05, 0.5]"), encoding="utf-8")
+    logs = {}
+    for flag in ([], ["--attack-certified"]):
+        out_dir = tmp_path / ("all" if flag else "skip")
+        rc, _, err = run_cli(["evaluate", work["ckpt"], "--suite", suite, "--out", out_dir, "--quiet",
+                              "--lipschitz", "off", "--data-dir", data_dir, *flag])
+        assert rc == 0, err
+        run = json.loads((out_dir / "results.json").read_text())["runs"][0]
+        logs[bool(flag)] = (run["skip_certified"], run["attack_batches"]["pgd|L2|0.05"])
+    (names, skipped), (names_all, every) = logs[False], logs[True]
+    assert names == ["pgd"] and names_all == []
+    assert skipped["certified_skipped"] > 0 and "certified_skipped" not in every
+    assert skipped["samples"] + skipped["certified_skipped"] == every["samples"]
+
+
 def test_evaluate_as_a_real_process(work, data_dir, tmp_path):
     out_dir = tmp_path / "proc"
     env = {**os.environ, "ROBUSTCLIP_DATA": str(data_dir), "ROBUSTCLIP_NO_DOWNLOAD": "1",

@@ -17,7 +17,7 @@ A suite file looks like this (see ``attacks/*.toml``)::
     steps = 20
 
     certify = true     # optional: certified rows from the best sound method (lipschitz and crown)
-    # or, as a table:  [certify]  methods = ["lipschitz", "crown"]  sdp = false
+    # or, as a table:  [certify]  methods = ["lipschitz", "crown"]  sdp = false  skip_certified = ["apgdt"]
 
 Without a ``certify`` key, certified rows come from the global Lipschitz
 margin alone; ``certify = false`` drops them.
@@ -54,7 +54,7 @@ from .library import BUILTIN_SUITES, find_suite, shipped_suites_dir, suite_names
 NORMS = ("L2", "Linf")
 _SUITE_KEYS = {"name", "description", "n", "batch_size", "seed", "eps", "attack", "headline", "certify", "cascade"}
 CERTIFY_METHODS = ("lipschitz", "crown")  # as robustclip.bounds.certify.METHODS
-_CERTIFY_KEYS = {"methods", "sdp"}
+_CERTIFY_KEYS = {"methods", "sdp", "skip_certified"}
 
 MAX_EPS = {"L2": 28.0, "Linf": 1.0}
 """Largest ε per norm: beyond it the ball holds all of [0,1]^784 (L2 diameter 28) or [0,1] (L∞)."""
@@ -92,6 +92,9 @@ class Suite:
     certify: tuple[str, ...] | None = None  # None: the default (lipschitz); (): no certified rows
     certify_sdp: bool = False
     cascade: bool = False  # AutoAttack's order: a later strong attack runs only on the samples still robust
+    skip_certified: tuple[str, ...] = ()
+    """Labels of attacks that skip samples a certificate proves robust at their ε (``[certify] skip_certified``):
+    the certificates are computed before the first of them, and such a sample counts as robust in their rows."""
 
     def budget(self, n: int | None = None) -> int:
         """Sample-steps the suite costs on ``n`` samples (default: its n, else :data:`DEFAULT_N`)."""
@@ -176,13 +179,14 @@ def parse_suite(raw: dict[str, Any], *, where: str = "<suite>") -> Suite:
     bs = _num(where, "batch_size", raw.get("batch_size", 1000), integer=True, hi=MAX_BATCH)
     seed = validate.seed(raw.get("seed", 0), f"{where}: seed", error=SuiteError)
     headline = _headline(raw, where, specs)
-    cert, sdp = _parse_certify(raw.get("certify"), where) if "certify" in raw else (None, False)
+    cert, sdp, skip = _parse_certify(raw.get("certify"), where, specs) if "certify" in raw else (None, False, ())
     cascade = raw.get("cascade", False)
     if not isinstance(cascade, bool):
         raise SuiteError(f"{where}: cascade must be true or false, got {cascade!r:.80}", "e.g. cascade = true")
     suite = Suite(name=str(raw.get("name") or Path(where).stem), path=where,
                   description=str(raw.get("description", "")), attacks=specs, n=n, batch_size=bs, seed=seed,
-                  headline=headline, raw=raw, certify=cert, certify_sdp=sdp, cascade=cascade)
+                  headline=headline, raw=raw, certify=cert, certify_sdp=sdp, cascade=cascade,
+                  skip_certified=skip)
     suite.check_budget()
     return suite
 
@@ -282,11 +286,12 @@ def _headline(raw: dict[str, Any], where: str, specs: list[AttackSpec]) -> tuple
     return None
 
 
-def _parse_certify(v: Any, where: str) -> tuple[tuple[str, ...], bool]:
-    """``certify = true | false`` or ``[certify] methods = [...], sdp = bool`` into ``(methods, sdp)``."""
+def _parse_certify(v: Any, where: str, specs: list[AttackSpec]) -> tuple[tuple[str, ...], bool, tuple[str, ...]]:
+    """``certify = true | false`` or ``[certify] methods = [...], sdp = bool, skip_certified = [...]`` into
+    ``(methods, sdp, skip_certified)``; ``specs``: the suite's attacks, which ``skip_certified`` names by label."""
     fix = f'write certify = true, or [certify] with methods = [...] from {", ".join(CERTIFY_METHODS)}'
     if isinstance(v, bool):
-        return (CERTIFY_METHODS if v else ()), False
+        return (CERTIFY_METHODS if v else ()), False, ()
     if not isinstance(v, dict):
         raise SuiteError(f"{where}: certify must be true, false or a table, got {v!r}", fix)
     bad = set(v) - _CERTIFY_KEYS
@@ -306,4 +311,22 @@ def _parse_certify(v: Any, where: str) -> tuple[tuple[str, ...], bool]:
         raise SuiteError(f"{where}: certify.sdp must be true or false, got {sdp!r}", "e.g. sdp = true")
     if sdp and "lipschitz" not in methods:
         raise SuiteError(f"{where}: certify.sdp needs the lipschitz method", 'add "lipschitz" to certify.methods')
-    return tuple(methods), sdp
+    return tuple(methods), sdp, _skip_certified(v.get("skip_certified", []), where, specs, methods)
+
+
+def _skip_certified(v: Any, where: str, specs: list[AttackSpec], methods: list[str]) -> tuple[str, ...]:
+    """``certify.skip_certified``: labels of the suite's bounded attacks, each once, with a method to certify."""
+    bounded = list(dict.fromkeys(a.label for a in specs if a.bounded and a.type != "clean"))
+    fix = f"name some of this suite's norm-bounded attacks: {', '.join(bounded) or 'none'}"
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise SuiteError(f"{where}: certify.skip_certified must be a list of attack labels, got {v!r:.80}", fix)
+    unknown = [x for x in v if x not in bounded]
+    if unknown:
+        raise SuiteError(f"{where}: certify.skip_certified names {unknown[0]!r}, not a bounded attack of the suite",
+                         fix)
+    if len(set(v)) != len(v):
+        raise SuiteError(f"{where}: certify.skip_certified lists an attack twice", "name each attack once")
+    if v and not methods:
+        raise SuiteError(f"{where}: certify.skip_certified needs a certification method",
+                         'add "lipschitz" or "crown" to certify.methods')
+    return tuple(v)

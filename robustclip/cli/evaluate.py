@@ -54,6 +54,10 @@ def register(sub: Any) -> None:
     p.add_argument("--cache", default=None, metavar="DIR",
                    help="keep each finished attack in DIR and reuse it when the same evaluation runs again (same "
                    "suite, checkpoint, images, device, torch and torchattacks): an interrupted evaluation resumes")
+    p.add_argument("--attack-certified", action="store_true",
+                   help="attack samples a certificate already proves robust with every attack too (suites such as "
+                   "certify-l2 let their costliest attack, APGD-T, skip them: a sound certificate means no attack "
+                   "can break them, and the earlier attacks still check each certificate)")
     add_lipschitz(p, "no lower-bound ascent; the upper bound and certificates remain",
                   "default: the ascent budget, then a longer Jacobian ascent and, for fully connected nets, ECLipsE")
     add_quiet(p)
@@ -173,7 +177,7 @@ def _evaluate_one(args: argparse.Namespace, checkpoint: str, suite: Any, adv_pat
                              seed=args.seed, progress=not args.quiet, model=args.model,
                              dataset=args.dataset, data_file=args.data, device=args.device,
                              keep_adversarial=adv_path is not None, cache_dir=args.cache,
-                             lipschitz=args.lipschitz)
+                             lipschitz=args.lipschitz, attack_certified=args.attack_certified)
     res = ev.result
     assert res is not None and res.samples is not None
     meta = {**res.meta, "flags": res.flags, "seconds": res.seconds}

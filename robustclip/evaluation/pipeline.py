@@ -93,7 +93,8 @@ def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite
                    clean_full: bool = False, eval_set: data.Split | None = None,
                    device: str | torch.device | None = None, lipschitz: str = "full",
                    keep_adversarial: bool = False, cache_dir: str | os.PathLike[str] | None = None,
-                   checkpoint_sha256: str | None = None, refine_lipschitz: bool = True) -> Evaluation:
+                   checkpoint_sha256: str | None = None, refine_lipschitz: bool = True,
+                   attack_certified: bool = False) -> Evaluation:
     """Evaluate a model of ``meta.dataset`` on its test split, or on ``eval_set`` (a user's data, any input shape:
     see :func:`robustclip.data.userdata.load_data_file`; the number of classes then comes from the model's
     output).
@@ -113,7 +114,8 @@ def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite
     the adversarial examples that broke each sample (see :func:`robustclip.evaluation.runner.evaluate`).
 
     ``cache_dir``: keep finished attacks there and reuse them (resume; see :mod:`robustclip.evaluation.cache`), keyed
-    by ``checkpoint_sha256`` among the rest; the gate never passes one.
+    by ``checkpoint_sha256`` among the rest; the gate never passes one. ``attack_certified``: the suite's
+    ``skip_certified`` attacks attack certified samples too (see :func:`robustclip.evaluation.runner.evaluate`).
     """
     if lipschitz not in ("full", "fast", "off"):
         raise RobustclipError(f"unknown Lipschitz mode {lipschitz!r}", "use full, fast or off")
@@ -150,6 +152,7 @@ def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite
                                        dev=dev, name=name, dataset=dataset, n_classes=n_classes,
                                        batch_size=batch_size, seed=seed, progress=progress,
                                        keep_adversarial=keep_adversarial, refine=refine_lipschitz,
+                                       attack_certified=attack_certified,
                                        cache=_attack_cache(cache_dir, s, split, checkpoint_sha256, dev, batch_size,
                                                            seed))
     res.meta.update(devices.describe(dev))
@@ -194,7 +197,7 @@ def _attack_cache(cache_dir: str | os.PathLike[str] | None, s: Suite, split: dat
 def _bounds_and_attacks(model: nn.Module, split: data.Split, s: Suite, *, in_shape: tuple[int, ...] | None,
                         lip_seed: int, lipschitz: str, dev: torch.device, name: str, dataset: str, n_classes: int,
                         batch_size: int | None, seed: int | None, progress: bool, keep_adversarial: bool = False,
-                        cache: Any = None, refine: bool = False
+                        cache: Any = None, refine: bool = False, attack_certified: bool = False
                         ) -> tuple[lipschitz_mod.LipschitzReport, evaluation.EvalResult]:
     """The Lipschitz report (within the mode's cost budget) and the attack evaluation of :func:`evaluate_model`."""
     if lipschitz == "off":
@@ -219,7 +222,7 @@ def _bounds_and_attacks(model: nn.Module, split: data.Split, s: Suite, *, in_sha
     res = evaluation.evaluate(model, split.x, split.y, suite=s, model_name=name, dataset=dataset,
                               n_classes=n_classes, batch_size=batch_size, seed=seed,
                               lip_upper=None, lip_lower=lip.lower, progress=progress,  # sound per-pair bounds
-                              keep_adversarial=keep_adversarial, cache=cache)
+                              keep_adversarial=keep_adversarial, cache=cache, attack_certified=attack_certified)
     if cache is not None:
         res.meta["attack_cache"] = {"folder": str(cache.folder), "hits": cache.hits, "misses": cache.misses}
     return lip, res
@@ -278,7 +281,7 @@ def evaluate_checkpoint(path: str | os.PathLike[str], *, suite: str | Suite, dat
                         trust_factory: bool = False, data_file: str | os.PathLike[str] | None = None,
                         device: str | torch.device | None = None, lipschitz: str = "full",
                         keep_adversarial: bool = False, cache_dir: str | os.PathLike[str] | None = None,
-                        refine_lipschitz: bool = True) -> Evaluation:
+                        refine_lipschitz: bool = True, attack_certified: bool = False) -> Evaluation:
     """Load a model and evaluate it under ``suite`` on its dataset's test split (see :func:`evaluate_model`).
 
     ``path``: a robustclip checkpoint, or a user's state_dict (safetensors, or ``.pt``/``.pth`` read with
@@ -288,8 +291,8 @@ def evaluate_checkpoint(path: str | os.PathLike[str], *, suite: str | Suite, dat
     ``data_file``: evaluate on the user's own data instead of a test split (see
     :func:`robustclip.data.userdata.load_data_file`). Raises :class:`~robustclip.errors.RobustclipError` for a
     regression checkpoint (attack suites need a classifier), a model of no known dataset, and every unreadable or
-    tampered file. ``cache_dir``: resume from (and keep) finished attacks there; ``refine_lipschitz``: see
-    :func:`evaluate_model`.
+    tampered file. ``cache_dir``: resume from (and keep) finished attacks there; ``refine_lipschitz`` and
+    ``attack_certified``: see :func:`evaluate_model`.
     """
     t0 = time.perf_counter()
     dev = resolve_device(device)  # fail before loading anything
@@ -305,6 +308,7 @@ def evaluate_checkpoint(path: str | os.PathLike[str], *, suite: str | Suite, dat
     ev = evaluate_model(net, meta, suite=suite, data_dir=data_dir, n=n, batch_size=batch_size, seed=seed,
                         progress=progress, name=name, eval_set=eval_set, device=dev, lipschitz=lipschitz,
                         keep_adversarial=keep_adversarial, cache_dir=cache_dir, refine_lipschitz=refine_lipschitz,
+                        attack_certified=attack_certified,
                         checkpoint_sha256=None if cache_dir is None else sha256_file(path))
     assert ev.result is not None
     train_cfg = meta.train

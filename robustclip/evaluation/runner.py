@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,7 +108,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str |
              batch_size: int | None = None, seed: int | None = None, lip_upper: float | None = None,
              lip_lower: float | None = None, sanity: bool = True, progress: bool = True,
              certify: bool | tuple[str, ...] | None = None, keep_adversarial: bool = False,
-             cache: Any = None) -> EvalResult:
+             cache: Any = None, attack_certified: bool = False) -> EvalResult:
     """Evaluate ``model`` on ``x`` ``(N, ...)`` (any per-sample shape) in [0,1] and labels ``y`` ``(N,)`` under a suite.
 
     ``cache``: a :class:`robustclip.evaluation.cache.AttackCache`; finished attacks are stored there and reused.
@@ -116,7 +117,11 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str |
     by the caller for the ``lipschitz`` certificate (``√2 · lip_upper`` for
     every class pair; ``inf`` disables it); computed soundly when None.
     ``certify``: methods to certify with (``True``: lipschitz and crown;
-    ``False``: none), overriding the suite's ``certify`` key. Returns an
+    ``False``: none), overriding the suite's ``certify`` key. The attacks a suite names in
+    ``[certify] skip_certified`` (``certify-l2``: APGD-T) run after the certificates, only on samples none proves
+    robust at their ε; a proven sample counts as robust in their rows (a sound certificate means no attack can
+    break it), and ``attack_batches`` records how many each skipped. The earlier attacks still check every
+    certificate. ``attack_certified=True`` attacks certified samples too. Returns an
     :class:`EvalResult`. Samples the model gets wrong on clean input are not
     attacked (they count as wrong under every attack). ``keep_adversarial``:
     keep the adversarial example that first broke each sample (per norm) in
@@ -147,14 +152,16 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str |
         bs = batch_size or s.batch_size
         seed = s.seed if seed is None else seed
         logits = predict(model, x)
-        runs = _attack_all(model, s, x, y, logits, n_classes=k, seed=seed, batch_size=bs, cache=cache,
-                           keep_adversarial=keep_adversarial, progress=progress, model_name=model_name)
         methods = s.certify if certify is None else _methods(certify)
-        pairs_out: list[torch.Tensor] = []
-        robust = worst_case_masks(s, runs.correct)  # CROWN need not try what an attack already broke
-        cert, cert_info = certificates(model, x, y, logits, s, methods=methods, lip_upper=lip_upper,
-                                       sdp=s.certify_sdp if certify is None else False, pairs_out=pairs_out,
-                                       broken={cell: ~ok for cell, ok in robust.items()})
+        proof = _Proof(lambda broken: certificates(
+            model, x, y, logits, s, methods=methods, lip_upper=lip_upper,
+            sdp=s.certify_sdp if certify is None else False, pairs_out=proof.pairs, broken=broken))
+        skip = frozenset(s.skip_certified) if methods and not attack_certified else frozenset()
+        runs = _attack_all(model, s, x, y, logits, n_classes=k, seed=seed, batch_size=bs, cache=cache,
+                           keep_adversarial=keep_adversarial, progress=progress, model_name=model_name,
+                           skip=skip, prove=lambda correct: proof.union(s, correct))
+        cert, cert_info = proof.get(s, runs.correct)
+        pairs_out = proof.pairs
         frame, flags = summarise(s, runs.correct, logits, y, cert, model_name, dataset,
                                  per_method=(methods is not None and len(methods) > 0))
         sanity_mod.check_worst_case(frame, "evaluate")
@@ -173,7 +180,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str |
                       seconds=time.perf_counter() - t0,
                       meta={"suite": s.name, "suite_path": s.path, "seed": seed, "n": int(x.shape[0]),
                             "sample_shape": [int(d) for d in x.shape[1:]],
-                            "batch_size": bs, "cascade": s.cascade, "cascade_note": _cascade_note(s),
+                            "batch_size": bs, "cascade": s.cascade, "cascade_note": _cascade_note(s, skip),
+                            "skip_certified": sorted(skip),
                             "max_perturbation": _by_row(runs.worst_norm),
                             "nonfinite_outputs": _by_row(runs.nonfinite),
                             "attack_batches": runs.batches, "per_class": classes, **runtime_meta(model)})
@@ -203,10 +211,48 @@ class _Runs:
     batches: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+Cell = tuple[str, float]
+Certs = dict[str, dict[Cell, torch.Tensor]]
+
+
+@dataclass
+class _Proof:
+    """The certificates of one evaluation, computed once: before the first attack that skips certified samples, or
+    after every attack. ``compute(broken)``: :func:`certificates` given, per cell, the samples attacks broke so far
+    (CROWN skips them); ``pairs``: the per-class-pair constants it used."""
+
+    compute: Callable[[dict[Cell, torch.Tensor]], tuple[Certs, dict[str, Any]]]
+    pairs: list[torch.Tensor] = field(default_factory=list)
+    done: tuple[Certs, dict[str, Any]] | None = None
+
+    def get(self, s: Suite, correct: dict[Key, torch.Tensor]) -> tuple[Certs, dict[str, Any]]:
+        """Per-method certificates and their info; ``correct``: the attacks' outcomes so far."""
+        if self.done is None:
+            robust = worst_case_masks(s, correct, partial=True)  # CROWN need not try what an attack already broke
+            self.done = self.compute({cell: ~ok for cell, ok in robust.items()})
+        return self.done
+
+    def union(self, s: Suite, correct: dict[Key, torch.Tensor]) -> dict[Cell, torch.Tensor]:
+        """Per cell, bool ``(N,)``: proven robust by any method."""
+        return _union(self.get(s, correct)[0])
+
+
+def _union(cert: Certs) -> dict[Cell, torch.Tensor]:
+    best: dict[Cell, torch.Tensor] = {}
+    for got in cert.values():
+        for cell, v in got.items():
+            best[cell] = best.get(cell, torch.zeros_like(v.cpu())) | v.cpu()
+    return best
+
+
 def _attack_all(model: nn.Module, s: Suite, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor, *,
                 n_classes: int, seed: int, batch_size: int, cache: Any, keep_adversarial: bool, progress: bool,
-                model_name: str) -> _Runs:
-    """Every attack of ``s`` in order, each on the clean-correct samples (in a cascade, those still robust)."""
+                model_name: str, skip: frozenset[str] = frozenset(),
+                prove: Callable[[dict[Key, torch.Tensor]], dict[Cell, torch.Tensor]] | None = None) -> _Runs:
+    """Every attack of ``s`` in order, each on the clean-correct samples (in a cascade, those still robust).
+
+    Attacks labelled in ``skip`` leave out the samples ``prove`` (called once, with the outcomes so far, before the
+    first of them) proves robust at their (norm, ε); those count as robust in their rows."""
     from ..core.progress import bar as progress_bar
 
     clean_ok = (logits.argmax(1) == y.cpu()) & torch.isfinite(logits).all(1)  # NaN logits are never right
@@ -216,6 +262,7 @@ def _attack_all(model: nn.Module, s: Suite, x: torch.Tensor, y: torch.Tensor, lo
         runs.nonfinite[("clean", None, None)] = bad_logits
     alive: dict[tuple[str, float], torch.Tensor] = {}  # per (norm, ε): not yet broken by any attack so far
     todo = [a for a in s.attacks if a.type != "clean"]
+    proven_all: dict[Cell, torch.Tensor] | None = None
     bar = progress_bar(todo, enabled=progress, desc=f"attacks on {model_name}", leave=False)
     for i, spec in enumerate(bar):
         bar.set_postfix_str(f"{spec.label} {spec.norm or ''} {spec.eps if spec.eps is not None else ''}")
@@ -227,6 +274,15 @@ def _attack_all(model: nn.Module, s: Suite, x: torch.Tensor, y: torch.Tensor, lo
         log: dict[str, Any] = {}
         runs.batches[f"{spec.label}|{spec.norm}|{spec.eps}"] = log
         todo_mask = survivors(alive, spec, clean_ok) if s.cascade else clean_ok
+        proven = None
+        if spec.label in skip and spec.bounded and prove is not None:
+            if proven_all is None:
+                bar.set_postfix_str("certificates")
+                proven_all = prove(runs.correct)
+            cell = (str(spec.norm), float(spec.eps or 0.0))
+            proven = proven_all.get(cell, torch.zeros_like(todo_mask)) & todo_mask
+            todo_mask = todo_mask & ~proven
+            log["certified_skipped"] = int(proven.sum())
         record: dict[str, Any] = {"keep_adversarial": keep_adversarial and spec.bounded}
         # a cached attack has no adversarial examples to keep: with keep_adversarial every attack runs
         hit = None if cache is None or keep_adversarial else cache.get(i, spec, todo_mask)
@@ -240,7 +296,7 @@ def _attack_all(model: nn.Module, s: Suite, x: torch.Tensor, y: torch.Tensor, lo
             log.update({"samples": int(todo_mask.sum()), "seconds": round(time.perf_counter() - t_attack, 3)})
             if cache is not None and not stats.get("nonfinite"):
                 cache.put(i, spec, todo_mask, ok, size, record.get("norms"))
-        runs.correct[key] = ok & todo_mask
+        runs.correct[key] = ok & todo_mask if proven is None else (ok & todo_mask) | proven
         if spec.bounded:
             runs.fooled_norms[key] = record["norms"]
             runs.kept[key] = record.get("adversarial", {})
@@ -257,10 +313,7 @@ def _attack_all(model: nn.Module, s: Suite, x: torch.Tensor, y: torch.Tensor, lo
 def _per_sample(s: Suite, runs: _Runs, logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
                 cert: dict[str, dict[tuple[str, float], torch.Tensor]], pairs_out: list[torch.Tensor]) -> pd.DataFrame:
     """The per-sample frame (:func:`robustclip.evaluation.samples.frame`), certified by the union of the methods."""
-    best_cert: dict[tuple[str, float], torch.Tensor] = {}
-    for got in cert.values():
-        for cell, v in got.items():
-            best_cert[cell] = best_cert.get(cell, torch.zeros_like(v.cpu())) | v.cpu()
+    best_cert = _union(cert)
     radius = (samples_mod.lipschitz_radius(logits, y, pairs_out[0]) if pairs_out and "lipschitz" in cert
               else None)
     return samples_mod.frame(s, runs.correct, logits, y, best_cert, runs.fooled_norms, radius, x[0].numel())
@@ -276,12 +329,16 @@ def _malfunctions(nonfinite: dict[Key, int]) -> list[str]:
     return flags
 
 
-def _cascade_note(s: Suite) -> str:
-    """The line a report prints under a cascaded suite (empty without a cascade)."""
-    if not s.cascade:
-        return ""
-    cascaded = [a.label for a in s.attacks if cascades(a)]
-    return f"cascade: {', '.join(dict.fromkeys(cascaded))} ran only on samples still robust"
+def _cascade_note(s: Suite, skip: frozenset[str] = frozenset()) -> str:
+    """The line a report prints under a cascaded suite, or one whose attacks skipped certified samples (else empty)."""
+    notes = []
+    if s.cascade:
+        cascaded = [a.label for a in s.attacks if cascades(a)]
+        notes.append(f"cascade: {', '.join(dict.fromkeys(cascaded))} ran only on samples still robust")
+    if skip:
+        notes.append(f"{', '.join(sorted(skip))} skipped samples a certificate proves robust (counted robust; "
+                     "--attack-certified attacks them too)")
+    return "; ".join(notes)
 
 
 def _by_row(values: dict[Key, Any]) -> dict[str, Any]:

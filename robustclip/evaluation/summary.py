@@ -31,16 +31,22 @@ def first_breaks(per_sample: pd.DataFrame, kept: dict[tuple[str, str | None, flo
     return out
 
 
-def worst_case_masks(s: Suite, correct: dict[tuple[str, str | None, float | None], torch.Tensor]
-                     ) -> dict[tuple[str, float], torch.Tensor]:
+def worst_case_masks(s: Suite, correct: dict[tuple[str, str | None, float | None], torch.Tensor], *,
+                     partial: bool = False) -> dict[tuple[str, float], torch.Tensor]:
     """Per (norm, ε) cell of the suite, bool ``(N,)``: classified right clean and by every attack at every ε' ≤ ε of
-    that norm (the per-sample worst case; a sample broken at a smaller ε is broken at a larger one too)."""
+    that norm (the per-sample worst case; a sample broken at a smaller ε is broken at a larger one too).
+
+    ``partial``: some attacks have not run yet (their rows are missing from ``correct``); the masks then hold the
+    samples no attack broke so far."""
     out: dict[tuple[str, float], torch.Tensor] = {}
     for norm in ("L2", "Linf"):
         running = correct[("clean", None, None)].clone()
         for eps in sorted(e for (nm, e) in s.grid() if nm == norm):
             for a in s.grid()[(norm, eps)]:
-                running &= correct[(a.label, norm, eps)]
+                key = (a.label, norm, eps)
+                if partial and key not in correct:
+                    continue
+                running &= correct[key]
             out[(norm, eps)] = running.clone()
     return out
 
