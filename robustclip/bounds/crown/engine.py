@@ -1,15 +1,15 @@
 """CROWN on a :class:`~robustclip.bounds.crown.ir.Plan`: intermediate bounds, relaxations and margin bounds.
 
 For one batch of samples ``x0`` ``(N, *in_shape)`` in [0,1] at radius ``eps`` (L2 or L∞), every node gets interval
-bounds in topological order: first the cheap ones (interval arithmetic from its inputs' bounds, intersected with
-bounds known from a larger radius, ``prior``), then, for the entries of a node that feeds a nonlinearity whose
-relaxation they change (an unstable ReLU, a max-pool window without a dominating input, a sigmoid), full CROWN
-bounds: a backward pass of linear bounds from that entry to the input, concretised over the ball ∩ [0,1] by
-:func:`robustclip.bounds.relaxations.concretize_lower`. Stable ReLUs are exact whatever their bounds, so they need
-nothing more. MinMax pairs are relaxed through the bounds of their difference ``a − b``, computed the same way.
-Everything runs in float64; the backward passes (:mod:`robustclip.bounds.crown.backward`) are batched over groups
-of rows that share a sample and a window (the channels of one pixel, lower and upper), in chunks of at most
-``max_elems`` coefficients (memory bound); convolutions act as operators, never as dense matrices.
+bounds in topological order: first the cheap ones (interval arithmetic from its inputs' bounds), then, for the
+entries of a node that feeds a nonlinearity whose relaxation they change (an unstable ReLU, a max-pool window
+without a dominating input, a sigmoid), full CROWN bounds: a backward pass of linear bounds from that entry to the
+input, concretised over the ball ∩ [0,1] by :func:`robustclip.bounds.relaxations.concretize_lower`. Stable ReLUs are
+exact whatever their bounds, so they need nothing more. MinMax pairs are relaxed through the bounds of their
+difference ``a − b``, computed the same way. Everything runs in float64; the backward passes
+(:mod:`robustclip.bounds.crown.backward`) are batched over groups of rows that share a sample and a window (the
+channels of one pixel, lower and upper), in chunks of at most ``max_elems`` coefficients (memory bound);
+convolutions act as operators, never as dense matrices.
 """
 
 from __future__ import annotations
@@ -38,22 +38,18 @@ def _monotone(kind: str) -> bool:
 class GraphCrown:
     """CROWN bounds for a batch ``x0`` ``(N, *in_shape)`` in [0,1] at radius ``eps`` in ``norm``.
 
-    ``prior``: bounds of the same samples from a larger radius of the same norm (sound here too; see
-    :meth:`cache`). ``full``: CROWN for every entry of every node that feeds a nonlinearity, without interval
-    arithmetic or ``prior`` (slower; the bounds of the dense-matrix CROWN of :mod:`robustclip.bounds.certify`).
+    ``full``: CROWN for every entry of every node that feeds a nonlinearity, without interval arithmetic first
+    (slower; the bounds of the dense-matrix CROWN of :mod:`robustclip.bounds.certify`).
     """
 
     def __init__(self, plan: Plan, x0: torch.Tensor, eps: float, norm: str, *,
-                 prior: dict[tuple[str, int], Bounds] | None = None, full: bool = False,
-                 max_elems: int = MAX_ELEMS) -> None:
+                 full: bool = False, max_elems: int = MAX_ELEMS) -> None:
         self.plan, self.x0, self.eps, self.norm = plan, x0.double(), float(eps), norm
         self.N = x0.shape[0]
         self.full, self.max_elems = full, max_elems
-        self.prior = {} if full or prior is None else prior
         self.bounds: dict[int, Bounds] = {}
         self.diffs: dict[int, Bounds] = {}  # per MinMax/GroupSort node: bounds of its pairs' differences a − b
         self.rel: dict[int, Any] = {}
-        self.refinable: set[int] = set()
         self.bad = torch.zeros(self.N, dtype=torch.bool)  # samples with a non-finite bound: never certified
         self.refined = 0  # CROWN rows run for intermediate bounds (for the report)
         self.back = Backward(plan, self.x0, self.eps, norm, self.rel)
@@ -71,11 +67,7 @@ class GraphCrown:
         if n.kind in ("act", "pairsort", "maxpool"):  # from its input's bounds; CROWN from this node needs it
             self.rel[i] = self._relaxation(i)
         l, u = self._ibp(i)
-        if ("b", i) in self.prior:
-            pl, pu = self.prior[("b", i)]
-            l, u = torch.maximum(l, pl), torch.minimum(u, pu)
         if self._unstable(i, l, u) is not None:
-            self.refinable.add(i)
             l, u = self._tighten(("b", i), l, u, lambda lo, hi: self._unstable(i, lo, hi), None)
         self.bad |= ~(torch.isfinite(l) & torch.isfinite(u)).flatten(1).all(1)
         self.bounds[i] = (l, u)
@@ -84,9 +76,6 @@ class GraphCrown:
                 continue
             ia, ib = self.plan.nodes[k].p["ia"], self.plan.nodes[k].p["ib"]
             ld, ud = l[:, ia] - u[:, ib], u[:, ia] - l[:, ib]
-            if ("d", k) in self.prior:
-                pl, pu = self.prior[("d", k)]
-                ld, ud = torch.maximum(ld, pl), torch.minimum(ud, pu)
             crossing = (lambda lo, hi: torch.ones_like(lo, dtype=torch.bool)) if self.full else \
                 (lambda lo, hi: (lo < 0) & (hi > 0))
             ld, ud = self._tighten(("d", k), ld, ud, crossing, (ia, ib), node=i)
@@ -237,15 +226,6 @@ class GraphCrown:
             return torch.cat([t.view(ld.shape) for t in (sL, sU, cU)], dim=1)
         lo, hi, cst, _ = _pool_relax(n, *self.bounds[j])
         return torch.cat([lo.double(), hi.double(), cst], dim=1)
-
-    def cache(self) -> dict[tuple[str, int], Bounds]:
-        """The bounds worth keeping for a smaller radius of the same samples: nodes whose entries got CROWN."""
-        out: dict[tuple[str, int], Bounds] = {}
-        for i in self.refinable:
-            out[("b", i)] = self.bounds[i]
-        for i, b in self.diffs.items():
-            out[("d", i)] = b
-        return out
 
     # ------------------------------------------------------------------ the margins
 

@@ -3,7 +3,7 @@
 CROWN's margins only shrink as the ball grows, so a sample not certified at a radius is not tried at any larger one
 of the same norm (it would fail there too; skipping it can only leave a certificate out, never add a false one). On
 the 2C2F nets of ``benchmarks/crown_cnn.py`` this did far less work than going from the largest radius down and
-reusing its bounds (``GraphCrown``'s ``prior``), which certified one sample more of 1000 at the smallest radius of the
+reusing its bounds (as an earlier version did), which certified one sample more of 1000 at the smallest radius of the
 ReLU net (the reused bounds, intersected with the new ones, are a little tighter). Work is done per batch of samples,
 so the memory is bounded by the batch, not by the data set.
 """
