@@ -316,7 +316,7 @@ def _parse_certify(v: Any, where: str, specs: list[AttackSpec]) -> tuple[tuple[s
 
 def _skip_certified(v: Any, where: str, specs: list[AttackSpec], methods: list[str]) -> tuple[str, ...]:
     """``certify.skip_certified``: labels of the suite's bounded attacks, each once, with a method to certify."""
-    bounded = list(dict.fromkeys(a.label for a in specs if a.bounded and a.type != "clean"))
+    bounded = list(dict.fromkeys(a.label for a in specs if a.bounded))
     fix = f"name some of this suite's norm-bounded attacks: {', '.join(bounded) or 'none'}"
     if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
         raise SuiteError(f"{where}: certify.skip_certified must be a list of attack labels, got {v!r:.80}", fix)
