@@ -71,10 +71,13 @@ def run(args: argparse.Namespace) -> int:
     import contextlib
 
     from ..core import files as _io
+    from ..core.inputs import command_inputs
     from ..core.outputs import guard_output
-    from ..gate.check import format_table, junit_xml, report_json, run_check
+    from ..data.datasets import dataset_folders
+    from ..gate.check import junit_xml, run_check
 
-    inputs = [*args.checkpoint, args.suite, args.data, args.baseline]
+    inputs = command_inputs(*args.checkpoint, args.suite, args.data, args.baseline, model=args.model,
+                            folders=dataset_folders(args.data_dir))
     if args.junit_xml:  # checked before the evaluation: a bad path fails first, and never replaces an input
         guard_output(args.junit_xml, inputs=inputs, force=args.force, what="--junit-xml", kind="junit")
     # with --json, stdout holds the JSON only: whatever the user's model code prints goes to stderr
@@ -106,6 +109,19 @@ def run(args: argparse.Namespace) -> int:
     for r in rows:
         if r.suspicious:
             print(f"SUSPICIOUS {r.describe()}", file=sys.stderr)
+    from . import StdoutLost
+
+    try:
+        _print_verdict(args, code, rows, info)
+    except StdoutLost as exc:  # stdout on a full device: the verdict's exit status stands
+        exc.code = code
+        raise
+    return code
+
+
+def _print_verdict(args: argparse.Namespace, code: int, rows: list[Any], info: dict[str, Any]) -> None:
+    from ..gate.check import format_table, report_json
+
     bad = [r.metric for r in rows if r.regressed]
     odd = [r.metric for r in rows if r.suspicious]
     verdict = f"REGRESSED: {', '.join(bad)}" if bad else "OK: nothing regressed"
@@ -122,4 +138,4 @@ def run(args: argparse.Namespace) -> int:
         print(format_table(rows))
         print(info["detectable"])
         print(f"\n{verdict}")
-    return code
+    sys.stdout.flush()  # a full device fails here, inside the caller's guard

@@ -109,13 +109,17 @@ def _checked(args: argparse.Namespace) -> tuple[Path, Path | None, Any]:
     from ..checkpoints.format import MAX_FILE_BYTES
     from ..core import validate
     from ..core.devices import resolve_device
+    from ..core.inputs import command_inputs
     from ..core.outputs import guard_output_dir
+    from ..data.datasets import dataset_folders
     from ..errors import CheckpointError
 
-    inputs = [*args.checkpoints, args.suite, args.data]
-    out = guard_output_dir(args.out, OUTPUTS, inputs=inputs, force=args.force)
+    inputs = command_inputs(*args.checkpoints, args.suite, args.data, model=args.model,
+                            folders=dataset_folders(args.data_dir))
     if args.cache is not None:  # the cache's own files are replaced as attacks finish: a folder, never a file
         guard_output_dir(args.cache, (), inputs=inputs, force=True, what="--cache")
+        inputs = [*inputs, *command_inputs(cache=args.cache)]
+    out = guard_output_dir(args.out, OUTPUTS, inputs=inputs, force=args.force)
     if args.n is not None:
         validate.number(args.n, "--n", integer=True, lo=1, hi=MAX_SAMPLES)
     if args.batch_size is not None:
@@ -199,13 +203,13 @@ def _write(out: Path, suite: Any, runs: list[_Run]) -> Any:
     frame = pd.concat([r.frame for r in runs], ignore_index=True)
     samples = pd.concat([r.samples for r in runs], ignore_index=True)
     samples = samples[["model", *[c for c in samples.columns if c != "model"]]]
-    out.mkdir(parents=True, exist_ok=True)
-    _io.write_text(out / "results.csv", frame.to_csv(index=False))
-    _io.write_json(out / "results.json", {"suite": suite.name, "suite_file": suite.path, "suite_config": suite.raw,
-                                          "versions": _io.versions(), "runs": [r.meta for r in runs],
-                                          "results": frame.to_dict(orient="records")})
-    _io.write_json(out / "lipschitz.json", [r.lipschitz for r in runs])
-    _io.write_text(out / "samples.csv", samples.to_csv(index=False))
+    results = {"suite": suite.name, "suite_file": suite.path, "suite_config": suite.raw, "versions": _io.versions(),
+               "runs": [r.meta for r in runs], "results": frame.to_dict(orient="records")}
+    # one set: a full disk leaves the previous evaluation whole, never half of each
+    _io.write_files(out, {"results.csv": frame.to_csv(index=False),
+                          "results.json": _io.dumps_json(results, indent=2) + "\n",
+                          "lipschitz.json": _io.dumps_json([r.lipschitz for r in runs], indent=2) + "\n",
+                          "samples.csv": samples.to_csv(index=False)})
     return frame
 
 

@@ -107,26 +107,18 @@ def _spec(args: argparse.Namespace) -> dict[str, Any] | None:
     return spec
 
 
-def _data_files(dataset: str, data_dir: str | None) -> tuple[str, ...]:
-    """The files of every folder that may hold ``dataset`` (the inputs ``--out`` must never replace)."""
-    from ..data.datasets import candidate_dirs
-
-    try:
-        folders = [d for _, d in candidate_dirs(dataset, data_dir) if d.is_dir()]
-        return tuple(str(f) for d in folders for f in d.iterdir())
-    except OSError:
-        return ()
-
-
 def run(args: argparse.Namespace) -> int:
     """Train as the flags say, save the checkpoint, print a one-line summary."""
     from ..core import validate
+    from ..core.inputs import command_inputs
+    from ..data.datasets import dataset_folders
     from ..evaluation.pipeline import train_to_checkpoint
     from ..training.config import TrainConfig
     from ..training.regularizers.registry import REGISTRY, SETTINGS, users
 
     # before any work: fail first, not last; never onto the dataset's own files, even with --force
-    out = validate.output_file(args.out, "--out", force=args.force, inputs=_data_files(args.dataset, args.data_dir))
+    out = validate.output_file(args.out, "--out", force=args.force,
+                               inputs=tuple(command_inputs(folders=dataset_folders(args.data_dir))))
     spec = _spec(args)
     entry = REGISTRY.get(args.reg)
     if entry is not None and not entry.takes_lam and args.lam not in (None, 0.0):

@@ -81,6 +81,42 @@ def _umask() -> int:
     return mask
 
 
+def write_files(folder: str | os.PathLike[str], contents: dict[str, str | bytes]) -> None:
+    """Write several files into ``folder`` as one set: every file is staged (written and synced to a temporary
+    file beside it) first, and only when all are staged are they renamed into place. A full disk or an interrupt
+    while staging leaves every previous file as it was, so a folder never holds a new ``results.csv`` beside an
+    old ``results.json``. ``str`` contents are written as UTF-8; errors are one-line
+    :class:`~robustclip.errors.OutputError` s, as for :func:`atomic_path`."""
+    from ..errors import OutputError
+
+    where = Path(folder)
+    staged: list[tuple[Path, Path]] = []
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        for name, data in contents.items():
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=where)
+            staged.append((Path(tmp_name), where / name))
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp_name, 0o666 & ~_umask())
+        for _, target in staged:
+            _replaceable(target)
+        for tmp, target in staged:  # all staged: from here on only renames, which need no space
+            os.replace(tmp, target)
+    except OutputError:
+        raise
+    except OSError as exc:
+        raise OutputError(f"cannot write {where}: {exc.strerror or exc}",
+                          "free disk space or pick a writable folder; the previous files, if any, are unchanged") \
+            from None
+    finally:
+        for tmp, _ in staged:
+            if tmp.exists():
+                tmp.unlink()
+
+
 def write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` to ``path`` atomically (UTF-8)."""
     with atomic_path(path) as tmp:

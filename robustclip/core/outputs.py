@@ -8,7 +8,9 @@ refused, with one line naming the problem and the fix, when it:
 * is a symbolic link (``os.replace`` would replace the link, not its target), a folder, a device (``/dev/full``,
   ``/dev/null``), a FIFO or a socket: only a regular file or a path that does not exist yet is written;
 * is one of the command's own input files (compared with :func:`os.path.samefile`, so hard links and other
-  spellings of the same file count), even with ``--force``;
+  spellings of the same file count) or lies inside one of its input folders (a ``--data`` image folder, a dataset
+  folder, an ``--cache``), even with ``--force``: ``--force`` consents to replacing outputs, never inputs. The
+  inputs of a command are collected in one place, :func:`robustclip.core.inputs.command_inputs`;
 * already exists and the user did not pass ``--force``; a file of a kind the command writes itself (``kind``:
   a baseline for ``--update-baseline``, a robustclip JUnit report for ``--junit-xml``) counts as consent to
   replace it, any other file is kept;
@@ -50,13 +52,14 @@ def holds(path: PathLike, kind: str) -> bool:
     return any(m in head for m in KIND_MARKERS[kind])
 
 
-def _same(a: Path, b: PathLike | None) -> bool:
-    if b is None:
-        return False
-    try:
-        return os.path.samefile(a, b)
-    except (OSError, ValueError):
-        return False
+def _refuse_input(p: Path, inputs: Iterable[PathLike | None], what: str) -> None:
+    from .inputs import is_input
+
+    inp = is_input(p, inputs)
+    if inp is not None:
+        inside = os.path.isdir(inp) and os.path.realpath(inp) != os.path.realpath(p)
+        raise OutputError(f"{what} {p} {'lies inside' if inside else 'is also'} an input of this command ({inp})",
+                          "write to another path; robustclip never overwrites what it reads, even with --force")
 
 
 def check_target(path: PathLike, *, inputs: Iterable[PathLike | None] = (), force: bool = False,
@@ -67,9 +70,11 @@ def check_target(path: PathLike, *, inputs: Iterable[PathLike | None] = (), forc
     ``inputs``, and for an existing file without ``force`` (or, with ``kind``, one that is not of that kind).
     """
     p = Path(path)
+    inputs = list(inputs)
     try:
         st = os.lstat(p)
     except FileNotFoundError:
+        _refuse_input(p, inputs, what)
         return False
     except NotADirectoryError:
         raise OutputError(f"{what} {p}: {p.parent} is not a folder", "pass a path inside a folder") from None
@@ -84,10 +89,7 @@ def check_target(path: PathLike, *, inputs: Iterable[PathLike | None] = (), forc
     if not stat.S_ISREG(st.st_mode):
         raise OutputError(f"{what} {p} is not a regular file (a device, FIFO or socket)",
                           "pass the path of a regular file, or of one that does not exist yet")
-    for inp in inputs:
-        if _same(p, inp):
-            raise OutputError(f"{what} {p} is also an input of this command ({inp})",
-                              "write to another path; robustclip never overwrites what it reads")
+    _refuse_input(p, inputs, what)
     if kind is not None and holds(p, kind):
         return True
     if force:
@@ -158,11 +160,13 @@ def guard_output_dir(path: PathLike, files: Iterable[str], *, inputs: Iterable[P
             anc = anc.parent
         if not anc.is_dir():
             raise OutputError(f"{what} {p}: {anc} is a file, not a folder", "pass a path inside a folder")
+        _refuse_input(p, inputs, what)
         probe_writable(anc, what)
         return p
     if not stat.S_ISDIR(st.st_mode):
         kind = "a file" if stat.S_ISREG(st.st_mode) else "a device, FIFO or socket"
         raise OutputError(f"{what} {p} is {kind}, not a folder", "pass a folder path")
+    _refuse_input(p, inputs, what)
     names = list(dict.fromkeys([*files, *(q.name for pat in patterns for q in sorted(p.glob(pat)))]))
     there = []
     for name in names:

@@ -154,6 +154,12 @@ def candidate_dirs(name: str, data_dir: str | os.PathLike[str] | None = None) ->
     return out
 
 
+def dataset_folders(data_dir: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Every folder that may hold a built-in dataset's files, for every dataset, in every place searched: the
+    inputs that no command's output may replace or write into (:func:`robustclip.core.inputs.command_inputs`)."""
+    return [folder for name in DATASETS for _, folder in candidate_dirs(name, data_dir)]
+
+
 def locate(name: str, data_dir: str | os.PathLike[str] | None = None, *,
            download: bool | None = None) -> tuple[str, Path]:
     """Find (or download) the folder that holds dataset ``name``.

@@ -186,11 +186,15 @@ def run_check(checkpoint: str | Sequence[str], *, suite: str, baseline: str, tol
             if len(set(shas)) != len(shas):
                 raise RobustclipError("the same checkpoint is given twice; a spread over seeds needs distinct "
                                       "models", "pass checkpoints trained with different seeds")
-        from ..core.outputs import guard_output
-
         # before any work: never a link, device, folder or input (the checkpoint!), and an existing file is replaced
         # only if it holds a baseline; --update-baseline is the consent to replace that
-        guard_output(baseline, inputs=[*ckpts, suite, data_file], what="--baseline", kind="baseline")
+        from ..core.inputs import command_inputs
+        from ..core.outputs import guard_output
+        from ..data.datasets import dataset_folders
+
+        guard_output(baseline, inputs=command_inputs(*ckpts, suite, data_file, model=model,
+                                                     folders=dataset_folders(data_dir)),
+                     what="--baseline", kind="baseline")
         s = _suite_for(suite, None)
         measured = [measure(c, s, n=n, data_dir=data_dir, lipschitz=lipschitz, progress=progress, source=source,
                             restarts=LIP_RESTARTS if mode == "fixed" else 1, both_modes=True) for c in ckpts]
