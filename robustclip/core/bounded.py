@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import RobustclipError
+from . import validate
 from .files import loads_json_bounded
 
 MAX_HEADER_BYTES = 16 * 1024 * 1024
@@ -43,17 +44,20 @@ def _count(shape: tuple[int, ...] | list[Any]) -> int:
     return math.prod(int(d) for d in shape)
 
 
-def read_npz(path: str | Path, keys: tuple[str, ...], *, max_elements: int) -> dict[str, np.ndarray]:
+def read_npz(path: str | Path, keys: tuple[str, ...], *, max_elements: int,
+             max_bytes: int = 2 * 1024**3) -> dict[str, np.ndarray]:
     """The arrays ``keys`` of an ``.npz`` file (those present), each with at most ``max_elements`` values.
 
-    Refused, with one line: a file that is not a zip, an object/string/complex array, a declared shape above the
-    cap (before inflating), a member whose data is shorter or longer than its header declares.
+    Refused, with one line: a path that is not a regular file of at most ``max_bytes`` (a FIFO or device is never
+    read), a file that is not a zip, an encrypted member, an object/string/complex array, a declared shape with a
+    negative dimension or above the cap (before inflating), a member whose data is shorter or longer than its
+    header declares.
     """
     p = Path(path)
     fix = "write it with numpy.savez(path, x=x, y=y) from numeric arrays"
     out: dict[str, np.ndarray] = {}
     try:
-        with zipfile.ZipFile(p) as zf:
+        with validate.open_file(p, "data file", max_bytes=max_bytes) as raw, zipfile.ZipFile(raw) as zf:
             names = set(zf.namelist())
             for key in keys:
                 member = f"{key}.npy"
@@ -63,7 +67,8 @@ def read_npz(path: str | Path, keys: tuple[str, ...], *, max_elements: int) -> d
                     out[key] = _read_npy(fh, p, key, max_elements, fix)
     except RobustclipError:
         raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, NotImplementedError,
+            RuntimeError) as exc:  # RuntimeError: an encrypted member ("password required")
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise _err(p, f"cannot be read as .npz ({type(exc).__name__}: {first})", fix) from None
     return out
@@ -83,6 +88,9 @@ def _read_npy(fh: Any, p: Path, key: str, max_elements: int, fix: str) -> np.nda
     if dtype.kind not in _NPY_KINDS or dtype.itemsize > 8:
         raise _err(p, f"{key} is {dtype}, " + ("not integer labels" if key == "y" else "not floating point inputs"),
                    "store x as float32 in [0,1] and y as int64 class indices")
+    if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise _err(p, f"{key} declares an invalid shape {tuple(shape)} (a negative dimension)",
+                   "the file is corrupt; write it again")
     n = _count(shape)
     if n > max_elements:
         raise _err(p, f"{key} declares shape {tuple(shape)}, {n:,} values, more than the {max_elements:,} allowed",

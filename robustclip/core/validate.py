@@ -18,7 +18,7 @@ import math
 import os
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from ..errors import RobustclipError
 
@@ -78,6 +78,11 @@ def regular_file(path: str | os.PathLike[str], what: str, *, max_bytes: int,
         raise error(f"{what} {path} does not exist", "check the path") from None
     except OSError as exc:
         raise error(f"cannot read {what} {path}: {exc.strerror or exc}", "check the path and permissions") from None
+    return _check_stat(st, path, what, max_bytes, error)
+
+
+def _check_stat(st: os.stat_result, path: str | os.PathLike[str], what: str, max_bytes: int,
+                error: type[RobustclipError]) -> int:
     if stat.S_ISDIR(st.st_mode):
         raise error(f"{what} {path} is a folder, not a file", "pass the path of a file")
     if not stat.S_ISREG(st.st_mode):
@@ -88,16 +93,50 @@ def regular_file(path: str | os.PathLike[str], what: str, *, max_bytes: int,
     return int(st.st_size)
 
 
-def read_bytes(path: str | os.PathLike[str], what: str, *, max_bytes: int,
-               error: type[RobustclipError] = RobustclipError) -> bytes:
-    """The bytes of regular file ``path`` (checked with :func:`regular_file`), never more than ``max_bytes``."""
-    regular_file(path, what, max_bytes=max_bytes, error=error)
+def open_file(path: str | os.PathLike[str], what: str, *, max_bytes: int,
+              error: type[RobustclipError] = RobustclipError) -> BinaryIO:
+    """The one checked opener for everything robustclip reads: ``path`` opened for binary reading, after checking
+    *the opened file* (``fstat`` on its descriptor, so a file swapped after a check cannot slip through) is a
+    regular file of at most ``max_bytes`` bytes.
+
+    The open itself never blocks: a FIFO (or a link to ``/dev/stdin``) is opened non-blocking and refused, a device
+    (``/dev/zero``) or a folder too, each with one line. Links to regular files are followed (datasets are often
+    linked in). The caller closes the file (``with open_file(...) as fh``) and must not read past ``max_bytes``.
+
+    >>> try:
+    ...     open_file("/dev/zero", "data file", max_bytes=10)
+    ... except RobustclipError as exc:
+    ...     print(exc.problem)
+    data file /dev/zero is not a regular file (a pipe, socket or device)
+    """
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read(max_bytes + 1)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise error(f"{what} {path} does not exist", "check the path") from None
+    except IsADirectoryError:
+        raise error(f"{what} {path} is a folder, not a file", "pass the path of a file") from None
     except OSError as exc:
         raise error(f"cannot read {what} {path}: {exc.strerror or exc}", "check the path and permissions") from None
-    if len(raw) > max_bytes:  # it grew after the stat
+    try:
+        _check_stat(os.fstat(fd), path, what, max_bytes, error)
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_bytes(path: str | os.PathLike[str], what: str, *, max_bytes: int,
+               error: type[RobustclipError] = RobustclipError) -> bytes:
+    """The bytes of regular file ``path`` (opened with :func:`open_file`), never more than ``max_bytes``."""
+    with open_file(path, what, max_bytes=max_bytes, error=error) as fh:
+        try:
+            raw = fh.read(max_bytes + 1)
+        except OSError as exc:
+            raise error(f"cannot read {what} {path}: {exc.strerror or exc}", "check the path and permissions") \
+                from None
+    if len(raw) > max_bytes:  # it grew after the check
         raise error(f"{what} {path} is more than the {max_bytes:,} bytes allowed", "pass the right file")
     return raw
 

@@ -5,6 +5,10 @@ next attempt asks the server for the rest (an HTTP ``Range`` request); a server 
 whole file again and the partial file is restarted. Only a complete file whose MD5 matches the published digest is
 renamed onto the target (``os.replace``, atomic), so the target is either absent or whole and verified. A file
 that fails its checksum is deleted, never kept.
+
+The partial file is opened with ``O_NOFOLLOW`` and must be a regular file: a link planted in its place is refused,
+never written through. A mirror that trickles (fewer than :data:`MIN_BYTES_PER_WINDOW` bytes in any
+:data:`RATE_WINDOW_S` seconds) is dropped like one that breaks off, so a download never hangs for ever.
 """
 
 from __future__ import annotations
@@ -13,11 +17,13 @@ import hashlib
 import http.client
 import os
 import re
+import stat
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from ..errors import DataError
 
@@ -28,6 +34,34 @@ BACKOFF_S = 1.0
 """Wait before the second attempt, doubled for each further one (tests set it to 0)."""
 TIMEOUT_S = 30.0
 """Socket timeout of each request, in seconds."""
+RATE_WINDOW_S = 60.0
+"""Seconds over which a transfer's progress is judged (tests shorten it)."""
+MIN_BYTES_PER_WINDOW = 64 * 1024
+"""Fewer bytes than this in a :data:`RATE_WINDOW_S` window ends the attempt as too slow (about 1 KiB/s)."""
+
+
+class TooSlow(OSError):
+    """A mirror sent too little for too long; the attempt ends (and may resume later) instead of hanging."""
+
+
+def _open_part(part: Path, resume: bool) -> BinaryIO:
+    """``part`` opened for writing, never through a link: ``O_NOFOLLOW``, and only a regular file (or a new one)."""
+    flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(part, flags, 0o644)
+    except OSError:
+        if os.path.islink(part):
+            raise DataError(f"{part} is a symbolic link; a download is never written through a link",
+                            "remove the link and run again") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise DataError(f"{part} is not a regular file (a FIFO or device)", "remove it and run again")
+    os.set_blocking(fd, True)
+    fh = os.fdopen(fd, "r+b")
+    if not resume:
+        fh.truncate(0)
+    return fh
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
@@ -51,7 +85,14 @@ def _transfer(url: str, part: Path, *, max_bytes: int, desc: str, progress: bool
     whole file). Raises OSError / HTTPException on network trouble and DataError when the server sends too much."""
     from ..core.progress import bar as progress_bar
 
-    have = part.stat().st_size if part.is_file() else 0
+    try:
+        st = os.lstat(part)
+    except FileNotFoundError:
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise DataError(f"{part} is {'a symbolic link' if stat.S_ISLNK(st.st_mode) else 'not a regular file'}; "
+                        "a download is never written through it", "remove it and run again")
+    have = st.st_size if st is not None else 0
     req = urllib.request.Request(url, headers={"User-Agent": "robustclip"})
     if have:
         req.add_header("Range", f"bytes={have}-")
@@ -74,19 +115,26 @@ def _transfer(url: str, part: Path, *, max_bytes: int, desc: str, progress: bool
         if total is not None and total > max_bytes:
             raise DataError(f"{url} is {total:,} bytes, more than the {max_bytes:,} expected",
                             "check the mirror; it does not serve the official file")
-        with open(part, "r+b" if start else "wb") as fh, \
+        with _open_part(part, resume=bool(start)) as fh, \
                 progress_bar(total=total, initial=start, enabled=progress, unit="B", unit_scale=True, desc=desc,
                              leave=False) as bar:
             fh.seek(start)
             fh.truncate()
             written = start
-            for chunk in iter(lambda: resp.read(CHUNK), b""):
+            window_start, window_bytes = time.monotonic(), 0
+            for chunk in iter(lambda: resp.read1(CHUNK) if hasattr(resp, "read1") else resp.read(CHUNK), b""):
                 written += len(chunk)
                 if written > max_bytes:
                     raise DataError(f"{url} sent more than the {max_bytes:,} bytes expected",
                                     "check the mirror; it does not serve the official file")
                 fh.write(chunk)
                 bar.update(len(chunk))
+                window_bytes += len(chunk)
+                now = time.monotonic()
+                if now - window_start >= RATE_WINDOW_S:
+                    if window_bytes < MIN_BYTES_PER_WINDOW:
+                        raise TooSlow(f"sent {window_bytes:,} bytes in {now - window_start:.0f} s, too slow")
+                    window_start, window_bytes = now, 0
             fh.flush()
             os.fsync(fh.fileno())
         if total is not None and written < total:
@@ -102,10 +150,14 @@ def fetch(urls: Sequence[str], target: Path, *, md5: str, max_bytes: int, desc: 
     failure when no mirror delivers the verified file; a file with the wrong checksum is deleted.
     """
     target = Path(target)
+    part = part_path(target)
+    for p in (target, part):  # checked before any network: a link or FIFO there is a local problem
+        if os.path.lexists(p) and (os.path.islink(p) or not os.path.isfile(p)):
+            raise DataError(f"{p} is {'a symbolic link' if os.path.islink(p) else 'not a regular file'}; a "
+                            "download is never written through it", "remove it and run again")
     if target.is_file() and md5_file(target) == md5:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    part = part_path(target)
     errors: list[str] = []
     for url in urls:
         for attempt in range(RETRIES):
@@ -119,7 +171,8 @@ def fetch(urls: Sequence[str], target: Path, *, md5: str, max_bytes: int, desc: 
                     break  # the mirror does not have the file: retrying will not help
                 continue
             except DataError as exc:
-                part.unlink(missing_ok=True)
+                if os.path.lexists(part) and not os.path.islink(part) and os.path.isfile(part):
+                    part.unlink()  # never a link planted there (nor what it points to)
                 errors.append(exc.problem)
                 break
             got = md5_file(part)

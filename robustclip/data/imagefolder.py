@@ -46,21 +46,34 @@ def classes(root: str | os.PathLike[str]) -> list[str]:
     r = Path(root)
     if not r.is_dir():
         raise DataError(f"image folder {r} {'is not a folder' if r.exists() else 'does not exist'}", _FIX)
-    return [p.name for p in _visible(r) if p.is_dir()]
+    names = [p.name for p in _visible(r) if p.is_dir()]
+    for name in names:  # class names go into tables, reports and console lines: printable text only
+        if not _text_name(name):
+            raise DataError(f"class folder {(r / name)!r} has a name that is not printable UTF-8 text (a newline, a "
+                            "control character or undecodable bytes)", "rename the folder to the class's name")
+    return names
+
+
+def _text_name(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: bytes of a file name that are not UTF-8
+        return False
+    return name.isprintable()
 
 
 def _read(path: Path) -> np.ndarray:
     """One image as an array: ``(H, W)`` grey (uint8 or uint16) or ``(H, W, 3)`` uint8 RGB."""
     from PIL import Image, UnidentifiedImageError
 
+    from ..core.validate import open_file
+
     fix = "remove it or replace it with a PNG or JPEG image"
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise DataError(f"{path} is {size:,} bytes, more than the {MAX_FILE_BYTES:,} allowed for one image", fix)
-        with warnings.catch_warnings():
+        # regular files only, bounded, opened without blocking: a FIFO or a link to /dev/stdin is refused
+        with open_file(path, "image", max_bytes=MAX_FILE_BYTES, error=DataError) as fh, warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(fh) as img:
                 if img.format not in FORMATS:
                     raise DataError(f"{path} is a {img.format} image, not PNG or JPEG", fix)
                 img.load()
@@ -112,7 +125,7 @@ def load(root: str | os.PathLike[str]) -> Split:
         values += a.size if a.ndim == 3 else 3 * a.size
         if values > MAX_VALUES:
             raise DataError(f"image folder {r} holds more than {MAX_VALUES:,} values", "evaluate a subset")
-        digest.update(path.relative_to(r).as_posix().encode() + b"\0" + a.tobytes())
+        digest.update(os.fsencode(path.relative_to(r).as_posix()) + b"\0" + a.tobytes())  # any bytes of a name
         arrays.append(a)
     grey = all(a.ndim == 2 for a in arrays)
     x = torch.from_numpy(np.stack([_to_float(a, grey) for a in arrays]))

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from ..core import files as _io
+from ..core import validate as _io_validate
 from ..errors import RobustclipError
 from .datasets import Split
 
@@ -25,12 +26,8 @@ def _data_arrays(p: Path) -> dict[str, Any]:
     from ..core import bounded
 
     if p.suffix.lower() == ".npz":
-        return bounded.read_npz(p, ("x", "y"), max_elements=MAX_DATA_ELEMENTS)
-    try:
-        raw = p.read_bytes()
-    except OSError as exc:
-        raise RobustclipError(f"cannot read data file {p}: {exc.strerror or exc}", "check the path and permissions") \
-            from None
+        return bounded.read_npz(p, ("x", "y"), max_elements=MAX_DATA_ELEMENTS, max_bytes=MAX_DATA_BYTES)
+    raw = _io_validate.read_bytes(p, "data file", max_bytes=MAX_DATA_BYTES)
     return bounded.read_safetensors_arrays(raw, p, ("x", "y"), max_elements=MAX_DATA_ELEMENTS)
 
 
@@ -91,6 +88,9 @@ def load_data_file(path: str | os.PathLike[str]) -> Split:
     if x.dtype.kind != "f" or x.ndim < 2 or x.shape[0] < 1:
         raise RobustclipError(f"data file {p}: x must be floating point of shape (N, ...), got {x.dtype} {x.shape}",
                               "store inputs as float32 in [0,1], one sample per row")
+    if x.size == 0:
+        raise RobustclipError(f"data file {p}: x has shape {x.shape}, a sample of no values",
+                              "store every sample's features; no dimension may be 0")
     if x.size > MAX_DATA_ELEMENTS:
         raise RobustclipError(f"data file {p}: x holds {x.size} values, more than {MAX_DATA_ELEMENTS}",
                               "evaluate a subset")

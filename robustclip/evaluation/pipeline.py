@@ -31,6 +31,7 @@ from ..core import devices
 from ..core import progress as progress_mod
 from ..core.devices import device_of, resolve_device
 from ..core.files import sha256_file
+from ..core.inputs import factory_digest
 from ..data import datasets as data
 from ..data.userdata import load_data_file
 from ..errors import RobustclipError
@@ -94,7 +95,7 @@ def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite
                    device: str | torch.device | None = None, lipschitz: str = "full",
                    keep_adversarial: bool = False, cache_dir: str | os.PathLike[str] | None = None,
                    checkpoint_sha256: str | None = None, refine_lipschitz: bool = True,
-                   attack_certified: bool = False) -> Evaluation:
+                   attack_certified: bool = False, model_code: str | None = None) -> Evaluation:
     """Evaluate a model of ``meta.dataset`` on its test split, or on ``eval_set`` (a user's data, any input shape:
     see :func:`robustclip.data.userdata.load_data_file`; the number of classes then comes from the model's
     output).
@@ -114,8 +115,10 @@ def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite
     the adversarial examples that broke each sample (see :func:`robustclip.evaluation.runner.evaluate`).
 
     ``cache_dir``: keep finished attacks there and reuse them (resume; see :mod:`robustclip.evaluation.cache`), keyed
-    by ``checkpoint_sha256`` among the rest; the gate never passes one. ``attack_certified``: the suite's
-    ``skip_certified`` attacks attack certified samples too (see :func:`robustclip.evaluation.runner.evaluate`).
+    by ``checkpoint_sha256`` and ``model_code`` (a digest of the code that builds the model, see
+    :func:`robustclip.core.inputs.factory_digest`) among the rest; the gate never passes one.
+    ``attack_certified``: the suite's ``skip_certified`` attacks attack certified samples too (see
+    :func:`robustclip.evaluation.runner.evaluate`).
     """
     if lipschitz not in ("full", "fast", "off"):
         raise RobustclipError(f"unknown Lipschitz mode {lipschitz!r}", "use full, fast or off")
@@ -154,7 +157,7 @@ def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite
                                        keep_adversarial=keep_adversarial, refine=refine_lipschitz,
                                        attack_certified=attack_certified,
                                        cache=_attack_cache(cache_dir, s, split, checkpoint_sha256, dev, batch_size,
-                                                           seed))
+                                                           seed, model_code))
     res.meta.update(devices.describe(dev))
     res.meta.update({f"bounds_{k}": v for k, v in exact_flags.items()})
     if lip.plan is not None:
@@ -182,7 +185,7 @@ def _announce(model: nn.Module, split: data.Split, s: Suite, plan: Any, lipschit
 
 
 def _attack_cache(cache_dir: str | os.PathLike[str] | None, s: Suite, split: data.Split, sha: str | None,
-                  dev: torch.device, batch_size: int | None, seed: int | None) -> Any:
+                  dev: torch.device, batch_size: int | None, seed: int | None, model_code: str | None) -> Any:
     """The resume cache of one evaluation (None without ``cache_dir`` or a checkpoint digest)."""
     if cache_dir is None or sha is None:
         return None
@@ -191,7 +194,8 @@ def _attack_cache(cache_dir: str | os.PathLike[str] | None, s: Suite, split: dat
 
     return AttackCache(cache_dir, {"suite": suite_digest(s.raw), "checkpoint": sha,
                                    "images": images_digest(split.x, split.y), "n": len(split), "seed": seed,
-                                   "batch_size": batch_size or s.batch_size, "device": dev.type})
+                                   "batch_size": batch_size or s.batch_size, "device": dev.type,
+                                   "model_code": model_code})
 
 
 def _bounds_and_attacks(model: nn.Module, split: data.Split, s: Suite, *, in_shape: tuple[int, ...] | None,
@@ -224,7 +228,8 @@ def _bounds_and_attacks(model: nn.Module, split: data.Split, s: Suite, *, in_sha
                               lip_upper=None, lip_lower=lip.lower, progress=progress,  # sound per-pair bounds
                               keep_adversarial=keep_adversarial, cache=cache, attack_certified=attack_certified)
     if cache is not None:
-        res.meta["attack_cache"] = {"folder": str(cache.folder), "hits": cache.hits, "misses": cache.misses}
+        res.meta["attack_cache"] = {"folder": str(cache.folder), "hits": cache.hits, "misses": cache.misses,
+                                    "rejected": cache.rejected}
     return lip, res
 
 
@@ -309,7 +314,8 @@ def evaluate_checkpoint(path: str | os.PathLike[str], *, suite: str | Suite, dat
                         progress=progress, name=name, eval_set=eval_set, device=dev, lipschitz=lipschitz,
                         keep_adversarial=keep_adversarial, cache_dir=cache_dir, refine_lipschitz=refine_lipschitz,
                         attack_certified=attack_certified,
-                        checkpoint_sha256=None if cache_dir is None else sha256_file(path))
+                        checkpoint_sha256=None if cache_dir is None else sha256_file(path),
+                        model_code=None if cache_dir is None else factory_digest(model or meta.get("factory")))
     assert ev.result is not None
     train_cfg = meta.train
     ev.result.meta.update({"checkpoint": str(path), "checkpoint_sha256": sha256_file(path),

@@ -143,7 +143,7 @@ def save_adversarial(path: str | Path, adversarial: list[tuple[int, str, str, fl
     ``norm`` int64 ``(M,)`` indices into the JSON lists ``attacks`` and ``norms`` of its metadata (which also
     names the model and suite). Written atomically (a temporary file renamed into place).
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     attacks = sorted({a for _, a, _, _, _ in adversarial})
     norms = sorted({nm for _, _, nm, _, _ in adversarial})
@@ -156,6 +156,6 @@ def save_adversarial(path: str | Path, adversarial: list[tuple[int, str, str, fl
                "eps": torch.tensor([e for _, _, _, e, _ in adversarial], dtype=torch.float64)}
     meta = {"attacks": json.dumps(attacks), "norms": json.dumps(norms), "model": model, "suite": suite,
             "format": "robustclip adversarial examples v1"}
-    with _io.atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+    # serialised in memory, then the one atomic writer: a full disk is a one-line OutputError, never a partial file
+    _io.write_bytes(path, save(tensors, metadata=meta))
     return m
