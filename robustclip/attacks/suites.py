@@ -173,6 +173,7 @@ def parse_suite(raw: dict[str, Any], *, where: str = "<suite>") -> Suite:
     if not isinstance(items, list) or not items:
         raise SuiteError(f"{where}: no [[attack]] entries", "add at least one [[attack]] table with a type")
     specs = [spec for i, item in enumerate(items) for spec in _attack_entry(item, f"{where}: attack[{i}]", grids)]
+    _check_labels(specs, where)
     n = raw.get("n")
     if n is not None:
         _num(where, "n", n, integer=True, hi=MAX_SAMPLES)
@@ -189,6 +190,29 @@ def parse_suite(raw: dict[str, Any], *, where: str = "<suite>") -> Suite:
                   skip_certified=skip)
     suite.check_budget()
     return suite
+
+
+RESERVED_LABELS = {"worst_case": None, "certified": None, "clean_full": None, "val_clean": None,
+                   "val_worst_case": None, "fit": None, "clean": "clean", "noise": "noise"}
+"""Row names that an evaluation writes itself (the per-sample worst case, certificates, ...), and the one attack
+type (if any) whose rows carry that name: an attack labelled ``worst_case`` would be a second worst-case row."""
+
+
+def _check_labels(specs: list[AttackSpec], where: str) -> None:
+    """Labels are printable, never a summary row's name (:data:`RESERVED_LABELS`), and each (label, norm, ε) once."""
+    seen: set[tuple[str, str | None, float | None]] = set()
+    for a in specs:
+        if not a.label.isprintable():
+            raise SuiteError(f"{where}: attack label {a.label!r:.80} holds a control character (a newline?)",
+                             "use a label of printable characters")
+        if a.label in RESERVED_LABELS and RESERVED_LABELS[a.label] != a.type:
+            raise SuiteError(f"{where}: attack label {a.label!r} is the name of a row the evaluation writes itself",
+                             f'pick another label, e.g. label = "{a.type}-{a.label}"')
+        key = (a.label, a.norm, a.eps)
+        if key in seen:
+            raise SuiteError(f"{where}: two attacks are labelled {a.label!r} at {a.norm} ε={a.eps}",
+                             "give each attack its own label")
+        seen.add(key)
 
 
 def _check_header(raw: Any, where: str) -> None:

@@ -45,3 +45,25 @@ def frozen(model: nn.Module) -> Iterator[None]:
     finally:
         for p, flag in zip(model.parameters(), flags):
             p.requires_grad_(flag)
+
+
+@contextlib.contextmanager
+def kept_running_stats(model: nn.Module) -> Iterator[None]:
+    """The running statistics of every normalisation layer (BatchNorm, InstanceNorm with tracked statistics) and
+    its ``num_batches_tracked`` left as they were by the block: inputs that are not data (CLIP's pair points) may
+    pass through a model in train mode, normalised by their own batch statistics as training does, without moving
+    the statistics that eval mode later uses.
+
+    The layers update throw-away copies during the block; the original tensors are put back after it (never
+    written in place, so a backward pass through the block's graph stays valid).
+    """
+    names = ("running_mean", "running_var", "num_batches_tracked")
+    saved = [(m, name, buf) for m in model.modules() if isinstance(m, nn.modules.batchnorm._NormBase)
+             for name in names if (buf := getattr(m, name, None)) is not None]
+    for m, name, buf in saved:
+        setattr(m, name, buf.clone())
+    try:
+        yield
+    finally:
+        for m, name, buf in saved:
+            setattr(m, name, buf)

@@ -77,6 +77,21 @@ def check_data(x: torch.Tensor, y: torch.Tensor) -> None:
                               "convert them, e.g. y.long() (after checking they are whole numbers)")
 
 
+def prepare_data(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x, y)`` as the attacks need them, after :func:`check_data`: ``x`` contiguous (a permuted view works),
+    ``y`` int64 (int32 and uint8 labels work). A model, ``x`` or ``y`` on the ``meta`` device (shapes without
+    values) is refused: there is nothing to evaluate."""
+    for what, t in (("inputs x", x), ("labels y", y)):
+        if isinstance(t, torch.Tensor) and t.is_meta:
+            raise RobustclipError(f"{what} are on the meta device: they have a shape but no values",
+                                  "pass tensors that hold data (materialise them, e.g. on the CPU)")
+    if any(p.is_meta for p in [*model.parameters(), *model.buffers()]):
+        raise RobustclipError("the model's weights are on the meta device: it has a shape but no values",
+                              "load its weights first (e.g. model.to_empty(device='cpu') then load_state_dict)")
+    check_data(x, y)
+    return x.contiguous(), y.to(torch.int64)
+
+
 def check_eval_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n_classes: int | None) -> int:
     """Everything :func:`robustclip.evaluate` needs before it attacks: the data (:func:`check_data`), the model's
     outputs (:func:`check_outputs`) and the labels within ``0..k-1``. Returns the number of classes ``k``."""

@@ -145,8 +145,11 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, suite: str |
         res = robustclip.evaluate(model, x, y, suite="curve-l2", n_classes=10)
         res.accuracy("worst_case", "L2", 1.0)
     """
+    from .apichecks import prepare_data
+
     t0 = time.perf_counter()
     s = load_suite(suite)
+    x, y = prepare_data(model, x, y)  # contiguous inputs, int64 labels; meta tensors refused
     with eval_mode(model):  # Dropout off, BatchNorm statistics frozen, the input checks included; modes restored
         k = _check_inputs(model, x, y, s, n_classes)
         bs = batch_size or s.batch_size
@@ -363,10 +366,13 @@ def benchmark(model: nn.Module, *, suite: str | Suite, dataset: str = "mnist", n
 
         clean, robust = robustclip.benchmark(model, dataset="mnist", suite="paper-mnist", n=1000)
     """
+    from ..core import validate
     from ..data import datasets as data
 
+    if n is not None:  # 0, -1, 2.5 and True are refused, never read as "the suite's n" or as 1
+        validate.number(n, "benchmark: n", integer=True, lo=1, fix="give a whole number of test images >= 1, or None")
     s = load_suite(suite)
-    split = data.load(dataset, "test", data_dir=data_dir).subset(n or s.n)
+    split = data.load(dataset, "test", data_dir=data_dir).subset(n if n is not None else s.n)
     res = evaluate(model, split.x, split.y, suite=s, dataset=dataset, n_classes=data.NUM_CLASSES.get(dataset),
                    progress=progress)
     if s.headline is None:

@@ -26,7 +26,7 @@ from ..core import files as _io
 from ..errors import RobustclipError
 from .locks import Claim, ClaimDir, Heartbeat
 from .planning import plan
-from .records import RESULT_COLUMNS, failure, gather, is_done, read_info, record_failure, record_run
+from .records import RESULT_COLUMNS, failure, gather, is_done, read_info, read_record, record_failure, record_run
 from .run import Run
 
 MAX_JOBS = 512
@@ -91,14 +91,36 @@ def _write_plan(out: Path, raw: dict[str, Any], runs: list[Run], where: str, dat
                                         "versions": _io.versions(), "commit": _io.git_commit()})
 
 
-def _start_driver(out: Path, claims: ClaimDir, hb: Heartbeat) -> None:
-    """Register this process as a live driver of ``out``; when it is the only one, clear what dead ones left."""
+def _check_plan(out: Path, raw: dict[str, Any], runs: list[Run], others_live: bool) -> None:
+    """Refuse to mix two sweeps in one folder: another sweep's plan (another name) in ``out``, or any other plan
+    while another driver is live there (its table would lose its runs). The same sweep edited (λ added, epochs
+    changed) resumes as before once no other driver runs."""
+    info = read_record(out / "sweep.json")
+    if not isinstance(info, dict) or not isinstance(info.get("sweep"), dict):
+        return  # a new folder, or a corrupt plan the sweep rewrites
+    if others_live and info.get("digests") != {r.id: r.digest() for r in runs}:
+        raise RobustclipError(f"--out {out}: another sweep with a different plan is running there",
+                              "pick another folder, or wait for it and run again")
+    old, new = info["sweep"].get("name"), raw.get("name")
+    if old != new:
+        raise RobustclipError(f"--out {out} holds sweep {old!r}; this is sweep {new!r}",
+                              "pick another folder (or pass --fresh to discard the other sweep's runs)")
+
+
+def _start_driver(out: Path, claims: ClaimDir, hb: Heartbeat, raw: dict[str, Any], runs: list[Run], where: str,
+                  data_dir: str | None, fresh: bool) -> None:
+    """Register this process as a live driver of ``out``, check and write the plan (under the folder's lock, so two
+    sweeps starting at once see each other); when it is the only one, clear what dead ones left."""
     with claims.locked():
         claims.remove_stale()
         lease = claims.try_claim(f"driver-{socket.gethostname()}-{os.getpid()}-{os.urandom(4).hex()}")
         if lease is not None:
             hb.add(lease)
-        if claims.live("driver-", exclude={lease.token} if lease else None):
+        others = bool(claims.live("driver-", exclude={lease.token} if lease else None))
+        if not fresh or others:
+            _check_plan(out, raw, runs, others)
+        _write_plan(out, raw, runs, where, data_dir)
+        if others:
             return  # another live sweep may be mid-write: its temporary files are not ours to delete
         run_dirs = [d for d in (out / "runs").glob("*") if d.is_dir() and not d.is_symlink()]
         for folder in (out, claims.dir, *run_dirs):
@@ -258,8 +280,7 @@ def sweep(raw: dict[str, Any], out: str | os.PathLike[str], *, data_dir: str | N
     try:
         _create_out(out, fresh, claims)
         with Heartbeat(claims) as hb:
-            _start_driver(out, claims, hb)
-            _write_plan(out, raw, runs, where, data_dir)
+            _start_driver(out, claims, hb, raw, runs, where, data_dir, fresh)
             chosen = runs if only is None else [runs[only]]
             todo = [r for r in chosen if not is_done(out, r)]
             if progress:

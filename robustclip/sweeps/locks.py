@@ -150,8 +150,8 @@ class ClaimDir:
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        """Hold the folder's lock (re-entrant within this process)."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        """Hold the folder's lock (re-entrant within this process). A folder or lock file that cannot be created
+        (a full disk, a read-only folder) is a one-line :class:`~robustclip.errors.OutputError`."""
         with self._guard:
             if self._depth:
                 self._depth += 1
@@ -160,7 +160,14 @@ class ClaimDir:
                 finally:
                     self._depth -= 1
                 return
-            fd = os.open(self.dir / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
+            try:
+                self.dir.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.dir / ".lock", os.O_CREAT | os.O_RDWR | getattr(os, "O_NOFOLLOW", 0), 0o644)
+            except OSError as exc:
+                from ..errors import OutputError
+
+                raise OutputError(f"cannot lock sweep folder {self.dir.parent}: {exc.strerror or exc}",
+                                  "free disk space or pick a writable folder") from None
             try:
                 try:
                     import fcntl

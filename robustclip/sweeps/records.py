@@ -48,7 +48,7 @@ def run_dir(sweep_dir: str | os.PathLike[str], run: Run | str) -> Path:
 _MAX_RECORD_BYTES = 64 * 1024 * 1024
 
 
-def _read_json(path: Path) -> Any:
+def read_record(path: Path) -> Any:
     """A sweep record (plan, manifest, claim, failure) as parsed JSON, or None when missing or unreadable.
 
     Reads only regular files, at most 64 MiB and 32 levels deep: a FIFO, a huge or a deeply nested file in a
@@ -66,7 +66,7 @@ def _read_json(path: Path) -> Any:
 def is_done(sweep_dir: str | os.PathLike[str], run: Run) -> bool:
     """True when the run has a manifest whose config hash and file hashes all match."""
     d = run_dir(sweep_dir, run)
-    man = _read_json(d / "manifest.json")
+    man = read_record(d / "manifest.json")
     if not isinstance(man, dict) or man.get("digest") != run.digest() or man.get("status", "done") != "done":
         return False
     files = man.get("files")
@@ -87,7 +87,7 @@ def verify_run(run_folder: str | os.PathLike[str]) -> None:
     rewrites ``manifest.json``: the digests are stored beside the files they describe, unsigned.
     """
     d = Path(run_folder)
-    man = _read_json(d / "manifest.json")
+    man = read_record(d / "manifest.json")
     files = man.get("files") if isinstance(man, dict) else None
     redo = f"rerun robustclip sweep on the same folder: it redoes run {d.name} (or delete {d})"
     if not isinstance(files, dict) or not files:
@@ -108,7 +108,7 @@ def verify_run(run_folder: str | os.PathLike[str]) -> None:
 
 def failure(sweep_dir: str | os.PathLike[str], run: Run) -> dict[str, Any] | None:
     """The failure record of ``run`` under its current config, else None."""
-    doc = _read_json(run_dir(sweep_dir, run) / "failure.json")
+    doc = read_record(run_dir(sweep_dir, run) / "failure.json")
     if not isinstance(doc, dict) or doc.get("digest") != run.digest():
         return None
     return doc
@@ -145,7 +145,7 @@ def read_info(sweep_dir: str | os.PathLike[str]) -> dict[str, Any]:
     if not p.is_file():
         raise RobustclipError(f"{Path(sweep_dir)} is not a sweep folder (no sweep.json)",
                               "pass the --out folder of robustclip sweep")
-    info = _read_json(p)
+    info = read_record(p)
     if not isinstance(info, dict) or not isinstance(info.get("sweep"), dict):
         raise RobustclipError(f"{p} is corrupt (not a sweep plan)",
                               "run the sweep again with its TOML file: robustclip sweep FILE --out DIR rewrites it")
@@ -155,13 +155,13 @@ def read_info(sweep_dir: str | os.PathLike[str]) -> dict[str, Any]:
 def finished_runs(sweep_dir: str | os.PathLike[str]) -> list[Path]:
     """Folders of the runs that the sweep's current plan holds and that finished under that plan."""
     p = Path(sweep_dir)
-    info = _read_json(p / "sweep.json")
+    info = read_record(p / "sweep.json")
     digests = info.get("digests") if isinstance(info, dict) else None
     if not isinstance(digests, dict):
         digests = None
     out = []
     for man in sorted(p.glob("runs/*/manifest.json")):
-        doc = _read_json(man)
+        doc = read_record(man)
         if not isinstance(doc, dict) or doc.get("status", "done") != "done":
             continue
         if digests is not None and digests.get(man.parent.name) != doc.get("digest"):
@@ -178,11 +178,11 @@ def gather(sweep_dir: str | os.PathLike[str]) -> pd.DataFrame:
     """
     rows: list[dict[str, Any]] = []
     for d in finished_runs(sweep_dir):
-        ev = _read_json(d / "eval.json")
+        ev = read_record(d / "eval.json")
         if isinstance(ev, dict) and isinstance(ev.get("rows"), list):
             rows += [r for r in ev["rows"] if isinstance(r, dict)]
     df = pd.DataFrame(rows, columns=RESULT_COLUMNS)
-    info = _read_json(Path(sweep_dir) / "sweep.json")
+    info = read_record(Path(sweep_dir) / "sweep.json")
     experiments = info.get("experiments") if isinstance(info, dict) else None
     if not isinstance(experiments, dict):
         experiments = {}

@@ -72,7 +72,10 @@ def assert_lipschitz_below(model: nn.Module, x: torch.Tensor, bound: float, *, c
     """
     __tracebackhide__ = True
     from ..bounds import lipschitz
+    from ..core import validate
 
+    # NaN or inf would make every comparison pass: refused, as a bound of 0 or below that nothing can meet
+    validate.number(bound, "assert_lipschitz_below: bound", lo=0, lo_open=True, fix="give a finite bound > 0")
     rep = lipschitz.estimate(model, x, seed=seed)
     upper_bad = rep.upper is None or rep.upper > bound  # no sound upper bound proves nothing
     if rep.lower > bound or (certify and upper_bad):

@@ -14,6 +14,9 @@ gradient
 reached the pairs (the penalty was left out of the loss, or scaled by 0), the next call computes their ascent
 direction itself, so the pairs never silently freeze.
 
+BatchNorm: in train mode the pair points are normalised by their own batch statistics, as training does, but
+the running statistics (what eval mode uses) are restored after every pass of the pairs: they are not data.
+
 ``state_dict()`` / ``load_state_dict()`` save and restore the pairs, their step sizes, the random generator and
 the counters: a resumed run continues bit-identically (save the model and optimiser too).
 """
@@ -27,6 +30,7 @@ from torch import nn
 
 from ...bounds import lipschitz
 from ...core.devices import resolve_device
+from ...core.modes import kept_running_stats
 from ...errors import RobustclipError
 from .clip import ClipConfig, ClipRegularizer
 
@@ -93,13 +97,25 @@ class ClipPenalty:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """The penalty for batch ``x`` ``(B, *in_shape)`` in [0,1]: a scalar with graph (0 when capped)."""
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-            got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
+            got = str(x.dtype) if isinstance(x, torch.Tensor) else type(x).__name__
             raise RobustclipError(f"ClipPenalty: the batch is {got}, expected floating-point inputs in [0,1]",
                                   "pass the batch the model trains on, e.g. x.float() / 255")
+        if x.dim() < 2 or x.shape[0] == 0:
+            raise RobustclipError(f"ClipPenalty: the batch has shape {tuple(x.shape)}, no samples to draw pairs from",
+                                  "call it with a non-empty batch (B, *in_shape), B >= 1")
+        weight = next(self.model.parameters())
+        if x.dtype != weight.dtype:  # a float64 batch for a float32 model: the pairs take the model's dtype
+            x = x.to(weight.dtype)
         self._settle()
         P = self.reg.extra_inputs(x, self.calls)
         assert P is not None
-        pen = self.reg.penalty(self.model, self.model(P))
+        with kept_running_stats(self.model):  # pair points are not data: BatchNorm's statistics stay as they were
+            out = self.model(P)
+        if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != P.shape[0]:
+            got = f"a {type(out).__name__}" if not isinstance(out, torch.Tensor) else f"shape {tuple(out.shape)}"
+            raise RobustclipError(f"ClipPenalty: the model returns {got}, expected logits (N, classes)",
+                                  "return the logits tensor itself from forward (not a tuple or dict)")
+        pen = self.reg.penalty(self.model, out)
         self.calls += 1
         self._pending = True
         if pen is None:  # above the cap: no penalty now; the pairs are redrawn at the next call
@@ -124,7 +140,8 @@ class ClipPenalty:
     def _ascent_direction(self, P: torch.Tensor) -> torch.Tensor:
         """Gradient ``(2m, ...)`` of the pairs' quotients at the current weights (weights' ``.grad`` untouched)."""
         Pg = P.detach().requires_grad_(True)
-        with torch.enable_grad():  # in the model's own mode, as the loss's forward pass would have run
+        # in the model's own mode, as the loss's forward pass would have run; BatchNorm's statistics untouched
+        with torch.enable_grad(), kept_running_stats(self.model):
             q = lipschitz.quotients(self.model, Pg)
             (g,) = torch.autograd.grad(q.sum(), Pg)
         return g
