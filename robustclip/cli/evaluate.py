@@ -195,13 +195,15 @@ def _write(out: Path, suite: Any, runs: list[_Run]) -> Any:
     import pandas as pd
 
     from ..core import files as _io
+    from ..evaluation.folders import FORMAT, FORMAT_VERSION  # what robustclip compare and report read back
 
     frame = pd.concat([r.frame for r in runs], ignore_index=True)
     samples = pd.concat([r.samples for r in runs], ignore_index=True)
     samples = samples[["model", *[c for c in samples.columns if c != "model"]]]
     out.mkdir(parents=True, exist_ok=True)
     _io.write_text(out / "results.csv", frame.to_csv(index=False))
-    _io.write_json(out / "results.json", {"suite": suite.name, "suite_file": suite.path, "suite_config": suite.raw,
+    _io.write_json(out / "results.json", {"format": FORMAT, "format_version": FORMAT_VERSION,
+                                          "suite": suite.name, "suite_file": suite.path, "suite_config": suite.raw,
                                           "versions": _io.versions(), "runs": [r.meta for r in runs],
                                           "results": frame.to_dict(orient="records")})
     _io.write_json(out / "lipschitz.json", [r.lipschitz for r in runs])
