@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy import stats as sps
@@ -343,3 +344,59 @@ def test_cli_help_has_examples():
     code, out, _ = run_cli(["compare", "--help"])
     assert code == 0 and "examples:" in out and "robustclip compare runs/eval-a runs/eval-b --json" in out
     assert "Holm" in out and "McNemar" in out
+
+
+# --------------------------------------------------------------------------- robustclip report of evaluate folders
+
+
+def test_report_of_evaluate_folders_leads_with_the_answer(folders, tmp_path):
+    out = tmp_path / "rep"
+    code, stdout, err = run_cli(["report", folders / "both", folders / "seed1", "--out", out])
+    assert code == 0, err
+    assert f"report: {out / 'index.html'}" in stdout
+    md = (out / "README.md").read_text(encoding="utf-8")
+    first = md.split("## Answer", 1)[1].strip().splitlines()[0]
+    assert first.startswith("- **CLIP λ = 0.1 [both] is more robust than degraded at L2 ε = 0.5 by "), first
+    assert md.index("## Answer") < md.index("## Paired comparison") < md.index("## Figures")
+    assert {p.name for p in out.glob("*.png")} == {"curve_mnist_L2.png", "sandwich_L2.png"}
+    html = (out / "index.html").read_text(encoding="utf-8")
+    assert html.index("is more robust than degraded") < html.index("<img")
+    table = pd.read_csv(out / "table.csv")
+    assert len(table) == 3 and set(table.n) == {1000}
+    comp = pd.read_csv(out / "comparison.csv")
+    assert len(comp) == 9 and {"p_value", "p_holm", "difference", "ci_low", "ci_high"} <= set(comp.columns)
+    res = rc.compare(folders / "both", folders / "seed1")
+    assert sorted(comp.p_value) == pytest.approx(sorted(p.p_value for p in res.pairs))
+    assert "regenerate" in md and "robustclip report" in md
+
+
+def test_report_labels_lambda_plot_and_groups(folders, tmp_path):
+    out = tmp_path / "rep"
+    code, _, err = run_cli(["report", folders / "both", "--label", "degraded.safetensors=clip:1:0", "--out", out])
+    assert code == 0, err
+    md = (out / "README.md").read_text(encoding="utf-8")
+    assert "CLIP λ = 1 vs CLIP λ = 0.1" in md or "CLIP λ = 0.1 is more robust than CLIP λ = 1" in md
+    assert (out / "lambda_mnist.png").is_file()  # two λ of one method: worst case and bounds against λ
+    mixed = tmp_path / "mixed"
+    code, _, err = run_cli(["report", folders / "both", folders / "other", "--out", mixed])
+    assert_one_line_error(code, err, "mix suites other, tiny", "--group")
+    assert not mixed.exists()
+    code, _, err = run_cli(["report", folders / "both", folders / "other", "--group", "--out", mixed])
+    assert code == 0, err
+    assert "only checkpoint evaluated with suite other" in (mixed / "README.md").read_text(encoding="utf-8")
+
+
+def test_report_of_evaluate_folders_guards_its_outputs(folders, tmp_path):
+    before = _snapshot(folders)
+    code, _, err = run_cli(["report", folders / "both", "--out", folders / "both"])  # results.csv is an input
+    assert_one_line_error(code, err, "input")
+    code, _, err = run_cli(["report", folders / "both", "--label", "x=clip:nan", "--out", tmp_path / "r"])
+    assert_one_line_error(code, err, "not a finite number")
+    code, _, err = run_cli(["report", folders / "both", folders / "both", "--out", tmp_path / "r"])
+    assert_one_line_error(code, err, "given twice")
+    assert not (tmp_path / "r").exists() and _snapshot(folders) == before
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "index.html").write_text("mine", encoding="utf-8")
+    code, _, err = run_cli(["report", folders / "both", "--out", tmp_path / "r"])
+    assert_one_line_error(code, err, "already holds index.html", "--force")
+    assert (tmp_path / "r" / "index.html").read_text(encoding="utf-8") == "mine"

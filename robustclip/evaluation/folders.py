@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,7 @@ def is_evaluation_folder(path: str | os.PathLike[str]) -> bool:
     return (p / "results.json").is_file() and (p / "samples.csv").is_file()
 
 
-def expand(paths: list[str | os.PathLike[str]]) -> list[Path]:
+def expand(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
     """The evaluation folders ``paths`` stand for: each path itself, or its subfolders that are evaluation folders.
 
     Raises :class:`RobustclipError` for a path that is neither, naming what it is (a file, a sweep folder, ...).
@@ -249,7 +250,7 @@ def _lipschitz(folder: Path) -> dict[str, dict[str, Any]]:
     return {str(d["model"]): d for d in doc if isinstance(d, dict) and "model" in d} if isinstance(doc, list) else {}
 
 
-def read_all(paths: list[str | os.PathLike[str]]) -> list[Evaluated]:
+def read_all(paths: Sequence[str | os.PathLike[str]]) -> list[Evaluated]:
     """Every checkpoint in the evaluation folders ``paths`` stand for (see :func:`expand`), with unique keys: a
     name that two folders share is prefixed by its folder's name (``a/clip``), then by its position."""
     entries = [e for p in expand(paths) for e in read_folder(p)]

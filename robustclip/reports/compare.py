@@ -172,14 +172,17 @@ class SettingPair:
                 "significant": self.significant, "test": "Welch t over seeds", "sentence": self.sentence()}
 
 
-def compare_pair(a: Evaluated, b: Evaluated, cell: Cell, a_label: str, b_label: str) -> Pair:
-    """One unadjusted comparison of ``a`` and ``b`` at ``cell`` (paired when their images digests agree)."""
+def compare_pair(a: Evaluated, b: Evaluated, cell: Cell, a_label: str, b_label: str, *, suite: str | None = None
+                 ) -> Pair:
+    """One unadjusted comparison of ``a`` and ``b`` at ``cell`` (paired when their images digests agree);
+    ``suite``: the suite's name in the result (default ``a``'s)."""
     oa, ob = a.outcomes[cell], b.outcomes[cell]
     ka, kb = int(oa.sum()), int(ob.sum())
 
     def pair(lo: float, hi: float, p: float, paired: bool, a_only: int | None = None, b_only: int | None = None,
              note: str | None = None) -> Pair:
-        return Pair(a.key, b.key, a_label, b_label, a.checkpoint, b.checkpoint, a.suite, a.dataset, cell, a.n, b.n,
+        return Pair(a.key, b.key, a_label, b_label, a.checkpoint, b.checkpoint, suite or a.suite, a.dataset, cell,
+                    a.n, b.n,
                     ka / a.n, kb / b.n, ka / a.n - kb / b.n, lo, hi, p, paired, a_only, b_only, note)
 
     if a.images is not None and a.images == b.images and a.n == b.n:
@@ -219,6 +222,11 @@ class Comparison:
     headlines: dict[tuple[str, str], Cell]
     alpha: float = ALPHA
     notes: list[str] = field(default_factory=list)
+    groups: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def headline_of(self, key: str) -> Cell | None:
+        """The headline cell of the group of checkpoint ``key``."""
+        return self.headlines.get(self.groups.get(key, ("", "")))
 
     def at(self, cell: Cell | None = None) -> list[Pair]:
         """The pairs at ``cell`` (default: each group's headline)."""
@@ -226,20 +234,24 @@ class Comparison:
 
     def answers(self) -> list[str]:
         """One sentence per suite and dataset, at its headline: the best setting against the runner-up over seeds
-        when settings have seeds, else the best checkpoint against the runner-up."""
+        when settings have seeds, else the best checkpoint against the runner-up (another checkpoint, not the same
+        one evaluated again)."""
         out = []
         for (suite, dataset), cell in self.headlines.items():
             sets = [s for s in self.settings if (s.suite, s.dataset, s.cell) == (suite, dataset, cell)]
             pairs = [p for p in self.pairs if (p.suite, p.dataset, p.cell) == (suite, dataset, cell)]
-            items: list[Pair] | list[SettingPair] = sets or pairs
+            sha = {e.key: e.sha256 for e in self.entries}
+            distinct = [p for p in pairs if sha[p.a] is None or sha[p.a] != sha[p.b]]  # one checkpoint twice: no
+            items: list[Pair] | list[SettingPair] = sets or distinct or pairs
             if not items:
                 continue
             means: dict[str, float] = {}
             for it in items:
                 (na, nb), (ma, mb) = sides(it)
                 means[na], means[nb] = ma, mb
-            top = set(sorted(means, key=lambda k: -means[k])[:2])
-            best = next(it for it in items if set(sides(it)[0]) == top)
+            top = max(means, key=lambda k: means[k])
+            mine = [it for it in items if top in sides(it)[0]]
+            best = max(mine, key=lambda it: means[next(x for x in sides(it)[0] if x != top)])  # vs the runner-up
             out.append(best.sentence())
         return out
 
@@ -269,7 +281,7 @@ def sides(it: Pair | SettingPair) -> tuple[tuple[str, str], tuple[float, float]]
     return (it.a_label, it.b_label), (it.accuracy_a, it.accuracy_b)
 
 
-def _settings(entries: list[Evaluated], labels: dict[str, _labels.Label], cells: list[Cell]
+def _settings(entries: list[Evaluated], labels: dict[str, _labels.Label], cells: list[Cell], suite: str
               ) -> tuple[list[SettingPair], list[str]]:
     """Setting pairs (Welch over seeds) of one group, and notes on settings that could not take part."""
     by: dict[tuple[str, float | None], dict[int, Evaluated]] = {}
@@ -288,7 +300,7 @@ def _settings(entries: list[Evaluated], labels: dict[str, _labels.Label], cells:
         for cell in cells:
             va, vb = [e.accuracy(cell) for e in ra], [e.accuracy(cell) for e in rb]
             d, lo, hi, p = stats.welch(va, vb)
-            out.append(SettingPair(ta, tb, ra[0].suite, ra[0].dataset, cell, va, vb, d, lo, hi, p))
+            out.append(SettingPair(ta, tb, suite, ra[0].dataset, cell, va, vb, d, lo, hi, p))
     return out, notes
 
 
@@ -325,7 +337,11 @@ def compare_evaluations(entries: list[Evaluated], *, labels: list[str] | dict[st
     settings: list[SettingPair] = []
     headlines: dict[tuple[str, str], Cell] = {}
     notes: list[str] = []
-    for (suite, _, dataset), members in groups.items():
+    names = {g: g[0] if sum(h[0] == g[0] for h in groups) == 1 else f"{g[0]} ({g[1][:8]})" for g in groups}
+    where: dict[str, tuple[str, str]] = {}
+    for g, members in groups.items():
+        suite, dataset = names[g], g[2]
+        where.update({e.key: (suite, dataset) for e in members})
         if len(members) < 2:
             notes.append(f"{text[members[0].key]} is the only checkpoint evaluated with suite {suite} on {dataset}: "
                          "nothing to compare it with")
@@ -334,8 +350,8 @@ def compare_evaluations(entries: list[Evaluated], *, labels: list[str] | dict[st
         head = members[0].headline
         headlines[(suite, dataset)] = head if head in cells else cells[-1]
         for a, b in combinations(members, 2):
-            pairs += [compare_pair(a, b, c, text[a.key], text[b.key]) for c in cells]
-        found, why = _settings(members, lab, cells)
+            pairs += [compare_pair(a, b, c, text[a.key], text[b.key], suite=suite) for c in cells]
+        found, why = _settings(members, lab, cells, suite)
         settings += found
         notes += why
     unpaired = {(p.a_label, p.b_label, p.note) for p in pairs if not p.paired}
@@ -344,7 +360,7 @@ def compare_evaluations(entries: list[Evaluated], *, labels: list[str] | dict[st
                      + "; ".join(f"{a} vs {b} ({n})" for a, b, n in sorted(unpaired, key=str)[:5]))
     _adjust(pairs, alpha)
     _adjust(settings, alpha)
-    return Comparison(entries, text, pairs, settings, headlines, alpha, notes)
+    return Comparison(entries, text, pairs, settings, headlines, alpha, notes, where)
 
 
 def compare(*eval_dirs: str | os.PathLike[str], labels: list[str] | dict[str, _labels.Label] | None = None,
