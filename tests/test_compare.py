@@ -400,3 +400,22 @@ def test_report_of_evaluate_folders_guards_its_outputs(folders, tmp_path):
     code, _, err = run_cli(["report", folders / "both", "--out", tmp_path / "r"])
     assert_one_line_error(code, err, "already holds index.html", "--force")
     assert (tmp_path / "r" / "index.html").read_text(encoding="utf-8") == "mine"
+
+
+def test_labels_come_from_your_own_loops_metadata(folders, tmp_path, data_dir):
+    from robustclip.checkpoints import format as checkpoints
+    from robustclip.models import specs as models
+
+    torch.manual_seed(0)
+    net = models.build(SMALL)
+    checkpoints.save(net, tmp_path / "mine.safetensors", {"dataset": "mnist", "method": "clip", "lam": 0.3, "seed": 2})
+    checkpoints.save(net, tmp_path / "bare.safetensors", {"dataset": "mnist"})
+    with one_thread():
+        code, _, err = run_cli(["evaluate", tmp_path / "mine.safetensors", tmp_path / "bare.safetensors", "--suite",
+                                folders / "tiny.toml", "--n", "100", "--out", tmp_path / "ev", "--quiet",
+                                "--lipschitz", "off", "--data-dir", data_dir])
+    assert code == 0, err
+    res = rc.compare(tmp_path / "ev")
+    assert res.labels == {"mine": "CLIP λ = 0.3", "bare": "bare"}  # rc.save(meta=...) records it; else the name
+    (p,) = res.at()
+    assert p.paired and p.a_only == p.b_only == 0 and not p.significant  # the same weights: the same outcomes
