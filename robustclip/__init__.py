@@ -5,6 +5,7 @@ The small public surface::
     model, meta = robustclip.load("model.safetensors", device="auto")   # auto: CUDA when present, else the CPU
     clean, robust = robustclip.benchmark(model, dataset="mnist", suite="paper-mnist")
     result = robustclip.evaluate(model, x, y, suite="curve-l2", n_classes=10)
+    answer = robustclip.compare("runs/eval-a", "runs/eval-b").answers()   # paired tests on evaluate folders
     trained = robustclip.train(robustclip.TrainConfig(dataset="mnist", reg="clip", lam=0.1))
     robustclip.save(trained.model, "clip.safetensors", trained.meta)
     penalty = robustclip.ClipPenalty(model)          # CLIP as a loss in your own training loop
@@ -43,6 +44,7 @@ if _TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .gate import check as gate
     from .models import specs as models
     from .reports import pages as reports
+    from .reports.compare import compare
     from .training import trainer as training
     from .training.config import TrainConfig
     from .training.regularizers import registry as regularizers
@@ -52,14 +54,14 @@ if _TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
 # where each public name lives (a relative module path): the one table a relayout of the modules updates
 _NAMES = {"save": ".checkpoints.format", "load": ".api", "benchmark": ".api", "evaluate": ".api",
           "EvalResult": ".evaluation.runner", "train": ".training.trainer", "TrainConfig": ".training.config",
-          "ClipPenalty": ".training.regularizers.penalty"}
+          "ClipPenalty": ".training.regularizers.penalty", "compare": ".reports.compare"}
 _MODULES = {"attacks": ".attacks", "certify": ".bounds.certify", "checkpoints": ".checkpoints", "cli": ".cli",
             "data": ".data", "evaluation": ".evaluation", "gate": ".gate", "lipschitz": ".bounds.lipschitz",
             "loading": ".checkpoints.foreign", "models": ".models", "pipeline": ".evaluation.pipeline",
             "regularizers": ".training.regularizers.registry", "reports": ".reports", "stats": ".stats",
             "sweeps": ".sweeps", "testing": ".testing", "training": ".training"}
 
-__all__ = ["load", "save", "benchmark", "evaluate", "EvalResult", "train", "TrainConfig", "ClipPenalty",
+__all__ = ["load", "save", "benchmark", "evaluate", "compare", "EvalResult", "train", "TrainConfig", "ClipPenalty",
            "RobustclipError", "attacks", "certify", "checkpoints", "cli", "data", "evaluation", "gate", "lipschitz",
            "loading", "models", "pipeline", "regularizers", "reports", "stats", "sweeps", "testing", "training"]
 

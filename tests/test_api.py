@@ -21,7 +21,8 @@ def test_dir_lists_only_public_names_once():
 
 
 @pytest.mark.parametrize("name", [n for n in rc.__all__ if n[0].islower() and n not in ("load", "save", "train",
-                                                                                      "evaluate", "benchmark")])
+                                                                                      "evaluate", "benchmark",
+                                                                                      "compare")])
 def test_every_module_the_docstring_lists_is_an_attribute_and_importable(name):
     assert name in (rc.__doc__ or "")
     assert getattr(rc, name) is importlib.import_module(rc._MODULES[name], "robustclip")

@@ -288,7 +288,8 @@ def test_train_into_a_missing_folder(tmp_path, data_dir):
 # --------------------------------------------------------------------------- help
 
 
-@pytest.mark.parametrize("cmd", [[], ["data"], ["train"], ["evaluate"], ["sweep"], ["report"], ["demo"], ["check"]],
+@pytest.mark.parametrize("cmd", [[], ["data"], ["train"], ["evaluate"], ["compare"], ["sweep"], ["report"], ["demo"],
+                                 ["check"]],
                          ids=lambda c: c[0] if c else "main")
 def test_help_exits_0_and_shows_examples(cmd):
     rc, out, err = _main([*cmd, "--help"])

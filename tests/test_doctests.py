@@ -8,7 +8,7 @@ import importlib
 import pytest
 
 MODULES = ["robustclip.core.results", "robustclip.training.regularizers.registry", "robustclip.evaluation.pipeline",
-           "robustclip.stats"]
+           "robustclip.stats", "robustclip.reports.labels"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -18,12 +18,12 @@ from typing import Any
 from ..errors import RobustclipError
 from ..exitcodes import ExitCode
 from ..exitcodes import epilog as exit_epilog
-from . import check, data, demo, evaluate, paper, report, sweep, train
+from . import check, compare, data, demo, evaluate, paper, report, sweep, train
 from .common import Parser, console_table, formatter
 
 __all__ = ["main", "build_parser", "console_table"]
 
-COMMAND_MODULES = (data, train, evaluate, sweep, report, demo, paper, check)
+COMMAND_MODULES = (data, train, evaluate, compare, sweep, report, demo, paper, check)
 
 EPILOG_MAIN = """\
 examples:
@@ -31,6 +31,7 @@ examples:
   robustclip data --check --data-dir ../shared/data
   robustclip train --dataset mnist --reg clip --lam 0.1 --epochs 10 --out runs/clip.safetensors
   robustclip evaluate runs/clip.safetensors --suite paper-mnist --out runs/eval
+  robustclip compare runs/eval-a runs/eval-b         # is A more robust than B? paired tests on the same images
   robustclip sweep my-sweep.toml --out runs/sweep && robustclip report runs/sweep --out reports/mine
   robustclip check runs/clip.safetensors --suite ci-quick --baseline reports/baselines/clip.json
 

@@ -199,12 +199,14 @@ def _write(out: Path, suite: Any, runs: list[_Run]) -> Any:
     import pandas as pd
 
     from ..core import files as _io
+    from ..evaluation.folders import FORMAT, FORMAT_VERSION  # what robustclip compare and report read back
 
     frame = pd.concat([r.frame for r in runs], ignore_index=True)
     samples = pd.concat([r.samples for r in runs], ignore_index=True)
     samples = samples[["model", *[c for c in samples.columns if c != "model"]]]
-    results = {"suite": suite.name, "suite_file": suite.path, "suite_config": suite.raw, "versions": _io.versions(),
-               "runs": [r.meta for r in runs], "results": frame.to_dict(orient="records")}
+    results = {"format": FORMAT, "format_version": FORMAT_VERSION, "suite": suite.name, "suite_file": suite.path,
+               "suite_config": suite.raw, "versions": _io.versions(), "runs": [r.meta for r in runs],
+               "results": frame.to_dict(orient="records")}
     # one set: a full disk leaves the previous evaluation whole, never half of each
     _io.write_files(out, {"results.csv": frame.to_csv(index=False),
                           "results.json": _io.dumps_json(results, indent=2) + "\n",

@@ -163,6 +163,9 @@ def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite
     if lip.plan is not None:
         res.meta["lipschitz_plan"] = lip.plan
     res.meta["data_source"] = split.source
+    from .cache import images_digest
+
+    res.meta["images_sha256"] = images_digest(split.x, split.y)  # pairs evaluations on the same images (compare)
     rows = res.frame.drop(columns=["model", "dataset"]).to_dict(orient="records")
     if clean_full:
         full = data.load(dataset, "test", data_dir=data_dir) if eval_set is None else eval_set
@@ -318,9 +321,11 @@ def evaluate_checkpoint(path: str | os.PathLike[str], *, suite: str | Suite, dat
                         model_code=None if cache_dir is None else factory_digest(model or meta.get("factory")))
     assert ev.result is not None
     train_cfg = meta.train
-    ev.result.meta.update({"checkpoint": str(path), "checkpoint_sha256": sha256_file(path),
-                           "train": {k: train_cfg.get(k) for k in ("method", "lam", "target_acc", "seed", "epochs",
-                                                                   "final_lam")}})
+    train_meta = {k: train_cfg.get(k) for k in ("method", "lam", "target_acc", "seed", "epochs", "final_lam")}
+    for k in ("method", "lam", "seed"):  # rc.save(model, path, meta={"method": "clip", "lam": 0.1, "seed": 0})
+        if train_meta[k] is None and meta.get(k) is not None:
+            train_meta[k] = meta.get(k)
+    ev.result.meta.update({"checkpoint": str(path), "checkpoint_sha256": sha256_file(path), "train": train_meta})
     if meta.get("factory"):
         ev.result.meta["model_factory"] = meta["factory"]
     ev.info["seconds"] = time.perf_counter() - t0

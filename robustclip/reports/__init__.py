@@ -1,4 +1,5 @@
-"""Reports: tables and figures of a sweep as HTML and Markdown. May import sweeps and below."""
+"""Reports: tables and figures of a sweep, or of evaluate folders with their paired comparison, as HTML and Markdown.
+May import sweeps and below."""
 
 from __future__ import annotations
 
