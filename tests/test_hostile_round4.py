@@ -344,7 +344,7 @@ def test_two_attacks_with_one_label_at_one_eps_are_refused(tmp_path):
 
     raw = {"name": "x", "attack": [{"type": "fgsm", "norm": "Linf", "eps": 0.1, "label": "a"},
                                    {"type": "pgd", "norm": "Linf", "eps": 0.1, "steps": 3, "label": "a"}]}
-    with pytest.raises(SuiteError, match="two attacks are labelled 'a'"):
+    with pytest.raises(SuiteError, match="attack label 'a' is used twice"):
         parse_suite(raw)
 
 

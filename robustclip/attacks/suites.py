@@ -210,7 +210,7 @@ def _check_labels(specs: list[AttackSpec], where: str) -> None:
                              f'pick another label, e.g. label = "{a.type}-{a.label}"')
         key = (a.label, a.norm, a.eps)
         if key in seen:
-            raise SuiteError(f"{where}: two attacks are labelled {a.label!r} at {a.norm} ε={a.eps}",
+            raise SuiteError(f"{where}: attack label {a.label!r} is used twice at {a.norm} ε={a.eps}",
                              "give each attack its own label")
         seen.add(key)
 

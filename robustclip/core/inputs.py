@@ -78,25 +78,3 @@ def command_inputs(*paths: PathLike | None, model: str | None = None, cache: Pat
             out.append(Path(p))
     out += factory_files(model)
     return list(dict.fromkeys(out))
-
-
-def is_input(target: PathLike, inputs: Iterable[PathLike | None]) -> PathLike | None:
-    """The first of ``inputs`` that ``target`` is (the same file, by :func:`os.path.samefile`, so hard links and
-    other spellings count) or lies inside (an input folder, by real path); None when it is neither."""
-    real = Path(os.path.realpath(target))
-    for inp in inputs:
-        if inp is None:
-            continue
-        try:
-            if os.path.samefile(target, inp):
-                return inp
-        except (OSError, ValueError):
-            pass
-        try:
-            if os.path.isdir(inp):
-                folder = Path(os.path.realpath(inp))
-                if real == folder or folder in real.parents:
-                    return inp
-        except (OSError, ValueError):
-            continue
-    return None

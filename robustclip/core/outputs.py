@@ -52,9 +52,29 @@ def holds(path: PathLike, kind: str) -> bool:
     return any(m in head for m in KIND_MARKERS[kind])
 
 
-def _refuse_input(p: Path, inputs: Iterable[PathLike | None], what: str) -> None:
-    from .inputs import is_input
+def is_input(target: PathLike, inputs: Iterable[PathLike | None]) -> PathLike | None:
+    """The first of ``inputs`` that ``target`` is (the same file, by :func:`os.path.samefile`, so hard links and
+    other spellings count) or lies inside (an input folder, by real path); None when it is neither."""
+    real = Path(os.path.realpath(target))
+    for inp in inputs:
+        if inp is None:
+            continue
+        try:
+            if os.path.samefile(target, inp):
+                return inp
+        except (OSError, ValueError):
+            pass
+        try:
+            if os.path.isdir(inp):
+                folder = Path(os.path.realpath(inp))
+                if real == folder or folder in real.parents:
+                    return inp
+        except (OSError, ValueError):
+            continue
+    return None
 
+
+def _refuse_input(p: Path, inputs: Iterable[PathLike | None], what: str) -> None:
     inp = is_input(p, inputs)
     if inp is not None:
         inside = os.path.isdir(inp) and os.path.realpath(inp) != os.path.realpath(p)
