@@ -157,6 +157,9 @@ def save(model: nn.Module, path: str | os.PathLike[str], meta: Mapping[str, Any]
         robustclip.save(model, "cnn.safetensors", {"dataset": "mnist"}, factory="mypkg.nets:small_cnn")
     """
     spec = getattr(model, "spec", None)
+    base = meta.to_dict() if isinstance(meta, CheckpointMeta) else dict(meta or {})
+    if factory is None and spec is None and isinstance(base.get("factory"), str):
+        factory = base["factory"]  # a run of robustclip train --model MODULE:CALLABLE records its factory
     if spec is None and factory is None:
         raise RobustclipError("the model has no spec, so a checkpoint could not rebuild it",
                               "build it with robustclip.models.build(spec), or pass factory='pkg.module:function' "
@@ -165,7 +168,6 @@ def save(model: nn.Module, path: str | os.PathLike[str], meta: Mapping[str, Any]
 
         check_factory_ref(factory, what="factory")
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    base = meta.to_dict() if isinstance(meta, CheckpointMeta) else dict(meta or {})
     doc = {
         **base,
         "format": FORMAT,

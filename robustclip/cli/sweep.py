@@ -35,7 +35,12 @@ def register(sub: Any) -> None:
                              "  robustclip sweep experiments/paper/paper.toml --out runs/paper --finalize\n")
     p.add_argument("file", nargs="?", help="sweep TOML file (or give --dataset and --method flags)")
     p.add_argument("--dataset", help="flags mode: mnist, fashion-mnist, cifar10, cifar100 or regression")
-    p.add_argument("--model", help="flags mode: fc, cnn or mlp1d")
+    p.add_argument("--model", help="flags mode: fc, cnn or mlp1d, or MODULE:CALLABLE naming your own code (imported "
+                   "when a run starts; on Ray, from each worker's environment)")
+    p.add_argument("--data", default=None, metavar="FILE|DIR",
+                   help="flags mode: your own training data (.npz/safetensors or an image folder) instead of --dataset")
+    p.add_argument("--test-data", default=None, metavar="FILE|DIR",
+                   help="flags mode, with --data: the held-out test set each run is evaluated on")
     p.add_argument("--method", action="append", default=[], metavar="REG[:λ,λ|:tau=τ,τ]",
                    help="flags mode, repeatable: none, weight:1e-4,1e-3, clip:0.1, clip:tau=0.95,0.97")
     p.add_argument("--seeds", default="0", help="flags mode: comma-separated seeds (default 0)")
@@ -75,9 +80,10 @@ def register(sub: Any) -> None:
 
 def sweep_from_flags(args: argparse.Namespace) -> dict[str, Any]:
     """Build a sweep dict from ``robustclip sweep`` flags."""
-    if not args.dataset or not args.method:
-        raise RobustclipError("give a sweep TOML file, or --dataset and at least one --method",
-                              "e.g. robustclip sweep --dataset mnist --method none --method clip:0.1 --out runs/x")
+    if not (args.dataset or args.data) or not args.method:
+        raise RobustclipError("give a sweep TOML file, or --dataset (or --data and --test-data) and at least one "
+                              "--method", "e.g. robustclip sweep --dataset mnist --method none --method clip:0.1 "
+                              "--out runs/x")
     methods = []
     for m in args.method:
         reg, _, rest = m.partition(":")
@@ -92,9 +98,9 @@ def sweep_from_flags(args: argparse.Namespace) -> dict[str, Any]:
     except ValueError:
         raise RobustclipError(f"--seeds {args.seeds!r} is not a comma-separated list of integers",
                               "e.g. --seeds 0,1,2") from None
-    raw: dict[str, Any] = {"name": f"{args.dataset}-sweep", "dataset": args.dataset, "seeds": seeds,
-                           "method": methods}
-    for key in ("model", "epochs", "n_train", "suite", "n_test"):
+    source = {"dataset": args.dataset} if args.dataset else {}
+    raw: dict[str, Any] = {"name": f"{args.dataset or 'custom'}-sweep", **source, "seeds": seeds, "method": methods}
+    for key in ("model", "epochs", "n_train", "suite", "n_test", "data", "test_data"):
         if getattr(args, key) is not None:
             raw[key] = getattr(args, key)
     return raw
@@ -114,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     if args.file:
         raw = sweeps.load_sweep(args.file)
         where = args.file
-    elif (args.list or args.finalize) and not args.dataset:
+    elif (args.list or args.finalize) and not (args.dataset or args.data):
         raw, where = None, str(Path(args.out) / "sweep.json")  # the plan stored in the sweep folder
     else:
         raw = sweep_from_flags(args)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -38,11 +39,21 @@ def register(sub: Any) -> None:
                              "  robustclip train --reg lipschitz-margin --model '{\"arch\": \"cnn\", \"activation\": "
                              "\"minmax\"}' \\\n"
                              "      --optimizer adam --lr 0.001 --lr-schedule cosine --batch-size 256 --epochs 50 "
-                             "--out runs/cert.safetensors   # certified training at L2 1.58\n")
-    p.add_argument("--dataset", default="mnist", help=f"one of {', '.join(DATASETS)} (default mnist)")
+                             "--out runs/cert.safetensors   # certified training at L2 1.58\n"
+                             "  robustclip train --model mynets:small_cnn --data train.npz --test-data test.npz "
+                             "--reg clip --lam 0.1 \\\n"
+                             "      --out runs/mine.safetensors   # your own model (imported) on your own data\n")
+    p.add_argument("--dataset", default=None, help=f"one of {', '.join(DATASETS)} (default mnist, or your --data)")
+    p.add_argument("--data", default=None, metavar="FILE|DIR",
+                   help="train on your own data instead: an .npz or safetensors file holding x (N, ...) in [0, 1] and "
+                        "integer y, or a folder of class folders of images; a stratified, seeded validation split is "
+                        "carved from it (--model MODULE:CALLABLE or a JSON spec names the network)")
+    p.add_argument("--test-data", default=None, metavar="FILE|DIR",
+                   help="held-out test data in the same form: its clean accuracy is recorded (test_acc)")
     p.add_argument("--model", default=None,
                    help="fc (784-200-80-10 sigmoid), cnn, cnn4c3f (MinMax, certified training), mlp1d, cifar_cnn, "
-                        "resnet8 (CIFAR), or a JSON spec")
+                        "resnet8 (CIFAR), a JSON spec, or MODULE:CALLABLE naming your own code that returns the "
+                        "nn.Module (imported: it runs; inputs in [0, 1], normalisation inside, logits out)")
     p.add_argument("--output-sigmoid", action="store_true",
                    help="squash the fc net's outputs with a sigmoid (authors' net)")
     p.add_argument("--reg", default="none", help=f"one of {', '.join(REGISTRY)} (default none)")
@@ -86,10 +97,17 @@ def parse_clip(items: list[str], flag: str = "--clip", example: str = "pairs=32"
     return out
 
 
+def _is_factory(model: str | None) -> bool:
+    """``--model MODULE:CALLABLE`` (the user's code) rather than a built-in name or a JSON spec."""
+    return bool(model) and ":" in str(model) and not str(model).strip().startswith("{")
+
+
 def _spec(args: argparse.Namespace) -> dict[str, Any] | None:
     from ..models import specs as models
 
     spec = None
+    if args.model and _is_factory(args.model):
+        return None
     if args.model:
         if args.model.strip().startswith("{"):
             try:
@@ -113,12 +131,21 @@ def run(args: argparse.Namespace) -> int:
     from ..core.inputs import command_inputs
     from ..data.datasets import dataset_folders
     from ..evaluation.pipeline import train_to_checkpoint
-    from ..training.config import TrainConfig
+    from ..training.config import CUSTOM, TrainConfig
     from ..training.regularizers.registry import REGISTRY, SETTINGS, users
 
-    # before any work: fail first, not last; never onto the dataset's own files, even with --force
+    if args.data is not None and args.dataset is not None:
+        raise RobustclipError(f"--data {args.data} and --dataset {args.dataset} name two training sets",
+                              "pass one of them")
+    args.dataset = CUSTOM if args.data is not None else (args.dataset or "mnist")
+    factory = args.model if _is_factory(args.model) else None
+    # before any work: fail first, not last; never onto an input (the data, the factory's module), even with --force
     out = validate.output_file(args.out, "--out", force=args.force,
-                               inputs=tuple(command_inputs(folders=dataset_folders(args.data_dir))))
+                               inputs=tuple(command_inputs(args.data, args.test_data, model=factory,
+                                                           folders=dataset_folders(args.data_dir))))
+    for flag, path in (("--data", args.data), ("--test-data", args.test_data)):
+        if path is not None and not os.path.exists(path):
+            raise RobustclipError(f"{flag} {path} does not exist", "pass an .npz/safetensors file or an image folder")
     spec = _spec(args)
     entry = REGISTRY.get(args.reg)
     if entry is not None and not entry.takes_lam and args.lam not in (None, 0.0):
@@ -137,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
         lam_every=args.lam_every, warmup=args.warmup, **TrainConfig.table_kwargs(tables),
         epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
         lr_schedule=args.lr_schedule, n_train=args.n_train, seed=args.seed, device=_device(args.device),
-        require_target=args.require_target or None,
+        require_target=args.require_target or None, factory=factory, data=args.data, test_data=args.test_data,
     )
     cfg.validate()  # every flag checked before the data is loaded
     res = train_to_checkpoint(cfg, out, data_dir=args.data_dir, progress=not args.quiet,

@@ -282,6 +282,40 @@ def train_val_split(split: Split, *, val_fraction: float = 0.1, seed: int = 0) -
     return mk(train_idx, "train"), mk(val_idx, "val")
 
 
+def stratified_split(split: Split, *, val_fraction: float = 0.1, seed: int = 0) -> tuple[Split, Split, str]:
+    """A seeded, stratified train/validation split of a user's data: ``(train, validation, digest)``.
+
+    Each class gives ``round(val_fraction × its count)`` samples to validation (at least one where it has two or
+    more and ``val_fraction > 0``), drawn by a generator seeded with ``seed``; both parts keep the original order.
+    ``digest`` is the SHA-256 (first 16 hex digits) of the validation indices, so a run records exactly which
+    samples selected its model.
+
+    >>> s = Split(torch.zeros(10, 2), torch.tensor([0] * 6 + [1] * 4), "d", "train", "test data")
+    >>> train, val, _ = stratified_split(s, val_fraction=0.5, seed=0)
+    >>> sorted(val.y.tolist()), len(train)
+    ([0, 0, 0, 1, 1], 5)
+    """
+    import hashlib
+
+    if not 0.0 <= val_fraction < 1.0:
+        raise DataError(f"validation fraction {val_fraction} is outside [0, 1)", "use e.g. 0.1")
+    g = torch.Generator().manual_seed(seed)
+    val_parts = []
+    for k in torch.unique(split.y).tolist():
+        idx = torch.nonzero(split.y == k).flatten()
+        take = int(round(len(idx) * val_fraction))
+        if val_fraction > 0 and len(idx) >= 2:
+            take = min(max(take, 1), len(idx) - 1)
+        val_parts.append(idx[torch.randperm(len(idx), generator=g)[:take]])
+    val_idx = torch.sort(torch.cat(val_parts)).values if val_parts else torch.zeros(0, dtype=torch.int64)
+    keep = torch.ones(len(split), dtype=torch.bool)
+    keep[val_idx] = False
+    train_idx = torch.nonzero(keep).flatten()
+    digest = hashlib.sha256(val_idx.to(torch.int64).numpy().tobytes()).hexdigest()[:16]
+    mk = lambda idx, s: Split(split.x[idx], split.y[idx], split.dataset, s, split.source)  # noqa: E731
+    return mk(train_idx, "train"), mk(val_idx, "val"), digest
+
+
 def _check_name(name: str) -> None:
     if name not in IMAGE_DATASETS:
         raise DataError(f"unknown dataset {name!r}", f"use one of {', '.join(DATASETS)}")

@@ -108,6 +108,6 @@ def load_data_file(path: str | os.PathLike[str]) -> Split:
     except OSError as exc:
         raise RobustclipError(f"cannot read data file {p}: {exc.strerror or exc}", "check the path and permissions") \
             from None
-    return Split(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+    return Split(torch.from_numpy(np.array(x, dtype=np.float32, order="C")),  # a writable copy (training writes)
                       torch.from_numpy(np.ascontiguousarray(y).astype(np.int64)),
                       dataset=f"{p.name}@{digest}", split="test", source=f"file {p} (sha256 {digest}...)")

@@ -72,14 +72,31 @@ class Evaluation:
         return {"model": self.name, **self.lipschitz.to_dict()}
 
 
+def user_test_set(model: nn.Module, path: str | os.PathLike[str], *, name: str) -> data.Split:
+    """A user's held-out test data (:func:`robustclip.data.userdata.load_data_file`), checked against ``model``:
+    logits on its inputs, every label below the number of outputs."""
+    test = load_data_file(path)
+    k = loading.check_classifier(model, test.x, None, name=name)
+    if int(test.y.max()) >= k:
+        raise RobustclipError(f"the test data {path} has label {int(test.y.max())} but model {name} has {k} outputs",
+                              f"labels must lie in 0..{k - 1}")
+    return test
+
+
 def train_to_checkpoint(cfg: TrainConfig, out: str | os.PathLike[str] | None, *, data_dir: str | None = None,
                         progress: bool = True, name: str | None = None, command: str | None = None,
                         sweep_run: dict[str, Any] | None = None) -> TrainResult:
     """Train as ``cfg`` says and, when ``out`` is given, save the checkpoint there (atomically).
 
-    ``name``, ``command`` and ``sweep_run`` are recorded in the metadata. Returns the :class:`TrainResult`.
+    ``name``, ``command`` and ``sweep_run`` are recorded in the metadata. With ``cfg.test_data``, the clean
+    accuracy on it (a fraction in [0, 1]) is recorded as ``metrics["test_acc"]``. Returns the :class:`TrainResult`.
     """
     res = train(cfg, data_dir=data_dir, progress=progress)
+    if cfg.test_data is not None:
+        test = user_test_set(res.model, cfg.test_data, name=name or "model")
+        k = int((evaluation.predict(res.model, test.x).argmax(1).cpu() == test.y).sum())
+        res.meta.metrics["test_acc"] = k / len(test)
+        res.meta.data["test"] = test.source
     res.meta.name = name
     res.meta.command = command
     res.meta.sweep_run = sweep_run
@@ -271,7 +288,8 @@ def validation_rows(model: nn.Module, cfg: TrainConfig, suite: Suite, *, data_di
     val = val.subset(n)
     s = selection_suite(suite)
     res = evaluation.evaluate(model, val.x, val.y, suite=s, model_name="validation", dataset=cfg.dataset,
-                              n_classes=data.NUM_CLASSES[cfg.dataset], sanity=False, progress=False, certify=False)
+                              n_classes=data.NUM_CLASSES.get(cfg.dataset), sanity=False, progress=False,
+                              certify=False)
     assert s.headline is not None
     norm, eps = s.headline
     rows = []

@@ -6,7 +6,9 @@ the one experiment::
 
     name = "mnist-lambda"
     dataset = "mnist"          # mnist | fashion-mnist | cifar10 | cifar100 | regression
-    model = "fc"               # fc | cnn | mlp1d, or a spec table
+    model = "fc"               # fc | cnn | mlp1d, a spec table, or "MODULE:CALLABLE" (your own code)
+    # data = "train.npz"       # your own data instead of dataset: .npz/safetensors or an image folder ...
+    # test_data = "test.npz"   # ... and the held-out test set each run is evaluated on (both needed)
     epochs = 10
     seeds = [0, 1, 2]
     n_train = 10000            # optional: a data subset
@@ -48,7 +50,7 @@ from ..training.regularizers.registry import REGISTRY, SETTINGS
 from .run import Run
 
 _EXP_KEYS = {"name", "dataset", "model", "epochs", "seeds", "n_train", "suite", "n_test", "n_val", "train", "method",
-             "experiment", "description", "output_sigmoid", "label"}
+             "experiment", "description", "output_sigmoid", "label", "data", "test_data"}
 _METHOD_KEYS = {"reg", "lam", "tau", "lam0", "lam_step", "lam_every", "warmup", "label", "train", "output_sigmoid",
                 "require_target"} | set(SETTINGS)  # and one key per settings table (clip, adversarial, ...)
 
@@ -104,12 +106,34 @@ def plan(raw: dict[str, Any], *, where: str = "<sweep>") -> list[Run]:
     return runs
 
 
+CUSTOM = "custom"
+"""The dataset of an experiment on the user's own ``data`` (as :data:`robustclip.training.config.CUSTOM`)."""
+
+
+def _dataset(e: dict[str, Any], at: str) -> str:
+    """The experiment's dataset: a built-in name, or ``custom`` when it names ``data`` and ``test_data``."""
+    from ..data import datasets as data
+
+    if "data" in e or "test_data" in e:
+        if "dataset" in e:
+            raise SuiteError(f"{at}: data and dataset {e['dataset']!r} name two training sets", "keep one of them")
+        for key in ("data", "test_data"):
+            if not isinstance(e.get(key), str) or not e[key]:
+                raise SuiteError(f"{at}: {key} must be a path, got {e.get(key)!r:.80}",
+                                 'give both, e.g. data = "train.npz" and test_data = "test.npz"')
+        return CUSTOM
+    dataset = e.get("dataset")
+    if dataset not in data.DATASETS:
+        raise SuiteError(f"{at}: dataset {dataset!r} is missing or unknown", f"use {', '.join(data.DATASETS)}")
+    return str(dataset)
+
+
 @dataclass
 class _Experiment:
     """One checked ``[[experiment]]`` of a sweep: what its methods share."""
 
     dataset: str
-    model: dict[str, Any]
+    model: dict[str, Any] | str
     seeds: list[int]
     suite: dict[str, Any] | None
     n_val: int | None
@@ -120,17 +144,26 @@ def _experiment(e: dict[str, Any], at: str) -> _Experiment:
     """Check one experiment (its keys merged over the sweep's defaults) and resolve its model and suite."""
     from ..attacks.suites import MAX_SAMPLES, load_suite
     from ..core import validate
-    from ..data import datasets as data
     from ..models import specs as models
 
-    dataset = e.get("dataset")
-    if dataset not in data.DATASETS:
-        raise SuiteError(f"{at}: dataset {dataset!r} is missing or unknown", f"use {', '.join(data.DATASETS)}")
+    dataset = _dataset(e, at)
     _check_label(e.get("label"), f"{at}: label")
     model = e.get("model")
-    if isinstance(model, str) or model is None:
+    if isinstance(model, str) and ":" in model:  # the user's own code: imported only when a run starts
+        from ..checkpoints.format import check_factory_ref
+
+        try:
+            check_factory_ref(model, what="model")
+        except RobustclipError as exc:
+            raise SuiteError(f"{at}: {exc.problem}", exc.fix) from None
+    elif isinstance(model, str) or model is None:
+        if dataset == CUSTOM:
+            raise SuiteError(f"{at}: data needs a model for its inputs", 'e.g. model = "mynets:small_cnn"')
         model = models.default_spec(model or ("mlp1d" if dataset == "regression" else "fc"), dataset)
     if e.get("output_sigmoid"):
+        if not isinstance(model, dict):
+            raise SuiteError(f"{at}: output_sigmoid applies to the built-in fc net, not to {model}",
+                             "drop it, or put the sigmoid in your own model")
         model = {**model, "output_activation": "sigmoid"}
     seeds = e.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
@@ -182,13 +215,20 @@ def _method_runs(e: dict[str, Any], x: _Experiment, m: dict[str, Any], mat: str)
                                                    "lam_every": m.get("lam_every", 1)}))
     if not settings:
         raise SuiteError(f"{mat}: {reg} needs lam = [...] and/or tau = [...]", "give at least one value")
-    mmodel = {**model, "output_activation": "sigmoid"} if m.get("output_sigmoid") else model
+    if isinstance(model, str) and m.get("output_sigmoid"):
+        raise SuiteError(f"{mat}: output_sigmoid applies to the built-in fc net, not to {model}",
+                         "drop it, or put the sigmoid in your own model")
+    mmodel = {**model, "output_activation": "sigmoid"} if m.get("output_sigmoid") and isinstance(model, dict) \
+        else model
+    sources = {"model": None, "factory": mmodel} if isinstance(mmodel, str) else {"model": mmodel}
+    if dataset == CUSTOM:
+        sources.update(data=e["data"], test_data=e["test_data"])
     for tag, lamcfg in settings:
         for seed in seeds:
             label = m.get("label") or reg
             run_id = "-".join(x for x in (e.get("label") or dataset, label, tag, f"s{seed}") if x)
             _check_id(run_id, f"{mat}: run id")
-            kw: dict[str, Any] = dict(model=mmodel, reg=reg, seed=seed, epochs=e.get("epochs"),
+            kw: dict[str, Any] = dict(**sources, reg=reg, seed=seed, epochs=e.get("epochs"),
                                       n_train=e.get("n_train"), warmup=m.get("warmup"),
                                       require_target=m.get("require_target"), **lamcfg,
                                       **TrainConfig.table_kwargs({t: m.get(t) for t in SETTINGS}))
@@ -255,7 +295,7 @@ def flags_command(raw: dict[str, Any], out: str | os.PathLike[str]) -> str:
     inverse of the CLI's flags-to-plan step, so a report can name the exact command of a sweep that has no file."""
     import shlex
 
-    parts = ["robustclip", "sweep", "--dataset", str(raw.get("dataset", ""))]
+    parts = ["robustclip", "sweep", *(["--dataset", str(raw["dataset"])] if "dataset" in raw else [])]
     for m in raw.get("method", []):
         spec = str(m.get("reg", ""))
         if m.get("tau"):
@@ -264,7 +304,7 @@ def flags_command(raw: dict[str, Any], out: str | os.PathLike[str]) -> str:
             spec += ":" + ",".join(f"{v:g}" for v in m["lam"])
         parts += ["--method", spec]
     parts += ["--seeds", ",".join(str(v) for v in raw.get("seeds", [0]))]
-    for key in ("model", "epochs", "n_train", "suite", "n_test"):
+    for key in ("model", "epochs", "n_train", "suite", "n_test", "data", "test_data"):
         if raw.get(key) is not None:
             parts += [f"--{key.replace('_', '-')}", str(raw[key])]
     parts += ["--out", str(out)]

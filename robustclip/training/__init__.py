@@ -1,5 +1,5 @@
 """Training: the trainer, its λ schedule, and the regularisers. May import core, data, models, checkpoints, bounds
-(for Lipschitz probes)."""
+(for Lipschitz probes), attacks (the image view adversarial training attacks other inputs through)."""
 
 from __future__ import annotations
 

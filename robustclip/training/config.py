@@ -22,6 +22,9 @@ LR_SCHEDULES = ("constant", "cosine")
 starts."""
 
 
+CUSTOM = "custom"
+"""The ``dataset`` of a run on the user's own ``data``."""
+
 TABLE_FIELDS = ("clip", "adversarial")
 """Settings tables with a :class:`TrainConfig` field of their own (the rest live in ``TrainConfig.settings``)."""
 
@@ -47,6 +50,13 @@ class TrainConfig:
     ``select``: keep the weights of the epoch with the best validation score,
     optionally only among epochs whose training accuracy reached τ
     (``require_target``).
+
+    A user's own model and data: ``factory`` (``"MODULE:CALLABLE"``, imported only when the run starts, see
+    :func:`robustclip.checkpoints.foreign.build_from_factory`) builds the network instead of ``model``; ``data``
+    (an ``.npz``/safetensors file or an image folder, see :func:`robustclip.data.userdata.load_data_file`) is the
+    training set, with ``dataset = "custom"``; its validation split is carved stratified and seeded
+    (:func:`robustclip.data.datasets.stratified_split`). ``test_data`` names the held-out test set that a sweep
+    run's evaluation (and ``robustclip train``'s closing test accuracy) uses.
     """
 
     dataset: str = "mnist"
@@ -74,6 +84,9 @@ class TrainConfig:
     require_target: bool = False
     lip_probe_pairs: int = 16
     lip_probe_every: int = 1
+    factory: str | None = None
+    data: str | None = None
+    test_data: str | None = None
 
     @classmethod
     def for_dataset(cls, dataset: str, **kw: Any) -> TrainConfig:
@@ -91,8 +104,7 @@ class TrainConfig:
 
         Raises :class:`RobustclipError` naming the field (as its CLI flag) and the fix.
         """
-        if not isinstance(self.dataset, str) or self.dataset not in data_mod.DATASETS:
-            raise RobustclipError(f"unknown dataset {self.dataset!r}", f"use one of {', '.join(data_mod.DATASETS)}")
+        self._validate_sources()
         if not isinstance(self.reg, str) or self.reg not in regularizers.REGULARIZERS:
             raise RobustclipError(f"unknown regulariser {self.reg!r}",
                                   f"use one of {', '.join(regularizers.REGULARIZERS)}")
@@ -135,7 +147,32 @@ class TrainConfig:
             raise RobustclipError(f"--reg {self.reg} takes no λ",
                                   "drop --lam/--target-acc, or pick --reg weight or clip")
         regularizers.make(self.reg, **self.reg_params())
-        _check_spec(json.dumps(self.model_spec(), sort_keys=True, default=str))
+        if self.factory is None:  # a factory is the user's code: it runs when the run starts, not to validate
+            _check_spec(json.dumps(self.model_spec(), sort_keys=True, default=str))
+
+    def _validate_sources(self) -> None:
+        """The dataset, or the user's ``data`` (``dataset = "custom"``), ``test_data`` and ``factory``."""
+        from ..checkpoints.format import check_factory_ref
+
+        if self.data is None and self.dataset == CUSTOM:
+            raise RobustclipError("dataset custom needs the training data", "pass --data FILE|DIR")
+        if self.data is not None:
+            if self.dataset != CUSTOM:
+                raise RobustclipError(f"--data and --dataset {self.dataset} name two training sets",
+                                      "pass one of them")
+            if self.dataset == CUSTOM and self.model is None and self.factory is None:
+                raise RobustclipError("--data needs a model for its inputs", "pass --model MODULE:CALLABLE")
+        elif not isinstance(self.dataset, str) or self.dataset not in data_mod.DATASETS:
+            raise RobustclipError(f"unknown dataset {self.dataset!r}", f"use one of {', '.join(data_mod.DATASETS)}")
+        for what, value in (("--data", self.data), ("--test-data", self.test_data)):
+            if value is not None and (not isinstance(value, str) or not value):
+                raise RobustclipError(f"{what} must be a path, got {value!r:.80}", f"pass {what} FILE|DIR")
+        if self.test_data is not None and self.dataset == "regression":
+            raise RobustclipError("--test-data applies to classification data", "drop it for the regression")
+        if self.factory is not None:
+            if self.model is not None:
+                raise RobustclipError("a model spec and a factory name two models", "pass one of them")
+            check_factory_ref(self.factory, what="--model")
 
 
 

@@ -65,9 +65,18 @@ def learning_rate(cfg: TrainConfig, epoch: int) -> float:
 
 
 def load_training_data(cfg: TrainConfig, data_dir: str | None = None) -> tuple[data_mod.Split, data_mod.Split | None]:
-    """The (train, validation) splits for ``cfg``; validation is None for none."""
+    """The (train, validation) splits for ``cfg``; validation is None for none. A user's ``cfg.data`` is split
+    stratified and seeded (:func:`robustclip.data.datasets.stratified_split`); the digest of its validation indices
+    is in the validation split's ``source``."""
     if cfg.dataset == "regression":
         return data_mod.regression("train"), data_mod.regression("val")
+    if cfg.data is not None:
+        from ..data.userdata import load_data_file
+
+        full = load_data_file(cfg.data)
+        train, val, digest = data_mod.stratified_split(full, val_fraction=cfg.val_fraction, seed=cfg.seed)
+        val = data_mod.Split(val.x, val.y, val.dataset, "val", f"{full.source}; validation indices sha256 {digest}")
+        return train.subset(cfg.n_train), (val if len(val) else None)
     full = data_mod.load(cfg.dataset, "train", data_dir=data_dir)
     train, val = data_mod.train_val_split(full, val_fraction=cfg.val_fraction, seed=cfg.seed)
     return train.subset(cfg.n_train), (val if len(val) else None)
@@ -106,14 +115,9 @@ class Trainer:
         self.Yv: torch.Tensor | None = None
         if self.val_split is not None and len(self.val_split):
             self.Xv, self.Yv = self.val_split.x.to(self.dev), self.val_split.y.to(self.dev)
-        self.spec = cfg.model_spec()
-        out = models.output_size(self.spec)
-        if (out == 1) != self.regression:
-            raise RobustclipError(f"model output size {out} does not fit dataset {cfg.dataset}",
-                                  "use a model spec with 10 outputs for images and 1 for regression")
-        self.model = models.build(self.spec).to(self.dev)
+        self.model, self.spec = self._build_model()
         self.reg = regularizers.make(cfg.reg, seed=cfg.seed, **cfg.reg_params())
-        self.reg.bind(self.model)
+        self.reg.bind(self.model, tuple(self.X.shape[1:]))
         self.reg.plan(cfg.epochs * math.ceil(self.X.shape[0] / max(1, min(cfg.batch_size, self.X.shape[0]))))
         self.sched = cfg.lam_schedule()
         if cfg.optimizer == "sgd":
@@ -130,6 +134,32 @@ class Trainer:
         self.step = 0
         self.first_loss: float | None = None
         self.t_start = time.perf_counter()
+
+    def _build_model(self) -> tuple[nn.Module, dict[str, Any] | None]:
+        """The network (on the run's device) and its spec (None for a user's factory). A user's model or data is
+        checked before training: logits ``(N, k)`` on the data's inputs, every label below ``k``."""
+        cfg = self.cfg
+        if cfg.factory is not None:
+            from ..checkpoints.foreign import build_from_factory
+
+            model, spec = build_from_factory(cfg.factory), None
+        else:
+            spec = cfg.model_spec()
+            out = models.output_size(spec)
+            if (out == 1) != self.regression:
+                raise RobustclipError(f"model output size {out} does not fit dataset {cfg.dataset}",
+                                      "use a model spec with 10 outputs for images and 1 for regression")
+            model = models.build(spec)
+        model = model.to(self.dev)
+        if cfg.factory is not None or cfg.data is not None:
+            from ..checkpoints.foreign import check_classifier
+
+            k = check_classifier(model, self.X, None, name=cfg.factory or "the model")
+            top = int(self.Y.max())
+            if top >= k:
+                raise RobustclipError(f"the training data has label {top} but the model has {k} outputs",
+                                      f"give the model one output per class (at least {top + 1}), or check the labels")
+        return model, spec
 
     def _check_loss(self, total: torch.Tensor, epoch: int, i: int) -> None:
         """Stop the run on a NaN or infinite loss, or one :data:`EXPLODE` times the first step's."""
@@ -277,11 +307,12 @@ class Trainer:
         best = self.history[self.best_epoch - 1] if self.best_epoch >= 1 else {}
         takes_lam = regularizers.REGISTRY[cfg.reg].takes_lam
         meta = CheckpointMeta(
-            dataset=cfg.dataset,
+            dataset=cfg.dataset if cfg.data is None else self.train_split.dataset,
             model=self.spec,
             data={"source": self.train_split.source, "n_train": int(self.X.shape[0]),
                   "n_val": int(self.Xv.shape[0]) if self.Xv is not None else 0,
-                  "val_fraction": cfg.val_fraction, "split_seed": cfg.seed},
+                  "val_fraction": cfg.val_fraction, "split_seed": cfg.seed,
+                  **({"validation": self.val_split.source} if cfg.data is not None and self.val_split else {})},
             train={
                 **asdict(cfg),
                 "device": str(self.dev),  # the device it ran on ("auto" resolved), beside what was asked
@@ -299,7 +330,10 @@ class Trainer:
             },
             history=self.history,
             metrics={k: best[k] for k in ("train_acc", "val_acc", "val_mse", "train_loss") if k in best},
-            extra={"status": "partial" if interrupted else "complete"},
+            factory=cfg.factory,
+            extra={"status": "partial" if interrupted else "complete",
+                   **({"method": cfg.reg, "lam": cfg.lam if takes_lam else 0.0, "seed": cfg.seed}
+                      if cfg.factory is not None or cfg.data is not None else {})},
         )
         return TrainResult(model=model, history=self.history, meta=meta, interrupted=interrupted)
 

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 import torchattacks
 from torch import nn
 
+from ...attacks import shapes
 from ...errors import RobustclipError
 from .base import Regularizer
 
@@ -168,7 +169,7 @@ class AdversarialRegularizer(Regularizer):
         self._y: torch.Tensor | None = None
         self._attack: torchattacks.attack.Attack | None = None
 
-    def bind(self, model: nn.Module) -> None:
+    def bind(self, model: nn.Module, in_shape: tuple[int, ...] | None = None) -> None:
         self._model = model
         self._attack = None
 
@@ -189,13 +190,13 @@ class AdversarialRegularizer(Regularizer):
         y = self._labels(y)
         if self._model is None:
             raise RobustclipError(f"--reg {self.name}: no model bound", "call bind(model) before the first step")
-        if self._attack is None:
-            self._attack = self.build_attack(self._model)
-        if x.dim() != 4:
-            raise RobustclipError(f"--reg {self.name} needs image batches (n, c, h, w), got shape {tuple(x.shape)}",
-                                  "use an image dataset (mnist, fashion-mnist, cifar10 or cifar100)")
+        if x.dim() < 2:
+            raise RobustclipError(f"--reg {self.name} needs batches (n, ...), got shape {tuple(x.shape)}",
+                                  "give one sample per row")
+        if self._attack is None:  # torchattacks assumes (n, c, h, w): other inputs are attacked through the image view
+            self._attack = self.build_attack(shapes.attack_model(self._model, tuple(x.shape[1:])))
         self._y = y
-        return self._attack(x.detach(), y).detach()
+        return self._attack(shapes.to_view(x.detach()), y).detach().reshape(x.shape)
 
     def penalty(self, model: nn.Module, extra_out: torch.Tensor | None) -> torch.Tensor | None:
         """Cross-entropy (a scalar ≥ 0 with graph) of the adversarial logits ``(n, k)`` against the labels."""

@@ -36,7 +36,7 @@ class Regularizer:
         """A validation score (higher is better) to select epochs by instead of clean accuracy, or None."""
         return None
 
-    def bind(self, model: nn.Module) -> None:
+    def bind(self, model: nn.Module, in_shape: tuple[int, ...] | None = None) -> None:
         """Tell the regulariser which model it serves (some build their extra rows with it)."""
 
     def extra_inputs(self, x: torch.Tensor, step: int, y: torch.Tensor | None = None) -> torch.Tensor | None:

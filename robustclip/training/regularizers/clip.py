@@ -118,7 +118,7 @@ class ClipRegularizer(Regularizer):
         self.eta = torch.full((self.cfg.pairs,), self.cfg.eta, device=x.device)
         self.q_prev = None
 
-    def bind(self, model: nn.Module) -> None:
+    def bind(self, model: nn.Module, in_shape: tuple[int, ...] | None = None) -> None:
         """Tell the regulariser which model it serves (for extra ascent steps)."""
         self._model = model
 

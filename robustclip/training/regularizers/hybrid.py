@@ -27,9 +27,9 @@ class _ClipHybrid(Regularizer):
         if self.clip.cfg.margin > 0:
             raise RobustclipError(f"{self.name} takes no CLIP margin", fix)
 
-    def bind(self, model: nn.Module) -> None:
-        self.clip.bind(model)
-        self.other.bind(model)
+    def bind(self, model: nn.Module, in_shape: tuple[int, ...] | None = None) -> None:
+        self.clip.bind(model, in_shape)
+        self.other.bind(model, in_shape)
 
     def after_step(self) -> None:
         self.clip.after_step()

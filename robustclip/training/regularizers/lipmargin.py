@@ -257,13 +257,14 @@ class LipschitzMarginRegularizer(Regularizer):
         self._last_eps = 0.0
         self._last_body = 0.0
 
-    def bind(self, model: nn.Module) -> None:
+    def bind(self, model: nn.Module, in_shape: tuple[int, ...] | None = None) -> None:
         from ...models.specs import input_shape
 
         spec = getattr(model, "spec", None)
-        shape = input_shape(spec) if isinstance(spec, dict) else None
+        shape = input_shape(spec) if isinstance(spec, dict) else in_shape
         if shape is None:
-            raise RobustclipError("lipschitz-margin needs a model built from a spec", "use robustclip.models.build")
+            raise RobustclipError("lipschitz-margin needs the model's input shape",
+                                  "build the model from a spec, or train it on data (the trainer passes the shape)")
         self.bound = BodyBound(model, shape, seed=self.seed)
 
     def plan(self, total_steps: int) -> None:
