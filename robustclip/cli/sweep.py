@@ -80,7 +80,8 @@ def register(sub: Any) -> None:
 
 def sweep_from_flags(args: argparse.Namespace) -> dict[str, Any]:
     """Build a sweep dict from ``robustclip sweep`` flags."""
-    if not (args.dataset or args.data) or not args.method:
+    data = getattr(args, "data", None)  # flags added later: a Namespace built by hand may lack them
+    if not (args.dataset or data) or not args.method:
         raise RobustclipError("give a sweep TOML file, or --dataset (or --data and --test-data) and at least one "
                               "--method", "e.g. robustclip sweep --dataset mnist --method none --method clip:0.1 "
                               "--out runs/x")
@@ -101,7 +102,7 @@ def sweep_from_flags(args: argparse.Namespace) -> dict[str, Any]:
     source = {"dataset": args.dataset} if args.dataset else {}
     raw: dict[str, Any] = {"name": f"{args.dataset or 'custom'}-sweep", **source, "seeds": seeds, "method": methods}
     for key in ("model", "epochs", "n_train", "suite", "n_test", "data", "test_data"):
-        if getattr(args, key) is not None:
+        if getattr(args, key, None) is not None:
             raw[key] = getattr(args, key)
     return raw
 
