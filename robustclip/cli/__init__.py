@@ -17,9 +17,9 @@ from ..errors import RobustclipError
 from ..exitcodes import ExitCode
 from ..exitcodes import epilog as exit_epilog
 from . import check, data, demo, evaluate, paper, report, sweep, train
-from .common import Parser, console_table, formatter
+from .common import Parser, formatter
 
-__all__ = ["main", "build_parser", "console_table"]
+__all__ = ["main", "build_parser"]
 
 COMMAND_MODULES = (data, train, evaluate, sweep, report, demo, paper, check)
 

@@ -72,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ..core import files as _io
     from ..core.outputs import guard_output
-    from ..gate.check import format_table, junit_xml, report_json, run_check
+    from ..gate.check import run_check
+    from ..gate.output import format_table, junit_xml, report_json
 
     inputs = [*args.checkpoint, args.suite, args.data, args.baseline]
     if args.junit_xml:  # checked before the evaluation: a bad path fails first, and never replaces an input

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...bounds import lipschitz
+from ...bounds import pairs as pairs_mod
 from ...core.devices import resolve_device
 from ...errors import RobustclipError
 from .clip import ClipConfig, ClipRegularizer
@@ -125,7 +125,7 @@ class ClipPenalty:
         """Gradient ``(2m, ...)`` of the pairs' quotients at the current weights (weights' ``.grad`` untouched)."""
         Pg = P.detach().requires_grad_(True)
         with torch.enable_grad():  # in the model's own mode, as the loss's forward pass would have run
-            q = lipschitz.quotients(self.model, Pg)
+            q = pairs_mod.quotients(self.model, Pg)
             (g,) = torch.autograd.grad(q.sum(), Pg)
         return g
 
