@@ -3,6 +3,8 @@
 Every user error ends in one line on stderr, ``robustclip: error: <problem> -- <fix>``, and exit status 2; an
 internal error (a bug) is one line and exit status 3 (set ``ROBUSTCLIP_DEBUG=1`` for the traceback). See
 :mod:`robustclip.exitcodes` for the table. Output files are written atomically.
+
+May import gate, sweeps, reports and below.
 """
 
 from __future__ import annotations

@@ -175,7 +175,7 @@ def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite
 
 def _announce(model: nn.Module, split: data.Split, s: Suite, plan: Any, lipschitz: str) -> None:
     """Before long work: the estimated time from a short timed probe and the settings that would make it cheaper."""
-    from ..core import time_estimate
+    from . import time_estimate
 
     rate = time_estimate.probe_rate(model, split.x)
     est = time_estimate.estimate_seconds(model, s, len(split), rate, tuple(split.x.shape[1:]), plan)

@@ -1,6 +1,6 @@
 """Regularisers: the protocol (base), the registry (one entry per method), and each method: weight, clip (with
-ClipPenalty in penalty), adversarial and TRADES, lipmargin (certified training), the hybrids. May import core, bounds
-and the λ schedule (robustclip.training.schedule).
+ClipPenalty in penalty), adversarial and TRADES, lipmargin (certified training), the hybrids. May import core, models,
+bounds and training.schedule (the λ schedule).
 
 Each name lives in one module and is imported from there; the package itself re-exports nothing.
 """
