@@ -169,8 +169,8 @@ def test_safetensors_data_header_nested_deep_or_declaring_huge_shapes_is_refused
 
 @pytest.fixture
 def factory_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    (tmp_path / "bnets.py").write_text("from robustclip import models\n\n\ndef net():\n"
-                                       f"    return models.build({SMALL!r})\n", encoding="utf-8")
+    (tmp_path / "bnets.py").write_text("from robustclip.models import specs\n\n\ndef net():\n"
+                                       f"    return specs.build({SMALL!r})\n", encoding="utf-8")
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

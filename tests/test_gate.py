@@ -173,16 +173,18 @@ def test_fixed_jittered_checkpoint_passes_damaged_fails(gate_ckpts, fixed_base, 
 # ----------------------------------------------------------------- exit codes, through the CLI in a subprocess
 
 
-def test_exit_codes_in_a_subprocess(gate_ckpts, fixed_base, data_dir):
+def test_exit_codes_in_a_subprocess(gate_ckpts, fixed_base, data_dir, capsys):
+    """0, 1 and 2 from main itself (the status a process exits with: ``sys.exit(main(argv))``, as _cli runs it);
+    3, an internal error, from a fresh interpreter, where nothing of the test session can catch or print it."""
     base = ["--suite", SUITE, "--baseline", fixed_base, "--n", N_FIXED, "--lipschitz", "off", "--quiet",
             "--data-dir", data_dir]
-    code, out, err = _cli("check", gate_ckpts["clip"], *base)
+    code, out, err = _run(capsys, "check", gate_ckpts["clip"], *base)
     assert code == 0, err
     assert out.strip() == "OK: nothing regressed"
-    code, out, err = _cli("check", gate_ckpts["plain"], *base)
+    code, out, err = _run(capsys, "check", gate_ckpts["plain"], *base)
     assert code == 1, err
     assert out.startswith("REGRESSED: ")
-    code, out, err = _cli("check", gate_ckpts["clip"], *base, "--tolerance", "nan")
+    code, out, err = _run(capsys, "check", gate_ckpts["clip"], *base, "--tolerance", "nan")
     assert code == 2 and err.startswith("robustclip: error: --tolerance") and err.count("\n") == 1
     # an internal error (a bug, simulated) is 3, never 1
     boom = ("import robustclip.gate.check as g\ndef _boom(*a, **k): raise RuntimeError('simulated bug')\n"

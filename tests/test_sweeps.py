@@ -412,7 +412,7 @@ def test_kill_during_results_csv_write_leaves_no_tmp_after_restart(tmp_path):
         import contextlib, os, signal, sys
         from pathlib import Path
         from robustclip.core import files as _io
-        from robustclip import sweeps
+        from robustclip.sweeps import driver
         orig = _io.atomic_path
 
         @contextlib.contextmanager
@@ -423,7 +423,7 @@ def test_kill_during_results_csv_write_leaves_no_tmp_after_restart(tmp_path):
                     os.kill(os.getpid(), signal.SIGKILL)  # the data is written, the rename not yet done
 
         _io.atomic_path = dying
-        sweeps.run_sweep({_reg_sweep()!r}, {str(out)!r}, progress=False)
+        driver.run_sweep({_reg_sweep()!r}, {str(out)!r}, progress=False)
         """)
     res = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=_env(), capture_output=True, text=True,
                          timeout=300)
