@@ -372,6 +372,7 @@ def _built_wheel(tmp: Path) -> Path:
     return wheel
 
 
+@pytest.mark.slow  # building and installing a wheel is the test (pip, about 15 s): .ci/run runs it with -m slow
 def test_installed_wheel_evaluates_with_suite_names_from_outside(tmp_path, user, data_dir):
     wheel = _built_wheel(tmp_path)
     names = set(zipfile.ZipFile(wheel).namelist())

@@ -19,6 +19,9 @@ from robustclip.checkpoints import format as checkpoints
 from robustclip.cli import main
 from robustclip.sweeps import driver, planning, records
 
+# starting a Ray instance is most of the cost (about 25 s) and part of what is tested: .ci/run runs these with -m slow
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def ray_instance():
