@@ -27,9 +27,10 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
-from robustclip.bounds import certify, lipschitz
+from robustclip.bounds import certify, upper
 from robustclip.data import datasets as data
 from robustclip.models import specs as models
+from robustclip.training import config
 from robustclip.training import trainer as training
 from robustclip.training.regularizers import lipmargin
 
@@ -37,7 +38,7 @@ SPEC = {"arch": "cnn", "activation": "minmax"}
 
 
 def train(work: Path, epochs: int) -> None:
-    cfg = training.TrainConfig(dataset="mnist", model=SPEC, reg="lipschitz-margin",
+    cfg = config.TrainConfig(dataset="mnist", model=SPEC, reg="lipschitz-margin",
                                settings={"margin": {"eps": 1.58, "loss": "trades", "weight": 1.5}}, epochs=epochs,
                                batch_size=256,
                                optimizer="adam", lr=1e-3, lr_schedule="cosine", lip_probe_pairs=0, seed=0)
@@ -64,7 +65,7 @@ def curve(work: Path, every: int, n: int) -> pd.DataFrame:
         if r["epoch"] % every and r["epoch"] != len(recs):
             continue
         m.load_state_dict(load_file(str(work / f"ep{r['epoch']:03d}.safetensors")))
-        norms = lipschitz.layer_norms(m, (1, 28, 28))
+        norms = upper.layer_norms(m, (1, 28, 28))
         W = m[-1].weight.detach().double()
         sound = math.prod(v for _, v in norms[:-1]) * lipmargin.row_distances(W) * (1 + 1e-12)
         est = lipmargin.BodyBound(m, (1, 28, 28)).pair_constants(200, grad=False).double()

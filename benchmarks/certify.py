@@ -28,7 +28,7 @@ import record
 import torch
 
 import robustclip
-from robustclip.bounds import certify, lipschitz
+from robustclip.bounds import certify, lower, upper
 from robustclip.data import datasets as data
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,14 +64,14 @@ def run(args: argparse.Namespace) -> int:
     print(f"checkpoint {shown}; {args.n} test images; torch threads {args.threads}")
 
     t0 = time.perf_counter()
-    lows = lipschitz.lower_bounds(model, test.x, budget=args.budget, seed=0)
+    lows = lower.lower_bounds(model, test.x, budget=args.budget, seed=0)
     t_low = time.perf_counter() - t0
     best_low = max(lows, key=lambda k: lows[k])
     print(f"\nlower bound {lows[best_low]:.4f} by {best_low} ({t_low:.1f} s)")
     for k, v in lows.items():
         print(f"  {k:<20} {v:.4f}")
 
-    ups, reason = lipschitz.upper_bounds(model, in_shape, sdp=args.sdp)
+    ups, reason = upper.upper_bounds(model, in_shape, sdp=args.sdp)
     if reason:
         print(f"\nno upper bound: {reason}")
     print("\nupper bounds:")

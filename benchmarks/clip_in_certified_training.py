@@ -41,6 +41,7 @@ from robustclip.bounds.certify import certify
 from robustclip.checkpoints import format as checkpoints
 from robustclip.core import files as _io
 from robustclip.data import datasets as data
+from robustclip.training import config as config_mod
 from robustclip.training import trainer as training
 
 SPEC = {"arch": "cnn", "activation": "minmax"}
@@ -51,11 +52,11 @@ MIN_CLEAN = 0.90
 """The validation clean accuracy a hybrid checkpoint needs to be saved (a fraction)."""
 
 
-def config(method: str, seed: int, epochs: int, lam: float) -> training.TrainConfig:
+def config(method: str, seed: int, epochs: int, lam: float) -> config_mod.TrainConfig:
     """The run's :class:`TrainConfig`: the certified-cpu preset's settings for ``method`` (``lipschitz-margin`` or
     ``clip-lipschitz-margin``) and ``seed``, trained for ``epochs``; ``lam`` is CLIP's λ of the hybrid."""
     extra: dict[str, Any] = {"lam": lam, "clip": dict(CLIP)} if method == "clip-lipschitz-margin" else {}
-    return training.TrainConfig(dataset="mnist", model=dict(SPEC), reg=method, settings={"margin": dict(MARGIN)},
+    return config_mod.TrainConfig(dataset="mnist", model=dict(SPEC), reg=method, settings={"margin": dict(MARGIN)},
                                 epochs=epochs, batch_size=256, optimizer="adam", lr=1e-3, lr_schedule="cosine",
                                 lip_probe_pairs=0, seed=seed, **extra)
 

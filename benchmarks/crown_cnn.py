@@ -38,7 +38,8 @@ import torch
 import robustclip
 from robustclip.bounds import certify
 from robustclip.data import datasets as data
-from robustclip.training.trainer import TrainConfig, train
+from robustclip.training.config import TrainConfig
+from robustclip.training.trainer import train
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT = ROOT / "reports/paper/checkpoints/mnist-certified-best.safetensors"

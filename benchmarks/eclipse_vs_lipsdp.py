@@ -19,7 +19,7 @@ import record
 import torch
 
 import robustclip
-from robustclip.bounds import eclipse, lipschitz
+from robustclip.bounds import eclipse, lipsdp, structure, upper
 
 
 def main() -> None:
@@ -37,14 +37,14 @@ def main() -> None:
 def run(a: argparse.Namespace) -> None:
     torch.set_num_threads(a.threads)
     model, _ = robustclip.load(a.checkpoint)
-    ops, why = lipschitz.affine_ops(model, (1, 28, 28))
+    ops, why = structure.affine_ops(model, (1, 28, 28))
     if ops is None:
         raise SystemExit(f"not a chain: {why}")
     rows: list[tuple[str, float, float]] = []
     t = time.perf_counter()
-    rows.append(("layer_product", lipschitz.upper_bound(model, (1, 28, 28)), time.perf_counter() - t))
+    rows.append(("layer_product", upper.upper_bound(model, (1, 28, 28)), time.perf_counter() - t))
     t = time.perf_counter()
-    rows.append(("layer_pair", lipschitz.layer_pair_bound(ops), time.perf_counter() - t))
+    rows.append(("layer_pair", upper.layer_pair_bound(ops), time.perf_counter() - t))
     t = time.perf_counter()
     L0, _, _ = eclipse.eclipse(ops, refine_iters=0)
     rows.append(("eclipse (stages)", L0, time.perf_counter() - t))
@@ -53,7 +53,7 @@ def run(a: argparse.Namespace) -> None:
     rows.append((f"eclipse (+{a.refine} joint steps)", L1, time.perf_counter() - t))
     if not a.no_sdp:
         t = time.perf_counter()
-        L2, _, _ = lipschitz.lipsdp(ops)
+        L2, _, _ = lipsdp.lipsdp(ops)
         rows.append(("lipsdp (SCS)", L2, time.perf_counter() - t))
     for name, v, s in rows:
         print(f"{name:28s} {v:10.4f}  {s:8.2f} s")

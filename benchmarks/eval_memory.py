@@ -49,12 +49,12 @@ def child(config: str, threads: int) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(threads)
-    from robustclip.attacks.suites import AttackSpec, load_suite
+    from robustclip.attacks.kinds import AttackSpec
+    from robustclip.attacks.suites import load_suite
     from robustclip.bounds import lipschitz
     from robustclip.checkpoints import format as checkpoints
     from robustclip.data import datasets as data
-    from robustclip.evaluation import pipeline
-    from robustclip.evaluation import runner as evaluation
+    from robustclip.evaluation import attacking, pipeline
 
     model, _ = checkpoints.load(CKPT)
     model.eval()
@@ -63,15 +63,15 @@ def child(config: str, threads: int) -> dict[str, Any]:
     suite = load_suite(str(SUITE))
     t0 = time.perf_counter()
     if config == "predict-10k":
-        evaluation.predict(model, test.x)
+        attacking.predict(model, test.x)
     elif config == "lipschitz":
         lipschitz.estimate(model, x[: pipeline.LIPSCHITZ_POINTS], seed=0, pairs=pipeline.LIPSCHITZ_PAIRS)
     elif config == "sanity":
         spec = AttackSpec("pgd", "pgd-huge", "L2", 10.0, {"steps": 20})
-        evaluation.run_attack(model, spec, x[:200], y[:200], n_classes=10, seed=0, batch_size=suite.batch_size)
+        attacking.run_attack(model, spec, x[:200], y[:200], n_classes=10, seed=0, batch_size=suite.batch_size)
     elif config.startswith("attack:"):
         spec = next(a for a in suite.attacks if a.label == config.split(":", 1)[1])
-        evaluation.run_attack(model, spec, x, y, n_classes=10, seed=0, batch_size=suite.batch_size)
+        attacking.run_attack(model, spec, x, y, n_classes=10, seed=0, batch_size=suite.batch_size)
     elif config == "pipeline":
         pipeline.evaluate_checkpoint(CKPT, suite=suite, progress=False)
     elif config != "base":

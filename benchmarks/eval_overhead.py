@@ -31,11 +31,14 @@ import torch
 import torchattacks
 from torch import nn
 
-from robustclip.attacks.suites import AttackSpec, load_suite, parse_suite
+from robustclip.attacks.kinds import AttackSpec
+from robustclip.attacks.suites import load_suite, parse_suite
 from robustclip.data import datasets as data
+from robustclip.evaluation import attacking
 from robustclip.evaluation import runner as evaluation
 from robustclip.models import specs as models
-from robustclip.training.trainer import TrainConfig, train
+from robustclip.training.config import TrainConfig
+from robustclip.training.trainer import train
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,7 +78,7 @@ def compare(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, s
         return correct / len(x)
 
     def layer() -> float:
-        ok, _ = evaluation.run_attack(model, spec, x, y, n_classes=10, seed=0, batch_size=bs, record={})
+        ok, _ = attacking.run_attack(model, spec, x, y, n_classes=10, seed=0, batch_size=bs, record={})
         return float(ok.float().mean())
 
     def full() -> float:

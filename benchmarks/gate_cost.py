@@ -32,7 +32,7 @@ from robustclip.checkpoints import foreign as loading
 from robustclip.evaluation.pipeline import evaluate_checkpoint, train_to_checkpoint
 from robustclip.gate import check as gate
 from robustclip.models import specs as models
-from robustclip.training.trainer import TrainConfig
+from robustclip.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 SUITE = str(ROOT / "attacks" / "ci-quick.toml")

@@ -36,7 +36,8 @@ from robustclip.core import devices
 from robustclip.errors import RobustclipError, SuiteError
 from robustclip.evaluation.pipeline import evaluate_checkpoint, evaluate_model, train_to_checkpoint
 from robustclip.gate import check as gate
-from robustclip.training.trainer import TrainConfig
+from robustclip.gate import measuring, output
+from robustclip.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,7 +49,7 @@ def _t(fn):  # type: ignore[no-untyped-def]
 
 
 def _rows(ev: Any) -> dict[str, float]:
-    return {gate.metric_name(r): float(r["accuracy"]) for r in ev.result.frame.to_dict(orient="records")}
+    return {measuring.metric_name(r): float(r["accuracy"]) for r in ev.result.frame.to_dict(orient="records")}
 
 
 def _train(kind: str, out: Path, dev: str, epochs: int, n_train: int | None, data_dir: str | None) -> float:
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         summary["check"] = {"baseline_cpu_s": t_up, "check_gpu_s": t_ck, "exit_code": code,
                             "rows": [r.to_dict() for r in rows], "notes": ck.get("notes")}
         print(f"check: baseline on cpu {t_up:.1f} s, check on {gpu} {t_ck:.1f} s, exit {code} (0 expected)")
-        print(gate.format_table(rows))
+        print(output.format_table(rows))
         for note in ck.get("notes") or []:
             print(f"note: {note}")
     out = ROOT / "benchmarks" / "results" / ("gpu-dry-run.json" if dry else "gpu.json")

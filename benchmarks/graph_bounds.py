@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from robustclip.bounds import conv_norms, lipschitz
+from robustclip.bounds import conv_norms, lower, upper
 from robustclip.models import specs as models
 
 
@@ -56,10 +56,10 @@ def run(args: argparse.Namespace) -> int:
         step = step_seconds(copy.deepcopy(net))  # a copy: training mode moves BatchNorm's statistics
         net.eval()
         t0 = time.perf_counter()
-        up = lipschitz.upper_bound(net, (3, 32, 32))
+        up = upper.upper_bound(net, (3, 32, 32))
         secs = time.perf_counter() - t0
         x = torch.rand(16, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-        low = lipschitz.lower_bound_quotient(net, x, pairs=16, steps=30)
+        low = lower.lower_bound_quotient(net, x, pairs=16, steps=30)
         print(f"{arch:10s} {up:7.3f} {secs:8.2f}  ({secs / step:5.1f}x)            {low:10.4f}  {up / low:10.1f}")
     print("\nconvolution (c_in->c_out, k, stride, size)   circular / exact")
     for ci, co, k, s, n in [(3, 16, 3, 1, 16), (16, 16, 3, 1, 8), (16, 32, 3, 2, 8), (32, 32, 3, 1, 4),

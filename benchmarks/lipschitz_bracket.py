@@ -25,7 +25,7 @@ import record
 import torch
 
 import robustclip
-from robustclip.bounds import budget, lipschitz
+from robustclip.bounds import budget, lipschitz, lower, upper
 from robustclip.data import datasets as data
 from robustclip.evaluation.pipeline import LIPSCHITZ_POINTS
 
@@ -43,7 +43,7 @@ def main() -> None:
     record.keep(a.out, None, run, a)
 
 
-def _report(name: str, rep: lipschitz.LipschitzReport, seconds: float) -> None:
+def _report(name: str, rep: upper.LipschitzReport, seconds: float) -> None:
     print(f"{name}: lower {rep.lower:.4f} ({rep.lower_method}), upper {rep.upper:.4f} ({rep.upper_method}), "
           f"bracket {rep.ratio:.2f}x, {seconds:.1f} s of Lipschitz work")
     for k, v in rep.lower_methods.items():
@@ -66,7 +66,7 @@ def run(a: argparse.Namespace) -> None:
     plain = lipschitz.estimate(model, x, seed=0, plan=plan)
     _report("without the refinement (the gate's estimator)", plain, time.perf_counter() - t)
     t = time.perf_counter()
-    slow = lipschitz.lower_bounds(model, x, seed=0, budget="thorough")
+    slow = lower.lower_bounds(model, x, seed=0, budget="thorough")
     t_slow = time.perf_counter() - t
     best = max(slow.values())
     print(f"slower lower bounds, lower_bounds(budget='thorough'), {t_slow:.1f} s:")

@@ -28,7 +28,7 @@ from typing import Any
 import record
 import torch
 
-from robustclip import sweeps
+from robustclip.sweeps import driver, planning
 
 
 def _plan(epochs: int) -> dict[str, Any]:
@@ -60,11 +60,11 @@ def run(args: argparse.Namespace) -> int:
     import ray
 
     raw = _plan(args.epochs)
-    n = len(sweeps.plan(raw))
+    n = len(planning.plan(raw))
     with tempfile.TemporaryDirectory(prefix="sweep-scaling-") as tmp:
-        sweeps.sweep(raw, Path(tmp) / "local-cold", progress=False)  # imports and first-call costs, not timed
+        driver.sweep(raw, Path(tmp) / "local-cold", progress=False)  # imports and first-call costs, not timed
         t0 = time.perf_counter()
-        sweeps.sweep(raw, Path(tmp) / "local", progress=False)
+        driver.sweep(raw, Path(tmp) / "local", progress=False)
         local_wall = time.perf_counter() - t0
         local_runs = _compute_seconds(Path(tmp) / "local")
 
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         walls, computes = [], []
         for name in ("ray-cold", "ray-warm"):  # cold: each worker imports torch and robustclip on its first run
             t0 = time.perf_counter()
-            outcome = sweeps.sweep(raw, Path(tmp) / name, engine="ray", cpus_per_run=1, progress=False)
+            outcome = driver.sweep(raw, Path(tmp) / name, engine="ray", cpus_per_run=1, progress=False)
             walls.append(time.perf_counter() - t0)
             computes.append(_compute_seconds(Path(tmp) / name))
             assert not outcome.failed and len(computes[-1]) == n == len(local_runs)

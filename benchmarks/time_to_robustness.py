@@ -39,9 +39,10 @@ import torch
 
 from robustclip.attacks.suites import parse_suite
 from robustclip.core.modes import eval_mode
-from robustclip.evaluation import runner as evaluation
+from robustclip.evaluation import attacking
 from robustclip.models import specs as models
-from robustclip.training.trainer import TrainConfig, Trainer, load_training_data
+from robustclip.training.config import TrainConfig
+from robustclip.training.trainer import Trainer, load_training_data
 
 _CLIP = {"every": 1, "pairs": 64, "radius": 2.0, "refresh_every": 20}
 METHODS: dict[str, dict[str, Any]] = {
@@ -75,10 +76,10 @@ def worst_case(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps:
     with eval_mode(model):
         with torch.no_grad():
             clean_ok = model(x).argmax(1) == y
-        after_pgd, _ = evaluation.run_attack(model, pgd, x, y, n_classes=10, seed=seed, batch_size=500,
+        after_pgd, _ = attacking.run_attack(model, pgd, x, y, n_classes=10, seed=seed, batch_size=500,
                                              todo=clean_ok)
         after_pgd &= clean_ok
-        after_apgd, _ = evaluation.run_attack(model, apgd, x, y, n_classes=10, seed=seed + 7, batch_size=500,
+        after_apgd, _ = attacking.run_attack(model, apgd, x, y, n_classes=10, seed=seed + 7, batch_size=500,
                                               todo=after_pgd)
     n = float(y.shape[0])
     return float(clean_ok.sum()) / n, float(after_pgd.sum()) / n, float((after_apgd & after_pgd).sum()) / n

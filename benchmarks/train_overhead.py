@@ -24,7 +24,8 @@ from robustclip.attacks.suites import parse_suite
 from robustclip.data import datasets as data
 from robustclip.evaluation import runner as evaluation
 from robustclip.models import specs as models
-from robustclip.training.trainer import TrainConfig, Trainer, load_training_data
+from robustclip.training.config import TrainConfig
+from robustclip.training.trainer import Trainer, load_training_data
 
 
 def main(argv: list[str] | None = None) -> int:

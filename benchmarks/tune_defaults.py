@@ -35,7 +35,8 @@ from time_to_robustness import worst_case
 
 from robustclip.data import datasets as data
 from robustclip.models import specs as models
-from robustclip.training.trainer import TrainConfig, Trainer, load_training_data
+from robustclip.training.config import TrainConfig
+from robustclip.training.trainer import Trainer, load_training_data
 
 _WIDE = {"every": 1, "radius": 2.0, "refresh_every": 20}
 CANDIDATES: dict[str, dict[str, Any]] = {

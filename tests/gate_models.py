@@ -37,7 +37,7 @@ HELD_OUT_SEED = 7
 def train_gate_model(kind: str, out: Path, data_dir: str | None = None, seed: int = 0) -> Path:
     """Train the ``kind`` gate model with ``seed`` and save its checkpoint to ``out``."""
     from robustclip.evaluation.pipeline import train_to_checkpoint
-    from robustclip.training.trainer import TrainConfig
+    from robustclip.training.config import TrainConfig
 
     cfg = TrainConfig(dataset="mnist", epochs=3, n_train=5000, optimizer="adam", lr=0.002, seed=seed,
                       lip_probe_pairs=0, **RECIPES[kind])
@@ -83,7 +83,7 @@ def recorded(outcomes: dict[str, Any], *, lower: tuple[float, ...] = (2.0,), upp
     evaluating anything: rows with Wilson intervals, ``images`` as the image digest, fixed-mode ``full`` bounds."""
     import pandas as pd
 
-    from robustclip.gate import check as gate
+    from robustclip.gate import measuring
     from robustclip.stats import wilson
 
     n = len(next(iter(outcomes.values())))
@@ -95,7 +95,7 @@ def recorded(outcomes: dict[str, Any], *, lower: tuple[float, ...] = (2.0,), upp
         lo, hi = wilson(k, n)
         rows.append({"model": "m", "dataset": "mnist", "attack": attack, "norm": norm or "none",
                      "eps": float(eps or 0.0), "accuracy": k / n, "n": n, "ci_low": lo, "ci_high": hi})
-    return gate.Measured(path="m.safetensors", sha256=images[:16], dataset="mnist", n=n, seed=0,
+    return measuring.Measured(path="m.safetensors", sha256=images[:16], dataset="mnist", n=n, seed=0,
                          frame=pd.DataFrame(rows), outcomes=outcomes,
                          images={"split": "test", "first": n, "sha256": images},
                          lipschitz={"full": {"lower": list(lower), "upper": list(upper)}}, device=device,

@@ -17,10 +17,11 @@ import torchattacks
 from tiny import SMALL, assert_one_line_error, one_thread, run_cli
 from torch import nn
 
-from robustclip import sweeps
 from robustclip.checkpoints import format as checkpoints
 from robustclip.errors import RobustclipError, SuiteError
 from robustclip.models import specs as models
+from robustclip.sweeps import driver, planning
+from robustclip.training.config import TrainConfig
 from robustclip.training.regularizers import registry as regularizers
 from robustclip.training.regularizers.adversarial import (
     KLPGD,
@@ -28,7 +29,7 @@ from robustclip.training.regularizers.adversarial import (
     AdversarialRegularizer,
     TradesRegularizer,
 )
-from robustclip.training.trainer import TrainConfig, Trainer, load_training_data
+from robustclip.training.trainer import Trainer, load_training_data
 
 
 @pytest.fixture(autouse=True)
@@ -274,26 +275,27 @@ def test_sweep_plans_adversarial_methods():
     raw = {"dataset": "mnist", "seeds": [0, 1], "method": [
         {"reg": "adversarial", "lam": [1.0], "adversarial": {"eps": 2.0, "steps": 7}},
         {"reg": "trades", "lam": [1.0, 6.0], "adversarial": {"norm": "Linf", "eps": 0.3}}]}
-    runs = sweeps.plan(raw)
+    runs = planning.plan(raw)
     ids = {r.id for r in runs}
     assert {"mnist-adversarial-lam1-s0", "mnist-trades-lam6-s1"} <= ids and len(runs) == 6
     at = next(r for r in runs if r.id == "mnist-adversarial-lam1-s0")
     assert at.train["adversarial"] == {"eps": 2.0, "steps": 7} and at.meta["method"] == "adversarial"
     with pytest.raises(SuiteError, match="steps"):
-        sweeps.plan({"dataset": "mnist", "method": [{"reg": "adversarial", "lam": [1.0],
+        planning.plan({"dataset": "mnist", "method": [{"reg": "adversarial", "lam": [1.0],
                                                      "adversarial": {"steps": 0}}]}, where="s.toml")
 
 
 def test_sweep_runs_and_reports_adversarial_training_like_any_method(tmp_path, data_dir):
     from tiny import SUITE_TOML
 
+    from robustclip.reports import figures
     from robustclip.reports import pages as reports
 
     (tmp_path / "tiny.toml").write_text(SUITE_TOML)
     raw = {"name": "adv", "dataset": "mnist", "epochs": 1, "n_train": 300, "n_test": 64, "seeds": [0],
            "model": SMALL, "suite": str(tmp_path / "tiny.toml"), "train": {"optimizer": "adam", "lr": 0.005},
            "method": [{"reg": "none"}, {"reg": "adversarial", "lam": [1.0], "adversarial": {"eps": 2.0, "steps": 2}}]}
-    table = sweeps.run_sweep(raw, tmp_path / "sweep", data_dir=str(data_dir), progress=False)
+    table = driver.run_sweep(raw, tmp_path / "sweep", data_dir=str(data_dir), progress=False)
     assert set(table.method) == {"none", "adversarial"}
     ev = json.loads((tmp_path / "sweep" / "runs" / "mnist-adversarial-lam1-s0" / "eval.json").read_text())
     assert ev["train"]["regularizer"]["name"] == "adversarial" and ev["train"]["adversarial"]["steps"] == 2
@@ -301,7 +303,7 @@ def test_sweep_runs_and_reports_adversarial_training_like_any_method(tmp_path, d
     page = index.read_text(encoding="utf-8")
     head = page[page.index('id="headline"'):page.index('id="figures"')]
     assert "<td>adversarial</td>" in head and "<td>λ=1</td>" in head
-    assert "adversarial training: fixed λ" in reports._family("adversarial", None)
+    assert "adversarial training: fixed λ" in figures._family("adversarial", None)
     section = page[page.index('id="hyperparameters"'):page.index('id="provenance"')]
     assert "eps=2" in section and "steps=2" in section
 
@@ -310,7 +312,7 @@ def test_sweep_runs_and_reports_adversarial_training_like_any_method(tmp_path, d
 
 
 def test_hybrid_rows_are_pairs_then_examples_and_its_terms_are_clip_and_ce(batch):
-    from robustclip.bounds import lipschitz
+    from robustclip.bounds import pairs
 
     x, y = batch
     model = _model(2)
@@ -323,7 +325,7 @@ def test_hybrid_rows_are_pairs_then_examples_and_its_terms_are_clip_and_ce(batch
     out = model(extra)
     pen, fixed = reg.penalty(model, out), reg.unscaled_penalty()
     assert pen is not None and fixed is not None and pen.requires_grad and fixed.requires_grad
-    q = lipschitz.quotients_from_outputs(out[:8], extra[:8])
+    q = pairs.quotients_from_outputs(out[:8], extra[:8])
     assert float(pen) == pytest.approx(float(q.max()), rel=1e-3)
     assert float(fixed) == pytest.approx(float(F.cross_entropy(out[8:], y)), rel=1e-6)
     adv_dist = (extra[8:] - x).flatten(1).norm(dim=1)
@@ -392,11 +394,11 @@ def test_cli_clip_settings_need_a_clip_method(tmp_path):
 
 
 def test_sweep_plans_the_hybrid_with_both_tables():
-    runs = sweeps.plan({"dataset": "mnist", "seeds": [0], "method": [
+    runs = planning.plan({"dataset": "mnist", "seeds": [0], "method": [
         {"reg": "clip-adversarial", "lam": [0.3], "clip": {"pairs": 8}, "adversarial": {"steps": 1}}]})
     (r,) = runs
     assert r.id == "mnist-clip-adversarial-lam0.3-s0" and r.meta["method"] == "clip-adversarial"
     assert r.train["clip"] == {"pairs": 8} and r.train["adversarial"] == {"steps": 1}
     with pytest.raises(SuiteError, match="margin"):
-        sweeps.plan({"dataset": "mnist", "method": [{"reg": "clip-adversarial", "lam": [0.3],
+        planning.plan({"dataset": "mnist", "method": [{"reg": "clip-adversarial", "lam": [0.3],
                                                      "clip": {"margin": 1.0}}]}, where="s.toml")

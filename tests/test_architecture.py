@@ -1,4 +1,5 @@
-"""Architecture rules, checked on the source: no import cycles, argparse only in the CLI, a purpose line per module.
+"""Architecture rules, checked on the source: what each layer may import (the table below, which the package
+docstrings state too), no import cycles, argparse only in the CLI, a purpose line per module.
 
 The cycle check counts every import, deferred ones inside functions too: a deferred import hides a cycle from
 Python, not from the reader.
@@ -7,6 +8,7 @@ Python, not from the reader.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -46,6 +48,111 @@ def _imports(name: str, path: Path) -> set[str]:
             found.add(mod)
             found.update(f"{mod}.{a.name}" for a in node.names)
     return {m for m in found if m in MODULES and m != name}
+
+
+# What each layer may import, beyond itself and the leaf modules. A layer is a subpackage, or a module named here
+# (the longest name that matches wins). The package docstrings say the same ("May import ..."; checked below).
+LEAVES = {"robustclip.errors", "robustclip.exitcodes", "robustclip.stats", "robustclip._version"}
+ENTRANCES = {"robustclip", "robustclip.__main__"}  # import robustclip and python -m robustclip: they reach everything
+_EVALUATION = {"core", "data", "models", "bounds", "attacks", "checkpoints", "training", "training.regularizers",
+               "training.schedule"}
+MAY_IMPORT: dict[str, set[str]] = {
+    "core": set(),
+    "data": {"core"},
+    "models": {"core"},
+    "attacks": {"core"},
+    "bounds": {"core", "models"},
+    "checkpoints": {"core", "data", "models"},
+    "training.schedule": {"core"},
+    "training.regularizers": {"core", "models", "bounds", "attacks", "training.schedule"},
+    "training": {"core", "data", "models", "checkpoints", "bounds", "attacks", "training.regularizers",
+                 "training.schedule"},
+    "evaluation": _EVALUATION,
+    "gate": _EVALUATION | {"evaluation"},
+    "sweeps": _EVALUATION | {"evaluation"},
+    "testing": _EVALUATION | {"evaluation"},
+    "api": _EVALUATION | {"evaluation"},
+    "reports": _EVALUATION | {"evaluation", "sweeps"},
+    "cli": _EVALUATION | {"evaluation", "gate", "sweeps", "reports"},
+}
+
+
+def _layer(module: str) -> str | None:
+    """The layer (a key of MAY_IMPORT) that ``module`` belongs to; None for the leaves and the entrances."""
+    rel = module.removeprefix("robustclip.")
+    keys = [k for k in MAY_IMPORT if rel == k or rel.startswith(k + ".")]
+    return max(keys, key=len) if keys else None
+
+
+def _imported_modules(name: str, path: Path) -> set[str]:
+    """Modules of the package that ``name`` imports (``from .. import stats`` is robustclip.stats, not robustclip)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            subs = {f"{mod}.{a.name}" for a in node.names} & MODULES.keys()
+            found.update(subs if subs else {mod})
+    return {m for m in found if m in MODULES and m != name}
+
+
+def test_every_module_belongs_to_a_layer_a_leaf_or_an_entrance():
+    assert [n for n in MODULES if _layer(n) is None and n not in LEAVES | ENTRANCES] == []
+    assert {f"robustclip.{k}" for k in MAY_IMPORT} <= MODULES.keys()
+
+
+def test_the_leaves_import_nothing_of_the_package():
+    assert {n: sorted(_imported_modules(n, MODULES[n])) for n in LEAVES if _imported_modules(n, MODULES[n])} == {}
+
+
+def test_every_import_follows_the_layer_table():
+    bad = []
+    for name, path in MODULES.items():
+        layer = _layer(name)
+        if layer is None:
+            continue
+        for dep in sorted(_imported_modules(name, path)):
+            to = _layer(dep)
+            if dep in LEAVES or to == layer or to in MAY_IMPORT[layer]:
+                continue
+            bad.append(f"{name} imports {dep} (layer {to}; {layer} may import {sorted(MAY_IMPORT[layer]) or 'none'})")
+    assert bad == [], "\n".join(bad)
+
+
+def _stated_rule(doc: str) -> set[str] | None:
+    """The layers a package docstring's "May import ..." sentence names ("X and below" adds what X may import)."""
+    if "Imports nothing of robustclip" in doc:
+        return set()
+    flat = " ".join(doc.split())
+    if "May import " not in flat:
+        return None
+    sentence = re.sub(r"\([^)]*\)", "", flat.split("May import ", 1)[1])
+    sentence = re.split(r"\.(\s|$)", sentence, maxsplit=1)[0]
+    named = {w for w in re.findall(r"[a-z_.]+", sentence) if w in MAY_IMPORT}
+    named |= {k for k in MAY_IMPORT for w in named if k.startswith(w + ".")}  # training holds training.schedule
+    below = {d for w in named for d in MAY_IMPORT[w]} if "and below" in sentence else set()
+    return named | below
+
+
+PACKAGE_LAYERS = sorted(k for k in MAY_IMPORT if (PKG / k.replace(".", "/") / "__init__.py").is_file())
+
+
+@pytest.mark.parametrize("layer", PACKAGE_LAYERS)
+def test_every_package_docstring_states_its_row_of_the_table(layer):
+    doc = ast.get_docstring(ast.parse(MODULES[f"robustclip.{layer}"].read_text(encoding="utf-8"))) or ""
+    stated = _stated_rule(doc)
+    assert stated is not None, f"robustclip/{layer}'s docstring says nothing of what it may import"
+    # a package may import its own subpackages without naming them
+    own = {k for k in MAY_IMPORT if k.startswith(layer + ".")}
+    assert stated | own == MAY_IMPORT[layer] | own, (sorted(stated), sorted(MAY_IMPORT[layer]))
 
 
 def test_the_package_has_no_import_cycles():

@@ -19,9 +19,11 @@ import torchattacks
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from robustclip.attacks.suites import ATTACK_TYPES, AttackSpec, AuthorsPGDL2, BallNoise, Suite, load_suite, parse_suite
+from robustclip.attacks.custom import AuthorsPGDL2, BallNoise
+from robustclip.attacks.kinds import ATTACK_TYPES, AttackSpec
+from robustclip.attacks.suites import Suite, load_suite, parse_suite
 from robustclip.errors import SuiteError
-from robustclip.evaluation.runner import run_attack
+from robustclip.evaluation.attacking import run_attack
 from robustclip.models import specs as models
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -172,7 +174,8 @@ def test_authors_pgd_outputs_in_box_and_within_eps(seed, n, eps, alpha, small):
 def plain_mnist(data_dir):
     """A 1-epoch plain (unregularised) MNIST net and 200 test images."""
     from robustclip.data import datasets as data
-    from robustclip.training.trainer import TrainConfig, train
+    from robustclip.training.config import TrainConfig
+    from robustclip.training.trainer import train
 
     full = data.load("mnist", "train", data_dir=data_dir)
     val = data.Split(full.x[-500:], full.y[-500:], "mnist", "train", "test-slice")

@@ -27,6 +27,7 @@ from robustclip.checkpoints import foreign as loading
 from robustclip.checkpoints import format as checkpoints
 from robustclip.checkpoints.format import CheckpointMeta
 from robustclip.core import bounded
+from robustclip.data import userdata
 from robustclip.errors import CheckpointError, RobustclipError
 from robustclip.models import specs as models
 
@@ -61,7 +62,7 @@ def _y_member() -> bytes:
 def test_npz_declaring_a_huge_shape_is_refused_before_allocating(tmp_path):
     p = _zip(tmp_path / "huge.npz", {"x.npy": _npy_header((10**12, 1)) + bytes(64), "y.npy": _y_member()})
     with pytest.raises(RobustclipError, match=r"declares shape \(1000000000000, 1\)"):
-        loading.load_data_file(p)
+        userdata.load_data_file(p)
 
 
 def _bomb(tmp_path: Path, declared: tuple[int, ...], inflated_mib: int) -> Path:
@@ -74,13 +75,13 @@ def test_deflate_bomb_declaring_a_huge_shape_is_refused_from_its_header(tmp_path
     p = _bomb(tmp_path, (2**31, 1, 2, 2), 64)  # declares 32 GiB; 64 MiB of zeros compress to about 64 kB
     assert p.stat().st_size < 1 << 20
     with pytest.raises(RobustclipError, match="declares shape"):
-        loading.load_data_file(p)
+        userdata.load_data_file(p)
 
 
 def test_deflate_bomb_holding_more_than_it_declares_stops_early(tmp_path):
     p = _bomb(tmp_path, (6, 1, 28, 28), 256)  # declares 18 kB, inflates to 256 MiB: read stops after 18 kB
     with pytest.raises(RobustclipError, match="more data than its header declares"):
-        loading.load_data_file(p)
+        userdata.load_data_file(p)
 
 
 def test_npz_bomb_in_a_real_process_is_one_line_in_bounded_memory(tmp_path):
@@ -100,12 +101,12 @@ def test_npz_bomb_in_a_real_process_is_one_line_in_bounded_memory(tmp_path):
 def test_npz_truncated_member_is_one_line(tmp_path):
     p = _zip(tmp_path / "short.npz", {"x.npy": _npy_header((6, 1, 28, 28)) + bytes(100), "y.npy": _y_member()})
     with pytest.raises(RobustclipError, match="less data than its header declares"):
-        loading.load_data_file(p)
+        userdata.load_data_file(p)
 
 
 def test_npz_reads_what_numpy_writes_fortran_order_included(tmp_path):
     np.savez(tmp_path / "f.npz", x=np.asfortranarray(X[:, 0]), y=Y)
-    split = loading.load_data_file(tmp_path / "f.npz")
+    split = userdata.load_data_file(tmp_path / "f.npz")
     assert torch.equal(split.x, torch.from_numpy(X[:, 0].copy()))
     assert split.y.tolist() == Y.tolist()
 
@@ -122,7 +123,7 @@ def test_npz_reads_what_numpy_writes_fortran_order_included(tmp_path):
 def test_labels_are_checked_in_their_source_dtype(tmp_path, y, words):
     np.savez(tmp_path / "d.npz", x=X, y=y)
     with pytest.raises(RobustclipError, match="|".join(map(__import__("re").escape, words))):
-        loading.load_data_file(tmp_path / "d.npz")
+        userdata.load_data_file(tmp_path / "d.npz")
 
 
 def test_uint64_label_beyond_classes_is_one_line_on_the_command_line(tmp_path, monkeypatch):
@@ -140,36 +141,36 @@ def test_uint64_label_beyond_classes_is_one_line_on_the_command_line(tmp_path, m
 def test_low_precision_safetensors_inputs_are_converted(tmp_path, dtype):
     x = torch.from_numpy(X).to(dtype)
     save_file({"x": x, "y": torch.from_numpy(Y)}, str(tmp_path / "d.safetensors"))
-    split = loading.load_data_file(tmp_path / "d.safetensors")
+    split = userdata.load_data_file(tmp_path / "d.safetensors")
     assert split.x.dtype == torch.float32 and torch.equal(split.x, x.float())
 
 
 @pytest.mark.parametrize("ydtype", [torch.uint8, torch.int32, torch.int64, torch.bfloat16, torch.uint64])
 def test_safetensors_labels_of_any_integer_or_whole_float_dtype(tmp_path, ydtype):
     save_file({"x": torch.from_numpy(X), "y": torch.from_numpy(Y).to(ydtype)}, str(tmp_path / "d.safetensors"))
-    assert loading.load_data_file(tmp_path / "d.safetensors").y.tolist() == Y.tolist()
+    assert userdata.load_data_file(tmp_path / "d.safetensors").y.tolist() == Y.tolist()
 
 
 def test_safetensors_data_header_nested_deep_or_declaring_huge_shapes_is_refused(tmp_path):
     deep = b"[" * 100_000 + b"]" * 100_000
     (tmp_path / "deep.safetensors").write_bytes(struct.pack("<Q", len(deep)) + deep)
     with pytest.raises(RobustclipError, match="nested"):
-        loading.load_data_file(tmp_path / "deep.safetensors")
+        userdata.load_data_file(tmp_path / "deep.safetensors")
     header = json.dumps({"x": {"dtype": "F32", "shape": [10**12, 1], "data_offsets": [0, 4]},
                          "y": {"dtype": "I64", "shape": [1], "data_offsets": [4, 12]}}).encode()
     (tmp_path / "big.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + bytes(12))
     with pytest.raises(RobustclipError, match="declares shape"):
-        loading.load_data_file(tmp_path / "big.safetensors")
+        userdata.load_data_file(tmp_path / "big.safetensors")
     header = json.dumps({"x": {"dtype": "C64", "shape": [1], "data_offsets": [0, 8]}}).encode()
     (tmp_path / "c.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + bytes(8))
     with pytest.raises(RobustclipError, match="dtype 'C64'"):
-        loading.load_data_file(tmp_path / "c.safetensors")
+        userdata.load_data_file(tmp_path / "c.safetensors")
 
 
 @pytest.fixture
 def factory_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    (tmp_path / "bnets.py").write_text("from robustclip import models\n\n\ndef net():\n"
-                                       f"    return models.build({SMALL!r})\n", encoding="utf-8")
+    (tmp_path / "bnets.py").write_text("from robustclip.models import specs\n\n\ndef net():\n"
+                                       f"    return specs.build({SMALL!r})\n", encoding="utf-8")
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

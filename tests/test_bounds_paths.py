@@ -18,7 +18,7 @@ import torch
 from tiny import run_cli, suite_toml
 
 from robustclip.attacks.suites import parse_suite
-from robustclip.bounds import lipschitz
+from robustclip.bounds import lipschitz, upper
 from robustclip.evaluation import pipeline
 from robustclip.evaluation import runner as evaluation
 
@@ -191,10 +191,10 @@ def test_python_api_gives_none_and_the_reason(user, fn, mode):
     g = torch.Generator().manual_seed(0)
     x = torch.rand(8, 1, 28, 28, generator=g)
     y = net(x).argmax(1)
-    ups, reason = lipschitz.upper_bounds(net, (1, 28, 28))
+    ups, reason = upper.upper_bounds(net, (1, 28, 28))
     assert ups == [] and reason
     with pytest.raises(ValueError, match="no Lipschitz upper bound"):
-        lipschitz.upper_bound(net, (1, 28, 28))
+        upper.upper_bound(net, (1, 28, 28))
     rep = lipschitz.estimate(net, x, pairs=4, steps=2)
     assert rep.upper is None and rep.upper_reason and rep.ratio is None
     suite = parse_suite({"name": "t", "n": 8, "batch_size": 8, "seed": 0, "eps": {"L2": [1e-3]},
@@ -210,9 +210,9 @@ def test_python_api_gives_none_and_the_reason(user, fn, mode):
 def test_the_understood_cnn_gets_a_finite_bound_on_every_path(user):
     net = user["nets"]["small_cnn"].eval()
     x = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    up = lipschitz.upper_bound(net, (1, 28, 28))
+    up = upper.upper_bound(net, (1, 28, 28))
     assert math.isfinite(up) and up > 0
-    ups, reason = lipschitz.upper_bounds(net, (1, 28, 28))
+    ups, reason = upper.upper_bounds(net, (1, 28, 28))
     assert reason is None and ups[0].value == pytest.approx(up)
     rep = lipschitz.estimate(net, x, pairs=4, steps=2)
     assert rep.upper == pytest.approx(up) and rep.lower <= rep.upper

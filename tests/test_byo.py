@@ -23,9 +23,12 @@ from torch import nn
 
 import robustclip as rc
 from experiments.paper import experiment as paper_experiment
-from robustclip.attacks.suites import find_suite, load_suite, shipped_suites_dir
+from robustclip.attacks.library import find_suite, shipped_suites_dir
+from robustclip.attacks.suites import load_suite
 from robustclip.checkpoints import foreign as loading
+from robustclip.data import userdata
 from robustclip.errors import CheckpointError, RobustclipError, SuiteError
+from robustclip.models.specs import build
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -224,7 +227,7 @@ def test_save_needs_a_spec_or_a_factory(user, tmp_path):
 
 
 def test_spec_checkpoints_load_as_before(tmp_path):
-    model = rc.models.build({"arch": "fc", "sizes": [784, 16, 10], "activation": "relu"})
+    model = build({"arch": "fc", "sizes": [784, 16, 10], "activation": "relu"})
     path = rc.save(model, tmp_path / "spec.safetensors", {"dataset": "mnist"})
     a, meta = loading.load_model(path)
     b, _ = rc.load(path)
@@ -369,6 +372,7 @@ def _built_wheel(tmp: Path) -> Path:
     return wheel
 
 
+@pytest.mark.slow  # building and installing a wheel is the test (pip, about 15 s): .ci/run runs it with -m slow
 def test_installed_wheel_evaluates_with_suite_names_from_outside(tmp_path, user, data_dir):
     wheel = _built_wheel(tmp_path)
     names = set(zipfile.ZipFile(wheel).namelist())
@@ -380,6 +384,8 @@ def test_installed_wheel_evaluates_with_suite_names_from_outside(tmp_path, user,
     paper = {"robustclip/paper.py", "robustclip/presets/paper.toml"}
     assert not any(n.startswith("experiments/") or n in paper for n in names), \
         "the wheel holds the toolkit only; the paper is an experiment of the checkout"
+    removed = {"robustclip/pipeline.py", "robustclip/loading.py", "robustclip/lipschitz.py"}
+    assert not names & removed, f"the wheel holds modules removed in 0.1.0's relayout: {sorted(names & removed)}"
 
     site = tmp_path / "site"
     proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site),
@@ -387,7 +393,7 @@ def test_installed_wheel_evaluates_with_suite_names_from_outside(tmp_path, user,
     assert proc.returncode == 0, proc.stdout + proc.stderr
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    ckpt = rc.save(rc.models.build({"arch": "fc", "sizes": [784, 16, 10], "activation": "relu"}),
+    ckpt = rc.save(build({"arch": "fc", "sizes": [784, 16, 10], "activation": "relu"}),
                    elsewhere / "ckpt.safetensors", {"dataset": "mnist"})
     name = _write_module(elsewhere)
     torch.save(user["net"].state_dict(), elsewhere / "mine.pt")
@@ -414,7 +420,7 @@ def test_installed_wheel_evaluates_with_suite_names_from_outside(tmp_path, user,
 
 def test_a_safetensors_header_that_starts_like_pickle_magic_still_loads(tmp_path):
     """A header length of 0x280 (or 0x380, ...) writes the bytes 80 02 first: a pickle's magic, but not a pickle."""
-    model = rc.models.build({"arch": "fc", "sizes": [784, 4, 10], "activation": "relu"})
+    model = build({"arch": "fc", "sizes": [784, 4, 10], "activation": "relu"})
     path = tmp_path / "m.safetensors"
     for k in range(0, 1200, 8):
         rc.save(model, path, {"dataset": "mnist", "pad": "x" * k})
@@ -491,7 +497,7 @@ def test_own_data_is_validated_where_it_enters(tmp_path):
 
     x = np.random.default_rng(0).random((5, 2, 3, 3)).astype(np.float32)
     y = np.arange(5)
-    split = loading.load_data_file(_npz(tmp_path / "ok.npz", x=x, y=y.astype(np.float64)))  # whole floats pass
+    split = userdata.load_data_file(_npz(tmp_path / "ok.npz", x=x, y=y.astype(np.float64)))  # whole floats pass
     assert split.x.shape == (5, 2, 3, 3) and split.y.dtype == torch.int64 and split.y.tolist() == [0, 1, 2, 3, 4]
     cases = {
         "no array 'y'": dict(x=x),
@@ -505,15 +511,15 @@ def test_own_data_is_validated_where_it_enters(tmp_path):
     }
     for words, arrays in cases.items():
         with pytest.raises(RobustclipError, match=re_escape(words)):
-            loading.load_data_file(_npz(tmp_path / "bad.npz", **arrays))
+            userdata.load_data_file(_npz(tmp_path / "bad.npz", **arrays))
     np.save(tmp_path / "obj.npy", np.array([object()], dtype=object), allow_pickle=True)
     with zipfile.ZipFile(tmp_path / "pickled.npz", "w") as z:  # an object array needs pickle: refused, not loaded
         z.write(tmp_path / "obj.npy", "x.npy")
         z.write(tmp_path / "obj.npy", "y.npy")
     with pytest.raises(RobustclipError, match="cannot be read as .npz"):
-        loading.load_data_file(tmp_path / "pickled.npz")
+        userdata.load_data_file(tmp_path / "pickled.npz")
     with pytest.raises(RobustclipError, match="has no class subfolders"):  # a folder is read as an image folder
-        loading.load_data_file(tmp_path)
+        userdata.load_data_file(tmp_path)
 
 
 def test_labels_beyond_the_models_outputs_are_refused(colour, monkeypatch, tmp_path):

@@ -25,9 +25,10 @@ from hypothesis import strategies as st
 from torch import nn
 
 from robustclip.attacks.suites import parse_suite
-from robustclip.bounds import certify, lipschitz
+from robustclip.bounds import certify, lipschitz, lipsdp, lower, relaxations, structure, upper
 from robustclip.errors import RobustclipError, SuiteError
-from robustclip.evaluation.runner import InvariantError, evaluate
+from robustclip.evaluation.runner import evaluate
+from robustclip.evaluation.summary import InvariantError
 from robustclip.models import specs as models
 
 ACTS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "leaky": lambda: nn.LeakyReLU(0.1)}
@@ -76,9 +77,9 @@ def test_a_module_with_its_own_forward_is_bounded_through_its_traced_graph():
     certified sample changes class at random points of its ball."""
     torch.manual_seed(0)
     m = Times20()
-    layers, why = lipschitz.known_layers(m)
+    layers, why = structure.known_layers(m)
     assert layers is None and "Times20" in why
-    ups, reason = lipschitz.upper_bounds(m, (4,))
+    ups, reason = upper.upper_bounds(m, (4,))
     assert reason is None and [u.method for u in ups] == ["graph_product"]
     sigma = float(torch.linalg.matrix_norm(m.fc.weight.detach().double(), ord=2))
     assert ups[0].value == pytest.approx(20 * sigma)
@@ -86,7 +87,7 @@ def test_a_module_with_its_own_forward_is_bounded_through_its_traced_graph():
     rep = lipschitz.estimate(m, x, pairs=8, steps=10)
     assert rep.upper == pytest.approx(20 * sigma)
     assert 0 < rep.lower <= rep.upper * (1 + 1e-6)  # one linear layer: the float32 ascent reaches it, to rounding
-    child = lipschitz.upper_bound(nn.Sequential(m.fc, m.act), (4,))
+    child = upper.upper_bound(nn.Sequential(m.fc, m.act), (4,))
     assert rep.lower > child, "the true constant is 20x the children's bound"
     with torch.no_grad():
         y = m(x).argmax(1)
@@ -109,7 +110,7 @@ def test_a_module_with_its_own_forward_is_bounded_through_its_traced_graph():
 def test_unknown_structures_are_refused_with_a_reason(model):
     """Neither the dense chain nor the graph CROWN takes them (a subclass of nn.Sequential and Dropout in eval mode
     are now certified through the graph: tests/test_crown_cnn.py)."""
-    layers, why = lipschitz.known_layers(model)
+    layers, why = structure.known_layers(model)
     assert layers is None and why
     x = torch.rand(6, 4)
     res = certify.certify(model, x, torch.zeros(6, dtype=torch.long), [("L2", 0.1)])
@@ -119,17 +120,17 @@ def test_unknown_structures_are_refused_with_a_reason(model):
 def test_forward_hooks_make_a_model_not_understood():
     net = nn.Sequential(nn.Linear(4, 3))
     net[0].register_forward_hook(lambda mod, inp, out: out * 20)
-    assert lipschitz.known_layers(net)[0] is None
+    assert structure.known_layers(net)[0] is None
 
 
 def test_nested_sequential_of_known_layers_is_understood():
     net = nn.Sequential(nn.Flatten(), nn.Sequential(nn.Linear(4, 5), nn.Tanh()), nn.Identity(),
                         nn.Sequential(nn.Sequential(nn.Linear(5, 3))))
-    layers, why = lipschitz.known_layers(net)
+    layers, why = structure.known_layers(net)
     assert why is None and [type(m).__name__ for _, m in layers] == ["Flatten", "Linear", "Tanh", "Identity", "Linear"]
     W1, W2 = net[1][0].weight.detach().double(), net[3][0][0].weight.detach().double()
     want = float(torch.linalg.matrix_norm(W1, ord=2) * torch.linalg.matrix_norm(W2, ord=2))
-    assert lipschitz.upper_bound(net, (4,)) == pytest.approx(want, rel=1e-9)
+    assert upper.upper_bound(net, (4,)) == pytest.approx(want, rel=1e-9)
 
 
 def test_evaluate_gives_no_certified_rows_for_a_model_it_does_not_understand():
@@ -163,7 +164,7 @@ def test_grid_lipschitz_constant_is_below_every_upper_bound(act, seed):
     g = grid(101)
     J = torch.func.vmap(torch.func.jacrev(lambda v: net(v.unsqueeze(0)).squeeze(0)))(g).detach().double()  # (n, k, 2)
     true = float(torch.linalg.matrix_norm(J, ord=2).max())
-    ups, reason = lipschitz.upper_bounds(net, (2,), sdp=True)
+    ups, reason = upper.upper_bounds(net, (2,), sdp=True)
     assert reason is None
     methods = {u.method: u for u in ups}
     assert set(methods) == {"layer_product", "layer_pair", "lipsdp"}
@@ -172,7 +173,7 @@ def test_grid_lipschitz_constant_is_below_every_upper_bound(act, seed):
         assert u.seconds >= 0 and u.assumptions
     assert methods["layer_pair"].value <= methods["layer_product"].value * (1 + 1e-12)
     # per class pair: the grid slope of f_y - f_j is below L_yj
-    pairs = lipschitz.best_pairs(ups)
+    pairs = upper.best_pairs(ups)
     for y in range(3):
         for j in range(3):
             if y != j:
@@ -187,13 +188,13 @@ def test_grid_lipschitz_constant_is_below_every_upper_bound(act, seed):
 def test_upper_bound_is_above_every_quotient_any_ascent_finds(seed, act, width, scale):
     net = tiny_net(act, seed, width=width, scale=scale)
     x = torch.rand(16, 2, generator=torch.Generator().manual_seed(seed))
-    ups, _ = lipschitz.upper_bounds(net, (2,))
+    ups, _ = upper.upper_bounds(net, (2,))
     best_up = min(u.value for u in ups)
-    lows = lipschitz.lower_bounds(net, x, seed=seed, budget="quick", pairs=8, steps=10)
+    lows = lower.lower_bounds(net, x, seed=seed, budget="quick", pairs=8, steps=10)
     assert set(lows) == {"jacobian_data", "jacobian_ascent", "quotient_data", "quotient_jacobian"}
     for name, v in lows.items():
         assert 0 <= v <= best_up * (1 + 1e-6), (name, v, best_up)
-    q = lipschitz.lower_bound_quotient(net, x, pairs=8, steps=20, seed=seed)
+    q = lower.lower_bound_quotient(net, x, pairs=8, steps=20, seed=seed)
     assert q <= best_up * (1 + 1e-6)
 
 
@@ -202,13 +203,13 @@ def test_upper_bound_is_above_every_quotient_any_ascent_finds(seed, act, width, 
 def test_gram_iteration_never_falls_below_the_spectral_norm(m, n, seed):
     A = torch.randn(m, n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     true = float(torch.linalg.matrix_norm(A, ord=2))
-    bound = lipschitz.gram_spectral_bound(A)
+    bound = upper.gram_spectral_bound(A)
     assert true <= bound <= true * (1 + 1e-3)
 
 
 def test_lipsdp_without_cvxpy_falls_back_with_a_reason(monkeypatch):
     monkeypatch.setitem(sys.modules, "cvxpy", None)  # import cvxpy now raises ImportError
-    ups, reason = lipschitz.upper_bounds(tiny_net("sigmoid", 0), (2,), sdp=True)
+    ups, reason = upper.upper_bounds(tiny_net("sigmoid", 0), (2,), sdp=True)
     methods = {u.method: u for u in ups}
     assert reason is None and "cvxpy is not installed" in methods["lipsdp"].assumptions
     assert methods["lipsdp"].value == math.inf and math.isfinite(methods["layer_pair"].value)
@@ -218,13 +219,13 @@ def test_lipsdp_without_cvxpy_falls_back_with_a_reason(monkeypatch):
 
 def test_lipsdp_verification_rejects_bad_multipliers():
     net = tiny_net("relu", 0)
-    ops, _ = lipschitz.affine_ops(net, (2,))
-    mats, _, _ = lipschitz._chain(ops)
+    ops, _ = structure.affine_ops(net, (2,))
+    mats, _, _ = structure._chain(ops)
     Ws, last = mats[:-1], mats[-1]
     ones = [torch.ones(W.shape[0], dtype=torch.float64) for W in Ws]
     zeros = [torch.zeros(W.shape[0], dtype=torch.float64) for W in Ws]
-    assert lipschitz.lipsdp_verify(Ws, zeros, ones, zeros, last) is None  # t = 0 cannot make M ⪯ 0
-    L, _, info = lipschitz.lipsdp(ops)
+    assert lipsdp.lipsdp_verify(Ws, zeros, ones, zeros, last) is None  # t = 0 cannot make M ⪯ 0
+    L, _, info = lipsdp.lipsdp(ops)
     assert info["verified_rho"] >= info["solver_rho"] * (1 - 1e-6)
     assert L == pytest.approx(math.sqrt(info["verified_rho"]))
 
@@ -238,7 +239,7 @@ def test_relaxation_lines_bound_the_activation_on_the_interval(act, l, w):
     f = ACTS[act]()
     lo = torch.tensor([[l]], dtype=torch.float64)
     hi = lo + w
-    aL, bL, aU, bU = certify.relax(f, lo, hi)
+    aL, bL, aU, bU = relaxations.relax(f, lo, hi)
     z = torch.linspace(l, l + w, 2001, dtype=torch.float64).view(1, -1)
     fz = f(z)
     assert bool((aL * z + bL <= fz + 1e-12).all())
@@ -252,7 +253,7 @@ def test_concretized_lower_bound_is_below_sampled_points_of_the_ball_in_the_box(
     A = torch.randn(1, 3, d, generator=g, dtype=torch.float64)
     c = torch.randn(1, 3, generator=g, dtype=torch.float64)
     x0 = (torch.rand(1, d, generator=g, dtype=torch.float64) * 1.4 - 0.2).clamp(0, 1)  # some pixels at 0 or 1
-    low = certify.concretize_lower(A, c, x0, eps, norm)
+    low = relaxations.concretize_lower(A, c, x0, eps, norm)
     u = torch.randn(4000, d, generator=g, dtype=torch.float64)
     if norm == "L2":
         u = u / u.norm(dim=1, keepdim=True) * eps * torch.rand(4000, 1, generator=g, dtype=torch.float64) ** (1 / d)
@@ -270,7 +271,7 @@ def test_concretized_lower_bound_is_below_sampled_points_of_the_ball_in_the_box(
 @given(seed=st.integers(0, 2**16), d=st.integers(1, 12), eps=st.floats(0.01, 2.0), norm=st.sampled_from(["L2", "Linf"]))
 def test_fast_first_layer_bounds_contain_every_sampled_point(seed, d, eps, norm):
     g = torch.Generator().manual_seed(seed)
-    aff = lipschitz.Affine(torch.randn(5, d, generator=g, dtype=torch.float64),
+    aff = structure.Affine(torch.randn(5, d, generator=g, dtype=torch.float64),
                            torch.randn(5, generator=g, dtype=torch.float64))
     x0 = (torch.rand(1, d, generator=g, dtype=torch.float64) * 1.4 - 0.2).clamp(0, 1)
     lo, hi = certify._first_layer_bounds(aff, x0, eps, norm)
@@ -316,7 +317,7 @@ def test_certified_points_have_no_grid_point_of_another_class_in_their_ball(act,
                 assert bool((cls[inside] == y[i]).all()), f"certified point {i} at {norm} ε={eps} has a flip"
     assert certified > 20, "the check should not be vacuous"
     # the Lipschitz certificate is sound too
-    ups, _ = lipschitz.upper_bounds(net, (2,))
+    ups, _ = upper.upper_bounds(net, (2,))
     res = certify.certify(net, centres, y, [(norm, 0.05)], methods=("lipschitz",), uppers=ups)
     r = 0.05 if norm == "L2" else 0.05 * math.sqrt(2)
     for i in res.per_method["lipschitz"][(norm, 0.05)].nonzero().flatten().tolist():
@@ -389,7 +390,8 @@ def test_certify_rejects_bad_input():
 @pytest.fixture(scope="module")
 def mnist_model(data_dir):
     from robustclip.data import datasets as data
-    from robustclip.training.trainer import TrainConfig, train
+    from robustclip.training.config import TrainConfig
+    from robustclip.training.trainer import train
 
     full = data.load("mnist", "train", data_dir=data_dir)
     val = data.Split(full.x[-300:], full.y[-300:], "mnist", "train", "test-slice")
@@ -433,7 +435,7 @@ def test_certified_samples_are_checked_per_sample_against_attacks(mnist_model):
     cells = [("L2", 0.5), ("Linf", 0.03)]
     res = certify.certify(model, x, y, cells)
     s = parse_suite(CERT_SUITE)
-    from robustclip.evaluation.runner import run_attack
+    from robustclip.evaluation.attacking import run_attack
 
     for norm, eps in cells:
         for spec in s.grid()[(norm, eps)]:
@@ -543,7 +545,7 @@ def test_certify_l2_suite_file_loads():
 def test_sandwich_figure_is_written(tmp_path):
     import pandas as pd
 
-    from robustclip.reports.pages import fig_sandwich
+    from robustclip.reports.figures import fig_sandwich
 
     rows = []
     for model, shift in (("a", 0.0), ("b", 0.1)):
@@ -568,7 +570,7 @@ def test_sandwich_figure_is_written(tmp_path):
 
 
 def test_certify_ascending_tries_a_sample_only_while_it_holds_and_never_what_an_attack_broke():
-    from robustclip.bounds.crown import certify_ascending
+    from robustclip.bounds.crown.radii import certify_ascending
 
     # sample i is "certifiable" up to radius limit[i]; sample 3 is misclassified, sample 4 broken by an attack at 0.5
     limit = torch.tensor([0.0, 0.3, 2.0, 2.0, 2.0])

@@ -484,7 +484,7 @@ norm = "Linf"
 
 @pytest.mark.parametrize("name", cifar.NAMES)
 def test_train_evaluate_and_sweep_accept_cifar(tmp_path, monkeypatch, name):
-    from robustclip import sweeps
+    from robustclip.sweeps import planning
 
     _write_folder(tmp_path / name / cifar.LAYOUTS[name].folder, name)
     monkeypatch.chdir(tmp_path)
@@ -502,7 +502,7 @@ def test_train_evaluate_and_sweep_accept_cifar(tmp_path, monkeypatch, name):
     assert rc == 0, out + err
     rc, out, err = run_cli(["check", "m.safetensors", *common])
     assert rc == 0, out + err
-    runs = sweeps.plan({"name": "x", "dataset": name, "method": [{"reg": "none"}], "epochs": 1})
+    runs = planning.plan({"name": "x", "dataset": name, "method": [{"reg": "none"}], "epochs": 1})
     assert runs and runs[0].train["dataset"] == name
     rc, out, _ = run_cli(["evaluate", "--help"])
     assert rc == 0 and "FILE|DIR" in out and "cifar10" in out

@@ -14,15 +14,15 @@ import pytest
 import torch
 from tiny import run_cli, suite_toml
 
-from robustclip import sweeps
-from robustclip.bounds import lipschitz
+from robustclip.bounds import lower, upper
 from robustclip.data import datasets as data
 from robustclip.errors import RobustclipError
 from robustclip.evaluation import pipeline
 from robustclip.models import cifar as cifar_models
 from robustclip.models import specs as models
+from robustclip.sweeps import driver
+from robustclip.training.config import TrainConfig
 from robustclip.training.regularizers import registry as regularizers
-from robustclip.training.trainer import TrainConfig
 
 SMALL = {"cifar_cnn": {"arch": "cifar_cnn", "width": 4}, "resnet8": {"arch": "resnet8", "width": 4}}
 SUITE = suite_toml("tiny-cifar", n=16, eps=(0.1,), steps=2)
@@ -73,10 +73,10 @@ def test_presets_build_with_normalisation_inside_and_finite_bounds(arch):
     mean = torch.tensor(cifar_models.CIFAR_MEAN).view(1, 3, 1, 1).expand(1, 3, 32, 32)
     assert first(mean).abs().max() < 1e-6  # the CIFAR mean image normalises to zero
     assert net(torch.rand(2, 3, 32, 32)).shape == (2, 10)
-    ups, reason = lipschitz.upper_bounds(net, (3, 32, 32))
+    ups, reason = upper.upper_bounds(net, (3, 32, 32))
     assert reason is None and math.isfinite(ups[0].value)
     x = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    assert lipschitz.lower_bound_quotient(net, x, pairs=4, steps=5) <= ups[0].value
+    assert lower.lower_bound_quotient(net, x, pairs=4, steps=5) <= ups[0].value
     assert "mean" not in net.state_dict() and not any("normalize" in k for k in net.state_dict())
 
 
@@ -105,9 +105,9 @@ def test_every_regulariser_trains_the_presets(cifar, reg, arch, tmp_path):
     assert res is not None and (tmp_path / "m.safetensors").exists()
     net, meta = pipeline.loading.load_model(tmp_path / "m.safetensors")
     assert meta.dataset == "cifar10" and meta.model["arch"] == arch
-    up = lipschitz.upper_bound(net, (3, 32, 32))
+    up = upper.upper_bound(net, (3, 32, 32))
     x = synthetic("test", 16).x
-    assert math.isfinite(up) and up >= lipschitz.lower_bound_quotient(net, x, pairs=8, steps=10)
+    assert math.isfinite(up) and up >= lower.lower_bound_quotient(net, x, pairs=8, steps=10)
 
 
 @pytest.fixture
@@ -149,7 +149,7 @@ def test_a_sweep_trains_and_evaluates_a_preset(tmp_path, data_dir):
     raw = {"name": "preset", "dataset": "mnist", "epochs": 1, "n_train": 64, "n_test": 16, "n_val": 16,
            "model": spec, "suite": str(tmp_path / "tiny.toml"), "seeds": [0],
            "method": [{"reg": "clip", "lam": [0.1]}]}
-    table = sweeps.run_sweep(raw, tmp_path / "out", data_dir=str(data_dir), progress=False)
+    table = driver.run_sweep(raw, tmp_path / "out", data_dir=str(data_dir), progress=False)
     assert len(set(table.run)) == 1
     runs = list((tmp_path / "out" / "runs").glob("*/eval.json"))
     assert len(runs) == 1

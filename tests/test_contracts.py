@@ -16,15 +16,18 @@ import pytest
 import torch
 from tiny import one_thread, run_cli
 
-from robustclip import sweeps
-from robustclip.attacks.suites import ATTACKS, parse_suite, suite_digest
+from robustclip.attacks.kinds import ATTACKS
+from robustclip.attacks.suites import parse_suite, suite_digest
 from robustclip.checkpoints import format as checkpoints
 from robustclip.data import datasets as data
 from robustclip.evaluation.runner import evaluate
 from robustclip.models import specs as models
-from robustclip.reports import pages as reports
+from robustclip.reports import tables
+from robustclip.sweeps import planning
+from robustclip.training.config import TrainConfig
+from robustclip.training.regularizers import base
 from robustclip.training.regularizers import registry as regularizers
-from robustclip.training.trainer import TrainConfig, train
+from robustclip.training.trainer import train
 
 TINY_MODEL = {"arch": "fc", "sizes": [784, 16, 10], "activation": "relu"}
 # cheap values for the settings every registered kind or table may have; an entry takes the ones its schema knows
@@ -59,7 +62,7 @@ def test_every_regularizer_trains_round_trips_and_is_planned_and_reported(name, 
     params = _tables(name)
     single = params[entry.params_field] if isinstance(entry.params_field, str) else params
     reg = regularizers.make(name, seed=0, **(single if entry.fields else {}))
-    assert isinstance(reg, regularizers.Regularizer)
+    assert isinstance(reg, base.Regularizer)
 
     # trains one epoch of a tiny model
     lam = entry.default_lam if entry.takes_lam else 0.0
@@ -85,14 +88,14 @@ def test_every_regularizer_trains_round_trips_and_is_planned_and_reported(name, 
 
     # is planned by a sweep, with its settings tables as method keys
     method = {"reg": name, **params, **({"lam": [lam]} if entry.takes_lam else {})}
-    runs = sweeps.plan({"name": "contract", "experiment": [{"dataset": "mnist", "model": TINY_MODEL, "epochs": 1,
+    runs = planning.plan({"name": "contract", "experiment": [{"dataset": "mnist", "model": TINY_MODEL, "epochs": 1,
                                                             "suite": "ci-quick", "seeds": [0],
                                                             "method": [method]}]})
     assert [r.meta["method"] for r in runs] == [name]
     assert TrainConfig(**runs[0].train).reg_params() == cfg.reg_params()
 
     # has its label in reports and its name in `robustclip train --help`
-    assert reports.METHOD_NAMES[name] == entry.label
+    assert tables.METHOD_NAMES[name] == entry.label
     rc, out, _ = run_cli(["train", "--help"])
     assert rc == 0 and name in " ".join(out.split())
 
@@ -129,7 +132,7 @@ def test_every_attack_kind_attacks_round_trips_and_is_planned_and_reported(kind,
     # is planned by a sweep that names the suite file, and its rows reach a report's table
     path = tmp_path / "contract.toml"
     path.write_text(_toml(raw), encoding="utf-8")
-    runs = sweeps.plan({"name": "c", "experiment": [{"dataset": "mnist", "model": TINY_MODEL, "epochs": 1,
+    runs = planning.plan({"name": "c", "experiment": [{"dataset": "mnist", "model": TINY_MODEL, "epochs": 1,
                                                      "suite": str(path), "seeds": [0],
                                                      "method": [{"reg": "none"}]}]})
     assert runs and {a["type"] for a in runs[0].suite["attack"]} == {a["type"] for a in raw["attack"]}

@@ -22,9 +22,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from robustclip.bounds import certify
-from robustclip.bounds.crown import GraphCrown, build_plan, certify_cells, graph_margins
-from robustclip.bounds.crown.engine import _pool_relax
+from robustclip.bounds.crown.engine import GraphCrown, _pool_relax
 from robustclip.bounds.crown.ir import Node
+from robustclip.bounds.crown.radii import certify_cells, graph_margins
+from robustclip.bounds.crown.tracing import build_plan
 from robustclip.errors import RobustclipError
 from robustclip.models import specs as models
 from robustclip.models.activations import GroupSort, MinMax

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from robustclip.data import datasets as data
+from robustclip.data import idx as idx_mod
 from robustclip.errors import DataError, RobustclipError
 
 STEMS = {
@@ -339,7 +341,7 @@ def test_missing_everywhere_without_download_lists_what_was_tried(tmp_path, monk
         raise AssertionError("a download was attempted although downloads are off")
 
     monkeypatch.setattr(data, "fetch", no_network)
-    monkeypatch.setattr(data.urllib.request, "urlopen", no_network)
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)  # what download.py calls
     calls = [
         # downloads turned off by the environment (download=None)
         (lambda: data.load("mnist", "train", data_dir=empty), "download (turned off by ROBUSTCLIP_NO_DOWNLOAD)"),
@@ -548,12 +550,12 @@ def test_corrupt_deflate_stream(good_root):
 
 def test_parse_idx_directly():
     good = idx_labels(np.arange(10, dtype=np.uint8))
-    out = data.parse_idx(good, Path("x"), kind="labels")
+    out = idx_mod.parse_idx(good, Path("x"), kind="labels")
     assert out.dtype == np.uint8 and out.tolist() == list(range(10))
-    imgs = data.parse_idx(idx_images(np.zeros((2, 28, 28), np.uint8)), Path("y"), kind="images")
+    imgs = idx_mod.parse_idx(idx_images(np.zeros((2, 28, 28), np.uint8)), Path("y"), kind="images")
     assert imgs.shape == (2, 28, 28)
     with pytest.raises(DataError, match="magic"):
-        data.parse_idx(good, Path("x"), kind="images")
+        idx_mod.parse_idx(good, Path("x"), kind="images")
 
 
 def test_parse_cache_can_be_cleared(good_root):

@@ -7,8 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from robustclip.bounds import eclipse, lipschitz
+from robustclip.bounds import eclipse, lipsdp, lower, structure, upper
 from robustclip.models import specs as models
+from robustclip.training import config
 from robustclip.training import trainer as training
 from tests.tiny import one_thread
 
@@ -28,11 +29,11 @@ def _net(act: type[nn.Module], sizes=(12, 16, 10, 4), seed=0) -> nn.Sequential:
 def test_random_nets_sound_and_tighter_than_the_product(act, seed):
     with one_thread():
         m = _net(act, seed=seed)
-        ops, _ = lipschitz.affine_ops(m, (12,))
+        ops, _ = structure.affine_ops(m, (12,))
         L, pairs, info = eclipse.eclipse(ops, pair_rows=m[-1].weight.detach().double(), refine_iters=30)
-        prod = lipschitz.upper_bound(m, (12,))
+        prod = upper.upper_bound(m, (12,))
         z = torch.randn(256, 12, generator=torch.Generator().manual_seed(seed))
-        jac = lipschitz._jacobian_norms(m, z)
+        jac = lower._jacobian_norms(m, z)
     assert info["verified_rho"] is not None
     assert float(jac.max()) <= L * (1 + 1e-5)
     assert L <= prod * (1 + 1e-6)
@@ -50,8 +51,8 @@ def test_never_below_lipsdp_and_close_to_it():
     pytest.importorskip("cvxpy")
     with one_thread():
         m = _net(nn.ReLU, sizes=(10, 14, 12, 3), seed=3)
-        ops, _ = lipschitz.affine_ops(m, (10,))
-        sdp, _, _ = lipschitz.lipsdp(ops)
+        ops, _ = structure.affine_ops(m, (10,))
+        sdp, _, _ = lipsdp.lipsdp(ops)
         L, _, _ = eclipse.eclipse(ops, refine_iters=200)
         L0, _, _ = eclipse.eclipse(ops)
     assert L >= sdp * (1 - 1e-3)  # its multipliers are feasible for LipSDP-Neuron, whose optimum is the smallest
@@ -65,13 +66,13 @@ def test_trained_net_sound_against_lower_bounds(mnist_train):
 
     x, y = mnist_train.x[:600], mnist_train.y[:600]
     splits = (Split(x[:512], y[:512], "mnist", "train", "t"), Split(x[512:], y[512:], "mnist", "val", "t"))
-    cfg = training.TrainConfig(model={"arch": "fc", "sizes": [784, 24, 12, 10], "activation": "sigmoid"},
+    cfg = config.TrainConfig(model={"arch": "fc", "sizes": [784, 24, 12, 10], "activation": "sigmoid"},
                                epochs=2, optimizer="adam", lr=0.01, lip_probe_pairs=0)
     with one_thread():
         m = training.train(cfg, progress=False, splits=splits).model
         ub = eclipse.eclipse_upper(m, (1, 28, 28))
-        low = lipschitz.lower_bound_jacobian(m, x[:64])
-        lp = lipschitz.layer_pair_bound(lipschitz.affine_ops(m, (1, 28, 28))[0] or [])
+        low = lower.lower_bound_jacobian(m, x[:64])
+        lp = upper.layer_pair_bound(structure.affine_ops(m, (1, 28, 28))[0] or [])
     assert math.isfinite(ub.value)
     assert low <= ub.value * (1 + 1e-9)
     assert ub.value <= lp * (1 + 1e-6)

@@ -9,10 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from robustclip.attacks.suites import AttackSpec, parse_suite
+from robustclip.attacks.kinds import AttackSpec
+from robustclip.attacks.suites import parse_suite
 from robustclip.cli import main
 from robustclip.core.devices import resolve_device
 from robustclip.errors import RobustclipError
+from robustclip.evaluation import attacking
 from robustclip.evaluation import runner as evaluation
 
 
@@ -50,12 +52,12 @@ def test_out_of_memory_halves_the_batch_retries_and_records_it(error):
     x, y = tiny_data(32)
     starved = Starved(tiny_model(), limit=8, error=error)
     log: dict = {}
-    ok, size = evaluation.run_attack(starved, PGD, x, y, n_classes=4, seed=3, batch_size=32, log=log)
+    ok, size = attacking.run_attack(starved, PGD, x, y, n_classes=4, seed=3, batch_size=32, log=log)
     assert log["batch_size"] == 8
     assert [(b["from"], b["to"]) for b in log["backoffs"]] == [(32, 16), (16, 8)]
     assert starved.refused == 2
     # the same as asking for batches of 8 in the first place: nothing was lost or attacked twice
-    ref, ref_size = evaluation.run_attack(tiny_model(), PGD, x, y, n_classes=4, seed=3, batch_size=8)
+    ref, ref_size = attacking.run_attack(tiny_model(), PGD, x, y, n_classes=4, seed=3, batch_size=8)
     assert torch.equal(ok, ref) and size == ref_size
 
 
@@ -63,13 +65,13 @@ def test_other_errors_are_not_swallowed():
     x, y = tiny_data(16)
     starved = Starved(tiny_model(), limit=4, error=RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
     with pytest.raises(RuntimeError, match="shapes"):
-        evaluation.run_attack(starved, PGD, x, y, n_classes=4, seed=0, batch_size=16)
+        attacking.run_attack(starved, PGD, x, y, n_classes=4, seed=0, batch_size=16)
 
 
 def test_out_of_memory_at_batch_one_gives_up():
     x, y = tiny_data(4)
     with pytest.raises(MemoryError):
-        evaluation.run_attack(Starved(tiny_model(), limit=0, error=MemoryError()), PGD, x, y, n_classes=4, seed=0,
+        attacking.run_attack(Starved(tiny_model(), limit=0, error=MemoryError()), PGD, x, y, n_classes=4, seed=0,
                               batch_size=4)
 
 
@@ -77,11 +79,11 @@ def test_memory_heavy_attacks_run_in_capped_batches_on_the_cpu():
     x, y = tiny_data(300)
     log: dict = {}
     spec = AttackSpec("fabt", "fab-t", "L2", 0.5, {"steps": 2})
-    evaluation.run_attack(tiny_model(), spec, x, y, n_classes=4, seed=0, batch_size=1000, log=log)
-    assert log["batch_size"] == evaluation.ATTACK_BATCH_CAP["fabt"] < 1000
+    attacking.run_attack(tiny_model(), spec, x, y, n_classes=4, seed=0, batch_size=1000, log=log)
+    assert log["batch_size"] == attacking.ATTACK_BATCH_CAP["fabt"] < 1000
     for cheap in (PGD, AttackSpec("apgdt", "apgdt", "L2", 0.5, {"steps": 2})):
         log2: dict = {}
-        evaluation.run_attack(tiny_model(), cheap, x, y, n_classes=4, seed=0, batch_size=1000, log=log2)
+        attacking.run_attack(tiny_model(), cheap, x, y, n_classes=4, seed=0, batch_size=1000, log=log2)
         assert log2["batch_size"] == 1000  # PGD, and APGD once its assignments are untracked, keep the suite's batch
 
 
@@ -124,7 +126,7 @@ def test_predict_in_chunks_equals_one_pass():
     x, _ = tiny_data(50)
     with torch.no_grad():
         whole = model(x)
-    chunked = evaluation.predict(model, x, batch_size=7)
+    chunked = attacking.predict(model, x, batch_size=7)
     assert chunked.device.type == "cpu" and torch.allclose(chunked, whole, atol=1e-6)
 
 

@@ -19,8 +19,12 @@ from torch import nn
 
 from robustclip.attacks.suites import parse_suite
 from robustclip.errors import RobustclipError
-from robustclip.evaluation.runner import COLUMNS, EvalResult, check_outputs, evaluate, sanity_flags, wilson
+from robustclip.evaluation.apichecks import check_outputs
+from robustclip.evaluation.masking import sanity_flags
+from robustclip.evaluation.runner import EvalResult, evaluate
+from robustclip.evaluation.summary import COLUMNS
 from robustclip.models import specs as models
+from robustclip.stats import wilson
 
 EXPECTED_COLUMNS = ["model", "dataset", "attack", "norm", "eps", "accuracy", "n", "ci_low", "ci_high"]
 N = 100
@@ -46,7 +50,8 @@ RANDOM_ATTACKS = {"noise", "pgd", "apgd-ce"}
 @pytest.fixture(scope="module")
 def mnist_small(data_dir):
     from robustclip.data import datasets as data
-    from robustclip.training.trainer import TrainConfig, train
+    from robustclip.training.config import TrainConfig
+    from robustclip.training.trainer import train
 
     full = data.load("mnist", "train", data_dir=data_dir)
     val = data.Split(full.x[-500:], full.y[-500:], "mnist", "train", "test-slice")
@@ -344,7 +349,7 @@ def test_cascade_runs_later_attacks_only_on_survivors_and_keeps_the_first_iterat
 
 
 def test_cascade_must_be_a_boolean():
-    from robustclip.attacks.suites import SuiteError
+    from robustclip.errors import SuiteError
 
     with pytest.raises(SuiteError, match="cascade must be true or false"):
         parse_suite({"cascade": "yes", "attack": [{"type": "pgd", "norm": "L2", "eps": 1.0}]})

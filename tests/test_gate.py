@@ -20,6 +20,7 @@ from robustclip.attacks.suites import load_suite
 from robustclip.bounds import lipschitz
 from robustclip.checkpoints import format as checkpoints
 from robustclip.cli import main
+from robustclip.gate import baseline, measuring, output, verdicts
 from robustclip.gate import check as gate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,8 +90,8 @@ def test_clip_stays_more_robust_than_plain():
     norm, eps = load_suite(SUITE).headline
     acc = {}
     for kind in ("plain", "clip"):
-        doc = gate.read_baseline(BASELINES / f"ci-{kind}.json")
-        rows = {gate.metric_name(m): m["accuracy"] for m in doc["metrics"]}
+        doc = baseline.read_baseline(BASELINES / f"ci-{kind}.json")
+        rows = {measuring.metric_name(m): m["accuracy"] for m in doc["metrics"]}
         acc[kind] = (rows["clean"], rows[f"worst_case@{norm}:{eps:g}"])
     assert acc["clip"][1] > acc["plain"][1] + 0.05, acc
     assert acc["clip"][0] > acc["plain"][0] - 0.05, acc
@@ -98,9 +99,9 @@ def test_clip_stays_more_robust_than_plain():
 
 def test_committed_baselines_record_how_they_were_made():
     for kind in ("plain", "clip"):
-        doc = gate.read_baseline(BASELINES / f"ci-{kind}.json")
-        assert doc["mode"] == "retrained" and len(doc["checkpoints"]) >= gate.MIN_SEEDS
-        assert doc["format_version"] == gate.FORMAT_VERSION
+        doc = baseline.read_baseline(BASELINES / f"ci-{kind}.json")
+        assert doc["mode"] == "retrained" and len(doc["checkpoints"]) >= baseline.MIN_SEEDS
+        assert doc["format_version"] == baseline.FORMAT_VERSION
         assert doc["lipschitz"]["estimator_version"] == lipschitz.ESTIMATOR_VERSION
         assert {"full", "fast"} <= set(doc["lipschitz"]["modes"])
         assert "torchattacks" in doc["versions"]
@@ -133,7 +134,7 @@ def test_another_cpu_passes_a_real_regression_fails(gate_ckpts, capsys, tmp_path
 def test_fixed_baseline_same_checkpoint_json(gate_ckpts, fixed_base, capsys, data_dir):
     doc = json.loads(fixed_base.read_text())
     assert doc["mode"] == "fixed" and doc["n"] == N_FIXED and set(doc["lipschitz"]["modes"]) == {"fast"}
-    assert len(doc["lipschitz"]["modes"]["fast"]["lower"]["samples"]) == gate.LIP_RESTARTS
+    assert len(doc["lipschitz"]["modes"]["fast"]["lower"]["samples"]) == baseline.LIP_RESTARTS
     assert all("outcomes" in m for m in doc["metrics"] if m["attack"] != "certified")
     code, out, _ = _run(capsys, "check", gate_ckpts["clip"], "--suite", SUITE, "--baseline", fixed_base,
                         "--n", N_FIXED, "--lipschitz", "fast", "--json")
@@ -172,16 +173,18 @@ def test_fixed_jittered_checkpoint_passes_damaged_fails(gate_ckpts, fixed_base, 
 # ----------------------------------------------------------------- exit codes, through the CLI in a subprocess
 
 
-def test_exit_codes_in_a_subprocess(gate_ckpts, fixed_base, data_dir):
+def test_exit_codes_in_a_subprocess(gate_ckpts, fixed_base, data_dir, capsys):
+    """0, 1 and 2 from main itself (the status a process exits with: ``sys.exit(main(argv))``, as _cli runs it);
+    3, an internal error, from a fresh interpreter, where nothing of the test session can catch or print it."""
     base = ["--suite", SUITE, "--baseline", fixed_base, "--n", N_FIXED, "--lipschitz", "off", "--quiet",
             "--data-dir", data_dir]
-    code, out, err = _cli("check", gate_ckpts["clip"], *base)
+    code, out, err = _run(capsys, "check", gate_ckpts["clip"], *base)
     assert code == 0, err
     assert out.strip() == "OK: nothing regressed"
-    code, out, err = _cli("check", gate_ckpts["plain"], *base)
+    code, out, err = _run(capsys, "check", gate_ckpts["plain"], *base)
     assert code == 1, err
     assert out.startswith("REGRESSED: ")
-    code, out, err = _cli("check", gate_ckpts["clip"], *base, "--tolerance", "nan")
+    code, out, err = _run(capsys, "check", gate_ckpts["clip"], *base, "--tolerance", "nan")
     assert code == 2 and err.startswith("robustclip: error: --tolerance") and err.count("\n") == 1
     # an internal error (a bug, simulated) is 3, never 1
     boom = ("import robustclip.gate.check as g\ndef _boom(*a, **k): raise RuntimeError('simulated bug')\n"
@@ -258,7 +261,7 @@ def test_update_baseline_overwrites_atomically_and_suite_resolves_by_name(gate_c
                         "--lipschitz", "off", "--update-baseline")
     assert code == 0 and "wrote fixed baseline" in out
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
-    doc = gate.read_baseline(base)
+    doc = baseline.read_baseline(base)
     assert doc["suite"] == "ci-quick" and doc["n"] == 100 and doc["lipschitz"]["modes"] == {}
     code, _, err = _run(capsys, "check", gate_ckpts["plain"], "--suite", SUITE, "--baseline", base, "--n", "100")
     assert code == 2 and "no 'full' Lipschitz estimates" in err
@@ -327,7 +330,7 @@ def test_hostile_baseline_files_exit_2(capsys, tmp_path):
     huge_num = tmp_path / "inf.json"
     huge_num.write_text((BASELINES / "ci-plain.json").read_text().replace('"accuracy": 0.', '"accuracy": 1e999', 1))
     big = tmp_path / "big.json"
-    big.write_bytes(b" " * (gate.MAX_BASELINE_BYTES + 1))
+    big.write_bytes(b" " * (baseline.MAX_BASELINE_BYTES + 1))
     folder = tmp_path / "folder.json"
     folder.mkdir()
     for path, expect in ((deep, "nested deeper"), (huge_num, "accuracy"), (big, "bytes"), (folder, "regular file")):
@@ -345,14 +348,14 @@ def test_paired_mcnemar_on_constructed_outcomes():
     cur = base.copy()
     cur[:12] = False  # 12 losses
     cur[400:402] = True  # 2 gains
-    row = gate._paired("m", base, cur, 0.6, float(cur.mean()), 500, 0.01, 0.05, (0.0, 1.0))
+    row = verdicts._paired("m", base, cur, 0.6, float(cur.mean()), 500, 0.01, 0.05, (0.0, 1.0))
     assert (row.losses, row.gains) == (12, 2)
     assert row.p_value == pytest.approx(stats.mcnemar_p(12, 2)) and row.p_value < 0.01
     assert row.regressed and not row.suspicious
     # the same 2-point drop, unpaired (Wilson), is within noise: pairing is what detects it
-    unp = gate._unpaired("m", 0.6, float(cur.mean()), 500, 0.01, 0.05, (0.0, 1.0))
+    unp = verdicts._unpaired("m", 0.6, float(cur.mean()), 500, 0.01, 0.05, (0.0, 1.0))
     assert unp.beyond_tolerance and not unp.beyond_noise and not unp.regressed
-    gained = gate._paired("m", cur, base, float(cur.mean()), 0.6, 500, 0.01, 0.05, (0.0, 1.0))
+    gained = verdicts._paired("m", cur, base, float(cur.mean()), 0.6, 500, 0.01, 0.05, (0.0, 1.0))
     assert gained.suspicious and not gained.regressed and gained.moved() == "rose"
 
 
@@ -365,17 +368,17 @@ def _outcomes(acc: float, n: int = 500, seed: int = 0) -> dict[str, np.ndarray]:
 
 def test_fixed_compare_paired_and_fallback():
     b = _outcomes(0.6)
-    base = gate.make_baseline([recorded(b, lower=(2.0, 2.1, 1.9, 2.05), upper=(10.0,) * 4)], suite_raw=RAW,
+    base = baseline.make_baseline([recorded(b, lower=(2.0, 2.1, 1.9, 2.05), upper=(10.0,) * 4)], suite_raw=RAW,
                               suite_name="s", mode="fixed")
-    gate.validate_baseline(base)
-    same, _ = gate.compare(base, recorded(b), suite_raw=RAW)
+    baseline.validate_baseline(base)
+    same, _ = verdicts.compare(base, recorded(b), suite_raw=RAW)
     assert all(not r.regressed and not r.suspicious for r in same)
     worse = {k: v.copy() for k, v in b.items()}
     worse["worst_case@L2:1"][np.flatnonzero(worse["worst_case@L2:1"])[:15]] = False  # a 3-point drop
-    rows, _ = gate.compare(base, recorded(worse), suite_raw=RAW)
+    rows, _ = verdicts.compare(base, recorded(worse), suite_raw=RAW)
     by = {r.metric: r for r in rows}
     assert by["worst_case@L2:1"].regressed and by["worst_case@L2:1"].test == "paired McNemar"
-    rows, notes = gate.compare(base, recorded(worse, images="b" * 64), suite_raw=RAW)  # other images: unpaired
+    rows, notes = verdicts.compare(base, recorded(worse, images="b" * 64), suite_raw=RAW)  # other images: unpaired
     assert {r.metric: r for r in rows}["worst_case@L2:1"].test == "unpaired Wilson"
     assert any("unpaired" in n for n in notes)
 
@@ -383,11 +386,11 @@ def test_fixed_compare_paired_and_fallback():
 def test_lipschitz_tolerance_comes_from_the_measured_spread():
     b = _outcomes(0.6)
     lows = (2.0, 2.2, 1.8, 2.1, 1.9, 2.0, 2.05, 1.95)
-    base = gate.make_baseline([recorded(b, lower=lows, upper=(10.0,) * 8)], suite_raw=RAW, suite_name="s",
+    base = baseline.make_baseline([recorded(b, lower=lows, upper=(10.0,) * 8)], suite_raw=RAW, suite_name="s",
                               mode="fixed")
 
-    def verdict(lower: float, upper: float) -> dict[str, gate.Comparison]:
-        rows, _ = gate.compare(base, recorded(b, lower=(lower,), upper=(upper,)), suite_raw=RAW)
+    def verdict(lower: float, upper: float) -> dict[str, verdicts.Comparison]:
+        rows, _ = verdicts.compare(base, recorded(b, lower=(lower,), upper=(upper,)), suite_raw=RAW)
         return {r.metric: r for r in rows if r.is_bound}
 
     spread = float(np.std(lows, ddof=1))
@@ -406,16 +409,16 @@ def test_retrained_compare_uses_the_seed_spread():
           enumerate(seeds)]
     for i, m in enumerate(ms):
         m.sha256 = f"seed{i}"
-    base = gate.make_baseline(ms, suite_raw=RAW, suite_name="s", mode="retrained")
-    gate.validate_baseline(base)
+    base = baseline.make_baseline(ms, suite_raw=RAW, suite_name="s", mode="retrained")
+    baseline.validate_baseline(base)
     row = next(m for m in base["metrics"] if m["attack"] == "worst_case")
     assert len(row["runs"]) == 5 and row["spread"] > 0
     for acc, lower, regressed in ((0.575, 2.25, False), (0.45, 2.2, True)):
-        rows, _ = gate.compare(base, recorded(_outcomes(acc, seed=9), lower=(lower,), upper=(10.5,)), suite_raw=RAW)
+        rows, _ = verdicts.compare(base, recorded(_outcomes(acc, seed=9), lower=(lower,), upper=(10.5,)), suite_raw=RAW)
         by = {r.metric: r for r in rows}
         assert by["worst_case@L2:1"].regressed == regressed, by["worst_case@L2:1"]
         assert by["worst_case@L2:1"].test.startswith("seed spread")
-    rows, _ = gate.compare(base, recorded(_outcomes(0.6, seed=9), lower=(4.0,), upper=(10.5,)), suite_raw=RAW)
+    rows, _ = verdicts.compare(base, recorded(_outcomes(0.6, seed=9), lower=(4.0,), upper=(10.5,)), suite_raw=RAW)
     assert {r.metric: r for r in rows}["lipschitz_lower"].regressed
 
 
@@ -424,15 +427,15 @@ def test_retrained_compare_uses_the_seed_spread():
 
 def test_junit_words_rise_and_fall_and_keeps_values():
     b = _outcomes(0.6)
-    base = gate.make_baseline([recorded(b, lower=(2.0,) * 3, upper=(10.0,) * 3)], suite_raw=RAW, suite_name="s",
+    base = baseline.make_baseline([recorded(b, lower=(2.0,) * 3, upper=(10.0,) * 3)], suite_raw=RAW, suite_name="s",
                               mode="fixed")
     worse = {k: v.copy() for k, v in b.items()}
     worse["worst_case@L2:1"][np.flatnonzero(worse["worst_case@L2:1"])[:40]] = False
     better = {k: v.copy() for k, v in b.items()}
     better["clean"][:] = True
     better["clean"] |= b["clean"]
-    rows, _ = gate.compare(base, recorded(worse, lower=(2.0,), upper=(13.0,)), suite_raw=RAW)
-    root = ET.fromstring(gate.junit_xml(rows, name="m", seconds=1.5))
+    rows, _ = verdicts.compare(base, recorded(worse, lower=(2.0,), upper=(13.0,)), suite_raw=RAW)
+    root = ET.fromstring(output.junit_xml(rows, name="m", seconds=1.5))
     suite = root.find("testsuite")
     assert suite.get("tests") == str(len(rows)) and suite.get("failures") == "2"
     msgs = {c.get("name"): c.find("failure").get("message") for c in suite.iter("testcase")
@@ -442,13 +445,13 @@ def test_junit_words_rise_and_fall_and_keeps_values():
     assert msgs["worst_case@L2:1"].startswith("worst_case@L2:1 fell from")
     passing = [c for c in suite.iter("testcase") if c.find("failure") is None]
     assert passing and all(c.find("system-out") is not None and c.find("properties") is not None for c in passing)
-    rows, _ = gate.compare(base, recorded(better), suite_raw=RAW)
+    rows, _ = verdicts.compare(base, recorded(better), suite_raw=RAW)
     sus = [r for r in rows if r.suspicious]
     assert [r.metric for r in sus] == ["clean"]
-    suite = ET.fromstring(gate.junit_xml(rows, name="m", seconds=1.0)).find("testsuite")
+    suite = ET.fromstring(output.junit_xml(rows, name="m", seconds=1.0)).find("testsuite")
     clean = next(c for c in suite.iter("testcase") if c.get("name") == "clean")
     assert suite.get("failures") == "0" and "SUSPICIOUS: clean rose from" in clean.find("system-err").text
-    strict = ET.fromstring(gate.junit_xml(rows, name="m", seconds=1.0, fail_on_suspicious=True)).find("testsuite")
+    strict = ET.fromstring(output.junit_xml(rows, name="m", seconds=1.0, fail_on_suspicious=True)).find("testsuite")
     assert strict.get("failures") == "1"
-    rep = gate.report_json(0, rows, {"n": 500})
+    rep = output.report_json(0, rows, {"n": 500})
     assert rep["status"] == "suspicious" and rep["suspicious"] == ["clean"]

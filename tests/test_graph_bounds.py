@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from robustclip.bounds import conv_norms, lipschitz
+from robustclip.bounds import conv_norms, lower, structure, upper
 from robustclip.bounds.graph import Unsupported, graph_upper_bound
 
 
@@ -47,7 +47,7 @@ def jacobian_lower(model: nn.Module, shape: tuple[int, ...], n: int = 16, seed: 
     g = torch.Generator().manual_seed(seed)
     x = torch.rand((n, *shape), generator=g)
     model.eval()
-    return float(lipschitz.jacobian_spectral_norm(model, x, iters=30, generator=g).max())
+    return float(lower.jacobian_spectral_norm(model, x, iters=30, generator=g).max())
 
 
 def quotient_lower(model: nn.Module, shape: tuple[int, ...], norm: str = "L2", n: int = 256, seed: int = 0) -> float:
@@ -89,8 +89,8 @@ def test_fft_conv_bound_is_at_least_the_true_norm(cfg):
 def test_cifar_sized_conv_gets_a_bound_without_a_dense_matrix():
     torch.manual_seed(0)
     conv = nn.Conv2d(3, 32, 3, padding=1)
-    assert 3 * 32 * 32 * 32 * 32 * 32 > lipschitz.MAX_DENSE  # issue 21: about 10^8 entries
-    up = lipschitz.upper_bound(nn.Sequential(conv), (3, 32, 32))
+    assert 3 * 32 * 32 * 32 * 32 * 32 > structure.MAX_DENSE  # issue 21: about 10^8 entries
+    up = upper.upper_bound(nn.Sequential(conv), (3, 32, 32))
     true = power_norm(lambda x: F.conv2d(x, conv.weight.double(), None, 1, 1), (3, 32, 32), iters=100)
     assert math.isfinite(up) and up >= true
     assert up <= 1.05 * true  # stride 1, 32x32: the circular bound is nearly exact
@@ -101,8 +101,8 @@ def test_mnist_models_keep_the_dense_path():
     from robustclip.models import specs as models
 
     for spec in (models.paper_spec(), {"arch": "cnn", "num_classes": 10}):
-        assert lipschitz.known_layers(models.build(spec))[0] is not None
-    ups, _ = lipschitz.upper_bounds(models.build(models.paper_spec()), (1, 28, 28))
+        assert structure.known_layers(models.build(spec))[0] is not None
+    ups, _ = upper.upper_bounds(models.build(models.paper_spec()), (1, 28, 28))
     assert [u.method for u in ups] == ["layer_product", "layer_pair"]
 
 
@@ -329,8 +329,8 @@ def test_whole_resnets_are_sound_random_and_trained(block):
     net.eval()
     b = graph_upper_bound(net, shape)
     assert b.l2 >= jacobian_lower(net, shape) and b.l2 >= quotient_lower(net, shape)
-    assert b.l2 >= lipschitz.lower_bound_quotient(net, x[:16], pairs=8, steps=10)
-    assert lipschitz.upper_bound(net, shape) == pytest.approx(b.l2)  # the public API takes the graph path
+    assert b.l2 >= lower.lower_bound_quotient(net, x[:16], pairs=8, steps=10)
+    assert upper.upper_bound(net, shape) == pytest.approx(b.l2)  # the public API takes the graph path
 
 
 # --------------------------------------------------------------------------- what is refused
@@ -381,5 +381,5 @@ def test_models_not_understood_get_no_bound_with_the_reason(make, words):
     torch.manual_seed(0)
     with pytest.raises(Unsupported, match=words):
         graph_upper_bound(make(), (4,))
-    ups, reason = lipschitz.upper_bounds(make(), (4,))
+    ups, reason = upper.upper_bounds(make(), (4,))
     assert ups == [] and reason and words in reason

@@ -26,14 +26,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tiny import assert_one_line_error, run_cli, suite_toml
 
-from robustclip.attacks.suites import AttackSpec, Suite, parse_suite
+from robustclip.attacks.kinds import AttackSpec
+from robustclip.attacks.suites import Suite, parse_suite
 from robustclip.checkpoints import format as checkpoints
 from robustclip.checkpoints.format import CheckpointMeta
 from robustclip.core import files as _io
 from robustclip.core import validate
 from robustclip.data import datasets as data
+from robustclip.data import idx
 from robustclip.errors import CheckpointError, DataError, RobustclipError, SuiteError
-from robustclip.evaluation.runner import evaluate, run_attack
+from robustclip.evaluation.attacking import run_attack
+from robustclip.evaluation.runner import evaluate
 from robustclip.models import specs as models
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -268,7 +271,7 @@ def test_idx_file_that_is_a_fifo_is_refused(tmp_path):
         (d / stem).write_bytes(b"")
     os.mkfifo(d / "t10k-images-idx3-ubyte")
     with pytest.raises(DataError, match="not a regular file"):
-        data._read_bytes(d / "t10k-images-idx3-ubyte")
+        idx._read_bytes(d / "t10k-images-idx3-ubyte")
 
 
 # --------------------------------------------------------------------------- divergence and interruption

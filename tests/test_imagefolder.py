@@ -14,8 +14,7 @@ import torch
 from PIL import Image
 from tiny import assert_one_line_error, run_cli, suite_toml
 
-from robustclip.checkpoints import foreign as loading
-from robustclip.data import imagefolder
+from robustclip.data import imagefolder, userdata
 from robustclip.errors import DataError
 
 
@@ -42,7 +41,7 @@ def test_classes_follow_sorted_folder_names_and_hidden_entries_are_skipped(tmp_p
     _img(root / "cat" / ".thumb.png", _rgb(10, (3, 3)))  # a hidden file, even of another size
     (root / "README.txt").write_text("loose files next to the class folders are not images of a class")
     assert imagefolder.classes(root) == ["10", "2", "Ant", "cat", "zebra"]
-    s = loading.load_data_file(root)
+    s = userdata.load_data_file(root)
     assert s.x.shape == (5, 3, 6, 5) and s.x.dtype == torch.float32 and s.y.tolist() == [0, 1, 2, 3, 4]
     for k, cls in enumerate(["10", "2", "Ant", "cat", "zebra"]):
         want = torch.from_numpy(arrays[cls].astype(np.float32) / 255).permute(2, 0, 1)
@@ -102,7 +101,7 @@ def test_bad_folder_is_one_line(tmp_path, damage, words):
     root = _good(tmp_path)
     damage(root)
     with pytest.raises(DataError) as info:
-        loading.load_data_file(root)
+        userdata.load_data_file(root)
     for w in words:
         assert w in str(info.value), str(info.value)
 

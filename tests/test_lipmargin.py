@@ -8,10 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from robustclip.bounds import certify, lipschitz
+from robustclip.bounds import certify, upper
 from robustclip.errors import RobustclipError
 from robustclip.models import specs as models
 from robustclip.models.activations import GroupSort, MinMax
+from robustclip.training import config
 from robustclip.training import trainer as training
 from robustclip.training.regularizers import lipmargin
 from robustclip.training.regularizers import registry as regularizers
@@ -54,7 +55,7 @@ def test_power_iteration_approaches_the_sound_product_from_below():
         m = _small_cnn()
         b = lipmargin.BodyBound(m, (1, 8, 8))
         est = float(b.body(300, grad=False))
-        sound = math.prod(v for _, v in lipschitz.layer_norms(m, (1, 8, 8))[:-1])
+        sound = math.prod(v for _, v in upper.layer_norms(m, (1, 8, 8))[:-1])
     assert est <= sound * (1 + 1e-5)
     assert est >= 0.98 * sound
 
@@ -102,7 +103,7 @@ def test_bad_settings_are_one_line_errors(params):
 def test_registry_entries_and_lambda_rules():
     assert "lipschitz-margin" in regularizers.REGISTRY and "clip-lipschitz-margin" in regularizers.REGISTRY
     with pytest.raises(RobustclipError, match="takes no λ"):
-        training.TrainConfig(reg="lipschitz-margin", lam=0.5, model=CNN).validate()
+        config.TrainConfig(reg="lipschitz-margin", lam=0.5, model=CNN).validate()
     h = regularizers.make("clip-lipschitz-margin", clip={"pairs": 4}, margin={"loss": "ce"})
     assert h.data_weight == 0.0 and h.config()["margin"]["loss"] == "ce"
 
@@ -121,7 +122,7 @@ def _tiny_splits(n=256):
                                        ("clip-lipschitz-margin", {})])
 def test_training_runs_records_selection_and_resumes_state(reg, extra):
     splits = _tiny_splits()
-    cfg = training.TrainConfig(dataset="mnist", model=FC if reg != "lipschitz-margin" or extra else CNN, reg=reg,
+    cfg = config.TrainConfig(dataset="mnist", model=FC if reg != "lipschitz-margin" or extra else CNN, reg=reg,
                                epochs=2, batch_size=64,
                                optimizer="adam", lr=1e-3, settings={"margin": {"eps": 0.5, **extra}}, lip_probe_pairs=0,
                                lam=0.01 if reg.startswith("clip") else 0.0, clip={"pairs": 4} if reg.startswith("clip")
@@ -140,13 +141,13 @@ def test_minmax_model_certifies_with_sound_pair_constants_only():
     with one_thread():
         m = _small_cnn().eval()
         x = torch.rand(8, 1, 8, 8)
-        uppers, why = lipschitz.upper_bounds(m, (1, 8, 8), sdp=True)
+        uppers, why = upper.upper_bounds(m, (1, 8, 8), sdp=True)
         assert why is None
         sdp = [u for u in uppers if u.method == "lipsdp"]
         assert sdp and not math.isfinite(sdp[0].value) and "MinMax" in sdp[0].assumptions
-        pairs = lipschitz.best_pairs(uppers)
+        pairs = upper.best_pairs(uppers)
         assert pairs is not None
-        body = math.prod(v for _, v in lipschitz.layer_norms(m, (1, 8, 8))[:-1])
+        body = math.prod(v for _, v in upper.layer_norms(m, (1, 8, 8))[:-1])
         W = m[-1].weight.detach().double()
         est = lipmargin.BodyBound(m, (1, 8, 8)).pair_constants(300, grad=False).double()
         assert torch.all(pairs >= est * (1 - 1e-5))  # the sound constants are never below the estimate
@@ -183,10 +184,10 @@ def test_graph_bound_of_a_batchnorm_minmax_net_counts_sorting_as_1():
                         GroupSort(2), nn.Flatten(), nn.Linear(4 * 3 * 3, 3)).eval()
     with torch.no_grad():
         net[1].running_var.uniform_(0.5, 2.0)
-    uppers, reason = lipschitz.upper_bounds(net, (1, 8, 8))
+    uppers, reason = upper.upper_bounds(net, (1, 8, 8))
     assert reason is None and [u.method for u in uppers] == ["graph_product"]
     relu = nn.Sequential(*[nn.ReLU() if isinstance(m, (MinMax, GroupSort)) else m for m in net]).eval()
-    assert uppers[0].value == pytest.approx(lipschitz.upper_bounds(relu, (1, 8, 8))[0][0].value)  # both count 1
+    assert uppers[0].value == pytest.approx(upper.upper_bounds(relu, (1, 8, 8))[0][0].value)  # both count 1
     g = torch.Generator().manual_seed(1)
     x, d = torch.rand(256, 1, 8, 8, generator=g), torch.randn(256, 1, 8, 8, generator=g) * 1e-2
     with torch.no_grad():

@@ -20,7 +20,9 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.nn import functional as F
 
-from robustclip.bounds import lipschitz
+from robustclip.bounds import lipschitz, pairs
+from robustclip.bounds import lower as lower_mod
+from robustclip.bounds import upper as upper_mod
 from robustclip.models import specs as models
 
 REL = 1e-3
@@ -57,8 +59,8 @@ def test_linear_model_quotient_and_upper_bounds_equal_the_spectral_norm(d, k, si
     model, sigma = _linear_model(d, k, sigmas, seed)
     assert sigma == pytest.approx(sigmas[0], rel=1e-5)
     x = _centred_data(32, d, seed)
-    lower = lipschitz.lower_bound_quotient(model, x, pairs=16, steps=60, seed=seed)
-    upper = lipschitz.upper_bound(model, (d,))
+    lower = lower_mod.lower_bound_quotient(model, x, pairs=16, steps=60, seed=seed)
+    upper = upper_mod.upper_bound(model, (d,))
     assert lower <= sigma * (1 + 1e-5) and upper >= sigma * (1 - 1e-6)
     assert abs(lower - sigma) / sigma < REL
     assert abs(upper - sigma) / sigma < REL
@@ -69,7 +71,7 @@ def test_linear_model_jacobian_bound_equals_the_spectral_norm(d, k, sigmas, seed
     # a plain model with trainable weights, as a user would pass it
     model, sigma = _linear_model(d, k, sigmas, seed)
     x = _centred_data(32, d, seed)
-    lower = lipschitz.lower_bound_jacobian(model, x, points=8, seed=seed)
+    lower = lower_mod.lower_bound_jacobian(model, x, points=8, seed=seed)
     assert lower <= sigma * (1 + 1e-5)
     assert abs(lower - sigma) / sigma < REL
 
@@ -80,10 +82,10 @@ def test_linear_model_jacobian_bound_with_frozen_weights(d, k, sigmas, seed):
     for p in model.parameters():
         p.requires_grad_(False)
     x = _centred_data(32, d, seed)
-    lower = lipschitz.lower_bound_jacobian(model, x, points=8, seed=seed)
+    lower = lower_mod.lower_bound_jacobian(model, x, points=8, seed=seed)
     assert lower <= sigma * (1 + 1e-5)
     assert abs(lower - sigma) / sigma < REL
-    js = lipschitz.jacobian_spectral_norm(model, x[:5], iters=30, generator=torch.Generator().manual_seed(0))
+    js = lower_mod.jacobian_spectral_norm(model, x[:5], iters=30, generator=torch.Generator().manual_seed(0))
     assert js.shape == (5,)
     assert torch.allclose(js, torch.full((5,), sigma), rtol=REL)
 
@@ -93,10 +95,10 @@ def test_quotients_of_a_linear_map_by_hand():
     W = model[1].weight.detach()
     g = torch.Generator().manual_seed(1)
     a, b = torch.rand(5, 8, generator=g), torch.rand(5, 8, generator=g)
-    q = lipschitz.quotients(model, torch.cat([a, b]))
+    q = pairs.quotients(model, torch.cat([a, b]))
     want = ((a - b) @ W.T).norm(dim=1) / (a - b).norm(dim=1)
     assert torch.allclose(q, want, rtol=1e-5)
-    xa, xb = lipschitz.split_pairs(torch.cat([a, b]))
+    xa, xb = pairs.split_pairs(torch.cat([a, b]))
     assert torch.equal(xa, a) and torch.equal(xb, b)
 
 
@@ -126,9 +128,9 @@ def test_conv_upper_bound_equals_dense_operator_norm(cin, cout, kernel, stride, 
     conv = nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding)
     in_shape = (cin, size, size)
     true = _dense_conv_norm(conv, in_shape)
-    up = lipschitz.upper_bound(nn.Sequential(conv), in_shape, iters=300)
+    up = upper_mod.upper_bound(nn.Sequential(conv), in_shape, iters=300)
     assert abs(up - true) / true < REL, (up, true)
-    names = lipschitz.layer_norms(nn.Sequential(conv, nn.ReLU(), nn.Flatten()), in_shape, iters=300)
+    names = upper_mod.layer_norms(nn.Sequential(conv, nn.ReLU(), nn.Flatten()), in_shape, iters=300)
     assert [n for n, _ in names] == ["0", "1", "2"]
     assert names[0][1] == pytest.approx(true, rel=REL) and names[1][1] == 1.0 and names[2][1] == 1.0
 
@@ -139,7 +141,7 @@ def test_conv_upper_bound_at_default_iterations_is_not_below_the_true_norm():
     torch.manual_seed(2 * 100 + 3 * 10 + 1)
     conv = nn.Conv2d(2, 4, 3, stride=1, padding=1)
     true = _dense_conv_norm(conv, (2, 8, 8))
-    up = lipschitz.upper_bound(nn.Sequential(conv), (2, 8, 8))
+    up = upper_mod.upper_bound(nn.Sequential(conv), (2, 8, 8))
     assert up >= true * (1 - 1e-9), f"upper bound {up} < true operator norm {true}"
 
 
@@ -147,8 +149,8 @@ def test_cnn_upper_bound_is_finite_and_above_the_lower_bound():
     torch.manual_seed(0)
     model = models.build({"arch": "cnn"}).eval()
     x = torch.rand(4, 1, 28, 28)
-    up = lipschitz.upper_bound(model, (1, 28, 28), iters=30)
-    low = lipschitz.lower_bound_jacobian(model, x, points=4, steps=1, iters=5)
+    up = upper_mod.upper_bound(model, (1, 28, 28), iters=30)
+    low = lower_mod.lower_bound_jacobian(model, x, points=4, steps=1, iters=5)
     assert math.isfinite(up) and 0 < low <= up
 
 
@@ -185,14 +187,14 @@ def test_fast_upper_bound_is_sound_and_never_densifies(monkeypatch):
 
 def test_layer_norms_of_activations_and_normalisation():
     model = models.build({"arch": "fc", "sizes": [64, 16, 10], "activation": "sigmoid", "mean": 0.1, "std": 0.5})
-    norms = dict(lipschitz.layer_norms(model, (1, 8, 8)))
+    norms = dict(upper_mod.layer_norms(model, (1, 8, 8)))
     kinds = {type(layer).__name__: norms[name] for name, layer in model.named_children()}
     assert kinds["Flatten"] == 1.0 and kinds["Normalize"] == pytest.approx(2.0) and kinds["Sigmoid"] == 0.25
     W1, W2 = model[2].weight.detach().double(), model[4].weight.detach().double()
     want = 2.0 * float(torch.linalg.matrix_norm(W1, ord=2)) * 0.25 * float(torch.linalg.matrix_norm(W2, ord=2))
-    assert lipschitz.upper_bound(model, (1, 8, 8)) == pytest.approx(want, rel=1e-9)
+    assert upper_mod.upper_bound(model, (1, 8, 8)) == pytest.approx(want, rel=1e-9)
     with pytest.raises(ValueError, match="Softmax"):
-        lipschitz.upper_bound(nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.Softmax(dim=1)), (4,))
+        upper_mod.upper_bound(nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.Softmax(dim=1)), (4,))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -219,8 +221,8 @@ def test_exact_1d_of_a_known_function():
     with torch.no_grad():
         model[0].weight.fill_(4.0)
         model[0].bias.fill_(-2.0)  # f(x) = tanh(4x - 2): steepest at x = 0.5, slope 4
-    assert lipschitz.exact_1d(model) == pytest.approx(4.0, rel=1e-6)
-    assert lipschitz.upper_bound(model, (1,)) == pytest.approx(4.0)
+    assert lower_mod.exact_1d(model) == pytest.approx(4.0, rel=1e-6)
+    assert upper_mod.upper_bound(model, (1,)) == pytest.approx(4.0)
 
 
 @pytest.mark.parametrize("shape,sizes", [
@@ -244,24 +246,24 @@ def test_sigmoid_mlp_lower_le_upper(shape, sizes, seed):
 def test_init_pairs_shapes_box_and_separation(mode):
     x = torch.rand(10, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     x[3] = x[4]  # duplicates must still give distinct pairs
-    P = lipschitz.init_pairs(x, 7, mode=mode, generator=torch.Generator().manual_seed(1))
+    P = pairs.init_pairs(x, 7, mode=mode, generator=torch.Generator().manual_seed(1))
     assert P.shape == (14, 1, 8, 8)
     assert float(P.min()) >= 0 and float(P.max()) <= 1
-    a, b = lipschitz.split_pairs(P)
-    assert float((a - b).flatten(1).norm(dim=1).min()) >= lipschitz.MIN_DIST
+    a, b = pairs.split_pairs(P)
+    assert float((a - b).flatten(1).norm(dim=1).min()) >= pairs.MIN_DIST
 
 
 def test_init_pairs_rejects_unknown_mode():
     with pytest.raises(ValueError, match="plain, partial_random or noise"):
-        lipschitz.init_pairs(torch.rand(4, 3), 2, mode="grid")
+        pairs.init_pairs(torch.rand(4, 3), 2, mode="grid")
 
 
 def test_separate_moves_identical_pairs_apart_inside_the_box():
     P = torch.cat([torch.zeros(3, 5), torch.zeros(3, 5)])
     P[:, 0] = 1.0  # corners of the box
-    lipschitz.separate(P, generator=torch.Generator().manual_seed(0))
-    a, b = lipschitz.split_pairs(P)
-    assert float((a - b).norm(dim=1).min()) >= lipschitz.MIN_DIST
+    pairs.separate(P, generator=torch.Generator().manual_seed(0))
+    a, b = pairs.split_pairs(P)
+    assert float((a - b).norm(dim=1).min()) >= pairs.MIN_DIST
     assert float(P.min()) >= 0 and float(P.max()) <= 1
 
 
@@ -273,14 +275,14 @@ def test_pair_ascent_never_lowers_a_quotient_and_stays_in_the_box(seed, m, steps
     model = models.build({"arch": "fc", "sizes": [64, 16, 10], "activation": act})
     model.train()
     x = torch.rand(8, 1, 8, 8, generator=torch.Generator().manual_seed(seed))
-    P0 = lipschitz.init_pairs(x, m, generator=torch.Generator().manual_seed(seed))
-    q0 = lipschitz.quotients(model, P0).detach()
-    P, q = lipschitz.pair_ascent(model, P0, steps=steps)
+    P0 = pairs.init_pairs(x, m, generator=torch.Generator().manual_seed(seed))
+    q0 = pairs.quotients(model, P0).detach()
+    P, q = pairs.pair_ascent(model, P0, steps=steps)
     assert P.shape == P0.shape and q.shape == (m,)
     assert bool((q >= q0 - 1e-6).all())
-    assert torch.allclose(q, lipschitz.quotients(model, P).detach(), rtol=1e-5)
+    assert torch.allclose(q, pairs.quotients(model, P).detach(), rtol=1e-5)
     assert float(P.min()) >= 0 and float(P.max()) <= 1
-    a, b = lipschitz.split_pairs(P)
+    a, b = pairs.split_pairs(P)
     assert float((a - b).flatten(1).norm(dim=1).min()) > 0
     # the model is left as it was: training mode and trainable weights
     assert model.training and all(p.requires_grad for p in model.parameters())

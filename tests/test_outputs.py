@@ -18,6 +18,7 @@ from robustclip.checkpoints.format import CheckpointMeta
 from robustclip.core import files as _io
 from robustclip.core import outputs
 from robustclip.errors import OutputError, RobustclipError
+from robustclip.gate import baseline, output
 from robustclip.gate import check as gate
 from robustclip.models import specs as models
 
@@ -251,7 +252,7 @@ def test_update_baseline_replaces_only_a_baseline(work, tmp_path):
 
 def test_junit_report_is_replaced_only_if_it_is_one_or_with_force(work, tmp_path):
     old = tmp_path / "j.xml"
-    old.write_text(gate.junit_xml([], name="m", seconds=0.0), encoding="utf-8")
+    old.write_text(output.junit_xml([], name="m", seconds=0.0), encoding="utf-8")
     assert outputs.guard_output(old, kind="junit") == old
     other = _victim(tmp_path)
     with pytest.raises(OutputError, match="--force"):
@@ -276,7 +277,7 @@ def test_report_force_overwrites_report_files(work, tmp_path, monkeypatch):
 
 
 def test_the_baseline_tag_matches_the_gate():
-    assert outputs.KIND_MARKERS["baseline"] == (f'"{gate.BASELINE_FORMAT}"'.encode(),)
+    assert outputs.KIND_MARKERS["baseline"] == (f'"{baseline.BASELINE_FORMAT}"'.encode(),)
 
 
 # --------------------------------------------------------------------------- the writes themselves

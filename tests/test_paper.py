@@ -10,10 +10,10 @@ import pytest
 from page_check import check_page, chromium
 
 from experiments.paper import experiment as paper
-from robustclip import sweeps
 from robustclip.attacks.suites import parse_suite
 from robustclip.checkpoints import format as checkpoints
 from robustclip.errors import RobustclipError
+from robustclip.sweeps import planning
 
 TINY_SUITE = {"name": "tiny", "n": 64, "batch_size": 64, "seed": 0, "headline": {"norm": "L2", "eps": 2.0},
               "attack": [{"type": "clean"}, {"type": "noise", "sigma": 1.0}, {"type": "fgsm", "norm": "L2", "eps": 2.0},
@@ -22,7 +22,7 @@ TINY_SUITE = {"name": "tiny", "n": 64, "batch_size": 64, "seed": 0, "headline": 
 
 
 def test_preset_plans_the_issue_grid():
-    runs = sweeps.plan(paper.preset())
+    runs = planning.plan(paper.preset())
     ids = {r.id for r in runs}
     by_id = {r.id: r for r in runs}
     for seed in range(5):  # MNIST: five seeds of every method, adversarial training included
@@ -54,14 +54,14 @@ def test_preset_plans_the_issue_grid():
 def _regenerate_tiny(tmp_path, data_dir, sweep, out: str, **kw):
     """``paper.regenerate`` of ``sweep`` into ``tmp_path/out`` (runs in ``tmp_path/runs``) with the tiny suite
     registered as a built-in for the time of the call (it travels through the sweep plan by name)."""
-    from robustclip.attacks import suites as attacks
+    from robustclip.attacks import library
 
-    attacks.BUILTIN_SUITES["tiny"] = TINY_SUITE
+    library.BUILTIN_SUITES["tiny"] = TINY_SUITE
     try:
         return paper.regenerate(tmp_path / out, tmp_path / "runs", data_dir=str(data_dir), progress=False,
                                 sweep=sweep, full_test_suite=parse_suite(TINY_SUITE), full_test_n=200, **kw)
     finally:
-        del attacks.BUILTIN_SUITES["tiny"]
+        del library.BUILTIN_SUITES["tiny"]
 
 
 def test_regenerate_tiny(tmp_path, data_dir):
@@ -156,7 +156,7 @@ def _refresh_adds_a_checkpoint_made_elsewhere(out, runs, cert, data_dir):
     of the CLIP one under the certified model's name) joins the figure, the section and the list of checkpoints; the
     checkpoints already evaluated come from the cache, and the rest of the report is left byte for byte."""
     from experiments.paper import sandwich
-    from robustclip.reports.pages import fig_sandwich
+    from robustclip.reports.figures import fig_sandwich
 
     before_md, before_html = (out / "README.md").read_text(), (out / "index.html").read_text()
     shutil.copyfile(out / "checkpoints" / "mnist-clip-best.safetensors",

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import robustclip as rc
-from robustclip.bounds import lipschitz
+from robustclip.bounds import lower, pairs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,7 +46,7 @@ def test_penalty_is_the_largest_quotient_of_its_pairs():
     assert pen.dim() == 0 and pen.requires_grad
     P = clip.reg.P.detach()
     assert P is not None and P.shape == (16, 1, 4, 4) and float(P.min()) >= 0 and float(P.max()) <= 1
-    q = lipschitz.quotients(model, P)
+    q = pairs.quotients(model, P)
     assert torch.allclose(pen, q.max() + 1e-4 * q.sum())
     assert torch.equal(clip.quotients, q.detach())
 
@@ -154,5 +154,5 @@ def test_readme_loop_runs_and_lowers_the_lipschitz_bound(tmp_path, monkeypatch, 
         ns: dict = {}
         exec(compile(run, "docs/training.md", "exec"), ns)
         assert (tmp_path / "run.pt").is_file()
-        bounds[lam] = lipschitz.lower_bound_quotient(ns["model"].eval(), x_probe, pairs=32, steps=30, seed=0)
+        bounds[lam] = lower.lower_bound_quotient(ns["model"].eval(), x_probe, pairs=32, steps=30, seed=0)
     assert bounds[0.1] < bounds[0.0], bounds

@@ -12,10 +12,11 @@ import pytest
 import torch
 from torch import nn
 
-from robustclip.bounds import lipschitz
-from robustclip.bounds.lipschitz import MIN_DIST
+from robustclip.bounds import pairs
+from robustclip.bounds.pairs import MIN_DIST
 from robustclip.errors import RobustclipError
 from robustclip.models import specs as models
+from robustclip.training.regularizers import base
 from robustclip.training.regularizers import registry as regularizers
 from robustclip.training.regularizers.clip import ClipConfig, ClipRegularizer
 from robustclip.training.regularizers.weight import WeightRegularizer
@@ -25,7 +26,7 @@ from robustclip.training.schedule import LambdaSchedule
 
 
 def _pair_dist(P: torch.Tensor) -> torch.Tensor:
-    a, b = lipschitz.split_pairs(P)
+    a, b = pairs.split_pairs(P)
     return (a - b).flatten(1).norm(dim=1)
 
 
@@ -65,7 +66,7 @@ def test_quotients_match_hand_computation_on_linear_map(seed):
     W = lin.weight.detach().double()
     g = torch.Generator().manual_seed(100 + seed)
     P = torch.rand(2 * 12, 7, generator=g)
-    q = lipschitz.quotients(lin, P).detach()
+    q = pairs.quotients(lin, P).detach()
     assert q.shape == (12,)
     x, xp = P[:12].double(), P[12:].double()
     d = x - xp
@@ -79,8 +80,8 @@ def test_quotients_from_outputs_matches_quotients():
     model = _small_mlp(3)
     P = torch.rand(2 * 5, 10, generator=torch.Generator().manual_seed(3))
     out = model(P)
-    torch.testing.assert_close(lipschitz.quotients_from_outputs(out, P), lipschitz.quotients(model, P))
-    a, b = lipschitz.split_pairs(P)
+    torch.testing.assert_close(pairs.quotients_from_outputs(out, P), pairs.quotients(model, P))
+    a, b = pairs.split_pairs(P)
     assert torch.equal(a, P[:5]) and torch.equal(b, P[5:])
 
 
@@ -91,17 +92,17 @@ def test_pair_ascent_on_linear_map_approaches_spectral_norm_from_below(seed):
     sigma = float(torch.linalg.matrix_norm(lin.weight.detach().double(), 2))
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(50, 6, generator=g)
-    P0 = lipschitz.init_pairs(x, 8, mode="partial_random", radius=0.3, generator=g)
-    q0 = lipschitz.quotients(lin, P0).detach()
+    P0 = pairs.init_pairs(x, 8, mode="partial_random", radius=0.3, generator=g)
+    q0 = pairs.quotients(lin, P0).detach()
     best_prev = float(q0.max())
     for steps in (5, 20, 100):
-        P, q = lipschitz.pair_ascent(lin, P0, steps=steps)
+        P, q = pairs.pair_ascent(lin, P0, steps=steps)
         best = float(q.max())
         # a quotient of a linear map can never exceed its spectral norm
         assert best <= sigma * (1 + 1e-5), (best, sigma)
         assert best >= best_prev - 1e-7 * sigma
         # the reported quotients are those of the returned pairs
-        torch.testing.assert_close(q, lipschitz.quotients(lin, P).detach())
+        torch.testing.assert_close(q, pairs.quotients(lin, P).detach())
         best_prev = best
     assert best_prev > float(q0.max()), "ascent did not improve the best quotient"
     assert best_prev >= 0.95 * sigma, f"ascent reached only {best_prev / sigma:.3f} of the spectral norm"
@@ -116,12 +117,12 @@ def test_pair_ascent_never_lowers_a_quotient(seed):
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(64, 10, generator=g)
     mode = ("plain", "partial_random", "noise", "partial_random")[seed]
-    P = lipschitz.init_pairs(x, 10, mode=mode, radius=0.2, generator=g)
-    q = lipschitz.quotients(model, P).detach()
+    P = pairs.init_pairs(x, 10, mode=mode, radius=0.2, generator=g)
+    q = pairs.quotients(model, P).detach()
     q_start = q.clone()
     moved = False
     for _ in range(15):
-        P_new, q_new = lipschitz.pair_ascent(model, P, steps=1, eta=0.05)
+        P_new, q_new = pairs.pair_ascent(model, P, steps=1, eta=0.05)
         assert bool((q_new >= q * (1 - 1e-6)).all()), "a pair's quotient fell"
         assert float(q_new.max()) >= float(q.max()) * (1 - 1e-6), "the best quotient fell"
         _assert_valid_pairs(P_new, 10, (10,))
@@ -130,7 +131,7 @@ def test_pair_ascent_never_lowers_a_quotient(seed):
     assert moved, "pair ascent never moved any pair"
     assert float(q.max()) > float(q_start.max()), "15 ascent steps found nothing steeper"
     # one long call obeys the same rule against its own start
-    P_long, q_long = lipschitz.pair_ascent(model, P, steps=25)
+    P_long, q_long = pairs.pair_ascent(model, P, steps=25)
     assert bool((q_long >= q * (1 - 1e-6)).all())
     _assert_valid_pairs(P_long, 10, (10,))
 
@@ -141,7 +142,7 @@ def test_pair_ascent_leaves_model_state_alone():
     model[0].weight.requires_grad_(False)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     P = torch.rand(2 * 4, 10, generator=torch.Generator().manual_seed(5))
-    lipschitz.pair_ascent(model, P, steps=5)
+    pairs.pair_ascent(model, P, steps=5)
     assert model.training
     assert [p.requires_grad for p in model.parameters()] == [False] + [True] * 5
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
@@ -152,9 +153,9 @@ def test_pair_ascent_on_images_keeps_pairs_valid(images):
     x, _ = images
     model = _small_image_model(0)
     g = torch.Generator().manual_seed(0)
-    P0 = lipschitz.init_pairs(x, 6, mode="partial_random", radius=0.5, generator=g)
-    q0 = lipschitz.quotients(model, P0).detach()
-    P, q = lipschitz.pair_ascent(model, P0, steps=10)
+    P0 = pairs.init_pairs(x, 6, mode="partial_random", radius=0.5, generator=g)
+    q0 = pairs.quotients(model, P0).detach()
+    P, q = pairs.pair_ascent(model, P0, steps=10)
     _assert_valid_pairs(P, 6, (1, 28, 28))
     assert bool((q >= q0 * (1 - 1e-6)).all())
     assert float(q.max()) > float(q0.max())
@@ -167,19 +168,19 @@ def test_pair_ascent_on_images_keeps_pairs_valid(images):
 def test_init_pairs_modes_shape_range_and_distinct(images, mode):
     x, _ = images
     m = 12
-    P = lipschitz.init_pairs(x, m, mode=mode, radius=0.5, generator=torch.Generator().manual_seed(1))
+    P = pairs.init_pairs(x, m, mode=mode, radius=0.5, generator=torch.Generator().manual_seed(1))
     _assert_valid_pairs(P, m, (1, 28, 28))
     assert P.dtype == x.dtype
     assert not P.requires_grad
     # seeded: the same generator seed gives the same pairs
-    P2 = lipschitz.init_pairs(x, m, mode=mode, radius=0.5, generator=torch.Generator().manual_seed(1))
+    P2 = pairs.init_pairs(x, m, mode=mode, radius=0.5, generator=torch.Generator().manual_seed(1))
     assert torch.equal(P, P2)
     flat = x.flatten(1)
 
     def is_data_row(t: torch.Tensor) -> torch.Tensor:
         return (t.flatten(1)[:, None, :] == flat[None]).all(-1).any(-1)
 
-    a, b = lipschitz.split_pairs(P)
+    a, b = pairs.split_pairs(P)
     if mode == "plain":
         assert bool(is_data_row(a).all()) and bool(is_data_row(b).all())
     elif mode == "partial_random":
@@ -196,13 +197,13 @@ def test_init_pairs_modes_shape_range_and_distinct(images, mode):
 @pytest.mark.parametrize("value", [0.0, 1.0])
 def test_init_pairs_separates_identical_points_inside_the_box(value):
     x = torch.full((5, 1, 28, 28), value)
-    P = lipschitz.init_pairs(x, 8, mode="plain", generator=torch.Generator().manual_seed(0))
+    P = pairs.init_pairs(x, 8, mode="plain", generator=torch.Generator().manual_seed(0))
     _assert_valid_pairs(P, 8, (1, 28, 28))
 
 
 def test_init_pairs_unknown_mode():
     with pytest.raises(ValueError):
-        lipschitz.init_pairs(torch.rand(4, 3), 2, mode="bogus")
+        pairs.init_pairs(torch.rand(4, 3), 2, mode="bogus")
 
 
 # --------------------------------------------------------------------------- CLIP regulariser
@@ -238,7 +239,7 @@ def test_clip_fused_step_penalty_is_max_quotient_and_pairs_stay_valid(images):
         _assert_valid_pairs(extra, m, (1, 28, 28))
         P_before = extra.detach().clone()
         with torch.no_grad():
-            q_ref = lipschitz.quotients(model, P_before)
+            q_ref = pairs.quotients(model, P_before)
         loss = nn.functional.cross_entropy(model(xb), yb)
         pen = reg.penalty(model, model(extra))
         assert pen is not None and pen.requires_grad and pen.dim() == 0
@@ -273,8 +274,8 @@ def test_clip_after_step_ascends_the_quotients(images):
         _fused_step(model, opt, reg, xb, yb, step)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     with torch.no_grad():
-        q0 = float(lipschitz.quotients(model, extra0.detach()).max())
-        q1 = float(lipschitz.quotients(model, reg.P).max())
+        q0 = float(pairs.quotients(model, extra0.detach()).max())
+        q1 = float(pairs.quotients(model, reg.P).max())
     assert q1 > q0
 
 
@@ -294,7 +295,7 @@ def test_clip_mean_reduction_and_every(images):
             assert torch.equal(reg.P, P_before), "an inactive step moved the pairs"
             continue
         with torch.no_grad():
-            q_ref = lipschitz.quotients(model, extra.detach())
+            q_ref = pairs.quotients(model, extra.detach())
         out_b = model(xb)
         pen = reg.penalty(model, model(extra))
         # mean of the quotients, scaled by `every` so the average strength is λ
@@ -313,7 +314,7 @@ def test_clip_cap_skips_the_penalty(images):
     # the same seed draws the same pairs from the same batch
     extra = ClipRegularizer(ClipConfig(pairs=4), seed=0).extra_inputs(xb, 0)
     with torch.no_grad():
-        qmax = float(lipschitz.quotients(model, extra.detach()).max())
+        qmax = float(pairs.quotients(model, extra.detach()).max())
     assert qmax > 0
     # a cap above the largest quotient keeps the penalty
     reg = ClipRegularizer(ClipConfig(pairs=4, cap=qmax * 10), seed=0)
@@ -345,7 +346,7 @@ def test_clip_cap_skip_redraws_pairs_in_the_training_step(images):
     assert not torch.equal(extra1.detach(), first), "skipped pairs were reused instead of redrawn"
     # the redrawn x are rows of the new batch (partial_random init)
     flat = x[32:64].flatten(1)
-    a, _ = lipschitz.split_pairs(extra1.detach())
+    a, _ = pairs.split_pairs(extra1.detach())
     assert bool((a.flatten(1)[:, None, :] == flat[None]).all(-1).any(-1).all())
 
 
@@ -356,7 +357,7 @@ def test_clip_refresh_every_redraws_pairs_from_current_batch(images):
     reg = ClipRegularizer(ClipConfig(pairs=5, refresh_every=3, every=1), seed=0)
 
     def from_batch(P, xb):
-        a, _ = lipschitz.split_pairs(P.detach())
+        a, _ = pairs.split_pairs(P.detach())
         return (a.flatten(1)[:, None, :] == xb.flatten(1)[None]).all(-1).any(-1)
 
     for step in range(7):
@@ -376,10 +377,10 @@ def test_clip_extra_ascent_steps_use_bound_model(images):
     reg = ClipRegularizer(ClipConfig(pairs=6, ascent_steps=4, every=1), seed=0)
     reg.bind(model)
     extra = reg.extra_inputs(x[:32], 0)
-    fresh = lipschitz.init_pairs(x[:32], 6, generator=torch.Generator().manual_seed(7919))
+    fresh = pairs.init_pairs(x[:32], 6, generator=torch.Generator().manual_seed(7919))
     with torch.no_grad():
-        q_fresh = lipschitz.quotients(model, fresh)
-        q_extra = lipschitz.quotients(model, extra.detach())
+        q_fresh = pairs.quotients(model, fresh)
+        q_extra = pairs.quotients(model, extra.detach())
     _assert_valid_pairs(extra.detach(), 6, (1, 28, 28))
     assert bool((q_extra >= q_fresh * (1 - 1e-6)).all())
     assert float(q_extra.max()) > float(q_fresh.max())
@@ -400,7 +401,7 @@ def test_invalid_clip_config_raises(bad):
 
 
 def test_make_regularizers():
-    assert type(regularizers.make("none")) is regularizers.Regularizer
+    assert type(regularizers.make("none")) is base.Regularizer
     assert isinstance(regularizers.make("weight"), WeightRegularizer)
     reg = regularizers.make("clip", pairs=3, init="noise")
     assert isinstance(reg, ClipRegularizer) and reg.cfg.pairs == 3 and reg.cfg.init == "noise"
@@ -559,7 +560,7 @@ def test_clip_margin_adds_the_lipschitz_margin_cross_entropy_of_the_batch(images
     pen_plain = plain.penalty(model, model(P))
     pen = margin.penalty(model, model(extra))
     with torch.no_grad():
-        q = lipschitz.quotients(model, P.detach())
+        q = pairs.quotients(model, P.detach())
         z = model(xb)
         wrong = 1 - nn.functional.one_hot(yb, 10).float()
         ce = nn.functional.cross_entropy(z + math.sqrt(2) * r * q.max() * wrong, yb)

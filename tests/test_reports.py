@@ -23,12 +23,12 @@ import pytest
 import torch
 from tiny import SMALL, SUITE_TOML, one_thread
 
-from robustclip import sweeps
 from robustclip.cli import main
 from robustclip.core import files as _io
 from robustclip.errors import RobustclipError
-from robustclip.reports import figures
+from robustclip.reports import figures, tables
 from robustclip.reports import pages as reports
+from robustclip.sweeps import driver, records
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EXPECTED_FIGURES = {"curve_mnist_L2.png", "lambda_mnist.png", "lambda_regression.png", "tradeoff_mnist.png",
@@ -61,7 +61,7 @@ def sweep(tmp_path_factory, data_dir):
     (base / "tiny.toml").write_text(SUITE_TOML)
     raw = _sweep_raw(base / "tiny.toml")
     with one_thread():
-        sweeps.run_sweep(raw, base / "sweep", data_dir=str(data_dir), progress=False)
+        driver.run_sweep(raw, base / "sweep", data_dir=str(data_dir), progress=False)
     return base / "sweep", raw
 
 
@@ -189,7 +189,7 @@ def test_tables_are_written_and_linked(report):
     assert (out / "table.csv").is_file() and (out / "results.csv").is_file()
     mine = pd.read_csv(out / "results.csv")
     theirs = pd.read_csv(sweep_dir / "results.csv")
-    assert set(sweeps.RESULT_COLUMNS) <= set(mine.columns) and "setting" in mine.columns
+    assert set(records.RESULT_COLUMNS) <= set(mine.columns) and "setting" in mine.columns
     key = ["run", "attack", "norm", "eps"]
     assert sorted(map(tuple, mine[key].values.tolist())) == sorted(map(tuple, theirs[key].values.tolist()))
 
@@ -221,10 +221,10 @@ def test_table_has_one_row_per_dataset_method_setting(report):
 
 def test_summary_table_averages_over_seeds(sweep):
     sweep_dir, _ = sweep
-    df = reports.load_results(sweep_dir)
-    head = reports.headline(df)
+    df = tables.load_results(sweep_dir)
+    head = tables.headline(df)
     assert head == ("L2", 2.0)
-    t = reports.summary_table(df, head).set_index(["dataset", "method", "setting"])
+    t = tables.summary_table(df, head).set_index(["dataset", "method", "setting"])
     row = t.loc[("mnist", "none", "-")]
     per_seed = df[(df.dataset == "mnist") & (df.label == "none") & (df.attack == "clean")].accuracy
     assert len(per_seed) == 2
@@ -236,12 +236,12 @@ def test_summary_table_averages_over_seeds(sweep):
 def test_headline_and_settings_on_synthetic_rows():
     rows = pd.DataFrame({"attack": ["clean", "worst_case", "worst_case", "worst_case"],
                          "norm": ["none", "L2", "L2", "Linf"], "eps": [0.0, 0.5, 1.5, 0.1]})
-    assert reports.headline(rows) == ("L2", 1.5)
-    assert reports.headline(rows[rows.norm != "L2"]) == ("Linf", 0.1)
-    assert reports.headline(pd.DataFrame({"attack": ["fit"], "norm": ["none"], "eps": [0.0]})) is None
-    assert reports._setting(pd.Series({"method": "clip", "lam": None, "tau": 0.97})) == "τ=0.97"
-    assert reports._setting(pd.Series({"method": "clip", "lam": 0.1, "tau": float("nan")})) == "λ=0.1"
-    assert reports._setting(pd.Series({"method": "none", "lam": 0.0, "tau": None})) == "-"
+    assert tables.headline(rows) == ("L2", 1.5)
+    assert tables.headline(rows[rows.norm != "L2"]) == ("Linf", 0.1)
+    assert tables.headline(pd.DataFrame({"attack": ["fit"], "norm": ["none"], "eps": [0.0]})) is None
+    assert tables._setting(pd.Series({"method": "clip", "lam": None, "tau": 0.97})) == "τ=0.97"
+    assert tables._setting(pd.Series({"method": "clip", "lam": 0.1, "tau": float("nan")})) == "λ=0.1"
+    assert tables._setting(pd.Series({"method": "none", "lam": 0.0, "tau": None})) == "-"
 
 
 # --------------------------------------------------------------------------- provenance
@@ -291,7 +291,7 @@ def test_report_leaves_out_runs_that_are_not_in_the_sweep_plan(sweep, tmp_path):
     sweep_dir, raw = sweep
     copy_dir = tmp_path / "sweep"
     shutil.copytree(sweep_dir, copy_dir)
-    table = sweeps.run_sweep(raw, copy_dir, progress=False, skip_datasets=("mnist",))  # nothing to retrain
+    table = driver.run_sweep(raw, copy_dir, progress=False, skip_datasets=("mnist",))  # nothing to retrain
     assert set(table.dataset) == {"regression"}
     assert set(pd.read_csv(copy_dir / "results.csv").dataset) == {"regression"}
     reports.render(copy_dir, tmp_path / "rep")
@@ -394,22 +394,22 @@ def test_seed_stats_are_mean_sample_std_and_t_interval():
     import statistics
 
     v = [0.35, 0.42, 0.40]
-    st = reports.seed_stats(v)
+    st = tables.seed_stats(v)
     sd = statistics.stdev(v)  # ddof = 1
     assert st.n == 3 and st.mean == pytest.approx(statistics.mean(v)) and st.sd == pytest.approx(sd)
     assert st.lo == pytest.approx(st.mean - 4.303 * sd / 3 ** 0.5, abs=1e-4)
     assert st.hi == pytest.approx(st.mean + 4.303 * sd / 3 ** 0.5, abs=1e-4)
-    one = reports.seed_stats([0.5, float("nan")])  # NaN entries are not seeds
+    one = tables.seed_stats([0.5, float("nan")])  # NaN entries are not seeds
     assert one.n == 1 and one.mean == 0.5 and np.isnan(one.sd) and np.isnan(one.lo) and np.isnan(one.hi)
-    assert reports.seed_stats([]).n == 0
-    assert reports.pct_cell(0.389, 0.037) == "38.9 ± 3.7" and reports.pct_cell(0.5, float("nan")) == "50.0"
-    assert reports.ci_cell(0.297, 0.481) == "[29.7, 48.1]" and reports.ci_cell(float("nan"), 0.1) == ""
+    assert tables.seed_stats([]).n == 0
+    assert tables.pct_cell(0.389, 0.037) == "38.9 ± 3.7" and tables.pct_cell(0.5, float("nan")) == "50.0"
+    assert tables.ci_cell(0.297, 0.481) == "[29.7, 48.1]" and tables.ci_cell(float("nan"), 0.1) == ""
 
 
 def test_table_intervals_are_the_t_intervals_of_the_per_seed_values(sweep):
     sweep_dir, _ = sweep
-    df = reports.load_results(sweep_dir)
-    t = reports.summary_table(df, reports.headline(df)).set_index(["dataset", "method", "setting"])
+    df = tables.load_results(sweep_dir)
+    t = tables.summary_table(df, tables.headline(df)).set_index(["dataset", "method", "setting"])
     wc = df[(df.label == "clip") & (df.setting == "λ=0.1") & (df.attack == "worst_case") & (df.eps == 2.0)]
     per_seed = wc.sort_values("seed").accuracy.to_numpy()
     assert len(per_seed) == 2
@@ -424,23 +424,23 @@ def test_table_intervals_are_the_t_intervals_of_the_per_seed_values(sweep):
 
 def test_lambda_figure_shows_the_table_numbers_on_one_axis_per_family(sweep, tmp_path, monkeypatch):
     sweep_dir, _ = sweep
-    df = reports.load_results(sweep_dir)
-    head = reports.headline(df)
+    df = tables.load_results(sweep_dir)
+    head = tables.headline(df)
     drawn = []
-    orig = reports._errorbars
+    orig = figures._errorbars
 
     def record(ax, x, a, color, label, marker="o"):
         drawn.append((ax.get_title() or "", label, list(map(float, x)), a.copy()))
         orig(ax, x, a, color, label, marker)
 
     monkeypatch.setattr(figures, "_errorbars", record)  # fig_lambda looks it up in its own module
-    figs = reports.fig_lambda(df, head, tmp_path)
+    figs = figures.fig_lambda(df, head, tmp_path)
     assert {f.file for f in figs} == {"lambda_mnist.png", "lambda_regression.png"}
     # drawn before the title is set: find each panel through its x values instead
     by_x = {tuple(x): a for _, _, x, a in drawn}
     # CLIP λ = 0.05 and 0.1 on a λ axis; the τ family has one τ, nothing to compare, so no panel
     assert set(by_x) == {(0.05, 0.1)}
-    t = reports.summary_table(df, head).set_index(["dataset", "method", "setting"])
+    t = tables.summary_table(df, head).set_index(["dataset", "method", "setting"])
     for i, setting in enumerate(("λ=0.05", "λ=0.1")):
         a, row = by_x[(0.05, 0.1)].iloc[i], t.loc[("mnist", "clip", setting)]
         assert a["mean"] == pytest.approx(100 * row.worst_case)  # drawn in percent
@@ -449,10 +449,10 @@ def test_lambda_figure_shows_the_table_numbers_on_one_axis_per_family(sweep, tmp
 
 
 def test_families_split_fixed_lambda_and_tau_runs():
-    assert reports._family("clip", 0.97) == "CLIP: target τ"
-    assert reports._family("clip", float("nan")) == "CLIP: fixed λ"
-    assert reports._family("weight", None) == "weight regularisation: fixed λ"
-    assert reports._family("adversarial", None) == "adversarial training: fixed λ"
+    assert figures._family("clip", 0.97) == "CLIP: target τ"
+    assert figures._family("clip", float("nan")) == "CLIP: fixed λ"
+    assert figures._family("weight", None) == "weight regularisation: fixed λ"
+    assert figures._family("adversarial", None) == "adversarial training: fixed λ"
 
 
 # --------------------------------------------------------------------------- the page
@@ -493,9 +493,9 @@ def test_page_leads_with_the_headline_then_figures_then_full_tables(report):
 
 def test_hyperparameter_section_lists_each_experiment_and_method(report, sweep):
     sweep_dir, _ = sweep
-    df = reports.load_results(sweep_dir)
-    trains = {d.name: json.loads((d / "eval.json").read_text())["train"] for d in sweeps.finished_runs(sweep_dir)}
-    hp = reports.hyperparameter_table(trains, df).set_index(["experiment", "method"])
+    df = tables.load_results(sweep_dir)
+    trains = {d.name: json.loads((d / "eval.json").read_text())["train"] for d in records.finished_runs(sweep_dir)}
+    hp = tables.hyperparameter_table(trains, df).set_index(["experiment", "method"])
     none = hp.loc[("mnist", "none")]
     assert none.runs == 2 and none.epochs == "1" and none.optimiser == "adam" and none.lr == "0.005"
     assert none.n_train == "500" and none.seeds == "0, 1" and none["model"] == "fc 784-32-10 sigmoid"
@@ -509,11 +509,11 @@ def test_hyperparameter_section_lists_each_experiment_and_method(report, sweep):
 
 def test_training_curves_come_from_the_stored_history(sweep, tmp_path):
     sweep_dir, _ = sweep
-    df = reports.load_results(sweep_dir)
-    hist = {d.name: json.loads((d / "eval.json").read_text())["history"] for d in sweeps.finished_runs(sweep_dir)}
-    figs = reports.fig_history(hist, df, tmp_path)
+    df = tables.load_results(sweep_dir)
+    hist = {d.name: json.loads((d / "eval.json").read_text())["history"] for d in records.finished_runs(sweep_dir)}
+    figs = figures.fig_history(hist, df, tmp_path)
     assert {f.file for f in figs} == {"history_mnist.png", "history_regression.png"}
-    assert reports.fig_history({}, df, tmp_path) == []
+    assert figures.fig_history({}, df, tmp_path) == []
 
 
 # headless Chromium at 1280 px: nothing sticks out, every image decodes, no console errors
@@ -572,14 +572,14 @@ def _synthetic_table(val: bool) -> pd.DataFrame:
 
 def test_headline_chooses_settings_on_validation_rows_not_test_rows():
     t = _synthetic_table(val=True)
-    assert reports.selection_column(t) == "val_worst_case"
-    picked = reports.headline_rows(t)
+    assert tables.selection_column(t) == "val_worst_case"
+    picked = tables.headline_rows(t)
     assert list(picked[picked.method == "clip"].setting) == ["λ=0.5"]  # best on validation, not on test
     md = reports._headline_md(t, "L2 ε = 2", None, None)
     assert "validation" in md and "a choice made on the test set" not in md
     old = _synthetic_table(val=False)
-    assert reports.selection_column(old) == "worst_case"
-    assert list(reports.headline_rows(old).query("method == 'clip'").setting) == ["λ=0.3"]
+    assert tables.selection_column(old) == "worst_case"
+    assert list(tables.headline_rows(old).query("method == 'clip'").setting) == ["λ=0.3"]
     assert "a choice made on the test set" in reports._headline_md(old, "L2 ε = 2", None, None)
 
 
@@ -593,7 +593,7 @@ def test_frontier_points_keep_exactly_the_undominated_settings():
                       + runs("clip", "λ=0.3", [30, 30], [0.40, 0.42])  # on it
                       + runs("clip", "λ=0.5", [40, 40], [0.38, 0.40])  # slower and weaker than λ=0.3: off it
                       + runs("pgd-at7", "λ=1", [90, 100], [0.48, 0.50]))  # slowest but most robust: on it
-    pts = reports.frontier_points(df, ("L2", 2.0)).set_index("setting")
+    pts = figures.frontier_points(df, ("L2", 2.0)).set_index("setting")
     assert pts.loc["-", "seconds"] == 11 and pts.loc["-", "worst_case"] == pytest.approx(0.03)
     assert pts.frontier.to_dict() == {"-": True, "λ=0.3": True, "λ=0.5": False, "λ=1": True}
     assert (pts.lo <= pts.worst_case).all() and (pts.worst_case <= pts.hi).all()
@@ -616,6 +616,6 @@ def test_no_accuracy_curve_from_a_single_eps(tmp_path):
         base = {"run": run, "group": "clip λ=0.5", "dataset": "mnist", "ci_low": 0.0, "ci_high": 1.0}
         rows += [{**base, "attack": "clean", "norm": "none", "eps": 0.0, "accuracy": 0.97},
                  {**base, "attack": "worst_case", "norm": "L2", "eps": 2.0, "accuracy": acc}]
-    assert reports.fig_curves(pd.DataFrame(rows), tmp_path) == []
+    assert figures.fig_curves(pd.DataFrame(rows), tmp_path) == []
     two = pd.DataFrame(rows + [{**r, "eps": 1.0, "accuracy": 0.8} for r in rows if r["attack"] == "worst_case"])
-    assert [f.file for f in reports.fig_curves(two, tmp_path)] == ["curve_mnist_L2.png"]
+    assert [f.file for f in figures.fig_curves(two, tmp_path)] == ["curve_mnist_L2.png"]

@@ -22,7 +22,7 @@ from torch import nn
 
 from robustclip.evaluation import sanity
 from robustclip.evaluation.runner import evaluate
-from robustclip.reports import console, figures
+from robustclip.reports import console, figures, tables
 from robustclip.reports import pages as reports
 
 # --------------------------------------------------------------------------- the checks themselves
@@ -144,8 +144,8 @@ def tiny(tmp_path_factory, data_dir):
     with one_thread():
         rc, out, err = run_cli(argv)
         assert rc == 0, (out, err)
-        figs: list[reports.Figure] = []
-        orig = reports._finish
+        figs: list[figures.Figure] = []
+        orig = figures._finish
 
         def keep(*a, **k):
             f = orig(*a, **k)
@@ -240,10 +240,10 @@ def test_headline_drops_a_certified_column_that_is_the_same_everywhere():
                                                                               (0.2 if label == "clip" else 0.0)))]
         rows.append({**rows[-1], "attack": "clean", "norm": "none", "eps": 0.0, "accuracy": 0.97})
     df = pd.DataFrame(rows)
-    df["setting"] = df.apply(reports._setting, axis=1)
-    df["group"] = df.apply(reports._group_label, axis=1)
-    head = reports.headline(df)
-    table = reports.summary_table(df, head)
+    df["setting"] = df.apply(tables._setting, axis=1)
+    df["group"] = df.apply(tables._group_label, axis=1)
+    head = tables.headline(df)
+    table = tables.summary_table(df, head)
     md = reports._headline_md(table, "L2 ε = 2", None, None, df=df, head=head)
     header = next(ln for ln in md.splitlines() if ln.startswith("| "))
     assert "| certified |" not in header and "certified, ε = 0.5" in header

@@ -22,10 +22,10 @@ import pandas as pd
 import pytest
 from tiny import assert_one_line_error, one_thread, run_cli
 
-from robustclip import sweeps
 from robustclip.core import files as _io
 from robustclip.errors import OutputError, RobustclipError
 from robustclip.sweeps import locks as claims
+from robustclip.sweeps import planning, records
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -82,7 +82,7 @@ def _tmp_files(d: Path) -> list[str]:
 
 
 def _plan(toml: Path) -> list:
-    return sweeps.plan(sweeps.load_sweep(toml), where=str(toml))
+    return planning.plan(planning.load_sweep(toml), where=str(toml))
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
@@ -114,16 +114,16 @@ def test_signal_mid_run_then_resume_keeps_finished_runs_and_completes(tmp_path, 
         assert "interrupted" in err and "Traceback" not in err
     else:
         assert proc.returncode == -signal.SIGKILL
-    assert sweeps.is_done(out, weight) and not sweeps.is_done(out, clip)
-    assert not (sweeps.run_dir(out, clip) / "manifest.json").exists()
-    assert not (sweeps.run_dir(out, clip) / "failure.json").exists()  # a signal is not a failure
-    kept = _files(sweeps.run_dir(out, weight))
+    assert records.is_done(out, weight) and not records.is_done(out, clip)
+    assert not (records.run_dir(out, clip) / "manifest.json").exists()
+    assert not (records.run_dir(out, clip) / "failure.json").exists()  # a signal is not a failure
+    kept = _files(records.run_dir(out, weight))
 
     hold.unlink()
     rc, stdout, err = run_cli(["sweep", toml, "--out", out, "--quiet"])  # the resume (claims of a dead pid: stale)
     assert rc == 0, err
-    assert _files(sweeps.run_dir(out, weight)) == kept  # byte-identical, not even rewritten
-    assert sweeps.is_done(out, clip)
+    assert _files(records.run_dir(out, weight)) == kept  # byte-identical, not even rewritten
+    assert records.is_done(out, clip)
     assert set(pd.read_csv(out / "results.csv").run) == {weight.id, clip.id}  # a complete new table
     assert _tmp_files(out) == [] and list((out / "claims").glob("*.json")) == []
 
@@ -151,7 +151,7 @@ def test_a_diverging_run_is_recorded_while_the_others_finish(tmp_path):
     assert "diverge" in fail["error"].lower() or "nan" in fail["error"].lower(), fail["error"]
     assert not (out / "runs" / boom[0] / "manifest.json").exists()
     finished = [r for rid, r in runs.items() if rid not in boom]
-    assert all(sweeps.is_done(out, r) for r in finished)
+    assert all(records.is_done(out, r) for r in finished)
     assert set(pd.read_csv(out / "results.csv").run) == {r.id for r in finished}
     before = _files(out / "runs")
     rc, stdout, _ = run_cli(["sweep", toml, "--out", out, "--quiet"])  # resume: the failure is reported, not rerun
@@ -176,14 +176,14 @@ def test_a_full_disk_while_recording_a_run_is_one_line_and_keeps_the_finished_on
     monkeypatch.setattr(_io, "write_bytes", full)
     rc, _, err = run_cli(["sweep", toml, "--out", out, "--quiet"])
     assert_one_line_error(rc, err, "No space left on device", "model.safetensors")
-    assert sweeps.is_done(out, weight) and not sweeps.is_done(out, clip)
-    assert not (sweeps.run_dir(out, clip) / "model.safetensors").exists()  # no partial file
+    assert records.is_done(out, weight) and not records.is_done(out, clip)
+    assert not (records.run_dir(out, clip) / "model.safetensors").exists()  # no partial file
     assert _tmp_files(out) == [] and list((out / "claims").glob("run-*.json")) == []
-    kept = _files(sweeps.run_dir(out, weight))
+    kept = _files(records.run_dir(out, weight))
     monkeypatch.setattr(_io, "write_bytes", real)
     rc, _, err = run_cli(["sweep", toml, "--out", out, "--quiet"])  # space freed: the resume completes
     assert rc == 0, err
-    assert _files(sweeps.run_dir(out, weight)) == kept and sweeps.is_done(out, clip)
+    assert _files(records.run_dir(out, weight)) == kept and records.is_done(out, clip)
 
 
 def test_output_error_is_still_an_os_error_for_the_heartbeat():
@@ -193,7 +193,7 @@ def test_output_error_is_still_an_os_error_for_the_heartbeat():
 def test_an_edited_eval_json_is_refused_by_report_then_redone_by_a_resume(tmp_path):
     toml, out = _in_process_sweep(tmp_path)
     weight, clip = _plan(toml)
-    ev = sweeps.run_dir(out, weight) / "eval.json"
+    ev = records.run_dir(out, weight) / "eval.json"
     doc = json.loads(ev.read_text())
     doc["rows"][0]["mse"] = 0.0  # a hand edit of a finished run's number
     ev.write_text(json.dumps(doc))
@@ -203,12 +203,12 @@ def test_an_edited_eval_json_is_refused_by_report_then_redone_by_a_resume(tmp_pa
     assert not (tmp_path / "rep").exists()
     assert ev.read_bytes() == edited  # the report changes nothing
 
-    kept = _files(sweeps.run_dir(out, clip))
+    kept = _files(records.run_dir(out, clip))
     rc, _, err = run_cli(["sweep", toml, "--out", out, "--quiet"])
     assert rc == 0, err
-    assert ev.read_bytes() != edited and sweeps.is_done(out, weight)  # replaced by a complete new version
-    sweeps.verify_run(sweeps.run_dir(out, weight))
-    assert _files(sweeps.run_dir(out, clip)) == kept
+    assert ev.read_bytes() != edited and records.is_done(out, weight)  # replaced by a complete new version
+    records.verify_run(records.run_dir(out, weight))
+    assert _files(records.run_dir(out, clip)) == kept
 
 
 def test_a_truncated_or_missing_file_of_a_finished_run_is_named(tmp_path):
@@ -218,18 +218,18 @@ def test_a_truncated_or_missing_file_of_a_finished_run_is_named(tmp_path):
     whole = ckpt.read_bytes()
     ckpt.write_bytes(whole[:100])
     with pytest.raises(RobustclipError, match="model.safetensors does not match"):
-        sweeps.verify_run(run)
+        records.verify_run(run)
     ckpt.write_bytes(whole)
-    sweeps.verify_run(run)
+    records.verify_run(run)
     man = json.loads((run / "manifest.json").read_text())
     only_model = {"model.safetensors": man["files"]["model.safetensors"]}
     (run / "manifest.json").write_text(json.dumps({**man, "files": only_model}))
     with pytest.raises(RobustclipError, match="no digest for eval.json"):  # dropping a file from the list
-        sweeps.verify_run(run)
+        records.verify_run(run)
     (run / "manifest.json").write_text(json.dumps(man))
     (run / "eval.json").unlink()
     with pytest.raises(RobustclipError, match="eval.json is missing"):
-        sweeps.verify_run(run)
+        records.verify_run(run)
 
 
 @pytest.mark.parametrize("kind", ["garbage", "empty", "future-heartbeat", "infinite-heartbeat", "pid-zero",
@@ -262,7 +262,7 @@ def test_corrupt_or_forged_claim_files_end_cleanly(tmp_path, monkeypatch, kind):
     os.utime(cl, (past, past))
     rc, _, err = run_cli(["sweep", toml, "--out", out, "--quiet"])
     assert rc == 0, err
-    assert all(sweeps.is_done(out, r) for r in _plan(toml))
+    assert all(records.is_done(out, r) for r in _plan(toml))
     assert list((out / "claims").glob("*.json")) == []
 
 

@@ -15,9 +15,12 @@ import pytest
 import torch
 from tiny import SMALL, SUITE_TOML, one_thread
 
-from robustclip import sweeps
 from robustclip.checkpoints import format as checkpoints
 from robustclip.cli import main
+from robustclip.sweeps import driver, planning, records
+
+# starting a Ray instance is most of the cost (about 25 s) and part of what is tested: .ci/run runs these with -m slow
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -43,27 +46,27 @@ def _no_time(t: pd.DataFrame) -> pd.DataFrame:
 def test_ray_sweep_gives_the_same_table_manifests_and_resume_as_local(ray_instance, tmp_path):
     raw = _reg()
     with one_thread():
-        local = sweeps.run_sweep(raw, tmp_path / "local", progress=False)
-    outcome = sweeps.sweep(raw, tmp_path / "ray", engine="ray", cpus_per_run=1, progress=False)
+        local = driver.run_sweep(raw, tmp_path / "local", progress=False)
+    outcome = driver.sweep(raw, tmp_path / "ray", engine="ray", cpus_per_run=1, progress=False)
     assert not outcome.failed and len(outcome.ran) == 4
     assert ray_instance.is_initialized()  # a Ray instance the caller started is left running
     pd.testing.assert_frame_equal(_no_time(outcome.table), _no_time(local))
     csv = pd.read_csv(tmp_path / "ray" / "results.csv")
-    assert list(csv.columns) == sweeps.RESULT_COLUMNS and set(csv.run) == set(local.run)
-    for r in sweeps.plan(raw):
-        assert sweeps.is_done(tmp_path / "ray", r)
-        man = json.loads((sweeps.run_dir(tmp_path / "ray", r) / "manifest.json").read_text())
+    assert list(csv.columns) == records.RESULT_COLUMNS and set(csv.run) == set(local.run)
+    for r in planning.plan(raw):
+        assert records.is_done(tmp_path / "ray", r)
+        man = json.loads((records.run_dir(tmp_path / "ray", r) / "manifest.json").read_text())
         assert man["digest"] == r.digest() and man["status"] == "done"
-        a, _ = checkpoints.load(sweeps.run_dir(tmp_path / "local", r) / "model.safetensors")
-        b, meta = checkpoints.load(sweeps.run_dir(tmp_path / "ray", r) / "model.safetensors")
+        a, _ = checkpoints.load(records.run_dir(tmp_path / "local", r) / "model.safetensors")
+        b, meta = checkpoints.load(records.run_dir(tmp_path / "ray", r) / "model.safetensors")
         assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
         assert meta.sweep_run is not None and meta.sweep_run["digest"] == r.digest()
     assert list((tmp_path / "ray" / "claims").glob("run-*.json")) == []
     # resume: a finished Ray sweep, run again on either engine, computes nothing
-    again = sweeps.sweep(raw, tmp_path / "ray", engine="ray", progress=False)
+    again = driver.sweep(raw, tmp_path / "ray", engine="ray", progress=False)
     assert again.ran == [] and set(again.table.run) == set(local.run)
     with one_thread():
-        assert sweeps.sweep(raw, tmp_path / "ray", progress=False).ran == []
+        assert driver.sweep(raw, tmp_path / "ray", progress=False).ran == []
 
 
 def test_ray_failing_run_is_recorded_others_finish_exit_1(ray_instance, tmp_path, capsys):

@@ -20,10 +20,10 @@ import pandas as pd
 import pytest
 from tiny import SMALL, SUITE_TOML, one_thread
 
-from robustclip import sweeps
 from robustclip.cli import main
 from robustclip.core import files as _io
 from robustclip.errors import RobustclipError, SuiteError
+from robustclip.sweeps import driver, planning, records
 from robustclip.sweeps import locks as claims
 from robustclip.training import trainer as training
 
@@ -157,7 +157,7 @@ def test_label_escape_is_refused_before_any_work_deleting_nothing(tmp_path, caps
         raw = {"name": "x", "experiment": [{"label": label, "dataset": "regression", "epochs": 5,
                                             "method": [{"reg": "none"}]}]}
     with pytest.raises(SuiteError, match="not a safe name"):
-        sweeps.plan(raw, where="x.toml")
+        planning.plan(raw, where="x.toml")
     toml = tmp_path / "bad.toml"
     if where == "method":
         toml.write_text(f'dataset = "regression"\nepochs = 5\n[[method]]\nreg = "none"\nlabel = "{label}"\n')
@@ -178,10 +178,10 @@ def test_label_escape_is_refused_before_any_work_deleting_nothing(tmp_path, caps
 def test_run_dir_refuses_unsafe_ids(tmp_path):
     for bad in ("../x", "/abs", "a/b", "a\\b", "", ".hidden", "x..y", "a b"):
         with pytest.raises(RobustclipError):
-            sweeps.run_dir(tmp_path, bad)
-    assert sweeps.run_dir(tmp_path, "mnist-clip-lam1e-05-s0") == tmp_path / "runs" / "mnist-clip-lam1e-05-s0"
+            records.run_dir(tmp_path, bad)
+    assert records.run_dir(tmp_path, "mnist-clip-lam1e-05-s0") == tmp_path / "runs" / "mnist-clip-lam1e-05-s0"
     with pytest.raises(SuiteError, match="must be a string"):
-        sweeps.plan({"dataset": "regression", "method": [{"reg": "none", "label": 3}]})
+        planning.plan({"dataset": "regression", "method": [{"reg": "none", "label": 3}]})
 
 
 # --------------------------------------------------------------------------- --fresh and corrupt files
@@ -203,24 +203,24 @@ def test_corrupt_manifest_and_sweep_json_are_unfinished_or_one_line_errors(tmp_p
     out = tmp_path / "out"
     raw = _reg(lams=(0.01,))
     raw["method"] = raw["method"][:1]
-    sweeps.run_sweep(raw, out, progress=False)
-    (run,) = sweeps.plan(raw)
-    man = sweeps.run_dir(out, run) / "manifest.json"
+    driver.run_sweep(raw, out, progress=False)
+    (run,) = planning.plan(raw)
+    man = records.run_dir(out, run) / "manifest.json"
     for bad in ("[]", '{"digest": 5, "files": []}', "null", '"x"'):
         man.write_text(bad)
-        assert not sweeps.is_done(out, run)
-        assert sweeps.finished_runs(out) == []
-        assert sweeps.gather(out).empty
-    (sweeps.run_dir(out, run) / "eval.json").write_text('{"no_rows": 1}')
+        assert not records.is_done(out, run)
+        assert records.finished_runs(out) == []
+        assert records.gather(out).empty
+    (records.run_dir(out, run) / "eval.json").write_text('{"no_rows": 1}')
     (out / "sweep.json").write_text("[1, 2]")
-    assert sweeps.gather(out).empty  # no KeyError
+    assert records.gather(out).empty  # no KeyError
     for argv in (["report", str(out), "--out", str(tmp_path / "rep")], ["sweep", "--out", str(out), "--finalize"],
                  ["sweep", "--out", str(out), "--list"]):
         rc = main(argv)
         line = _one_error_line(capsys.readouterr().err)
         assert rc == 2 and "corrupt" in line, argv
-    table = sweeps.run_sweep(raw, out, progress=False)  # the sweep itself redoes the run and rewrites sweep.json
-    assert list(table.run) == [run.id] and sweeps.is_done(out, run)
+    table = driver.run_sweep(raw, out, progress=False)  # the sweep itself redoes the run and rewrites sweep.json
+    assert list(table.run) == [run.id] and records.is_done(out, run)
 
 
 # --------------------------------------------------------------------------- failures stay contained
@@ -237,8 +237,8 @@ def test_failing_run_is_recorded_while_the_others_finish_exit_1_then_retried(tmp
     out = tmp_path / "out"
     nodata = tmp_path / "nodata"
     nodata.mkdir()
-    runs = {r.id: r for r in sweeps.plan(raw)}
-    outcome = sweeps.sweep(raw, out, data_dir=str(nodata), progress=False)
+    runs = {r.id: r for r in planning.plan(raw)}
+    outcome = driver.sweep(raw, out, data_dir=str(nodata), progress=False)
     assert set(outcome.failed) == {"mn-none-s0"} and sorted(outcome.ran) == ["reg-weight-lam0.001-s0", "reg2-none-s0"]
     fail = json.loads((out / "runs" / "mn-none-s0" / "failure.json").read_text())
     assert fail["status"] == "failed" and "DataError" in fail["error"] and "Traceback" in fail["traceback"]
@@ -255,13 +255,13 @@ def test_failing_run_is_recorded_while_the_others_finish_exit_1_then_retried(tmp
     assert rc == 1, cap.err
     assert re.search(r"FAILED mn-none-s0: DataError", cap.out) and "--retry-failed" in cap.out
     assert _state(out / "runs") == before  # nothing retried, nothing rewritten
-    assert "FAILED" in [s for i, r, s in sweeps.status(None, out) if r.id == "mn-none-s0"][0].upper()
+    assert "FAILED" in [s for i, r, s in driver.status(None, out) if r.id == "mn-none-s0"][0].upper()
 
     # --retry-failed with the data in place: the failed run is redone, the finished ones untouched
     rc = main(argv + ["--retry-failed"])
     cap = capsys.readouterr()
     assert rc == 0, cap.out + cap.err
-    assert sweeps.is_done(out, runs["mn-none-s0"]) and not (out / "runs" / "mn-none-s0" / "failure.json").exists()
+    assert records.is_done(out, runs["mn-none-s0"]) and not (out / "runs" / "mn-none-s0" / "failure.json").exists()
     for rid in ("reg-weight-lam0.001-s0", "reg2-none-s0"):
         assert _state(out / "runs" / rid) == {k[len(rid) + 1:]: v for k, v in before.items() if k.startswith(rid + "/")}
     assert set(pd.read_csv(out / "results.csv").run) == set(runs)
@@ -291,7 +291,7 @@ def _to_toml(raw: dict) -> str:
 def test_ctrl_c_mid_training_records_nothing_unfinished_and_resume_redoes_it(tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
     toml = _toml(tmp_path / "t.toml", epochs=6, lams="[0.01]")
-    planned = sweeps.plan(sweeps.load_sweep(toml))
+    planned = planning.plan(planning.load_sweep(toml))
     first, second = planned[0], planned[1]
     orig = training.Trainer.epoch
     calls = {"n": 0}
@@ -305,19 +305,19 @@ def test_ctrl_c_mid_training_records_nothing_unfinished_and_resume_redoes_it(tmp
     monkeypatch.setattr(training.Trainer, "epoch", epoch)
     rc = main(["sweep", str(toml), "--out", str(out), "--quiet"])
     assert rc == 130
-    assert sweeps.is_done(out, first) and not sweeps.is_done(out, second)
-    assert not (sweeps.run_dir(out, second) / "manifest.json").exists()
-    assert not (sweeps.run_dir(out, second) / "failure.json").exists()  # an interrupt is not a failure
+    assert records.is_done(out, first) and not records.is_done(out, second)
+    assert not (records.run_dir(out, second) / "manifest.json").exists()
+    assert not (records.run_dir(out, second) / "failure.json").exists()  # an interrupt is not a failure
     assert _run_claims(out) == []
     assert set(pd.read_csv(out / "results.csv").run) == {first.id}
-    kept = _state(sweeps.run_dir(out, first))
+    kept = _state(records.run_dir(out, first))
 
     monkeypatch.setattr(training.Trainer, "epoch", orig)
     rc = main(["sweep", str(toml), "--out", str(out), "--quiet"])
     assert rc == 0, capsys.readouterr().err
-    assert _state(sweeps.run_dir(out, first)) == kept  # finished: untouched
-    assert all(sweeps.is_done(out, r) for r in planned)
-    ev = json.loads((sweeps.run_dir(out, second) / "eval.json").read_text())
+    assert _state(records.run_dir(out, first)) == kept  # finished: untouched
+    assert all(records.is_done(out, r) for r in planned)
+    ev = json.loads((records.run_dir(out, second) / "eval.json").read_text())
     assert len(ev["history"]) == 6 and ev["train"]["interrupted"] is False
 
 
@@ -351,7 +351,7 @@ def test_sigint_to_a_real_sweep_exits_130_and_marks_nothing_finished(tmp_path):
 def test_two_concurrent_sweeps_on_one_folder_run_every_run_exactly_once(tmp_path):
     toml = _toml(tmp_path / "t.toml", epochs=5)
     out = tmp_path / "out"
-    planned = {r.id for r in sweeps.plan(sweeps.load_sweep(toml))}
+    planned = {r.id for r in planning.plan(planning.load_sweep(toml))}
     cmd = [sys.executable, "-m", "robustclip", "sweep", str(toml), "--out", str(out)]
     procs = [subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
@@ -360,8 +360,8 @@ def test_two_concurrent_sweeps_on_one_folder_run_every_run_exactly_once(tmp_path
         assert p.returncode == 0, se[-3000:]
     done = [re.findall(r"^  done (\S+) in ", so, flags=re.MULTILINE) for so, _ in outs]
     assert sorted(done[0] + done[1]) == sorted(planned)  # every run exactly once, across both sweeps
-    runs = sweeps.plan(sweeps.load_sweep(toml))
-    assert all(sweeps.is_done(out, r) for r in runs)
+    runs = planning.plan(planning.load_sweep(toml))
+    assert all(records.is_done(out, r) for r in runs)
     table = pd.read_csv(out / "results.csv")
     assert set(table.run) == planned and len(table) == len(planned)
     assert _run_claims(out) == [] and [p for p in out.rglob("*.tmp")] == []
@@ -385,7 +385,7 @@ def test_list_run_index_and_finalize(tmp_path, capsys):
     assert not (out / "results.csv").exists()  # array jobs leave the table to --finalize
     assert main(["sweep", "--out", str(out), "--finalize"]) == 0
     assert "3 of 3 runs finished" in capsys.readouterr().out
-    assert set(pd.read_csv(out / "results.csv").run) == {r.id for r in sweeps.plan(sweeps.load_sweep(toml))}
+    assert set(pd.read_csv(out / "results.csv").run) == {r.id for r in planning.plan(planning.load_sweep(toml))}
     assert main(["sweep", str(toml), "--out", str(out), "--list"]) == 0
     assert capsys.readouterr().out.count("\tdone") == 3
 

@@ -22,10 +22,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from robustclip import sweeps
 from robustclip.cli import main
 from robustclip.core import files as _io
 from robustclip.errors import RobustclipError, SuiteError
+from robustclip.sweeps import driver, planning, records, run
 
 ROOT = Path(__file__).resolve().parent.parent
 from tiny import SMALL, SUITE_TOML, one_thread  # noqa: E402
@@ -79,7 +79,7 @@ def test_plan_expands_methods_values_and_seeds():
                       {"reg": "weight", "lam": [1e-4, 1e-3]},
                       {"reg": "clip", "lam": [0.05, 0.1], "tau": [0.95, 0.97], "lam0": 0.02, "lam_step": 0.005,
                        "lam_every": 2}]}
-    runs = sweeps.plan(raw)
+    runs = planning.plan(raw)
     assert len(runs) == 3 * (1 + 2 + 4)
     ids = [r.id for r in runs]
     assert len(set(ids)) == len(ids)
@@ -124,9 +124,9 @@ def test_plan_experiments_override_top_level_defaults(tmp_path):
         train = { optimizer = "adam", lr = 0.002 }
         method = [{ reg = "none" }, { reg = "weight", lam = [0.001], label = "wd" }]
         """))
-    raw = sweeps.load_sweep(p)
+    raw = planning.load_sweep(p)
     assert raw["name"] == "two"  # defaults to the file's stem
-    runs = sweeps.plan(raw, where=str(p))
+    runs = planning.plan(raw, where=str(p))
     assert [r.id for r in runs] == ["reg-clip-lam0.1-s0", "reg-clip-lam0.1-s1", "mnist-none-s3", "mnist-wd-lam0.001-s3"]
     reg, mn = runs[:2], runs[2:]
     assert all(r.train["epochs"] == 7 and r.train["dataset"] == "regression" and r.suite is None for r in reg)
@@ -137,13 +137,13 @@ def test_plan_experiments_override_top_level_defaults(tmp_path):
 
 
 def test_run_digest_is_stable_and_tracks_the_config():
-    a = sweeps.plan(_reg_sweep(epochs=30))
-    b = sweeps.plan(_reg_sweep(epochs=30))
-    c = sweeps.plan(_reg_sweep(epochs=31))
+    a = planning.plan(_reg_sweep(epochs=30))
+    b = planning.plan(_reg_sweep(epochs=30))
+    c = planning.plan(_reg_sweep(epochs=31))
     assert [r.digest() for r in a] == [r.digest() for r in b]
     assert all(x.digest() != y.digest() for x, y in zip(a, c))
     assert a[0].digest() != a[1].digest()
-    d = sweeps.plan(_reg_sweep(seeds=[1]))
+    d = planning.plan(_reg_sweep(seeds=[1]))
     assert a[0].digest() != d[0].digest()
 
 
@@ -181,20 +181,20 @@ BAD_PLANS = [
 
 
 def test_a_method_may_set_its_own_epochs_and_schedule():
-    runs = sweeps.plan({"dataset": "regression", "epochs": 30, "train": {"lr_schedule": "cosine"},
+    runs = planning.plan({"dataset": "regression", "epochs": 30, "train": {"lr_schedule": "cosine"},
                         "method": [{"reg": "none"}, {"reg": "weight", "lam": [0.1], "train": {"epochs": 7}}]})
     by = {r.meta["method"]: r for r in runs}
     assert by["none"].train["epochs"] == 30 and by["weight"].train["epochs"] == 7
     assert by["none"].train["lr_schedule"] == by["weight"].train["lr_schedule"] == "cosine"
     # the validation size is part of what defines a run: changing it means computing it again
-    a, b = (sweeps.plan({"dataset": "mnist", "n_val": n, "method": [{"reg": "none"}]})[0] for n in (100, 200))
+    a, b = (planning.plan({"dataset": "mnist", "n_val": n, "method": [{"reg": "none"}]})[0] for n in (100, 200))
     assert a.digest() != b.digest() and a.n_val == 100
 
 
 @pytest.mark.parametrize("raw,needle", BAD_PLANS, ids=[n for _, n in BAD_PLANS])
 def test_plan_rejects_invalid_entries_with_one_line(raw, needle):
     with pytest.raises(SuiteError) as ei:
-        sweeps.plan(raw, where="my.toml")
+        planning.plan(raw, where="my.toml")
     msg = str(ei.value)
     assert needle in msg and "\n" not in msg
     assert msg.startswith("my.toml") or needle == "no-such-suite"  # located in the sweep file
@@ -203,11 +203,11 @@ def test_plan_rejects_invalid_entries_with_one_line(raw, needle):
 
 def test_load_sweep_errors_are_suite_errors(tmp_path):
     with pytest.raises(SuiteError, match="does not exist"):
-        sweeps.load_sweep(tmp_path / "missing.toml")
+        planning.load_sweep(tmp_path / "missing.toml")
     bad = tmp_path / "bad.toml"
     bad.write_text("dataset = \n")
     with pytest.raises(SuiteError, match="not valid TOML") as ei:
-        sweeps.load_sweep(bad)
+        planning.load_sweep(bad)
     assert "\n" not in str(ei.value)
 
 
@@ -219,7 +219,7 @@ def reg_sweep_dir(tmp_path_factory):
     """A finished two-run regression sweep (clip, weight; 30 epochs); tests work on copies."""
     out = tmp_path_factory.mktemp("regsweep") / "sweep"
     with one_thread():
-        sweeps.run_sweep(_reg_sweep(), out, progress=False)
+        driver.run_sweep(_reg_sweep(), out, progress=False)
     return out
 
 
@@ -231,25 +231,25 @@ def _copy(src: Path, tmp_path: Path) -> Path:
 
 def test_finished_runs_are_done_and_a_rerun_touches_nothing(reg_sweep_dir, tmp_path):
     out = _copy(reg_sweep_dir, tmp_path)
-    runs = sweeps.plan(_reg_sweep())
-    assert all(sweeps.is_done(out, r) for r in runs)
-    before = {r.id: _file_state(sweeps.run_dir(out, r)) for r in runs}
-    table = sweeps.run_sweep(_reg_sweep(), out, progress=False)
-    assert {r.id: _file_state(sweeps.run_dir(out, r)) for r in runs} == before
+    runs = planning.plan(_reg_sweep())
+    assert all(records.is_done(out, r) for r in runs)
+    before = {r.id: _file_state(records.run_dir(out, r)) for r in runs}
+    table = driver.run_sweep(_reg_sweep(), out, progress=False)
+    assert {r.id: _file_state(records.run_dir(out, r)) for r in runs} == before
     assert set(table.run) == {r.id for r in runs}
     for r in runs:
-        man = json.loads((sweeps.run_dir(out, r) / "manifest.json").read_text())
+        man = json.loads((records.run_dir(out, r) / "manifest.json").read_text())
         assert man["digest"] == r.digest() and man["status"] == "done"
         assert set(man["files"]) == {"model.safetensors", "eval.json"}
 
 
-def _redo_check(out: Path, victim: sweeps.Run, others: list[sweeps.Run], raw: dict) -> pd.DataFrame:
-    assert not sweeps.is_done(out, victim)
-    before = {r.id: _file_state(sweeps.run_dir(out, r)) for r in others}
+def _redo_check(out: Path, victim: run.Run, others: list[run.Run], raw: dict) -> pd.DataFrame:
+    assert not records.is_done(out, victim)
+    before = {r.id: _file_state(records.run_dir(out, r)) for r in others}
     old_mse = float(pd.read_csv(out / "results.csv").set_index("run").loc[victim.id, "mse"])
-    table = sweeps.run_sweep(raw, out, progress=False)
-    assert sweeps.is_done(out, victim)
-    assert {r.id: _file_state(sweeps.run_dir(out, r)) for r in others} == before  # untouched
+    table = driver.run_sweep(raw, out, progress=False)
+    assert records.is_done(out, victim)
+    assert {r.id: _file_state(records.run_dir(out, r)) for r in others} == before  # untouched
     new_mse = float(table.set_index("run").loc[victim.id, "mse"])
     assert new_mse == pytest.approx(old_mse, rel=1e-5)  # the same seeded run, redone
     return table
@@ -257,8 +257,8 @@ def _redo_check(out: Path, victim: sweeps.Run, others: list[sweeps.Run], raw: di
 
 def test_run_without_manifest_is_redone(reg_sweep_dir, tmp_path):
     out = _copy(reg_sweep_dir, tmp_path)
-    victim, *others = sweeps.plan(_reg_sweep())
-    d = sweeps.run_dir(out, victim)
+    victim, *others = planning.plan(_reg_sweep())
+    d = records.run_dir(out, victim)
     (d / "manifest.json").unlink()
     old_model_mtime = (d / "model.safetensors").stat().st_mtime_ns
     _redo_check(out, victim, others, _reg_sweep())
@@ -267,9 +267,9 @@ def test_run_without_manifest_is_redone(reg_sweep_dir, tmp_path):
 
 def test_model_modified_after_manifest_is_redone(reg_sweep_dir, tmp_path):
     out = _copy(reg_sweep_dir, tmp_path)
-    runs = sweeps.plan(_reg_sweep())
+    runs = planning.plan(_reg_sweep())
     victim, others = runs[1], [runs[0]]
-    model = sweeps.run_dir(out, victim) / "model.safetensors"
+    model = records.run_dir(out, victim) / "model.safetensors"
     blob = bytearray(model.read_bytes())
     blob[-1] ^= 0xFF  # flip bits in the weights; the manifest still lists the old hash
     model.write_bytes(bytes(blob))
@@ -280,45 +280,45 @@ def test_model_modified_after_manifest_is_redone(reg_sweep_dir, tmp_path):
 
 def test_eval_modified_or_manifest_corrupt_is_redone(reg_sweep_dir, tmp_path):
     out = _copy(reg_sweep_dir, tmp_path)
-    a, b = sweeps.plan(_reg_sweep())
-    ev = sweeps.run_dir(out, a) / "eval.json"
+    a, b = planning.plan(_reg_sweep())
+    ev = records.run_dir(out, a) / "eval.json"
     ev.write_text(ev.read_text().replace('"run"', '"run" ', 1))
-    (sweeps.run_dir(out, b) / "manifest.json").write_text("{not json")
-    assert not sweeps.is_done(out, a) and not sweeps.is_done(out, b)
-    sweeps.run_sweep(_reg_sweep(), out, progress=False)
-    assert sweeps.is_done(out, a) and sweeps.is_done(out, b)
+    (records.run_dir(out, b) / "manifest.json").write_text("{not json")
+    assert not records.is_done(out, a) and not records.is_done(out, b)
+    driver.run_sweep(_reg_sweep(), out, progress=False)
+    assert records.is_done(out, a) and records.is_done(out, b)
 
 
 def test_changed_run_config_is_redone(reg_sweep_dir, tmp_path):
     out = _copy(reg_sweep_dir, tmp_path)
-    old = sweeps.plan(_reg_sweep(epochs=30))
+    old = planning.plan(_reg_sweep(epochs=30))
     new_raw = _reg_sweep(epochs=31)
-    new = sweeps.plan(new_raw)
+    new = planning.plan(new_raw)
     assert [r.id for r in old] == [r.id for r in new]  # same ids, different configs
-    assert all(not sweeps.is_done(out, r) for r in new)
-    table = sweeps.run_sweep(new_raw, out, progress=False)
-    assert all(sweeps.is_done(out, r) for r in new)
+    assert all(not records.is_done(out, r) for r in new)
+    table = driver.run_sweep(new_raw, out, progress=False)
+    assert all(records.is_done(out, r) for r in new)
     assert set(table.epochs) == {31}
     for r in new:
-        ev = json.loads((sweeps.run_dir(out, r) / "eval.json").read_text())
+        ev = json.loads((records.run_dir(out, r) / "eval.json").read_text())
         assert ev["train"]["epochs"] == 31 and len(ev["history"]) == 31
     assert set(pd.read_csv(out / "results.csv").epochs) == {31}
 
 
 def test_fresh_discards_finished_runs(reg_sweep_dir, tmp_path):
     out = _copy(reg_sweep_dir, tmp_path)
-    runs = sweeps.plan(_reg_sweep())
-    old = {r.id: (sweeps.run_dir(out, r) / "manifest.json").stat().st_mtime_ns for r in runs}
-    sweeps.run_sweep(_reg_sweep(), out, progress=False, fresh=True)
-    assert all((sweeps.run_dir(out, r) / "manifest.json").stat().st_mtime_ns != old[r.id] for r in runs)
-    assert all(sweeps.is_done(out, r) for r in runs)
+    runs = planning.plan(_reg_sweep())
+    old = {r.id: (records.run_dir(out, r) / "manifest.json").stat().st_mtime_ns for r in runs}
+    driver.run_sweep(_reg_sweep(), out, progress=False, fresh=True)
+    assert all((records.run_dir(out, r) / "manifest.json").stat().st_mtime_ns != old[r.id] for r in runs)
+    assert all(records.is_done(out, r) for r in runs)
 
 
 def test_runs_dropped_from_the_plan_stay_on_disk_but_leave_the_table(reg_sweep_dir, tmp_path):
     out = _copy(reg_sweep_dir, tmp_path)
     raw = _reg_sweep()
     raw["method"] = raw["method"][:1]
-    table = sweeps.run_sweep(raw, out, progress=False)
+    table = driver.run_sweep(raw, out, progress=False)
     assert set(table.run) == {"regression-clip-lam0.01-s0"}
     assert set(pd.read_csv(out / "results.csv").run) == {"regression-clip-lam0.01-s0"}
     assert (out / "runs" / "regression-weight-lam0.001-s0" / "manifest.json").is_file()
@@ -327,7 +327,7 @@ def test_runs_dropped_from_the_plan_stay_on_disk_but_leave_the_table(reg_sweep_d
 
 def test_jobs_below_one_is_a_user_error(tmp_path):
     with pytest.raises(RobustclipError, match="--jobs"):
-        sweeps.run_sweep(_reg_sweep(), tmp_path / "x", jobs=0, progress=False)
+        driver.run_sweep(_reg_sweep(), tmp_path / "x", jobs=0, progress=False)
 
 
 # --------------------------------------------------------------------------- kill -9 and restart
@@ -351,7 +351,7 @@ def test_sweep_killed_mid_way_resumes_without_touching_finished_runs(tmp_path):
         lam = [0.001, 0.01]
         """))
     out = tmp_path / "out"
-    planned = {r.id for r in sweeps.plan(sweeps.load_sweep(toml))}
+    planned = {r.id for r in planning.plan(planning.load_sweep(toml))}
     assert len(planned) == 4
     cmd = [sys.executable, "-m", "robustclip", "sweep", str(toml), "--out", str(out), "--quiet"]
     killed_with: set[str] | None = None
@@ -385,12 +385,12 @@ def test_sweep_killed_mid_way_resumes_without_touching_finished_runs(tmp_path):
     # finished runs: byte-identical and not rewritten
     assert {rid: _file_state(out / "runs" / rid) for rid in killed_with} == finished
     # unfinished runs: completed now
-    runs = sweeps.plan(sweeps.load_sweep(toml), where=str(toml))
-    assert all(sweeps.is_done(out, r) for r in runs)
+    runs = planning.plan(planning.load_sweep(toml), where=str(toml))
+    assert all(records.is_done(out, r) for r in runs)
     for rid in planned - killed_with:
         assert (out / "runs" / rid / "manifest.json").stat().st_mtime_ns >= t_restart
     table = pd.read_csv(out / "results.csv")
-    assert list(table.columns) == sweeps.RESULT_COLUMNS
+    assert list(table.columns) == records.RESULT_COLUMNS
     assert set(table.run) == planned and len(table) == len(planned)  # one "fit" row per regression run
     assert f"{len(planned)} runs" in res.stdout
     assert [f for f in _tmp_files(out) if "/runs/" in f] == []
@@ -412,7 +412,7 @@ def test_kill_during_results_csv_write_leaves_no_tmp_after_restart(tmp_path):
         import contextlib, os, signal, sys
         from pathlib import Path
         from robustclip.core import files as _io
-        from robustclip import sweeps
+        from robustclip.sweeps import driver
         orig = _io.atomic_path
 
         @contextlib.contextmanager
@@ -423,13 +423,13 @@ def test_kill_during_results_csv_write_leaves_no_tmp_after_restart(tmp_path):
                     os.kill(os.getpid(), signal.SIGKILL)  # the data is written, the rename not yet done
 
         _io.atomic_path = dying
-        sweeps.run_sweep({_reg_sweep()!r}, {str(out)!r}, progress=False)
+        driver.run_sweep({_reg_sweep()!r}, {str(out)!r}, progress=False)
         """)
     res = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=_env(), capture_output=True, text=True,
                          timeout=300)
     assert res.returncode == -signal.SIGKILL, res.stderr[-2000:]
     assert len(_manifests(out)) == 1 and _tmp_files(out)  # killed mid-write: one run done, a .tmp left
-    sweeps.run_sweep(_reg_sweep(), out, progress=False)
+    driver.run_sweep(_reg_sweep(), out, progress=False)
     assert len(_manifests(out)) == 2
     assert _tmp_files(out) == [], "a restarted sweep leaves the killed writer's temporary file behind"
 
@@ -450,8 +450,8 @@ def mixed_sweep(tmp_path_factory, data_dir):
          "method": [{"reg": "none"}, {"reg": "clip", "lam": [0.1]}]},
     ]}
     with one_thread():
-        table = sweeps.run_sweep(raw, base / "out", data_dir=str(data_dir), progress=False)
-    return base / "out", table, sweeps.plan(raw)
+        table = driver.run_sweep(raw, base / "out", data_dir=str(data_dir), progress=False)
+    return base / "out", table, planning.plan(raw)
 
 
 # selection scores on each run's own validation split: clean, and the worst case at the suite's headline (the
@@ -462,9 +462,9 @@ VAL_ROWS = {("val_clean", "none", 0.0), ("val_worst_case", "L2", 2.0)}
 def test_results_table_columns_and_one_row_per_run_attack_eps(mixed_sweep):
     out, table, runs = mixed_sweep
     csv = pd.read_csv(out / "results.csv")
-    assert list(table.columns) == sweeps.RESULT_COLUMNS
-    assert list(csv.columns) == sweeps.RESULT_COLUMNS
-    assert list(sweeps.gather(out).columns) == sweeps.RESULT_COLUMNS + ["experiment"]
+    assert list(table.columns) == records.RESULT_COLUMNS
+    assert list(csv.columns) == records.RESULT_COLUMNS
+    assert list(records.gather(out).columns) == records.RESULT_COLUMNS + ["experiment"]
     assert len(csv) == len(table)
     assert set(table.run) == {r.id for r in runs}
     assert not table.duplicated(["run", "attack", "norm", "eps"]).any()
@@ -505,7 +505,7 @@ def test_regression_rows_have_exact_lipschitz_between_the_bounds(mixed_sweep):
 def test_eval_json_and_manifest_of_each_run(mixed_sweep):
     out, table, runs = mixed_sweep
     for r in runs:
-        d = sweeps.run_dir(out, r)
+        d = records.run_dir(out, r)
         man = json.loads((d / "manifest.json").read_text())
         ev = json.loads((d / "eval.json").read_text())
         assert man["digest"] == r.digest()
@@ -534,7 +534,7 @@ def test_cli_sweep_from_flags(tmp_path, capsys):
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     table = pd.read_csv(out / "results.csv")
-    assert list(table.columns) == sweeps.RESULT_COLUMNS
+    assert list(table.columns) == records.RESULT_COLUMNS
     assert set(table.run) == {"regression-clip-lam0.01-s0", "regression-clip-lam0.1-s0",
                               "regression-weight-lam0.001-s0"}
     assert set(table.epochs) == {30}
@@ -551,7 +551,7 @@ def test_cli_sweep_flags_with_tau_and_seeds_plans_right():
     ns = argparse.Namespace(dataset="mnist", method=["none", "weight:1e-4,1e-3", "clip:tau=0.95,0.97"], seeds="0,1",
                             model=None, epochs=2, n_train=100, suite=None, n_test=None)
     raw = sweep_from_flags(ns)
-    runs = sweeps.plan(raw)
+    runs = planning.plan(raw)
     assert len(runs) == 2 * (1 + 2 + 2)
     assert sorted({r.train["target_acc"] for r in runs if r.meta["tau"] is not None}) == [0.95, 0.97]
     assert {r.train["epochs"] for r in runs} == {2} and {r.train["n_train"] for r in runs} == {100}

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from robustclip.testing import assert_lipschitz_below, assert_robust
-from robustclip.training.trainer import TrainConfig, train
+from robustclip.training.config import TrainConfig
+from robustclip.training.trainer import train
 
 
 @pytest.fixture(scope="module")

@@ -13,12 +13,13 @@ import pytest
 import torch
 from torch import nn
 
-from robustclip.bounds import lipschitz
+from robustclip.bounds import lower
 from robustclip.checkpoints import format as checkpoints
 from robustclip.core.devices import resolve_device
 from robustclip.errors import RobustclipError
 from robustclip.training import trainer as training
-from robustclip.training.trainer import TrainConfig, train
+from robustclip.training.config import TrainConfig
+from robustclip.training.trainer import train
 
 SMALL = {"arch": "fc", "sizes": [784, 32, 10], "activation": "sigmoid"}
 SMALL_RELU = {"arch": "fc", "sizes": [784, 32, 10], "activation": "relu"}
@@ -206,7 +207,7 @@ def test_larger_lambda_gives_smaller_lipschitz_constant_on_regression(one_thread
                                       lip_probe_pairs=0)
         res = train(cfg, progress=False)
         assert res.model(torch.rand(5, 1)).shape == (5, 1)
-        lips[lam] = lipschitz.exact_1d(res.model)
+        lips[lam] = lower.exact_1d(res.model)
         losses[lam] = res.history[-1]["train_loss"]
         assert all("val_mse" in h for h in res.history)
     # the weakly regularised net fits the noisy data and is steep

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-import robustclip as rc
+from robustclip.data.datasets import load
 
 
 def main() -> None:
@@ -22,8 +22,8 @@ def main() -> None:
     ap.add_argument("--out", default=".")
     args = ap.parse_args()
     out = Path(args.out)
-    train = rc.data.load("mnist", "train").subset(args.n_train)
-    test = rc.data.load("mnist", "test").subset(args.n_test)
+    train = load("mnist", "train").subset(args.n_train)
+    test = load("mnist", "test").subset(args.n_test)
     np.savez(out / "train.npz", x=train.x.numpy(), y=train.y.numpy())
     np.savez(out / "test.npz", x=test.x.numpy(), y=test.y.numpy())
     for i, (img, label) in enumerate(zip(train.x, train.y)):

@@ -68,7 +68,7 @@ def full_runs_table(df: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
     """Per (dataset, label, setting) of the runs in ``rows`` (tidy rows of :func:`evaluate_cached`, ``model`` = run id):
     seeds, mean clean accuracy and the worst case's mean, sample std and 95% t-interval over seeds on the larger
     test set, beside the same runs' mean worst case in the sweep (``worst_case_sweep``, on its n). Fractions."""
-    from robustclip.reports.pages import seed_stats
+    from robustclip.reports.tables import seed_stats
 
     meta = df.drop_duplicates("run").set_index("run")
     eps = rows[rows.attack == "worst_case"].eps.max()
@@ -89,7 +89,7 @@ def full_runs_table(df: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def _full_runs_text(t: pd.DataFrame) -> str:
-    from robustclip.reports.pages import ci_cell, pct_cell
+    from robustclip.reports.tables import ci_cell, pct_cell
 
     n, n_sweep = int(t.n.min()), int(t.n_sweep.min())
     show = pd.DataFrame({
@@ -152,7 +152,7 @@ def preset() -> dict[str, Any]:
 
 def paper_table(df: pd.DataFrame) -> pd.DataFrame:
     """One row per (dataset, method, λ or τ), mean over seeds, in the paper's columns."""
-    from robustclip.reports.pages import headline, summary_table
+    from robustclip.reports.tables import headline, summary_table
 
     t = summary_table(df, headline(df))
     t = t[t.dataset != "regression"].copy()
@@ -199,7 +199,7 @@ def logits_check(runs_dir: Path, df: pd.DataFrame, *, data_dir: str | None = Non
     from robustclip.checkpoints import format as checkpoints
     from robustclip.data import datasets as data
     from robustclip.evaluation import runner as evaluation
-    from robustclip.reports.pages import headline
+    from robustclip.reports.tables import headline
     from robustclip.sweeps.planning import plan
 
     head = headline(df)
@@ -245,7 +245,7 @@ def _pct(v: float) -> str:
 
 
 def _md(t: pd.DataFrame, cols: list[str], pct: set[str]) -> str:
-    from robustclip.reports.pages import ci_cell, pct_cell
+    from robustclip.reports.tables import ci_cell, pct_cell
 
     def cell(r: pd.Series, c: str) -> str:
         v = r.get(c)
@@ -272,8 +272,11 @@ def regenerate(out: str | Path = "reports/paper", runs: str | Path = "runs/paper
     such as ``"mnist-clip-lam0.5-*"`` does the matching runs and reports them per setting in a section of their
     own. Every such evaluation is cached per checkpoint, so an interrupted regeneration resumes. A suite of None
     skips its step."""
-    from robustclip.reports.pages import load_results, render
-    from robustclip.sweeps import is_done, plan, run_sweep
+    from robustclip.reports.pages import render
+    from robustclip.reports.tables import load_results
+    from robustclip.sweeps.driver import run_sweep
+    from robustclip.sweeps.planning import plan
+    from robustclip.sweeps.records import is_done
 
     t0 = time.perf_counter()
     out, runs = Path(out), Path(runs)
@@ -347,7 +350,7 @@ def refresh_sandwich(out: str | Path = "reports/paper", runs: str | Path = "runs
     from robustclip.attacks.suites import load_suite
     from robustclip.errors import RobustclipError
     from robustclip.reports import patch
-    from robustclip.reports.pages import fig_sandwich
+    from robustclip.reports.figures import fig_sandwich
     from robustclip.sweeps.records import run_dir
 
     out, runs = Path(out), Path(runs)
@@ -451,7 +454,7 @@ def _checkpoint_stages(picks: dict[str, str], out: Path, runs: Path, scope_rows:
     """The committed checkpoints' ε-curves (attacked and certified, under ``sandwich_suite``) and their attacks on
     the whole test set (under ``full_test_suite``), each cached and skipped when its suite is None."""
     from robustclip.attacks.suites import load_suite
-    from robustclip.reports.pages import fig_sandwich
+    from robustclip.reports.figures import fig_sandwich
 
     st = _Stages()
     ckpt_dir = out / "checkpoints"
@@ -537,7 +540,7 @@ def _best_checkpoints(df: pd.DataFrame) -> dict[str, str]:
     accuracy (among all of its kind when none reaches it), and the
     plain run with the highest clean accuracy, all judged on each run's validation rows (``val_*``, never test
     images) when every run has them; runs from before validation scoring are judged on test rows."""
-    from robustclip.reports.pages import headline
+    from robustclip.reports.tables import headline
 
     head = headline(df)
     assert head is not None, "the paper sweep always has a headline ε"

@@ -45,11 +45,8 @@ from typing import Any
 from ..core import files as _io
 from ..core import validate
 from ..errors import SuiteError
-
-# the kinds of attack and the suite library, re-exported: robustclip.attacks.suites was their path before the split
-from .custom import AuthorsPGDL2, BallNoise  # noqa: F401
-from .kinds import ATTACK_TYPES, ATTACKS, TARGETS, AttackKind, AttackSpec, Builder, attack_cost  # noqa: F401
-from .library import BUILTIN_SUITES, find_suite, shipped_suites_dir, suite_names  # noqa: F401
+from .kinds import ATTACKS, AttackSpec, attack_cost
+from .library import BUILTIN_SUITES, find_suite
 
 NORMS = ("L2", "Linf")
 _SUITE_KEYS = {"name", "description", "n", "batch_size", "seed", "eps", "attack", "headline", "certify", "cascade"}

@@ -55,7 +55,9 @@ from ..core.devices import device_of
 from ..core.modes import eval_mode
 from ..errors import RobustclipError
 from ..models.activations import is_sorting
-from .crown import Plan, build_plan, certify_ascending, certify_cells, graph_margins
+from .crown.ir import Plan
+from .crown.radii import certify_ascending, certify_cells, graph_margins
+from .crown.tracing import build_plan
 from .relaxations import concretize_lower, relax
 from .structure import Affine, affine_ops
 from .upper import UpperBound, best_pairs, upper_bounds

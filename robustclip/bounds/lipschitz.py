@@ -1,8 +1,8 @@
-"""Lipschitz estimate: lower and sound upper bounds in one report; re-exports the bound modules' names.
+"""Lipschitz estimate: lower and sound upper bounds in one report, and the estimator's version.
 
 The pieces live in :mod:`.pairs` (pair geometry), :mod:`.structure` (the understood layer chain),
-:mod:`.upper` (upper bounds and the report), :mod:`.lipsdp` and :mod:`.lower`; every name this module had before
-that split stays importable from here (``robustclip.lipschitz`` forwards here too). Conventions as in
+:mod:`.upper` (upper bounds and the report), :mod:`.lipsdp` and :mod:`.lower`; import their names from there.
+Conventions as in
 :mod:`robustclip.bounds.pairs`: inputs in ``[0, 1]``, L2 in and out.
 """
 
@@ -10,62 +10,22 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field  # noqa: F401  (names this module had; kept reachable)
 from typing import Any
 
-import numpy as np  # noqa: F401  (kept reachable as robustclip.bounds.lipschitz.np)
 import torch
 from torch import nn
 
-from ..core.devices import device_of as _device  # noqa: F401
-from ..core.modes import eval_mode, frozen  # noqa: F401  (robustclip.lipschitz.frozen stays importable)
-from ..models.activations import SORTING, is_sorting  # noqa: F401
-from .lipsdp import _lipsdp_blocks, lipsdp, lipsdp_verify  # noqa: F401
-from .lower import (  # noqa: F401
-    _chunks,
-    _jacobian_norm_grad,
-    _jacobian_norms,
+from .lower import (
     exact_1d,
-    jacobian_ascent,
-    jacobian_norms_batched,
-    jacobian_spectral_norm,
-    lower_bound_jacobian,
-    lower_bound_quotient,
     lower_bounds,
     lower_estimate,
     refine_lower,
 )
-from .pairs import (  # noqa: F401
-    MIN_DIST,
-    ascent_move,
-    init_pairs,
-    pair_ascent,
-    quotients,
-    quotients_from_outputs,
-    separate,
-    split_pairs,
-)
-from .structure import (  # noqa: F401
-    KNOWN_LEAVES,
-    MAX_DENSE,
-    SLACK,
-    Affine,
-    _chain,
-    activation_slopes,
-    affine_ops,
+from .structure import (
     known_layers,
 )
-from .upper import (  # noqa: F401
+from .upper import (
     LipschitzReport,
-    UpperBound,
-    _head_pairs,
-    _spec_norm,
-    best_pairs,
-    gram_spectral_bound,
-    graph_bound,
-    layer_norms,
-    layer_pair_bound,
-    upper_bound,
     upper_bounds,
 )
 

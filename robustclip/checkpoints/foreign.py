@@ -30,14 +30,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data.userdata import (  # noqa: F401 - re-exported: the user's data files were read here before the split
-    MAX_DATA_BYTES,
-    MAX_DATA_ELEMENTS,
-    MAX_LABEL,
-    _data_arrays,
-    check_labels,
-    load_data_file,
-)
 from ..errors import CheckpointError, RobustclipError
 from .format import _META_KEY, CheckpointMeta, check_factory_ref, header_length, weights_digest
 

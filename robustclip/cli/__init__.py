@@ -3,6 +3,8 @@
 Every user error ends in one line on stderr, ``robustclip: error: <problem> -- <fix>``, and exit status 2; an
 internal error (a bug) is one line and exit status 3 (set ``ROBUSTCLIP_DEBUG=1`` for the traceback). See
 :mod:`robustclip.exitcodes` for the table. Output files are written atomically.
+
+May import gate, sweeps, reports and below.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ from ..errors import RobustclipError
 from ..exitcodes import ExitCode
 from ..exitcodes import epilog as exit_epilog
 from . import check, compare, data, demo, evaluate, paper, report, sweep, train
-from .common import Parser, console_table, formatter
+from .common import Parser, formatter
 
-__all__ = ["main", "build_parser", "console_table"]
+__all__ = ["main", "build_parser"]
 
 COMMAND_MODULES = (data, train, evaluate, compare, sweep, report, demo, paper, check)
 

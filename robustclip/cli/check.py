@@ -74,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
     from ..core.inputs import command_inputs
     from ..core.outputs import guard_output
     from ..data.datasets import dataset_folders
-    from ..gate.check import junit_xml, run_check
+    from ..gate.check import run_check
+    from ..gate.output import junit_xml
 
     inputs = command_inputs(*args.checkpoint, args.suite, args.data, args.baseline, model=args.model,
                             folders=dataset_folders(args.data_dir))
@@ -120,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_verdict(args: argparse.Namespace, code: int, rows: list[Any], info: dict[str, Any]) -> None:
-    from ..gate.check import format_table, report_json
+    from ..gate.output import format_table, report_json
 
     bad = [r.metric for r in rows if r.regressed]
     odd = [r.metric for r in rows if r.suspicious]

@@ -31,10 +31,11 @@ def run(args: argparse.Namespace) -> int:
     """Run the demo sweep, render its report, print a five-line summary."""
     import torch
 
-    from .. import sweeps
     from ..core import files as _io
     from ..data import datasets as data
-    from ..reports.pages import headline, load_results, render, summary_table
+    from ..reports.pages import render
+    from ..reports.tables import headline, load_results, summary_table
+    from ..sweeps import driver
 
     t0 = time.perf_counter()
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         print(skipped_msg, file=sys.stderr)
     print("robustclip demo: regression (CLIP and weight regularisation over λ) and MNIST (none, weight, CLIP) "
           "on a 20k subset; progress below.", flush=True)
-    sweeps.run_sweep(_io.preset("demo"), args.runs, data_dir=args.data_dir, jobs=1, progress=True, where="<demo>",
+    driver.run_sweep(_io.preset("demo"), args.runs, data_dir=args.data_dir, jobs=1, progress=True, where="<demo>",
                      fresh=args.fresh, skip_datasets=skip)
     intro = ("A small end-to-end run of robustclip: the 1-D regression problem fitted with CLIP and with weight "
              "regularisation at three λ each, and the paper's MNIST net trained briefly on a 20,000-image subset "

@@ -109,7 +109,7 @@ def sweep_from_flags(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Plan, run the unfinished runs (or list, run one, finalize), print the gathered table."""
-    from .. import sweeps
+    from ..sweeps import driver, planning
 
     if args.engine != "ray" and (args.cpus_per_run != 1.0 or args.gpus_per_run != 0.0):
         raise RobustclipError("--cpus-per-run and --gpus-per-run need --engine ray", "add --engine ray")
@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
                                   "--retry-failed", "drop those flags")
     raw: dict[str, Any] | None
     if args.file:
-        raw = sweeps.load_sweep(args.file)
+        raw = planning.load_sweep(args.file)
         where = args.file
     elif (args.list or args.finalize) and not (args.dataset or args.data):
         raw, where = None, str(Path(args.out) / "sweep.json")  # the plan stored in the sweep folder
@@ -127,18 +127,18 @@ def run(args: argparse.Namespace) -> int:
         raw = sweep_from_flags(args)
         where = "<flags>"
     if args.list:
-        rows = sweeps.status(raw, args.out, where=where)
+        rows = driver.status(raw, args.out, where=where)
         for i, r, state in rows:
             print(f"{i}\t{r.id}\t{state}")
         print(f"{len(rows)} runs; one array job each: --run-index 0..{len(rows) - 1}")
         return ExitCode.OK
     if args.finalize:
-        outcome = sweeps.finalize(raw, args.out, where=where)
+        outcome = driver.finalize(raw, args.out, where=where)
         return _report(args, outcome, 0.0)
     assert raw is not None
     _apply_device(raw, args.device)
     t0 = time.perf_counter()
-    outcome = sweeps.sweep(raw, args.out, data_dir=args.data_dir, jobs=args.jobs, progress=not args.quiet,
+    outcome = driver.sweep(raw, args.out, data_dir=args.data_dir, jobs=args.jobs, progress=not args.quiet,
                            where=where, fresh=args.fresh, engine=args.engine, address=args.address,
                            cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
                            retry_failed=args.retry_failed, only=args.run_index)

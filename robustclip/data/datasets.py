@@ -29,7 +29,6 @@ import gzip
 import hashlib
 import math
 import os
-import urllib.request  # noqa: F401  (tests replace urlopen here to forbid the network)
 from dataclasses import dataclass
 from pathlib import Path
 

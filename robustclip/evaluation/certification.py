@@ -10,7 +10,7 @@ from torch import nn
 
 from ..attacks.suites import Suite
 from ..bounds import certify as certify_mod
-from ..bounds import lipschitz
+from ..bounds import upper
 from ..errors import RobustclipError
 
 
@@ -66,7 +66,7 @@ def certificates(model: nn.Module, x: torch.Tensor, y: torch.Tensor, logits: tor
             return out, info
     uppers = None
     if "lipschitz" in methods:
-        uppers, reason = lipschitz.upper_bounds(model, tuple(x.shape[1:]), sdp=sdp)
+        uppers, reason = upper.upper_bounds(model, tuple(x.shape[1:]), sdp=sdp)
         if sdp and uppers:  # the fast LipSDP-class bound beside LipSDP
             from ..bounds.eclipse import eclipse_upper
 
@@ -87,7 +87,7 @@ def certificates(model: nn.Module, x: torch.Tensor, y: torch.Tensor, logits: tor
         info["reason"] = res.info["reason"]
         return out, info
     if pairs_out is not None and uppers is not None:
-        best_pairs = lipschitz.best_pairs(uppers)
+        best_pairs = upper.best_pairs(uppers)
         values = [u.value for u in uppers if math.isfinite(u.value)]
         if best_pairs is None and values:
             best_pairs = torch.full((logits.shape[1],) * 2, math.sqrt(2) * min(values), dtype=torch.float64)

@@ -1,6 +1,6 @@
 """The one train → checkpoint → evaluate path, with one set of defaults, for the CLI, sweeps, the gate and the paper.
 
->>> from robustclip import pipeline
+>>> from robustclip.evaluation import pipeline
 >>> pipeline.LIPSCHITZ_PAIRS
 64
 
@@ -24,6 +24,7 @@ from .. import stats
 from ..attacks.suites import Suite, load_suite
 from ..bounds import budget as lipschitz_budget
 from ..bounds import lipschitz as lipschitz_mod  # evaluate_model's ``lipschitz`` keyword shadows the module name
+from ..bounds import upper
 from ..checkpoints import foreign as loading
 from ..checkpoints import format as checkpoints
 from ..checkpoints.format import CheckpointMeta
@@ -38,6 +39,7 @@ from ..errors import RobustclipError
 from ..models import specs as models
 from ..training.config import TrainConfig
 from ..training.trainer import TrainResult, train
+from . import attacking
 from . import runner as evaluation
 
 LIPSCHITZ_PAIRS = 64
@@ -61,7 +63,7 @@ class Evaluation:
     """
 
     result: evaluation.EvalResult | None
-    lipschitz: lipschitz_mod.LipschitzReport
+    lipschitz: upper.LipschitzReport
     meta: CheckpointMeta
     name: str
     rows: list[dict[str, Any]] = field(default_factory=list)
@@ -187,7 +189,7 @@ def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite
     if clean_full:
         full = data.load(dataset, "test", data_dir=data_dir) if eval_set is None else eval_set
         if len(full) > len(split):  # clean accuracy is cheap: also report it on the whole test set
-            k = int((evaluation.predict(model, full.x).argmax(1) == full.y).sum())
+            k = int((attacking.predict(model, full.x).argmax(1) == full.y).sum())
             lo, hi = stats.wilson(k, len(full))
             rows.append({"attack": "clean_full", "norm": "none", "eps": 0.0, "accuracy": k / len(full),
                          "n": len(full), "ci_low": lo, "ci_high": hi})
@@ -196,7 +198,7 @@ def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite
 
 def _announce(model: nn.Module, split: data.Split, s: Suite, plan: Any, lipschitz: str) -> None:
     """Before long work: the estimated time from a short timed probe and the settings that would make it cheaper."""
-    from ..core import time_estimate
+    from . import time_estimate
 
     rate = time_estimate.probe_rate(model, split.x)
     est = time_estimate.estimate_seconds(model, s, len(split), rate, tuple(split.x.shape[1:]), plan)
@@ -222,17 +224,17 @@ def _bounds_and_attacks(model: nn.Module, split: data.Split, s: Suite, *, in_sha
                         lip_seed: int, lipschitz: str, dev: torch.device, name: str, dataset: str, n_classes: int,
                         batch_size: int | None, seed: int | None, progress: bool, keep_adversarial: bool = False,
                         cache: Any = None, refine: bool = False, attack_certified: bool = False
-                        ) -> tuple[lipschitz_mod.LipschitzReport, evaluation.EvalResult]:
+                        ) -> tuple[upper.LipschitzReport, evaluation.EvalResult]:
     """The Lipschitz report (within the mode's cost budget) and the attack evaluation of :func:`evaluate_model`."""
     if lipschitz == "off":
         t_up = time.perf_counter()
         up: float | None = None
         why: str | None = None
         try:
-            up = lipschitz_mod.upper_bound(model, in_shape or tuple(split.x.shape[1:]), seed=lip_seed)
+            up = upper.upper_bound(model, in_shape or tuple(split.x.shape[1:]), seed=lip_seed)
         except ValueError as exc:  # not understood: no upper bound and no certificate, with the reason
             why = str(exc).removeprefix("no Lipschitz upper bound: ")
-        lip = lipschitz_mod.LipschitzReport(lower=0.0, upper=up, lower_quotient=0.0, lower_jacobian=0.0,
+        lip = upper.LipschitzReport(lower=0.0, upper=up, lower_quotient=0.0, lower_jacobian=0.0,
                                             seconds={"upper": time.perf_counter() - t_up}, seed=lip_seed,
                                             upper_reason=why)
     else:

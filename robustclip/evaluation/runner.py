@@ -21,7 +21,7 @@ Eval mode and the order of the work live here; running one attack (device, seedi
 in :mod:`robustclip.evaluation.attacking`, the frame and the invariant in :mod:`robustclip.evaluation.summary`, the
 gradient-masking probes in :mod:`robustclip.evaluation.masking`, the certificates in
 :mod:`robustclip.evaluation.certification`, the out-of-memory checks and heap trimming in
-:mod:`robustclip.evaluation.memory`; this module re-exports their public names.
+:mod:`robustclip.evaluation.memory`; import their names from there.
 """
 
 from __future__ import annotations
@@ -42,12 +42,9 @@ from ..core.devices import device_of
 from ..core.modes import eval_mode
 from ..core.results import select
 from ..errors import RobustclipError
-from ..stats import wilson  # noqa: F401 - robustclip.evaluation.wilson stays importable
 from . import samples as samples_mod
 from . import sanity as sanity_mod
-from .apichecks import check_outputs  # noqa: F401 - re-exported
-from .attacking import (  # noqa: F401 - re-exported: their path before the split
-    ATTACK_BATCH_CAP,
+from .attacking import (
     cascades,
     predict,
     run_attack,
@@ -55,7 +52,7 @@ from .attacking import (  # noqa: F401 - re-exported: their path before the spli
 )
 from .certification import _methods, certificates
 from .masking import sanity_flags
-from .summary import COLUMNS, InvariantError, first_breaks, summarise, worst_case_masks  # noqa: F401
+from .summary import first_breaks, summarise, worst_case_masks
 
 Key = tuple[str, str | None, float | None]
 """A row of an evaluation: ``(attack label, norm, ε)``; ``("clean", None, None)`` for the clean inputs."""

@@ -9,7 +9,7 @@ import shlex
 import stat
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +147,23 @@ def validate_baseline(doc: Any, *, where: str = "baseline", fix: str = "re-creat
     def bad(problem: str) -> RobustclipError:
         return RobustclipError(f"{where} {problem}", fix)
 
+    mode, n, cks = _check_header(doc, bad)
+    names = _check_metrics(doc.get("metrics"), mode, n, len(cks), bad)
+    if "clean" not in names:
+        raise bad("has no clean accuracy row")
+    grid = (doc["suite_config"].get("eps") or {})
+    wanted = [metric_key("worst_case", nm, e) for nm, es in grid.items() if isinstance(es, list)
+              for e in es if _finite(e)] if isinstance(grid, dict) else []
+    if not any(x.startswith("worst_case@") for x in names) or any(w not in names for w in wanted):
+        raise bad("lacks the worst-case rows of its suite (a partial baseline)")
+    _check_lipschitz(doc.get("lipschitz"), bad)
+
+
+_Bad = Callable[[str], RobustclipError]
+
+
+def _check_header(doc: Any, bad: _Bad) -> tuple[str, int, list[Any]]:
+    """The fields before the metrics: format, mode, suite, n, images, environment, checkpoints."""
     if not isinstance(doc, dict) or doc.get("format") != BASELINE_FORMAT:
         raise bad("is not a robustclip baseline (no \"format\": \"robustclip-baseline\")")
     if doc.get("format_version") != FORMAT_VERSION:
@@ -172,7 +189,11 @@ def validate_baseline(doc: Any, *, where: str = "baseline", fix: str = "re-creat
         raise bad("lacks the checkpoints it was made from")
     if mode == "retrained" and len(cks) < MIN_SEEDS:
         raise bad(f"is a retrained baseline of {len(cks)} checkpoints; it needs at least {MIN_SEEDS}")
-    metrics = doc.get("metrics")
+    return str(mode), n, cks
+
+
+def _check_metrics(metrics: Any, mode: str, n: int, n_checkpoints: int, bad: _Bad) -> set[str]:
+    """Every metric entry, in order; returns their names."""
     if not isinstance(metrics, list) or not metrics:
         raise bad("has no metrics (an empty baseline would pass every check)")
     names: set[str] = set()
@@ -191,7 +212,7 @@ def validate_baseline(doc: Any, *, where: str = "baseline", fix: str = "re-creat
             raise bad(f"has metric {name} on n={m.get('n')!r} samples, not {n}")
         if mode == "retrained":
             runs = m.get("runs")
-            if not isinstance(runs, list) or len(runs) != len(cks) or not all(_finite(v, 0.0, 1.0) for v in runs):
+            if not isinstance(runs, list) or len(runs) != n_checkpoints or not all(_finite(v, 0.0, 1.0) for v in runs):
                 raise bad(f"has metric {name} without one accuracy in [0, 1] per checkpoint")
             if abs(statistics.fmean(runs) - m["accuracy"]) > 1e-9:
                 raise bad(f"has metric {name} whose accuracy is not the mean of its runs")
@@ -202,14 +223,11 @@ def validate_baseline(doc: Any, *, where: str = "baseline", fix: str = "re-creat
                 raise bad(f"has metric {name} with a malformed outcome bitset ({exc})") from None
             if ok is None or abs(float(ok.mean()) - m["accuracy"]) > 1e-9:
                 raise bad(f"has metric {name} whose outcome bitset disagrees with its accuracy")
-    if "clean" not in names:
-        raise bad("has no clean accuracy row")
-    grid = (doc["suite_config"].get("eps") or {})
-    wanted = [metric_key("worst_case", nm, e) for nm, es in grid.items() if isinstance(es, list)
-              for e in es if _finite(e)] if isinstance(grid, dict) else []
-    if not any(x.startswith("worst_case@") for x in names) or any(w not in names for w in wanted):
-        raise bad("lacks the worst-case rows of its suite (a partial baseline)")
-    lip = doc.get("lipschitz")
+    return names
+
+
+def _check_lipschitz(lip: Any, bad: _Bad) -> None:
+    """The Lipschitz section: estimator version, ascent plans, and each mode's positive finite bounds."""
     if not isinstance(lip, dict) or not isinstance(lip.get("estimator_version"), str) \
             or not isinstance(lip.get("modes"), dict):
         raise bad("lacks its Lipschitz section (estimator_version, modes)")

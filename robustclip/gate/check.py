@@ -57,40 +57,24 @@ from typing import Any
 
 from ..core import files as _io
 from ..errors import RobustclipError
-from . import baseline as _baseline
-from . import measuring as _measuring
-from . import output as _output
-from . import verdicts as _verdicts
 from .baseline import (
-    BASELINE_FORMAT,
-    FORMAT_VERSION,
     LIP_MODES,
     LIP_RESTARTS,
-    MAX_BASELINE_BYTES,
-    MAX_JSON_DEPTH,
     MIN_SEEDS,
     MODES,
     _finite,
     make_baseline,
-    pack_outcomes,
     read_baseline,
-    unpack_outcomes,
     update_command,
     validate_baseline,
 )
 from .measuring import (
-    Measured,
     ModelSource,
     _eval_split,
     environment,
     estimator_version,
-    ev_model_device,
-    images_digest,
     measure,
-    metric_name,
-    per_sample_outcomes,
 )
-from .output import REPORT_FORMAT, REPORT_VERSION, format_table, junit_xml, report_json
 from .verdicts import (
     ALPHA,
     DEFAULT_LIP_TOLERANCE,
@@ -100,23 +84,6 @@ from .verdicts import (
     detectable_summary,
     precheck,
 )
-
-__all__ = [
-    "ALPHA", "BASELINE_FORMAT", "DEFAULT_LIP_TOLERANCE", "DEFAULT_TOLERANCE", "FORMAT_VERSION", "LIP_MODES",
-    "LIP_RESTARTS", "MAX_BASELINE_BYTES", "MAX_JSON_DEPTH", "MIN_SEEDS", "MODES", "REPORT_FORMAT", "REPORT_VERSION",
-    "Comparison", "Measured", "ModelSource", "compare", "detectable_summary", "environment", "estimator_version",
-    "ev_model_device", "format_table", "images_digest", "junit_xml", "make_baseline", "measure", "metric_name",
-    "pack_outcomes", "per_sample_outcomes", "precheck", "read_baseline", "report_json", "run_check",
-    "unpack_outcomes", "update_command", "validate_baseline",
-]
-
-
-def __getattr__(name: str) -> Any:
-    """Names that moved to the sibling modules and are not re-exported above (private helpers, for old callers)."""
-    for mod in (_measuring, _baseline, _verdicts, _output):
-        if hasattr(mod, name):
-            return getattr(mod, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _check_number(flag: str, v: Any, lo: float, hi: float) -> None:

@@ -155,7 +155,7 @@ def measure(path: str, suite: Any, *, n: int | None = None, data_dir: str | None
     ``source``: a user's model code, dataset, evaluation data file and device (see :class:`ModelSource`).
     """
     from ..bounds import budget as lipbudget
-    from ..bounds import lipschitz as lipmod
+    from ..bounds import lower as lower_mod
     from ..checkpoints import foreign as loading
     from ..core import progress as progress_mod
     from ..evaluation.pipeline import LIPSCHITZ_POINTS, evaluate_checkpoint
@@ -191,7 +191,7 @@ def measure(path: str, suite: Any, *, n: int | None = None, data_dir: str | None
                 for m, r in todo:
                     plan = lipbudget.plan_ascent(model, in_shape or tuple(x.shape[1:]), m)
                     plans[m] = plan.settings()
-                    methods, _ = lipmod.lower_estimate(model, x, seed=seed + r, **plan.settings())
+                    methods, _ = lower_mod.lower_estimate(model, x, seed=seed + r, **plan.settings())
                     est = lips.setdefault(m, {"lower": []})
                     if m not in uppers:
                         uppers[m] = _fast_upper(model, in_shape or tuple(x.shape[1:]))

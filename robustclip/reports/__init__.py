@@ -1,14 +1,5 @@
 """Reports: tables and figures of a sweep, or of evaluate folders with their paired comparison, as HTML and Markdown.
-May import sweeps and below."""
+May import sweeps and below.
 
-from __future__ import annotations
-
-from typing import Any
-
-from . import pages as _impl
-from .pages import *  # noqa: F403 - the package is the public path
-
-
-def __getattr__(name: str) -> Any:
-    """Names of :mod:`robustclip.reports.pages` not exported by ``*`` (private helpers, for old callers)."""
-    return getattr(_impl, name)
+Each name lives in one module and is imported from there; the package itself re-exports nothing.
+"""

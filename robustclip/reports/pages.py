@@ -35,40 +35,18 @@ import pandas as pd
 
 from ..core import files as _io
 from ..core.results import markdown_table
-
-# the tables and figures live in their own modules; these names stay importable from here, as before
-from .figures import (  # noqa: F401
+from .figures import (
     Figure,
-    _agg,
-    _errorbars,
-    _family,
-    _finish,
-    _integer_ticks,
-    _plt,
     fig_curves,
     fig_frontier,
     fig_history,
     fig_lambda,
     fig_regression,
-    fig_sandwich,
     fig_tradeoff,
-    frontier_points,
-    pct_top,
-    spans_decades,
 )
-from .tables import (  # noqa: F401
-    _MAX_EVAL_BYTES,
-    _PCT_COLUMNS,
-    _REDO,
-    _ROW_KEYS,
-    METHOD_NAMES,
-    SeedStats,
+from .tables import (
     _exp,
     _fmt_table_md,
-    _group_label,
-    _md_cell,
-    _row_mask,
-    _setting,
     ci_cell,
     headline,
     headline_rows,
@@ -76,7 +54,6 @@ from .tables import (  # noqa: F401
     load_results,
     pct_cell,
     read_eval,
-    seed_stats,
     selection_column,
     summary_table,
 )

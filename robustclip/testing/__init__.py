@@ -7,7 +7,7 @@
         assert_robust(model, (x, y), suite="ci-quick", min_accuracy={"clean": 0.95, "worst_case@L2:1": 0.5})
         assert_lipschitz_below(model, x, 10.0)
 
-Both raise ``AssertionError`` with a readable table.
+Both raise ``AssertionError`` with a readable table. May import evaluation and below.
 """
 
 from __future__ import annotations

@@ -18,18 +18,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..bounds import lipschitz
+from ..bounds import pairs as pairs_mod
 from ..checkpoints.format import CheckpointMeta
 from ..core.devices import resolve_device
 from ..core.modes import eval_mode
 from ..data import datasets as data_mod
 from ..errors import RobustclipError
 from ..models import specs as models
-from .config import (  # noqa: F401 - re-exported: TrainConfig's path before the split
-    LR_SCHEDULES,
-    MAX_EPOCHS,
-    OPTIMIZERS,
-    TABLE_FIELDS,
+from .config import (
     TrainConfig,
 )
 from .regularizers import registry as regularizers
@@ -370,8 +366,8 @@ def _probe(model: nn.Module, x: torch.Tensor, pairs: int, gen: torch.Generator) 
     """A cheap lower bound on the Lipschitz constant: a few ascent steps on data pairs."""
     if pairs <= 0:
         return float("nan")
-    P = lipschitz.init_pairs(x, pairs, mode="partial_random", radius=0.5 if x.dim() > 2 else 0.05, generator=gen)
-    _, q = lipschitz.pair_ascent(model, P, steps=5)
+    P = pairs_mod.init_pairs(x, pairs, mode="partial_random", radius=0.5 if x.dim() > 2 else 0.05, generator=gen)
+    _, q = pairs_mod.pair_ascent(model, P, steps=5)
     return float(q.max())
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...bounds import lipschitz
+from ...bounds import pairs as pairs_mod
 from ...core import validate
 from ...errors import RobustclipError
 from .base import Regularizer
@@ -113,7 +113,7 @@ class ClipRegularizer(Regularizer):
 
     def reset(self, x: torch.Tensor) -> None:
         """Draw a fresh pair set from data ``x`` ``(N, ...)``."""
-        self.P = lipschitz.init_pairs(x, self.cfg.pairs, mode=self.cfg.init, radius=self.cfg.radius,
+        self.P = pairs_mod.init_pairs(x, self.cfg.pairs, mode=self.cfg.init, radius=self.cfg.radius,
                                       generator=self.gen)
         self.eta = torch.full((self.cfg.pairs,), self.cfg.eta, device=x.device)
         self.q_prev = None
@@ -130,7 +130,7 @@ class ClipRegularizer(Regularizer):
             self.reset(x)
         assert self.P is not None and self.eta is not None
         if self.cfg.ascent_steps > 1 and self._model is not None:
-            self.P, _ = lipschitz.pair_ascent(self._model, self.P, steps=self.cfg.ascent_steps - 1, eta=self.eta)
+            self.P, _ = pairs_mod.pair_ascent(self._model, self.P, steps=self.cfg.ascent_steps - 1, eta=self.eta)
         self.P.requires_grad_(True)
         if self.cfg.margin > 0 and y is not None:
             self._y = y
@@ -143,7 +143,7 @@ class ClipRegularizer(Regularizer):
             return None
         assert self.P is not None
         rows = self.P.shape[0]
-        q = lipschitz.quotients_from_outputs(extra_out[:rows], self.P)
+        q = pairs_mod.quotients_from_outputs(extra_out[:rows], self.P)
         self._q = q.detach()
         qmax_t = q.max()
         qmax = qmax_t.item()
@@ -175,10 +175,10 @@ class ClipRegularizer(Regularizer):
             up = self._q > self.q_prev
             self.eta = torch.where(up, self.eta * 1.2, self.eta * 0.5).clamp_(1e-4, 2.0)
         self.q_prev = self._q
-        self.P = lipschitz.ascent_move(self.P, grad, self.eta)
+        self.P = pairs_mod.ascent_move(self.P, grad, self.eta)
         self._moves += 1
         if self._moves % 16 == 0:  # collapse is slow (the quotient's denominator is floored): check now and then
-            lipschitz.separate(self.P, generator=self.gen)
+            pairs_mod.separate(self.P, generator=self.gen)
 
     def estimate(self) -> float | None:
         v, self._max_seen = self._max_seen, 0.0

@@ -98,7 +98,7 @@ class BodyBound:
     """
 
     def __init__(self, model: nn.Module, in_shape: tuple[int, ...], *, seed: int = 0) -> None:
-        from ...bounds.lipschitz import activation_slopes, known_layers
+        from ...bounds.structure import activation_slopes, known_layers
         from ...models.specs import Normalize
 
         layers, why = known_layers(model)

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...bounds import lipschitz
+from ...bounds import pairs as pairs_mod
 from ...core.devices import resolve_device
 from ...core.modes import kept_running_stats
 from ...errors import RobustclipError
@@ -142,7 +142,7 @@ class ClipPenalty:
         Pg = P.detach().requires_grad_(True)
         # in the model's own mode, as the loss's forward pass would have run; BatchNorm's statistics untouched
         with torch.enable_grad(), kept_running_stats(self.model):
-            q = lipschitz.quotients(self.model, Pg)
+            q = pairs_mod.quotients(self.model, Pg)
             (g,) = torch.autograd.grad(q.sum(), Pg)
         return g
 

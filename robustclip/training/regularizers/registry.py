@@ -21,8 +21,8 @@ the yardsticks ``adversarial`` (PGD adversarial training) and ``trades``
 ``clip-adversarial`` (adversarial training with CLIP's penalty on top); certified
 training ``lipschitz-margin`` (GloRo-style, :mod:`robustclip.training.regularizers.lipmargin`) and its
 hybrid ``clip-lipschitz-margin``. Each method's code lives in its own module (``weight``, ``clip``, ``adversarial``,
-``lipmargin``, ``hybrid``); this module is the table of entries, and re-exports their classes (and the λ schedule,
-:mod:`robustclip.training.schedule`) under their old path.
+``lipmargin``, ``hybrid``); this module is the table of entries (the λ schedule is
+:mod:`robustclip.training.schedule`).
 """
 
 from __future__ import annotations
@@ -32,13 +32,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import RobustclipError
-from ..schedule import LambdaSchedule  # noqa: F401 - re-exported (its path before the split)
 from .adversarial import AdversarialConfig, make_adversarial, make_trades
 from .base import Regularizer
-from .clip import ClipConfig, ClipRegularizer, make_clip  # noqa: F401 - ClipRegularizer re-exported
-from .hybrid import (  # noqa: F401 - the classes re-exported
-    ClipAdversarialRegularizer,
-    ClipMarginRegularizer,
+from .clip import ClipConfig, make_clip
+from .hybrid import (
     make_clip_adversarial,
     make_clip_margin,
 )

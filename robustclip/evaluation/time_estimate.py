@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from ..bounds.budget import forward_macs
-from .devices import device_of
-from .modes import eval_mode
+from ..core.devices import device_of
+from ..core.modes import eval_mode
 
 LONG = 20.0
 """Seconds from which an evaluation counts as long work (the estimate is printed)."""
