@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         sys.path.insert(0, str(work / "study"))
         subprocess.run([sys.executable, "make_data.py"], check=True, capture_output=True)
         text = Path("study.toml").read_text(encoding="utf-8")
-        Path("study.toml").write_text(text + "n_val = 0\n" if "n_val" not in text else text, encoding="utf-8")
+        Path("study.toml").write_text("n_val = 0\n" + text, encoding="utf-8")  # a top-level key: before any table
         seeds = [0, 1]
         print(f"λ study at tiny scale: 6 settings x {len(seeds)} seeds, 1 epoch, 2000 training rows, 200 test "
               f"images, suite ci-quick, {args.threads} torch thread(s), device {args.device}")

@@ -30,14 +30,15 @@ def _modules() -> dict[str, Path]:
 MODULES = _modules()
 
 
-def _imports(name: str, path: Path) -> set[str]:
-    """Modules of the package that ``name`` imports anywhere (deferred imports inside functions count too)."""
+def _import_targets(name: str, path: Path) -> list[tuple[str, list[str]]]:
+    """``(module, [imported names])`` of every import in ``name`` (deferred ones inside functions too), with
+    relative imports resolved; ``import a.b`` gives ``("a.b", [])``."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found: set[str] = set()
+    out: list[tuple[str, list[str]]] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found.update(a.name for a in node.names)
+            out += [(a.name, []) for a in node.names]
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
@@ -45,8 +46,16 @@ def _imports(name: str, path: Path) -> set[str]:
                 mod = ".".join(base + ([node.module] if node.module else []))
             else:
                 mod = node.module or ""
-            found.add(mod)
-            found.update(f"{mod}.{a.name}" for a in node.names)
+            out.append((mod, [a.name for a in node.names]))
+    return out
+
+
+def _imports(name: str, path: Path) -> set[str]:
+    """Modules of the package that ``name`` imports anywhere (deferred imports inside functions count too)."""
+    found: set[str] = set()
+    for mod, names in _import_targets(name, path):
+        found.add(mod)
+        found.update(f"{mod}.{n}" for n in names)
     return {m for m in found if m in MODULES and m != name}
 
 
@@ -86,21 +95,10 @@ def _layer(module: str) -> str | None:
 
 def _imported_modules(name: str, path: Path) -> set[str]:
     """Modules of the package that ``name`` imports (``from .. import stats`` is robustclip.stats, not robustclip)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - (node.level - 1)]
-                mod = ".".join(base + ([node.module] if node.module else []))
-            else:
-                mod = node.module or ""
-            subs = {f"{mod}.{a.name}" for a in node.names} & MODULES.keys()
-            found.update(subs if subs else {mod})
+    for mod, names in _import_targets(name, path):
+        subs = {f"{mod}.{n}" for n in names} & MODULES.keys()
+        found.update(subs if subs else {mod})
     return {m for m in found if m in MODULES and m != name}
 
 

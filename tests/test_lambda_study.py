@@ -18,7 +18,7 @@ from tiny import one_thread, run_cli
 ROOT = Path(__file__).resolve().parent.parent
 STUDY = ROOT / "examples" / "lambda-study"
 
-pytestmark = pytest.mark.data
+pytestmark = [pytest.mark.data, pytest.mark.slow]  # minutes of training: CI runs it with -m slow
 
 
 @pytest.fixture

@@ -46,10 +46,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         os.close(fd)
         tmp_path = Path(tmp)
         yield tmp_path
-        with open(tmp_path, "rb") as fh:
-            os.fsync(fh.fileno())
-        # mkstemp makes 0600 files whatever the umask: give the result the mode a plain open() would
-        os.chmod(tmp_path, 0o666 & ~_umask())
+        _seal(tmp_path)
         _replaceable(target)
         os.replace(tmp_path, target)
     except OutputError:
@@ -61,6 +58,13 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         if tmp_path is not None and tmp_path.exists():
             tmp_path.unlink()
+
+
+def _seal(tmp: str | Path) -> None:
+    """Sync a staged file to disk and give it the mode a plain ``open()`` would (mkstemp makes 0600 files)."""
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.chmod(tmp, 0o666 & ~_umask())
 
 
 def _replaceable(target: Path) -> None:
@@ -98,9 +102,7 @@ def write_files(folder: str | os.PathLike[str], contents: dict[str, str | bytes]
             staged.append((Path(tmp_name), where / name))
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data.encode("utf-8") if isinstance(data, str) else data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp_name, 0o666 & ~_umask())
+            _seal(tmp_name)
         for _, target in staged:
             _replaceable(target)
         for tmp, target in staged:  # all staged: from here on only renames, which need no space
