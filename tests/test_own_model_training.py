@@ -293,3 +293,14 @@ def test_bad_sweep_sources_are_one_line(user, extra, words):
 def test_plain_training_rejects_an_unknown_dataset_without_data():
     with pytest.raises(RobustclipError, match="dataset custom needs the training data"):
         TrainConfig(dataset="custom").validate()
+
+
+def test_a_sweep_never_writes_into_its_data(user):
+    folder = user / "imgs"
+    for k in range(3):
+        (folder / f"c{k}").mkdir(parents=True)
+        Image.fromarray(np.full((4, 4), 40 * k, np.uint8)).save(folder / f"c{k}" / "0.png")
+    (user / "study.toml").write_text(_study().replace('data = "tab_train.npz"', 'data = "imgs"'), encoding="utf-8")
+    rc_, _, err = run_cli(["sweep", "study.toml", "--out", "imgs/runs", "--quiet"])
+    assert_one_line_error(rc_, err, "--out imgs/runs", "input of this sweep")
+    assert sorted(p.name for p in folder.iterdir()) == ["c0", "c1", "c2"]

@@ -73,6 +73,24 @@ def _check_out(out: Path, fresh: bool, claims: ClaimDir) -> None:
                               "wait for it to finish, or run without --fresh")
 
 
+def _check_not_an_input(out: Path, runs: list[Run], data_dir: str | None) -> None:
+    """``--out`` is never one of the sweep's inputs nor inside one: a run folder inside an image folder would be
+    read as a class of its own, and one inside a dataset folder would mix into the data."""
+    from ..core.inputs import command_inputs
+    from ..core.outputs import is_input
+    from ..data.datasets import dataset_folders
+
+    paths = {r.train.get(k) for r in runs for k in ("data", "test_data")} - {None}
+    factories = {r.train.get("factory") for r in runs} - {None}
+    inputs = command_inputs(*paths, folders=dataset_folders(data_dir))
+    for ref in factories:
+        inputs += command_inputs(model=ref)
+    inp = is_input(out, inputs)
+    if inp is not None:
+        raise RobustclipError(f"--out {out} is or lies inside an input of this sweep ({inp})",
+                              "pick a folder outside the data and the model's code")
+
+
 def _create_out(out: Path, fresh: bool, claims: ClaimDir) -> None:
     """Apply ``--fresh`` (checked by :func:`_check_out`) and create ``out``."""
     if fresh and (out / "sweep.json").is_file():
@@ -275,6 +293,7 @@ def sweep(raw: dict[str, Any], out: str | os.PathLike[str], *, data_dir: str | N
     if only is not None and fresh:
         raise RobustclipError("--fresh cannot be combined with --run-index", "run --fresh once, before the array jobs")
     _check_out(out, fresh, claims)
+    _check_not_an_input(out, runs, data_dir)
     eng = make_engine(engine, jobs=jobs, data_dir=data_dir, progress=progress, address=address,
                       cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run)
     try:
