@@ -6,7 +6,8 @@ rows, 200 test images; 6 settings × 2 seeds, 1 epoch each, the ci-quick suite):
 1. the sweep on the local engine (``robustclip sweep study.toml``), wall time against the 3-minute target;
 2. the same 12 runs by hand, ``robustclip train`` then ``robustclip evaluate`` per run (in-process), so the sweep
    machinery's cost is the ratio of (1) to (2), against the 1.05× target. Both evaluate the same 200 images with
-   the same suite and seed, and neither scores validation images (``n_val = 0`` in the copy);
+   the same suite, seed and Lipschitz mode (``fast``, as the study file says), and neither scores validation
+   images (``n_val = 0`` in the copy);
 3. the sweep on a local Ray instance (``--engine ray``), whose table must equal (1)'s in every accuracy and bound.
 
     python benchmarks/lambda_study.py [--out benchmarks/results/lambda-study.txt] [--no-ray] [--device cpu]
@@ -54,7 +55,8 @@ def _by_hand(seeds: list[int], device: str) -> float:
                      "--seed", str(seed), "--device", device, "--out", f"hand/{name}.safetensors", "--quiet"]
             _cli([*train, *(["--lam", str(lam)] if lam is not None else [])])
             _cli(["evaluate", f"hand/{name}.safetensors", "--model", "studynets:res_cnn", "--data", "test.npz",
-                  "--suite", "ci-quick", "--n", "200", "--device", device, "--out", f"hand/{name}", "--quiet"])
+                  "--suite", "ci-quick", "--n", "200", "--lipschitz", "fast", "--device", device,
+                  "--out", f"hand/{name}", "--quiet"])
     return time.perf_counter() - t0
 
 

@@ -277,6 +277,7 @@ def test_sweep_flags_take_a_users_model_and_data(user):
     ({"test_data": 3}, ["test_data must be a path"]),
     ({"model": "fc"}, ["data needs a model"]),
     ({"model": "not a ref"}, ["model"]),
+    ({"lipschitz": "slow"}, ["lipschitz must be full, fast or off"]),
 ])
 def test_bad_sweep_sources_are_one_line(user, extra, words):
     text = _study().replace('model = "mynets:tab_mlp"\n', "").replace('test_data = "tab_test.npz"\n', "")

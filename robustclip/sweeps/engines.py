@@ -65,7 +65,8 @@ def compute_run(run: Run, data_dir: str | None = None, progress: bool = False,
     suite = None if cfg.dataset == "regression" else parse_suite(run.suite or {}, where=f"sweep suite of {run.id}")
     eval_set = None if cfg.test_data is None else pipeline.user_test_set(res.model, cfg.test_data, name=run.id)
     ev = pipeline.evaluate_model(res.model, res.meta, suite=suite, data_dir=data_dir, n=run.n_test,
-                                 progress=progress, name=run.id, clean_full=True, eval_set=eval_set)
+                                 progress=progress, name=run.id, clean_full=True, eval_set=eval_set,
+                                 lipschitz=run.lipschitz or "full")
     n_val = run.n_val
     if n_val is None and suite is not None:  # by default as many validation images as test images, at most VAL_N
         n_val = min(pipeline.VAL_N, run.n_test or suite.n or pipeline.VAL_N)

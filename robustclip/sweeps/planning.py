@@ -14,6 +14,7 @@ the one experiment::
     n_train = 10000            # optional: a data subset
     suite = "ci-quick"         # attack suite for evaluation (image data only)
     n_test = 1000              # optional: test samples (default: the suite's n)
+    lipschitz = "fast"         # optional: the evaluation's Lipschitz mode, full (default), fast or off
     n_val = 1000               # optional: validation images scored for model selection (default: as many as
                                # test images, at most 1000; 0: none)
     train = { optimizer = "sgd", lr = 0.1 }   # any other TrainConfig field
@@ -50,7 +51,7 @@ from ..training.regularizers.registry import REGISTRY, SETTINGS
 from .run import Run
 
 _EXP_KEYS = {"name", "dataset", "model", "epochs", "seeds", "n_train", "suite", "n_test", "n_val", "train", "method",
-             "experiment", "description", "output_sigmoid", "label", "data", "test_data"}
+             "experiment", "description", "output_sigmoid", "label", "data", "test_data", "lipschitz"}
 _METHOD_KEYS = {"reg", "lam", "tau", "lam0", "lam_step", "lam_every", "warmup", "label", "train", "output_sigmoid",
                 "require_target"} | set(SETTINGS)  # and one key per settings table (clip, adversarial, ...)
 
@@ -177,6 +178,9 @@ def _experiment(e: dict[str, Any], at: str) -> _Experiment:
     if e.get("n_test") is not None:  # 0 is refused, never read as "the suite's n"
         validate.number(e["n_test"], f"{at}: n_test", integer=True, lo=1, hi=MAX_SAMPLES, error=SuiteError,
                         fix="use e.g. n_test = 1000 (or drop it: the suite's n)")
+    if e.get("lipschitz") not in (None, "full", "fast", "off"):
+        raise SuiteError(f"{at}: lipschitz must be full, fast or off, got {e['lipschitz']!r:.80}",
+                         'e.g. lipschitz = "fast" (a cheaper lower bound; the upper bound is the same)')
     n_val = e.get("n_val")
     if n_val is not None:
         validate.number(n_val, f"{at}: n_val", integer=True, lo=0, hi=60_000, error=SuiteError,
@@ -247,6 +251,7 @@ def _method_runs(e: dict[str, Any], x: _Experiment, m: dict[str, Any], mat: str)
             except RobustclipError as exc:
                 raise SuiteError(f"{mat} ({run_id}): {exc.problem}", exc.fix or "fix the sweep file") from None
             runs.append(Run(id=run_id, train=asdict(cfg), suite=suite, n_test=e.get("n_test"), n_val=n_val,
+                            lipschitz=e.get("lipschitz"),
                             meta={"label": label, "method": reg,
                                   "lam": lamcfg.get("lam") if "target_acc" not in lamcfg else None,
                                   "tau": lamcfg.get("target_acc"), "seed": seed,

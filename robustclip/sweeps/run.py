@@ -24,6 +24,8 @@ class Run:
     n_test: int | None
     meta: dict[str, Any]
     n_val: int | None = None
+    lipschitz: str | None = None
+    """The evaluation's Lipschitz mode (``full``, ``fast`` or ``off``; None: ``full``)."""
 
     def digest(self) -> str:
         """A hash of what defines the run's result: its training config, suite, test and validation sizes."""
@@ -32,5 +34,7 @@ class Run:
         what: dict[str, Any] = {"train": train, "suite": self.suite, "n_test": self.n_test}
         if self.n_val is not None:
             what["n_val"] = self.n_val
+        if self.lipschitz is not None:  # left out while unset, so older sweeps keep their digests
+            what["lipschitz"] = self.lipschitz
         blob = json.dumps(what, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
