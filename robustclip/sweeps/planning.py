@@ -123,19 +123,19 @@ def _experiment(e: dict[str, Any], at: str) -> _Experiment:
     from ..models import specs as models
 
     dataset = e.get("dataset")
-    if dataset not in data.DATASETS:
-        raise SuiteError(f"{at}: dataset {dataset!r} is missing or unknown", f"use {', '.join(data.DATASETS)}")
+    if dataset not in data.REGISTRY:
+        raise SuiteError(f"{at}: dataset {dataset!r} is missing or unknown", f"use {', '.join(data.REGISTRY)}")
     _check_label(e.get("label"), f"{at}: label")
     model = e.get("model")
     if isinstance(model, str) or model is None:
-        model = models.default_spec(model or ("mlp1d" if dataset == "regression" else "fc"), dataset)
+        model = models.default_spec(model, dataset)
     if e.get("output_sigmoid"):
         model = {**model, "output_activation": "sigmoid"}
     seeds = e.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
         raise SuiteError(f"{at}: seeds must be a non-empty list of integers", "e.g. seeds = [0, 1, 2]")
     suite = None
-    if dataset != "regression":
+    if not data.is_regression(dataset):
         try:
             suite = load_suite(e.get("suite", "demo")).raw
         except SuiteError as exc:

@@ -76,7 +76,7 @@ class TrainConfig:
     @classmethod
     def for_dataset(cls, dataset: str, **kw: Any) -> TrainConfig:
         """Defaults that suit ``dataset`` (regression: Adam, full batch, 600 epochs)."""
-        if dataset == "regression":
+        if data_mod.is_regression(dataset):
             base: dict[str, Any] = dict(optimizer="adam", lr=0.01, batch_size=40, epochs=600, val_fraction=0.0,
                                         lip_probe_every=25, clip={"init": "noise", "pairs": 16, "radius": 0.05,
                                                                   "refresh_every": 50, "eta": 0.02, "every": 2})
@@ -89,8 +89,8 @@ class TrainConfig:
 
         Raises :class:`RobustclipError` naming the field (as its CLI flag) and the fix.
         """
-        if not isinstance(self.dataset, str) or self.dataset not in data_mod.DATASETS:
-            raise RobustclipError(f"unknown dataset {self.dataset!r}", f"use one of {', '.join(data_mod.DATASETS)}")
+        if not isinstance(self.dataset, str) or self.dataset not in data_mod.REGISTRY:
+            raise RobustclipError(f"unknown dataset {self.dataset!r}", f"use one of {', '.join(data_mod.REGISTRY)}")
         if not isinstance(self.reg, str) or self.reg not in regularizers.REGULARIZERS:
             raise RobustclipError(f"unknown regulariser {self.reg!r}",
                                   f"use one of {', '.join(regularizers.REGULARIZERS)}")
@@ -123,10 +123,10 @@ class TrainConfig:
         if not isinstance(self.device, str):
             raise RobustclipError(f"unknown device {self.device!r:.80}", "use --device auto, cpu or cuda")
         resolve_device(self.device)  # the one device check (auto, cpu, cuda, cuda:N; a missing GPU is one line)
-        if self.target_acc is not None and self.dataset == "regression":
+        if self.target_acc is not None and data_mod.is_regression(self.dataset):
             raise RobustclipError("the discrepancy principle (--target-acc) needs a classification dataset",
                                   "use a fixed --lam for regression")
-        if self.dataset == "regression" and regularizers.REGISTRY[self.reg].needs_labels:
+        if data_mod.is_regression(self.dataset) and regularizers.REGISTRY[self.reg].needs_labels:
             raise RobustclipError(f"--reg {self.reg} needs class labels; the regression has none",
                                   "use --reg weight or --reg clip for regression")
         if not regularizers.REGISTRY[self.reg].takes_lam and (self.lam > 0 or self.target_acc is not None):
@@ -170,4 +170,4 @@ class TrainConfig:
         return {f: dict(self._table(f) or {}) for f in entry.fields}
 
     def model_spec(self) -> dict[str, Any]:
-        return self.model or models.default_spec("mlp1d" if self.dataset == "regression" else "fc", self.dataset)
+        return self.model or models.default_spec(None, self.dataset)

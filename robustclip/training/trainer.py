@@ -62,8 +62,10 @@ def learning_rate(cfg: TrainConfig, epoch: int) -> float:
 
 def load_training_data(cfg: TrainConfig, data_dir: str | None = None) -> tuple[data_mod.Split, data_mod.Split | None]:
     """The (train, validation) splits for ``cfg``; validation is None for none."""
-    if cfg.dataset == "regression":
-        return data_mod.regression("train"), data_mod.regression("val")
+    entry = data_mod.REGISTRY.get(cfg.dataset)
+    if entry is not None and "val" in entry.splits:  # a validation split of its own (the regression's)
+        return (data_mod.load(cfg.dataset, "train", data_dir=data_dir),
+                data_mod.load(cfg.dataset, "val", data_dir=data_dir))
     full = data_mod.load(cfg.dataset, "train", data_dir=data_dir)
     train, val = data_mod.train_val_split(full, val_fraction=cfg.val_fraction, seed=cfg.seed)
     return train.subset(cfg.n_train), (val if len(val) else None)
@@ -93,7 +95,7 @@ class Trainer:
         cfg.validate()
         self.cfg = cfg
         self.progress = progress
-        self.regression = cfg.dataset == "regression"
+        self.regression = data_mod.is_regression(cfg.dataset)
         self.gen = _seed_all(cfg.seed)
         self.train_split, self.val_split = splits or load_training_data(cfg, data_dir)
         self.dev = resolve_device(cfg.device)
