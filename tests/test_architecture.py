@@ -68,7 +68,7 @@ _EVALUATION = {"core", "data", "models", "bounds", "attacks", "checkpoints", "tr
 MAY_IMPORT: dict[str, set[str]] = {
     "core": set(),
     "data": {"core"},
-    "models": {"core"},
+    "models": {"core", "data"},
     "attacks": {"core"},
     "bounds": {"core", "models"},
     "checkpoints": {"core", "data", "models"},

@@ -110,7 +110,7 @@ def test_official_records_load_as_planar_rgb_in_unit_range(tmp_path, name):
         assert 0.0 <= float(s.x.min()) and float(s.x.max()) <= 1.0
         assert torch.equal(s.x, x) and torch.equal(s.y, y)
         assert s.dataset == name and s.split == split
-    assert data.NUM_CLASSES[name] == lay.classes and data.INPUT_SHAPES[name] == (3, 32, 32)
+    assert data.REGISTRY[name].classes == lay.classes and data.REGISTRY[name].shape == (3, 32, 32)
 
 
 def test_bytes_of_one_record_land_where_the_format_says():

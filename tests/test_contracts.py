@@ -1,5 +1,5 @@
-"""Contract tests: every entry of the two registries passes the same checks, so a new method or attack kind is
-tested the moment it is registered.
+"""Contract tests: every entry of the three registries passes the same checks, so a new method, attack kind or
+dataset is tested the moment it is registered.
 
 Regularisers (:data:`robustclip.training.regularizers.registry.REGISTRY`): each builds from its defaults, trains a tiny
 model for one
@@ -7,11 +7,19 @@ epoch, round-trips its state and its checkpoint, is planned by a sweep, has a re
 Attack kinds (:data:`robustclip.attacks.suites.ATTACKS`): each builds, attacks a tiny model within its budget (never
 above
 clean accuracy), round-trips through its suite's dict, is planned by a sweep and lands as a row of the results.
+Datasets (:data:`robustclip.data.datasets.REGISTRY`): each entry's facts agree (task, classes, splits), its default
+model takes its input shape and gives one output per class, a run's settings and a sweep accept it, the command line
+offers it, and its loader serves every split in its shape (files from a folder the test writes in the official
+layout).
 Synthetic data in [0, 1] and tiny models keep this in the fast tier (no MNIST files).
 """
 
 from __future__ import annotations
 
+import struct
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 from tiny import one_thread, run_cli
@@ -19,6 +27,7 @@ from tiny import one_thread, run_cli
 from robustclip.attacks.kinds import ATTACKS
 from robustclip.attacks.suites import parse_suite, suite_digest
 from robustclip.checkpoints import format as checkpoints
+from robustclip.data import cifar
 from robustclip.data import datasets as data
 from robustclip.evaluation.runner import evaluate
 from robustclip.models import specs as models
@@ -147,3 +156,70 @@ def _toml(raw: dict) -> str:
         lines += ["", "[[attack]]"] + [f"{k} = {v!r}" if not isinstance(v, str) else f'{k} = "{v}"'
                                        for k, v in a.items()]
     return "\n".join(lines) + "\n"
+
+
+def _official_files(name: str, root: Path) -> None:
+    """A tiny copy of ``name`` in its official layout under ``root/name`` (a few records per split; CIFAR's layouts
+    must be shrunk to match, as the CIFAR tests do)."""
+    from test_cifar import _write_folder  # the CIFAR record writer of those tests
+
+    folder = root / name
+    if name in cifar.LAYOUTS:
+        _write_folder(folder, name)
+        return
+    folder.mkdir(parents=True)
+    g = np.random.default_rng(0)
+    h, w = data.REGISTRY[name].shape[1:]
+    for split, (img, lab) in data._FILES.items():
+        n = 5 if split == "train" else 3
+        pixels = g.integers(0, 256, n * h * w).astype(np.uint8).tobytes()
+        (folder / img).write_bytes(struct.pack(">IIII", 2051, n, h, w) + pixels)
+        (folder / lab).write_bytes(struct.pack(">II", 2049, n) + (np.arange(n) % 10).astype(np.uint8).tobytes())
+
+
+@pytest.mark.parametrize("name", list(data.REGISTRY))
+def test_every_dataset_entry_loads_builds_its_default_model_and_is_accepted_everywhere(name, tmp_path, monkeypatch):
+    entry = data.REGISTRY[name]
+    assert entry.name == name and entry.task in ("classification", "regression")
+    assert entry.regression == (entry.task == "regression") and (entry.classes is None) == entry.regression
+    assert {"train", "test"} <= set(entry.splits) <= {"train", "val", "test"}
+
+    # its default model takes its input shape and gives one output per class (one value for regression)
+    spec = models.default_spec(None, name)
+    assert spec["arch"] == entry.default_model
+    assert models.input_shape(spec) == entry.shape and models.output_size(spec) == (entry.classes or 1)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        assert models.build(spec).eval()(torch.rand(2, *entry.shape)).shape == (2, entry.classes or 1)
+
+    # a run's settings and a sweep accept it; the command line offers it
+    TrainConfig.for_dataset(name, reg="weight", lam=0.001, epochs=1).validate()
+    runs = planning.plan({"name": "c", "experiment": [{"dataset": name, "epochs": 1, "seeds": [0],
+                                                     "method": [{"reg": "weight", "lam": [0.001]}]}]})
+    assert [r.train["dataset"] for r in runs] == [name]
+    assert runs[0].train["model"] == spec and (runs[0].suite is None) == entry.regression
+    rc, out, _ = run_cli(["train", "--help"])
+    assert rc == 0 and name in " ".join(out.split())
+    if entry.files:
+        rc, out, _ = run_cli(["data", "--help"])
+        assert rc == 0 and name in out
+
+    # its loader serves every split in its shape, from files in the official layout where it has files
+    if entry.files:
+        for n in cifar.NAMES:
+            monkeypatch.setitem(cifar.LAYOUTS, n, cifar.with_counts(n, {"train": 6, "test": 5}))
+        monkeypatch.setenv("ROBUSTCLIP_NO_DOWNLOAD", "1")
+        _official_files(name, tmp_path)
+        data._load_cached.cache_clear()
+    try:
+        for split in entry.splits:
+            s = data.load(name, split, data_dir=tmp_path if entry.files else None)
+            assert s.dataset == name and s.split == split and len(s) > 0
+            assert tuple(s.x.shape[1:]) == entry.shape and 0.0 <= float(s.x.min()) <= float(s.x.max()) <= 1.0
+            if entry.regression:
+                assert s.y.dtype == torch.float32 and s.y.shape == (len(s), 1)
+            else:
+                assert s.y.dtype == torch.int64 and s.y.shape == (len(s),)
+                assert entry.classes is not None and 0 <= int(s.y.min()) and int(s.y.max()) < entry.classes
+    finally:
+        data._load_cached.cache_clear()

@@ -46,13 +46,13 @@ def add_data_dir(p: argparse.ArgumentParser) -> None:
 
 def add_model(p: argparse.ArgumentParser) -> None:
     """``--model MODULE:CALLABLE``, and ``--dataset D`` or ``--data FILE``: evaluate a user's own network and data."""
-    from ..data.datasets import IMAGE_DATASETS
+    from ..data.datasets import names
 
     p.add_argument("--model", metavar="MODULE:CALLABLE", default=None,
                    help="for a state_dict (.safetensors, .pt/.pth): the code that builds the network, imported from "
                    "this folder or sys.path (importing runs its code); CALLABLE() must return the nn.Module")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--dataset", choices=IMAGE_DATASETS, default=None,
+    which.add_argument("--dataset", choices=names(files=True), default=None,
                        help="the dataset the model classifies (needed for a state_dict; a checkpoint records it)")
     which.add_argument("--data", metavar="FILE|DIR", default=None,
                        help="evaluate on your own data: a .safetensors or .npz file holding x (N, ...) in [0,1] and "

@@ -74,15 +74,18 @@ def run(args: argparse.Namespace) -> int:
 
 def demo_summary(table: pd.DataFrame, head: tuple[str, float] | None) -> list[str]:
     """Up to five plain-language lines about a demo table."""
+    from ..data.datasets import is_regression
+
     lines = []
-    reg = table[table.dataset == "regression"]
+    regression = table.dataset.map(is_regression).astype(bool)
+    reg = table[regression]
     for method in ("clip", "weight"):
         r = reg[reg.method == method].sort_values("final_lam")
         if len(r) >= 2:
             lines.append(f"regression, {method}: exact Lipschitz constant {r.lip_exact.iloc[0]:.3g} at "
                          f"λ={r.final_lam.iloc[0]:g} -> {r.lip_exact.iloc[-1]:.3g} at λ={r.final_lam.iloc[-1]:g} "
                          "(true function: 11.9)")
-    cls = table[table.dataset != "regression"]
+    cls = table[~regression]
     if len(cls) and head and "worst_case" in cls:
         for _, r in cls.iterrows():
             if len(lines) >= 5:

@@ -154,7 +154,9 @@ def _report(args: argparse.Namespace, outcome: Any, seconds: float) -> int:
                  else "done" if rid in set(table.run) else "not finished")
         print(f"run {args.run_index} ({rid}): {state}" + (f" in {seconds:.0f}s" if rid in outcome.ran else ""))
     else:
-        cls = table[table.dataset != "regression"].rename(columns={"run": "model"})
+        from ..data.datasets import is_regression
+
+        cls = table[~table.dataset.map(is_regression).astype(bool)].rename(columns={"run": "model"})
         if len(cls) and not args.quiet:
             print(console_table(cls))
         if len(table):

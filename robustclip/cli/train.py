@@ -15,7 +15,7 @@ from .common import add_command, add_data_dir, add_force, add_quiet, positive_in
 
 def register(sub: Any) -> None:
     """Add the ``train`` subcommand."""
-    from ..data.datasets import DATASETS
+    from ..data.datasets import REGISTRY as DATASETS
     from ..training.regularizers.registry import REGISTRY, SETTINGS
 
     methods = ", ".join(e.label or name for name, e in REGISTRY.items())

@@ -104,7 +104,6 @@ LAYOUTS: dict[str, Layout] = {
 }
 NAMES = tuple(LAYOUTS)
 _OFFICIAL = dict(LAYOUTS)
-NUM_CLASSES = {name: lay.classes for name, lay in LAYOUTS.items()}
 
 
 def hint(name: str) -> str:

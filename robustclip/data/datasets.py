@@ -29,6 +29,7 @@ import gzip
 import hashlib
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,11 +40,6 @@ from ..errors import DataError
 from . import cifar, download
 from .idx import _max_idx_bytes, _read_bytes, parse_idx
 
-IMAGE_DATASETS = ("mnist", "fashion-mnist", *cifar.NAMES)
-DATASETS = (*IMAGE_DATASETS, "regression")
-NUM_CLASSES = {"mnist": 10, "fashion-mnist": 10, **cifar.NUM_CLASSES}
-INPUT_SHAPES = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), **{n: cifar.SHAPE for n in cifar.NAMES}}
-"""The per-sample input shape of each image dataset."""
 SPLITS = ("train", "test")
 
 _FILES = {
@@ -116,6 +112,83 @@ class Split:
         return Split(self.x[:n], self.y[:n], self.dataset, self.split, self.source)
 
 
+# --------------------------------------------------------------------------- the registry
+
+Loader = Callable[[str, str, "str | os.PathLike[str] | None", "bool | None"], Split]
+"""``(name, split, data_dir, download) -> Split``: how a dataset's entry reads one split."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Every fact robustclip keeps about one dataset; :data:`REGISTRY` holds one entry per name.
+
+    Adding a dataset is one entry there plus its loader: the command line's ``--dataset`` choices, the checks of a
+    run's settings and of a sweep, the classes an evaluation scores, the default model
+    (:func:`robustclip.models.specs.default_spec`) and ``robustclip data --check`` all read the entry.
+    """
+
+    name: str
+    task: str
+    """``classification`` (int64 labels ``(N,)``) or ``regression`` (float32 targets ``(N, 1)``)."""
+    shape: tuple[int, ...]
+    """The input shape of one sample."""
+    classes: int | None
+    """The number of classes (None for regression)."""
+    splits: tuple[str, ...]
+    """The splits :func:`load` serves."""
+    default_model: str
+    """The architecture a run trains when it names none."""
+    loader: Loader
+    files: bool = True
+    """Read from files: found in a data folder or downloaded, and checked by ``robustclip data``."""
+    required: bool = True
+    """``robustclip data --check`` fails without it (else it is checked only where found)."""
+    digest: str = "SHA-256"
+    """What the content check compares with the official files."""
+
+    @property
+    def regression(self) -> bool:
+        return self.task == "regression"
+
+
+def _from_files(name: str, split: str, data_dir: str | os.PathLike[str] | None, download: bool | None) -> Split:
+    origin, folder = locate(name, data_dir, download=download)
+    return _load_cached(name, split, str(folder), origin)
+
+
+def _generated(name: str, split: str, data_dir: str | os.PathLike[str] | None, download: bool | None) -> Split:
+    return regression(split)
+
+
+REGISTRY: dict[str, Dataset] = {d.name: d for d in (
+    Dataset("mnist", "classification", (1, 28, 28), 10, SPLITS, "fc", _from_files),
+    Dataset("fashion-mnist", "classification", (1, 28, 28), 10, SPLITS, "fc", _from_files),
+    *(Dataset(name, "classification", cifar.SHAPE, lay.classes, SPLITS, "fc", _from_files, required=False,
+              digest="MD5") for name, lay in cifar.LAYOUTS.items()),
+    Dataset("regression", "regression", (1,), None, ("train", "val", "test"), "mlp1d", _generated, files=False,
+            required=False, digest=""),
+)}
+"""Every dataset by name, in the order the command line lists them."""
+
+
+def names(*, files: bool | None = None, task: str | None = None) -> tuple[str, ...]:
+    """The registered datasets, in order; ``files``/``task`` keep those read from files or of one task."""
+    return tuple(n for n, d in REGISTRY.items()
+                 if (files is None or d.files == files) and (task is None or d.task == task))
+
+
+def is_regression(name: str | None) -> bool:
+    """Whether ``name`` is a registered regression dataset (a user's own data, ``None``, is not)."""
+    d = REGISTRY.get(name or "")
+    return d is not None and d.regression
+
+
+def classes(name: str | None) -> int | None:
+    """The number of classes of a registered classification dataset; None otherwise."""
+    d = REGISTRY.get(name or "")
+    return None if d is None else d.classes
+
+
 # --------------------------------------------------------------------------- sources
 
 
@@ -156,7 +229,7 @@ def candidate_dirs(name: str, data_dir: str | os.PathLike[str] | None = None) ->
 def dataset_folders(data_dir: str | os.PathLike[str] | None = None) -> list[Path]:
     """Every folder that may hold a built-in dataset's files, for every dataset, in every place searched: the
     inputs that no command's output may replace or write into (:func:`robustclip.core.inputs.command_inputs`)."""
-    return [folder for name in DATASETS for _, folder in candidate_dirs(name, data_dir)]
+    return [folder for name, d in REGISTRY.items() if d.files for _, folder in candidate_dirs(name, data_dir)]
 
 
 def locate(name: str, data_dir: str | os.PathLike[str] | None = None, *,
@@ -235,8 +308,9 @@ def _load_cached(name: str, split: str, folder: str, origin: str) -> Split:
             f"{img_path} holds {images.shape[0]} images but {lab_path} holds {labels.shape[0]} labels",
             "the two files come from different releases; replace both with the official files",
         )
-    if labels.size and int(labels.max()) >= NUM_CLASSES[name]:
-        raise DataError(f"{lab_path} has label {int(labels.max())}, outside 0..{NUM_CLASSES[name] - 1}",
+    k = REGISTRY[name].classes or 0
+    if labels.size and int(labels.max()) >= k:
+        raise DataError(f"{lab_path} has label {int(labels.max())}, outside 0..{k - 1}",
                         "replace the file with an intact copy of the official one")
     x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
     y = torch.from_numpy(labels.astype(np.int64))
@@ -252,12 +326,13 @@ def load(name: str, split: str = "train", *, data_dir: str | os.PathLike[str] | 
     (CIFAR: 50,000 / 10,000; CIFAR-100 labels are the fine labels). Results are cached per
     process, so repeated loads are free; treat the tensors as read-only.
     """
-    if split not in SPLITS and not (name == "regression" and split == "val"):
+    entry = REGISTRY.get(name)
+    if split not in (SPLITS if entry is None else entry.splits):
         raise DataError(f"unknown split {split!r}", f"use one of {', '.join(SPLITS)}")
-    if name == "regression":
-        return regression(split)
-    origin, folder = locate(name, data_dir, download=download)
-    return _load_cached(name, split, str(folder), origin)
+    if entry is None:
+        _check_name(name)
+    assert entry is not None
+    return entry.loader(name, split, data_dir, download)
 
 
 def _load_cifar(name: str, split: str, folder: Path, origin: str) -> Split:
@@ -316,8 +391,8 @@ def stratified_split(split: Split, *, val_fraction: float = 0.1, seed: int = 0) 
 
 
 def _check_name(name: str) -> None:
-    if name not in IMAGE_DATASETS:
-        raise DataError(f"unknown dataset {name!r}", f"use one of {', '.join(DATASETS)}")
+    if name not in names(files=True):
+        raise DataError(f"unknown dataset {name!r}", f"use one of {', '.join(REGISTRY)}")
 
 
 def verify(name: str, data_dir: str | os.PathLike[str] | None = None, *, download: bool | None = False) -> dict:

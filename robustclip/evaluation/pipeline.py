@@ -146,10 +146,10 @@ def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite
     dev = device_of(model)
     dataset = meta.dataset if eval_set is None else eval_set.dataset
     in_shape = models.input_shape(meta.model) if meta.model and eval_set is None else None
-    if dataset == "regression" and eval_set is None:
-        test = data.regression("test")
+    if data.is_regression(dataset) and eval_set is None:
+        test = data.load(dataset, "test")
         lip_seed = 0 if seed is None else seed
-        lip = lipschitz_mod.estimate(model, data.regression("train").x.to(dev), in_shape=in_shape, seed=lip_seed,
+        lip = lipschitz_mod.estimate(model, data.load(dataset, "train").x.to(dev), in_shape=in_shape, seed=lip_seed,
                                      exact=True, pairs=LIPSCHITZ_PAIRS)
         with torch.no_grad():
             mse = float(((model(test.x.to(dev)).cpu() - test.y) ** 2).mean())
@@ -161,7 +161,7 @@ def evaluate_model(model: nn.Module, meta: CheckpointMeta, *, suite: str | Suite
     s = load_suite(suite)
     if eval_set is None:
         split = data.load(dataset, "test", data_dir=data_dir).subset(n or s.n)
-        n_classes = loading.check_classifier(model, split.x, data.NUM_CLASSES[dataset], name=name)
+        n_classes = loading.check_classifier(model, split.x, data.classes(dataset), name=name)
     else:
         split = eval_set.subset(n or s.n)
         n_classes = loading.check_classifier(model, split.x, None, name=name)
@@ -282,7 +282,7 @@ def validation_rows(model: nn.Module, cfg: TrainConfig, suite: Suite, *, data_di
     """
     from ..training.trainer import load_training_data
 
-    if cfg.dataset == "regression":
+    if data.is_regression(cfg.dataset):
         return []
     _, val = load_training_data(cfg, data_dir)
     if val is None or not len(val):
@@ -290,8 +290,7 @@ def validation_rows(model: nn.Module, cfg: TrainConfig, suite: Suite, *, data_di
     val = val.subset(n)
     s = selection_suite(suite)
     res = evaluation.evaluate(model, val.x, val.y, suite=s, model_name="validation", dataset=cfg.dataset,
-                              n_classes=data.NUM_CLASSES.get(cfg.dataset), sanity=False, progress=False,
-                              certify=False)
+                              n_classes=data.classes(cfg.dataset), sanity=False, progress=False, certify=False)
     assert s.headline is not None
     norm, eps = s.headline
     rows = []
@@ -326,12 +325,13 @@ def evaluate_checkpoint(path: str | os.PathLike[str], *, suite: str | Suite, dat
     dev = resolve_device(device)  # fail before loading anything
     net, meta = loading.load_model(path, model=model, dataset=dataset, trust_factory=trust_factory)
     eval_set = None if data_file is None else load_data_file(data_file)
-    if meta.dataset == "regression":
+    if data.is_regression(meta.dataset):
         raise RobustclipError(f"{path} is a regression model; attack suites need a classifier",
                               "use robustclip.bounds.lipschitz.estimate(..., exact=True) for regression models")
-    if eval_set is None and meta.dataset not in data.NUM_CLASSES:
+    if eval_set is None and meta.dataset not in data.names(task="classification"):
         raise RobustclipError(f"{path} does not say which dataset its model classifies ({meta.dataset})",
-                              f"pass --dataset {' or '.join(data.NUM_CLASSES)}, or your own data with --data FILE|DIR")
+                              f"pass --dataset {' or '.join(data.names(task='classification'))}, or your own data with "
+                              "--data FILE|DIR")
     name = meta.name or Path(path).name.removesuffix(".safetensors").removesuffix(".pth").removesuffix(".pt")
     ev = evaluate_model(net, meta, suite=suite, data_dir=data_dir, n=n, batch_size=batch_size, seed=seed,
                         progress=progress, name=name, eval_set=eval_set, device=dev, lipschitz=lipschitz,

@@ -370,7 +370,7 @@ def benchmark(model: nn.Module, *, suite: str | Suite, dataset: str = "mnist", n
         validate.number(n, "benchmark: n", integer=True, lo=1, fix="give a whole number of test images >= 1, or None")
     s = load_suite(suite)
     split = data.load(dataset, "test", data_dir=data_dir).subset(n if n is not None else s.n)
-    res = evaluate(model, split.x, split.y, suite=s, dataset=dataset, n_classes=data.NUM_CLASSES.get(dataset),
+    res = evaluate(model, split.x, split.y, suite=s, dataset=dataset, n_classes=data.classes(dataset),
                    progress=progress)
     if s.headline is None:
         raise RobustclipError(f"suite {s.name} has no norm-bounded attack, so no robust accuracy",

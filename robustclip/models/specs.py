@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..data.datasets import REGISTRY
 from ..errors import RobustclipError
 from . import cifar as cifar_models
 from .activations import GroupSort, MinMax
@@ -84,22 +85,25 @@ def paper_spec(*, output_sigmoid: bool = False) -> dict[str, Any]:
             "output_activation": "sigmoid" if output_sigmoid else None}
 
 
-def default_spec(arch: str, dataset: str) -> dict[str, Any]:
-    """A sensible spec of ``arch`` for ``dataset``."""
-    if dataset == "regression":
+def default_spec(arch: str | None, dataset: str) -> dict[str, Any]:
+    """A sensible spec of ``arch`` for ``dataset``, sized from the dataset's registry entry (its input shape and
+    classes); ``arch`` None is the entry's default model."""
+    entry = REGISTRY.get(dataset)
+    arch = arch or (entry.default_model if entry is not None else "fc")
+    if entry is not None and entry.regression:
         if arch not in ("mlp1d", "fc"):
             raise RobustclipError(f"model {arch!r} does not fit the 1-D regression data", "use --model mlp1d")
         return {"arch": "mlp1d", "sizes": [1, 64, 64, 1], "activation": "tanh"}
-    if arch == "fc" and dataset in ("cifar10", "cifar100"):  # the paper's widths on (3, 32, 32) colour input
-        return {**paper_spec(), "sizes": [3 * 32 * 32, 200, 80, 100 if dataset == "cifar100" else 10]}
-    if arch == "fc":
-        return paper_spec()
+    classes = entry.classes if entry is not None and entry.classes else 10
+    if arch == "fc":  # the paper's widths, on the dataset's input (the paper's net itself on MNIST)
+        inputs = math.prod(entry.shape) if entry is not None else 784
+        return {**paper_spec(), "sizes": [inputs, 200, 80, classes]}
     if arch == "cnn":
         return {"arch": "cnn", "num_classes": 10}
     if arch == "cnn4c3f":
         return {"arch": "cnn4c3f", "num_classes": 10}
     if arch in CIFAR_ARCHITECTURES:
-        return {"arch": arch, "num_classes": 100 if dataset == "cifar100" else 10}
+        return {"arch": arch, "num_classes": classes}
     raise RobustclipError(f"model {arch!r} does not fit image data",
                           "use --model fc, cnn or cnn4c3f (MNIST), or cifar_cnn or resnet8 (CIFAR)")
 

@@ -124,6 +124,8 @@ def fig_lambda(df: pd.DataFrame, head: tuple[str, float] | None, out: Path) -> l
     """Per experiment, one column of panels per method family (weight λ, CLIP λ, CLIP τ, adversarial λ, ...):
     worst-case accuracy (top; mean and 95% t-interval over seeds) and Lipschitz bounds (bottom) against that
     family's own x-axis (λ, or the target τ of the discrepancy principle)."""
+    from ..data.datasets import is_regression
+
     plt, sns = _plt()
     figs = []
     for dataset, d in df.groupby(_exp(df)):
@@ -137,8 +139,8 @@ def fig_lambda(df: pd.DataFrame, head: tuple[str, float] | None, out: Path) -> l
         families = [f for f in dict.fromkeys(reg.family) if reg[reg.family == f].x.nunique() > 1]
         if not families:
             continue
-        is_regression = bool((d.dataset == "regression").all())
-        with_rob = bool(head) and not is_regression
+        regression = bool(d.dataset.map(is_regression).all())
+        with_rob = bool(head) and not regression
         nrows = 2 if with_rob else 1
         fig, axes = plt.subplots(nrows, len(families), figsize=(4.6 * len(families), 3.6 * nrows), squeeze=False)
         base = select(d[d.method == "none"], "worst_case", *head) if with_rob and head else pd.DataFrame()
@@ -181,7 +183,7 @@ def fig_lambda(df: pd.DataFrame, head: tuple[str, float] | None, out: Path) -> l
                + ("Top: worst-case accuracy at the headline ε, mean over seeds with 95% t-interval bars (dashed: no "
                   "regularisation); bottom: " if with_rob else "")
                + "Lipschitz bounds over seeds (upper: layer norms; lower: pair and Jacobian ascent"
-               + ("; exact: max |f'|" if is_regression else "") + ").")
+               + ("; exact: max |f'|" if regression else "") + ").")
         figs.append(_finish(fig, out, f"lambda_{dataset}.png", f"{dataset}: robustness and Lipschitz bounds versus λ",
                             cap))
     return figs
@@ -241,12 +243,14 @@ def fig_history(histories: dict[str, list[dict[str, Any]]], df: pd.DataFrame, ou
 
 
 def fig_tradeoff(df: pd.DataFrame, head: tuple[str, float] | None, out: Path) -> list[Figure]:
+    from ..data.datasets import is_regression
+
     if not head:
         return []
     plt, sns = _plt()
     figs = []
     n, e = head
-    for dataset, d in df[df.dataset != "regression"].groupby(_exp(df)):
+    for dataset, d in df[~df.dataset.map(is_regression).astype(bool)].groupby(_exp(df)):
         clean = d[d.attack == "clean"].set_index("run").accuracy.rename("clean accuracy")
         rob = select(d, "worst_case", n, e).set_index("run")
         pts = rob.join(clean)[["clean accuracy", "accuracy", "label", "setting"]].rename(
@@ -337,7 +341,7 @@ def fig_regression(sweep_dir: Path, df: pd.DataFrame, out: Path) -> list[Figure]
     from ..checkpoints import format as checkpoints
     from ..data import datasets as data
 
-    reg = df[df.dataset == "regression"].drop_duplicates("run")
+    reg = df[df.dataset.map(data.is_regression).astype(bool)].drop_duplicates("run")
     if reg.empty:
         return []
     plt, sns = _plt()

@@ -258,7 +258,7 @@ def run_warnings(sweep_dir: str | os.PathLike[str]) -> dict[str, list[str]]:
         ev = read_eval(d / "eval.json")
         rows = ev["rows"]
         sanity.check_worst_case(pd.DataFrame(rows).assign(run=d.name), str(d / "eval.json"))
-        k = data.NUM_CLASSES.get(str(rows[0].get("dataset", "")))
+        k = data.classes(str(rows[0].get("dataset", "")))
         ws = sanity.run_warnings(rows, ev.get("history"), k, ev.get("flags", []))
         if ws:
             out[d.name] = ws

@@ -39,6 +39,7 @@ def compute_run(run: Run, data_dir: str | None = None, progress: bool = False,
     from ..attacks.suites import parse_suite
     from ..core import files as _io
     from ..core.progress import write as progress_write
+    from ..data.datasets import is_regression
     from ..evaluation import pipeline
     from ..training.config import TrainConfig
 
@@ -62,7 +63,7 @@ def compute_run(run: Run, data_dir: str | None = None, progress: bool = False,
     common = {"run": run.id, "label": run.meta["label"], "dataset": cfg.dataset, "method": cfg.reg,
               "lam": run.meta["lam"], "tau": run.meta["tau"], "seed": cfg.seed, "train_seconds": train_seconds,
               "final_lam": res.meta.train["final_lam"], "epochs": cfg.epochs}
-    suite = None if cfg.dataset == "regression" else parse_suite(run.suite or {}, where=f"sweep suite of {run.id}")
+    suite = None if is_regression(cfg.dataset) else parse_suite(run.suite or {}, where=f"sweep suite of {run.id}")
     eval_set = None if cfg.test_data is None else pipeline.user_test_set(res.model, cfg.test_data, name=run.id)
     ev = pipeline.evaluate_model(res.model, res.meta, suite=suite, data_dir=data_dir, n=run.n_test,
                                  progress=progress, name=run.id, clean_full=True, eval_set=eval_set,

@@ -124,8 +124,8 @@ def _dataset(e: dict[str, Any], at: str) -> str:
                                  'give both, e.g. data = "train.npz" and test_data = "test.npz"')
         return CUSTOM
     dataset = e.get("dataset")
-    if dataset not in data.DATASETS:
-        raise SuiteError(f"{at}: dataset {dataset!r} is missing or unknown", f"use {', '.join(data.DATASETS)}")
+    if dataset not in data.REGISTRY:
+        raise SuiteError(f"{at}: dataset {dataset!r} is missing or unknown", f"use {', '.join(data.REGISTRY)}")
     return str(dataset)
 
 
@@ -145,6 +145,7 @@ def _experiment(e: dict[str, Any], at: str) -> _Experiment:
     """Check one experiment (its keys merged over the sweep's defaults) and resolve its model and suite."""
     from ..attacks.suites import MAX_SAMPLES, load_suite
     from ..core import validate
+    from ..data import datasets as data
     from ..models import specs as models
 
     dataset = _dataset(e, at)
@@ -160,7 +161,7 @@ def _experiment(e: dict[str, Any], at: str) -> _Experiment:
     elif isinstance(model, str) or model is None:
         if dataset == CUSTOM:
             raise SuiteError(f"{at}: data needs a model for its inputs", 'e.g. model = "mynets:small_cnn"')
-        model = models.default_spec(model or ("mlp1d" if dataset == "regression" else "fc"), dataset)
+        model = models.default_spec(model, dataset)
     if e.get("output_sigmoid"):
         if not isinstance(model, dict):
             raise SuiteError(f"{at}: output_sigmoid applies to the built-in fc net, not to {model}",
@@ -170,7 +171,7 @@ def _experiment(e: dict[str, Any], at: str) -> _Experiment:
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
         raise SuiteError(f"{at}: seeds must be a non-empty list of integers", "e.g. seeds = [0, 1, 2]")
     suite = None
-    if dataset != "regression":
+    if not data.is_regression(dataset):
         try:
             suite = load_suite(e.get("suite", "demo")).raw
         except SuiteError as exc:

@@ -91,7 +91,7 @@ class TrainConfig:
     @classmethod
     def for_dataset(cls, dataset: str, **kw: Any) -> TrainConfig:
         """Defaults that suit ``dataset`` (regression: Adam, full batch, 600 epochs)."""
-        if dataset == "regression":
+        if data_mod.is_regression(dataset):
             base: dict[str, Any] = dict(optimizer="adam", lr=0.01, batch_size=40, epochs=600, val_fraction=0.0,
                                         lip_probe_every=25, clip={"init": "noise", "pairs": 16, "radius": 0.05,
                                                                   "refresh_every": 50, "eta": 0.02, "every": 2})
@@ -137,10 +137,10 @@ class TrainConfig:
         if not isinstance(self.device, str):
             raise RobustclipError(f"unknown device {self.device!r:.80}", "use --device auto, cpu or cuda")
         resolve_device(self.device)  # the one device check (auto, cpu, cuda, cuda:N; a missing GPU is one line)
-        if self.target_acc is not None and self.dataset == "regression":
+        if self.target_acc is not None and data_mod.is_regression(self.dataset):
             raise RobustclipError("the discrepancy principle (--target-acc) needs a classification dataset",
                                   "use a fixed --lam for regression")
-        if self.dataset == "regression" and regularizers.REGISTRY[self.reg].needs_labels:
+        if data_mod.is_regression(self.dataset) and regularizers.REGISTRY[self.reg].needs_labels:
             raise RobustclipError(f"--reg {self.reg} needs class labels; the regression has none",
                                   "use --reg weight or --reg clip for regression")
         if not regularizers.REGISTRY[self.reg].takes_lam and (self.lam > 0 or self.target_acc is not None):
@@ -162,8 +162,8 @@ class TrainConfig:
                                       "pass one of them")
             if self.dataset == CUSTOM and self.model is None and self.factory is None:
                 raise RobustclipError("--data needs a model for its inputs", "pass --model MODULE:CALLABLE")
-        elif not isinstance(self.dataset, str) or self.dataset not in data_mod.DATASETS:
-            raise RobustclipError(f"unknown dataset {self.dataset!r}", f"use one of {', '.join(data_mod.DATASETS)}")
+        elif not isinstance(self.dataset, str) or self.dataset not in data_mod.REGISTRY:
+            raise RobustclipError(f"unknown dataset {self.dataset!r}", f"use one of {', '.join(data_mod.REGISTRY)}")
         for what, value in (("--data", self.data), ("--test-data", self.test_data)):
             if value is not None and (not isinstance(value, str) or not value):
                 raise RobustclipError(f"{what} must be a path, got {value!r:.80}", f"pass {what} FILE|DIR")
@@ -211,7 +211,7 @@ class TrainConfig:
         return {f: dict(self._table(f) or {}) for f in entry.fields}
 
     def model_spec(self) -> dict[str, Any]:
-        return self.model or models.default_spec("mlp1d" if self.dataset == "regression" else "fc", self.dataset)
+        return self.model or models.default_spec(None, self.dataset)
 
 
 @functools.lru_cache(maxsize=256)

@@ -64,8 +64,6 @@ def load_training_data(cfg: TrainConfig, data_dir: str | None = None) -> tuple[d
     """The (train, validation) splits for ``cfg``; validation is None for none. A user's ``cfg.data`` is split
     stratified and seeded (:func:`robustclip.data.datasets.stratified_split`); the digest of its validation indices
     is in the validation split's ``source``."""
-    if cfg.dataset == "regression":
-        return data_mod.regression("train"), data_mod.regression("val")
     if cfg.data is not None:
         from ..data.userdata import load_data_file
 
@@ -73,6 +71,10 @@ def load_training_data(cfg: TrainConfig, data_dir: str | None = None) -> tuple[d
         train, val, digest = data_mod.stratified_split(full, val_fraction=cfg.val_fraction, seed=cfg.seed)
         val = data_mod.Split(val.x, val.y, val.dataset, "val", f"{full.source}; validation indices sha256 {digest}")
         return train.subset(cfg.n_train), (val if len(val) else None)
+    entry = data_mod.REGISTRY.get(cfg.dataset)
+    if entry is not None and "val" in entry.splits:  # a validation split of its own (the regression's)
+        return (data_mod.load(cfg.dataset, "train", data_dir=data_dir),
+                data_mod.load(cfg.dataset, "val", data_dir=data_dir))
     full = data_mod.load(cfg.dataset, "train", data_dir=data_dir)
     train, val = data_mod.train_val_split(full, val_fraction=cfg.val_fraction, seed=cfg.seed)
     return train.subset(cfg.n_train), (val if len(val) else None)
@@ -102,7 +104,7 @@ class Trainer:
         cfg.validate()
         self.cfg = cfg
         self.progress = progress
-        self.regression = cfg.dataset == "regression"
+        self.regression = data_mod.is_regression(cfg.dataset)
         self.gen = _seed_all(cfg.seed)
         self.train_split, self.val_split = splits or load_training_data(cfg, data_dir)
         self.dev = resolve_device(cfg.device)
