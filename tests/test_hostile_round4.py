@@ -356,28 +356,28 @@ def _reg_sweep(name: str, lam: float) -> dict[str, Any]:
 
 
 def test_another_sweep_into_a_finished_folder_is_refused(tmp_path):
-    from robustclip import sweeps
+    from robustclip.sweeps.driver import run_sweep
 
     out = tmp_path / "sw"
-    sweeps.run_sweep(_reg_sweep("first", 0.1), out, progress=False)
+    run_sweep(_reg_sweep("first", 0.1), out, progress=False)
     before = _bytes_of(out / "sweep.json", out / "results.csv")
     with pytest.raises(RobustclipError, match="holds sweep 'first'; this is sweep 'second'"):
-        sweeps.run_sweep(_reg_sweep("second", 0.2), out, progress=False)
+        run_sweep(_reg_sweep("second", 0.2), out, progress=False)
     assert _bytes_of(out / "sweep.json", out / "results.csv") == before
 
 
 def test_another_plan_while_a_sweep_runs_is_refused(tmp_path):
-    from robustclip import sweeps
+    from robustclip.sweeps.driver import run_sweep
     from robustclip.sweeps.locks import ClaimDir
 
     out = tmp_path / "sw"
-    sweeps.run_sweep(_reg_sweep("same", 0.1), out, progress=False)
+    run_sweep(_reg_sweep("same", 0.1), out, progress=False)
     claims = ClaimDir(out / "claims")
     other = claims.try_claim("driver-otherhost-1-abcd")  # another live sweep on this folder
     assert other is not None
     try:
         with pytest.raises(RobustclipError, match="another sweep with a different plan is running"):
-            sweeps.run_sweep(_reg_sweep("same", 0.3), out, progress=False)
+            run_sweep(_reg_sweep("same", 0.3), out, progress=False)
     finally:
         claims.release(other)
 
