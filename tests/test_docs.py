@@ -71,7 +71,9 @@ TABLE_ROW = re.compile(r"^\|.*\|[ \t]*$", re.M)  # a decimal in a table row: a t
 DECIMAL = re.compile(r"(?<![\w.])\d+\.\d+(?![\w.])")
 ALLOWED = {
     "bad-input.md": ["above 50 M parameters",  # a limit
-                     "1e20, 3.7, NaN"],  # bad labels, as examples
+                     "1e20, 3.7, NaN",  # bad labels, as examples
+                     "a mirror that sends less than 64 KiB a minute",  # a threshold, a setting
+                     "`rc.benchmark(n=0)`, `n=-1`, `n=2.5`, `n=True`"],  # bad arguments, as examples
     "bounds.md": ["`full` 30 GMAC, `fast` 5 GMAC",  # the budgets, settings
                   "its own budget (60 GMAC)"],  # the refinement's budget, a setting
     "gate.md": ["at 5% / (number of rows)", "at most 5% of the time",  # the test's level
