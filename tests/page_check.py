@@ -3,8 +3,11 @@
 :func:`check_page` injects a script that runs after the page loads and records: the page's scroll width against
 the viewport, elements that stick out to the right outside a horizontal scroll container, every image (decoded or
 not), table cells with "±" that wrap onto more than one line, the headline table's width against its box (``headline``:
-``scrollWidth`` > ``width`` means it scrolls), and console errors / error events. The result comes
-back through ``--dump-dom`` as JSON.
+``scrollWidth`` > ``width`` means it scrolls), every table above the figures (``lead_tables``, the same way), the
+first screen (``screen``, the top ``height`` px of the page; ``answer``, the box of the answer beside the headline
+figure; ``figure``, that figure's image; tops and bottoms in px from the top of the page as loaded) and console
+errors / error events. The result comes back through ``--dump-dom`` as JSON. :func:`first_screen_problems` says what
+a record breaks of issue 34's target for a report page.
 """
 
 from __future__ import annotations
@@ -49,6 +52,19 @@ window.__errors = [];
     let el = h ? h.nextElementSibling : null;
     while (el && !(el.classList && el.classList.contains('scroll')) && el.tagName !== 'H2') el = el.nextElementSibling;
     r.headline = el && el.classList.contains('scroll') ? {scrollWidth: el.scrollWidth, width: el.clientWidth} : null;
+    r.height = window.innerHeight;
+    const rect = function (q) {
+      const e = document.querySelector(q); if (!e) return null;
+      const b = e.getBoundingClientRect();
+      return {top: b.top, bottom: b.bottom, width: b.width, text: e.textContent.slice(0, 300),
+              file: (e.dataset && e.dataset.file) || ''};
+    };
+    r.answer = rect('.lede .answer');
+    r.figure = rect('.lede img');
+    const figs = document.getElementById('figures');
+    r.lead_tables = [...document.querySelectorAll('.scroll')].filter(d => !figs ||
+      (d.compareDocumentPosition(figs) & Node.DOCUMENT_POSITION_FOLLOWING)).map(d => (
+      {scrollWidth: d.scrollWidth, width: d.clientWidth, first: d.textContent.slice(0, 80)}));
     r.errors = window.__errors;
     const pre = document.createElement('pre'); pre.id = 'page-check'; pre.textContent = JSON.stringify(r);
     document.body.appendChild(pre);
@@ -76,12 +92,41 @@ def check_page(page: str | Path, *, width: int = 1280, height: int = 900, timeou
         probe = Path(tmp) / "page.html"
         probe.write_text(text.replace("<head>", "<head>" + _SCRIPT, 1), encoding="utf-8")
         cmd = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-               "--disable-extensions", f"--user-data-dir={tmp}/profile", f"--window-size={width},{height}",
+               "--disable-extensions", f"--user-data-dir={tmp}/profile", f"--window-size={width},{height + 200}",
                "--virtual-time-budget=15000", "--dump-dom", probe.as_uri()]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     m = re.search(r'<pre id="page-check">(.*?)</pre>', proc.stdout, re.S)
     if not m:
         raise RuntimeError(f"chromium gave no layout record (exit {proc.returncode}): {proc.stderr[-2000:]}")
     rec: dict[str, Any] = json.loads(html.unescape(m.group(1)))
+    rec["screen"] = height  # the first screen: the top ``height`` px (the window is taller: it counts its own bars)
     rec["console"] = [ln for ln in proc.stderr.splitlines() if "CONSOLE" in ln and "ERROR" in ln.upper()]
     return rec
+
+
+def first_screen_problems(rec: dict[str, Any]) -> list[str]:
+    """What the layout record ``rec`` of a report page breaks (nothing: ``[]``): the answer and its figure wholly on
+    the first screen, no horizontal overflow, no table above the figures that scrolls sideways, every image decoded,
+    no console error."""
+    out = []
+    h = rec["screen"]
+    if not rec.get("answer") or not rec["answer"]["text"].strip():
+        out.append("no answer beside the headline figure")
+    elif rec["answer"]["bottom"] > h:
+        out.append(f"the answer ends at {rec['answer']['bottom']:.0f} px, below the first screen ({h} px)")
+    if not rec.get("figure"):
+        out.append("no figure beside the answer")
+    elif rec["figure"]["bottom"] > h:
+        out.append(f"the figure {rec['figure']['file']} ends at {rec['figure']['bottom']:.0f} px, below the first "
+                   f"screen ({h} px)")
+    if rec["scrollWidth"] > rec["viewport"] or rec["overflowing"]:
+        out.append(f"the page is {rec['scrollWidth']} px wide in a {rec['viewport']} px viewport: {rec['overflowing']}")
+    for t in rec.get("lead_tables") or []:
+        if t["scrollWidth"] > t["width"]:
+            out.append(f"a headline table scrolls sideways by {t['scrollWidth'] - t['width']} px: {t['first']!r}")
+    for img in rec["images"]:
+        if not img["decoded"]:
+            out.append(f"image {img['file']} does not decode")
+    if rec["errors"] or rec["console"]:
+        out.append(f"console errors: {rec['errors'] + rec['console']}")
+    return out

@@ -9,6 +9,7 @@ with every bad input as one line, exit 2 and nothing written.
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from page_check import APT_LINE, check_page, chromium, first_screen_problems
 from scipy import stats as sps
 from tiny import SMALL, assert_one_line_error, one_thread, run_cli, suite_toml
 
@@ -26,6 +28,8 @@ from robustclip.errors import RobustclipError
 from robustclip.evaluation.folders import Evaluated
 from robustclip.reports.compare import compare_evaluations, compare_pair
 from robustclip.reports.labels import Label, parse_label
+
+needs_chromium = pytest.mark.skipif(chromium() is None, reason=f"chromium is not installed ({APT_LINE})")
 
 CELL = ("L2", 1.0)
 
@@ -419,3 +423,80 @@ def test_labels_come_from_your_own_loops_metadata(folders, tmp_path, data_dir):
     assert res.labels == {"mine": "CLIP λ = 0.3", "bare": "bare"}  # rc.save(meta=...) records it; else the name
     (p,) = res.at()
     assert p.paired and p.a_only == p.b_only == 0 and not p.significant  # the same weights: the same outcomes
+
+
+# --------------------------------------------------------------------------- twelve checkpoints, labelled from a CSV
+
+
+TWELVE = [(m, lam, seed) for m, lam in (("none", 0.0), ("weight", 1e-3), ("clip", 0.1), ("clip", 0.5))
+          for seed in (0, 1, 2)]
+
+
+@pytest.fixture(scope="module")
+def twelve(folders, tmp_path_factory, data_dir):
+    """Twelve checkpoints (the tiny model with logit biases of its own), saved without method metadata, evaluated in
+    one call, labelled by a CSV file (four settings × three seeds) and reported with --labels."""
+    from robustclip.checkpoints import format as checkpoints
+
+    d = tmp_path_factory.mktemp("twelve")
+    model, _ = checkpoints.load(folders / "clip.safetensors")
+    rows = ["checkpoint,method,lam,seed"]
+    for i, (method, lam, seed) in enumerate(TWELVE):
+        with torch.no_grad():
+            m = copy.deepcopy(model)
+            m[3].bias[i % 10] += 0.02 * i
+        checkpoints.save(m, d / f"c{i}.safetensors", {"dataset": "mnist", "name": f"c{i}"})
+        rows.append(f"c{i}.safetensors,{method},{lam:g},{seed}")
+    (d / "labels.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    with one_thread():
+        code, _, err = run_cli(["evaluate", *[d / f"c{i}.safetensors" for i in range(12)], "--suite",
+                                folders / "tiny.toml", "--n", "200", "--out", d / "ev", "--quiet", "--lipschitz",
+                                "off", "--data-dir", data_dir])
+        assert code == 0, err
+        code, out, err = run_cli(["report", d / "ev", "--labels", d / "labels.csv", "--out", d / "rep"])
+    assert code == 0, err
+    return d
+
+
+def test_labels_csv_labels_twelve_checkpoints_in_report_and_compare(twelve):
+    table = pd.read_csv(twelve / "rep" / "table.csv")
+    assert len(table) == 12
+    assert {"CLIP λ = 0.5 (seed 2)", "weight λ = 1e-3 (seed 0)", "plain (seed 1)"} <= set(table.checkpoint)
+    md = (twelve / "rep" / "README.md").read_text(encoding="utf-8")
+    assert "Settings over seeds" in md and "--label c0.safetensors=none:0:0" in md  # the regenerate command
+    code, out, err = run_cli(["compare", twelve / "ev", "--labels", twelve / "labels.csv", "--json"])
+    assert code == 0, err
+    doc = json.loads(out)
+    assert {(c["key"], c["label"]) for c in doc["checkpoints"]} >= {("c11", "CLIP λ = 0.5 (seed 2)")}
+    assert len(doc["settings"]) > 0 and all(len(s["seeds_a"]) == 3 for s in doc["settings"])
+
+
+def test_labels_csv_bad_input_is_one_line_exit_2_and_nothing_written(twelve, tmp_path):
+    good = (twelve / "labels.csv").read_text(encoding="utf-8").splitlines()
+    cases = {"nan.csv": (good[:2] + ["c1.safetensors,weight,nan,0"], ("line 3", "not a finite number")),
+             "inf.csv": (good[:2] + ["c1.safetensors,weight,inf,0"], ("line 3", "not a finite number")),
+             "dup.csv": (good[:2] + ["c1.safetensors,none,0,0"], ("duplicate label",)),
+             "twice.csv": (good[:2] + ["c0.safetensors,clip,1,0"], ("twice",)),
+             "cols.csv": (["checkpoint,method,seed", "c0.safetensors,clip,0"], ("no column lam",)),
+             "empty.csv": (["checkpoint,method,lam,seed", "c0.safetensors,,0.1,0"], ("line 2", "no method")),
+             "seed.csv": (good[:2] + ["c1.safetensors,weight,0.1,x"], ("line 3", "not a whole number")),
+             "nobody.csv": (["checkpoint,method,lam,seed", "nothing.pt,clip,0.1,0"], ("no evaluated checkpoint",))}
+    for name, (lines, _) in cases.items():
+        (tmp_path / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    before = _snapshot(twelve), _snapshot(tmp_path)
+    for name, (_, words) in cases.items():
+        for cmd in (["compare", twelve / "ev"], ["report", twelve / "ev", "--out", tmp_path / "rep"]):
+            code, out, err = run_cli([*cmd, "--labels", tmp_path / name])
+            assert_one_line_error(code, err, *words)
+            assert out == ""
+    code, out, err = run_cli(["compare", twelve / "ev", "--labels", tmp_path / "missing.csv"])
+    assert_one_line_error(code, err, "does not exist")
+    assert (_snapshot(twelve), _snapshot(tmp_path)) == before
+
+
+@needs_chromium
+def test_report_of_twelve_checkpoints_leads_with_its_answer_in_chromium(twelve):
+    r = check_page(twelve / "rep" / "index.html", width=1280, height=900)
+    assert first_screen_problems(r) == [], first_screen_problems(r)
+    assert "is more robust than" in r["answer"]["text"] or "no difference shown" in r["answer"]["text"]
+    assert r["figure"]["file"].startswith("curve_")

@@ -85,7 +85,9 @@ ALLOWED = {
     "suites.md": ["the 95% Wilson interval", "more than 1% of samples",  # an interval's level, a flag's threshold
                   # the format of a message, as an example
                   "worst case Linf ε=0.0313725 12.0% (95% Wilson interval 7.0-19.8%)",
-                  "(95% interval [L, U], p = P)"],  # the form of compare's sentence: the interval's level
+                  "(95% interval [L, U], p = P)",  # the form of compare's sentence: the interval's level
+                  "at 1280 × 900 the first screen",  # the page test's viewport, a setting
+                  "with their 95% intervals"],  # an interval's level
     "sweeps.md": ["`$ROBUSTCLIP_CLAIM_TIMEOUT`, 120 s"],  # a default
     "training.md": ["at least 97% clean accuracy", "with a 95% t-interval",  # the benchmark's bar, an interval's level
                     "GloRo reports 62.8% certified"],  # a published figure (Leino et al. 2021), cited

@@ -7,7 +7,7 @@ import shutil
 
 import pandas as pd
 import pytest
-from page_check import check_page, chromium
+from page_check import check_page, chromium, first_screen_problems
 
 from experiments.paper import experiment as paper
 from robustclip.attacks.suites import parse_suite
@@ -96,9 +96,12 @@ def test_regenerate_tiny(tmp_path, data_dir):
     assert "<th>authors: clean</th>" in head and "<td>97.1</td>" in head and "<td>31.2</td>" in head
     assert "worst_case 95% CI" in html and 'id="hyperparameters"' in html
     assert {"worst_case_ci_low", "worst_case_ci_high", "worst_case_std"} <= set(table.columns)
+    # the page leads with its answer (the most robust setting against plain training) beside the frontier figure
+    assert html.index('id="answer"') < html.index('data-file="frontier_mnist.png"') < html.index('id="headline"')
     if chromium() is not None:  # the paper page at 1280 px: nothing runs off the right edge, no "±" wraps
-        r = check_page(index, width=1280)
+        r = check_page(index, width=1280, height=900)
         assert r["scrollWidth"] <= r["viewport"] and r["overflowing"] == [] and r["wrapped"] == [], r
+        assert first_screen_problems(r) == [], first_screen_problems(r)
         assert r["headline"] and r["headline"]["scrollWidth"] <= r["headline"]["width"], r["headline"]
         assert all(i["decoded"] for i in r["images"]) and r["errors"] == [], r
     sig = pd.read_csv(out / "sigmoid.csv")
@@ -363,3 +366,10 @@ def test_cli_paper_outside_a_checkout_is_a_one_line_error(tmp_path, monkeypatch)
     rc, _, err = run_cli(["paper", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
     assert_one_line_error(rc, err, "source checkout", "pip install -e .")
     assert not (tmp_path / "runs").exists() and not (tmp_path / "out").exists()
+
+
+def test_refresh_page_needs_a_rendered_report(tmp_path):
+    from tiny import run_cli
+
+    rc, _, err = run_cli(["paper", "--refresh", "page", "--out", str(tmp_path)])
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "no README.md" in err and "--" in err

@@ -464,31 +464,61 @@ def _section_order(html_text: str) -> list[str]:
     return re.findall(r'<h2 id="([^"]+)">', html_text)
 
 
-def test_page_leads_with_the_headline_then_figures_then_full_tables(report):
+def test_page_leads_with_the_answer_then_headline_figures_and_full_tables(report):
     _, _, html_text, md = report
     # the tiny models are near chance: their warnings are listed (and boxed at the top, see test_sanity.py)
-    assert _section_order(html_text) == ["headline", "figures", "full-tables", "hyperparameters", "warnings",
+    assert _section_order(html_text) == ["answer", "headline", "figures", "full-tables", "hyperparameters", "warnings",
                                          "provenance"]
-    nav = html_text[html_text.index('<nav class="toc">'):html_text.index("</nav>")]
+    nav = html_text[html_text.index('<details class="toc">'):html_text.index("</details>")]
     import re
 
     targets = re.findall(r'href="#([^"]+)"', nav)
     ids = set(re.findall(r' id="([^"]+)"', html_text))
     assert targets and set(targets) <= ids  # every contents entry lands somewhere
+    assert html_text.index('<details class="toc">') < html_text.index('id="answer"')  # collapsed, beside the title
     assert html_text.count('<div class="scroll"><table>') == html_text.count("<table>") >= 3
     assert "white-space:nowrap" in html_text and "overflow-x:auto" in html_text
+    # the answer: the most robust classifier setting against plain training, with intervals, beside the frontier
+    lede = html_text[html_text.index('<section class="lede">'):html_text.index("</section>")]
+    assert "mnist, L2 ε = 2:" in lede and "is the most robust of the settings chosen on validation data" in lede
+    assert "for plain training" in lede and "95% interval [" in lede and 'data-file="frontier_mnist.png"' in lede
+    assert "regression:" in lede and "exact Lipschitz constant" in lede
     # the headline table: plain training and one setting per other method, before the first figure
     head = html_text[html_text.index('id="headline"'):html_text.index('id="figures"')]
     assert "<th>worst case, 95% CI</th>" in head
     # one experiment among the classifier rows: said once in the text, not in a column
     assert "Experiment: mnist." in head and "<th>experiment</th>" not in head
     assert head.count("<tr>") == 3 and "<td>none</td>" in head and "<td>clip</td>" in head
-    # the only image before the figures is the robustness-versus-training-time frontier, inside the headline
+    # the only image before the figures is the robustness-versus-training-time frontier, beside the answer
     before = html_text[: html_text.index('id="figures"')]
-    assert before.count("<img") == 1 and 'data-file="frontier_mnist.png"' in head
+    assert before.count("<img") == 1
     lines = md.splitlines()
-    assert lines.index("## Headline") < lines.index("## Figures") < lines.index("## Full tables") \
-        < lines.index("## Hyperparameters") < lines.index("## Provenance")
+    assert lines.index("## Answer") < lines.index("## Headline") < lines.index("## Figures") \
+        < lines.index("## Full tables") < lines.index("## Hyperparameters") < lines.index("## Provenance")
+
+
+def test_relayout_keeps_a_page_and_gives_an_old_one_its_answer(report, tmp_path):
+    """``relayout`` (robustclip paper --refresh page) rebuilds a rendered page from its own files: the same bytes for
+    a page of this version; a page rendered before pages led with their answer gains it, nothing else changes."""
+    _, out, html_text, md = report
+    same = tmp_path / "same"
+    shutil.copytree(out, same)
+    reports.relayout(same)
+    assert (same / "README.md").read_text(encoding="utf-8") == md
+    assert (same / "index.html").read_text(encoding="utf-8") == html_text
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    a, b = md.index("## Answer"), md.index("## Headline")
+    answer = md[a:b]
+    frontier = answer[answer.index("### "):]
+    (old / "README.md").write_text(md[:a] + md[b:].replace("## Figures", frontier + "## Figures", 1)
+                                   .replace("[Answer](#answer) · ", ""), encoding="utf-8")
+    reports.relayout(old)
+    assert (old / "README.md").read_text(encoding="utf-8") == md
+    assert (old / "index.html").read_text(encoding="utf-8") == html_text
+    (old / "results.csv").unlink()
+    with pytest.raises(RobustclipError, match="no results.csv"):
+        reports.relayout(old)
 
 
 def test_hyperparameter_section_lists_each_experiment_and_method(report, sweep):
@@ -517,7 +547,7 @@ def test_training_curves_come_from_the_stored_history(sweep, tmp_path):
 
 
 # headless Chromium at 1280 px: nothing sticks out, every image decodes, no console errors
-from page_check import APT_LINE, check_page, chromium  # noqa: E402
+from page_check import APT_LINE, check_page, chromium, first_screen_problems  # noqa: E402
 
 needs_chromium = pytest.mark.skipif(chromium() is None, reason=f"chromium is not installed ({APT_LINE})")
 
@@ -536,6 +566,19 @@ def test_page_fits_1280_px_in_chromium(report):
     assert r["headline"] and r["headline"]["scrollWidth"] <= r["headline"]["width"], r["headline"]  # no scrolling
     assert r["scrollers"] and all(s["overflowX"] == "auto" for s in r["scrollers"])
     assert any(s["scrollWidth"] > s["width"] for s in r["scrollers"])  # a wide table scrolls inside its box
+    # the first screen (1280 × 900): the answer and the headline figure, no headline table that scrolls
+    assert first_screen_problems(r) == [], first_screen_problems(r)
+    assert "is the most robust" in r["answer"]["text"] and r["figure"]["file"] == "frontier_mnist.png"
+
+
+@needs_chromium
+def test_paper_page_leads_with_its_answer_in_chromium():
+    """The committed reports/paper/index.html (laid out by robustclip paper, or --refresh page) at 1280 × 900."""
+    page = Path(__file__).resolve().parents[1] / "reports" / "paper" / "index.html"
+    r = check_page(page, width=1280, height=900)
+    assert first_screen_problems(r) == [], first_screen_problems(r)
+    assert r["answer"]["text"].startswith("Answermnist, L2 ε = 2:") and r["figure"]["file"] == "frontier_mnist.png"
+    assert r["headline"] and r["headline"]["scrollWidth"] <= r["headline"]["width"]
 
 
 @needs_chromium
@@ -603,8 +646,8 @@ def test_report_leads_with_the_frontier_figure(report):
     _, out, html, readme = report
     assert "frontier_mnist.png" in readme
     assert (out / "frontier_mnist.png").is_file()
-    head = html[html.index('id="headline"'):html.index('id="figures"')]
-    assert 'data-file="frontier_mnist.png"' in head
+    lede = html[html.index('<section class="lede">'):html.index('id="headline"')]
+    assert 'data-file="frontier_mnist.png"' in lede
     assert html.count('data-file="frontier_mnist.png"') == 1
 
 

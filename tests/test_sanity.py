@@ -177,8 +177,11 @@ def test_report_first_screen_warns_that_both_models_are_untrained(tiny):
     page = (rep / "index.html").read_text(encoding="utf-8")
     box = page[page.index('<div class="warnbox"'):]
     box = box[: box.index("</div>")]
-    # first screen: the box comes right after the title, before the contents, the headline and any figure
-    assert page.index('class="warnbox"') < page.index('<nav class="toc">') < page.index('id="headline"')
+    # first screen: the box comes right after the title and its (collapsed) contents, before the answer, the
+    # headline and any figure; one line per kind of warning, linked to each run's message
+    assert page.index('<details class="toc">') < page.index('class="warnbox"') < page.index('id="answer"') \
+        < page.index('id="headline"')
+    assert box.count("<li>") == box.count('href="#warnings"') == 2  # near chance, gradient masking
     assert "NEAR CHANCE" in box and "2 of 2 runs" in box and "untrained" in box
     for d in (sweep_dir / "runs").iterdir():
         assert d.name in box

@@ -20,18 +20,24 @@ def register(sub: Any) -> None:
                     "difference is shown when the adjusted p is below 0.05. Prints the headline cell's table (in "
                     "points, i.e. percent) and the answer as a sentence; --json prints every pair at every cell "
                     "(fractions in [0, 1]). Writes no file. Labels come from each checkpoint's metadata (method, λ, "
-                    "seed); --label overrides them.",
+                    "seed); --label, or a CSV file of labels (--labels), overrides them.",
                     examples="  robustclip evaluate a.safetensors b.safetensors --suite ci-quick --out runs/cmp\n"
                              "  robustclip compare runs/cmp\n"
                              "  robustclip compare runs/eval-a runs/eval-b --json > comparison.json\n"
                              "  robustclip compare runs/evals --label mine.pt=clip:0.5:0 "
                              "--label theirs.pt=weight:1e-3:0\n"
+                             "  robustclip compare runs/evals --labels labels.csv\n"
                              "  robustclip compare runs/mnist runs/fashion --group --all-cells\n")
     p.add_argument("eval_dirs", nargs="+", metavar="EVAL_DIR",
                    help="the --out folder of robustclip evaluate, or a folder of such folders")
     p.add_argument("--label", action="append", default=[], metavar="CKPT=METHOD:λ[:SEED]",
                    help="label a checkpoint (its path as given to evaluate, file name or model name), overriding its "
                    "metadata; repeat for each (e.g. --label a.pt=clip:0.5:0)")
+    p.add_argument("--labels", default=None, metavar="FILE",
+                   help="a CSV file of labels, one row per checkpoint, with the header "
+                   "checkpoint,method,lam,seed (seed may be empty or left out); each row as --label CHECKPOINT="
+                   "METHOD:LAM:SEED, checked the same way (λ a finite number >= 0, no label twice); combines with "
+                   "--label")
     p.add_argument("--group", action="store_true",
                    help="compare within each suite and dataset (default: refuse evaluations of different suites "
                    "or datasets)")
@@ -46,8 +52,10 @@ def run(args: argparse.Namespace) -> int:
     """Compare the evaluations in ``args.eval_dirs`` and print the table and answer (or JSON)."""
     from ..core.files import dumps_json
     from ..reports.compare import compare
+    from ..reports.labels import read_labels_csv
 
-    result = compare(*args.eval_dirs, labels=list(args.label), group=args.group)
+    labels = list(args.label) + (read_labels_csv(args.labels) if args.labels else [])
+    result = compare(*args.eval_dirs, labels=labels, group=args.group)
     if args.json:
         print(dumps_json(result.to_dict(), indent=2))
         return 0

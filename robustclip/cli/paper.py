@@ -28,7 +28,8 @@ def register(sub: Any) -> None:
                     "attacks on all 10,000 test images. Resumable: an interrupted regeneration redoes only "
                     "unfinished work.",
                     examples="  robustclip paper --data-dir ../shared/data --jobs 2\n"
-                             "  robustclip paper --refresh sandwich --data-dir ../shared/data\n")
+                             "  robustclip paper --refresh sandwich --data-dir ../shared/data\n"
+                             "  robustclip paper --refresh page\n")
     p.add_argument("--out", default="reports/paper", metavar="DIR")
     p.add_argument("--runs", default="runs/paper", metavar="DIR", help="sweep folder (default runs/paper)")
     p.add_argument("--jobs", type=int, default=1, help="runs at once, each with its share of the cores (default 1)")
@@ -37,16 +38,34 @@ def register(sub: Any) -> None:
                         "about 6 minutes per robust model on 2 cores), all (every MNIST and Fashion-MNIST run, hours "
                         "on 2 cores; the report then uses those rows throughout), a pattern of run ids such as "
                         "'mnist-clip-lam0.5-*' (reported per setting), or off; cached and resumable")
-    p.add_argument("--refresh", choices=["sandwich"], default=None,
+    p.add_argument("--refresh", choices=["sandwich", "page"], default=None,
                    help="redo one part of the report already in --out and leave the rest: sandwich = the "
                         "attacked and certified ε-curves of every checkpoint under OUT/checkpoints (the sweep's and "
                         "those made by the certified-training benchmarks); needs no sweep folder, --runs only holds "
-                        "its cache; --jobs and --full-test do not apply")
+                        "its cache; page = lay out README.md and index.html again with this version's page (the answer "
+                        "and its figure first), from the report's own files, every number kept; --jobs and "
+                        "--full-test do not apply")
     add_data_dir(p)
 
 
 def run(args: argparse.Namespace) -> int:
     """Regenerate the paper report (or, with --refresh, one part of it)."""
+    if args.refresh == "page":
+        import json
+        import time
+
+        from ..core import files as _io
+        from ..reports.pages import relayout
+
+        index = relayout(args.out)
+        info = Path(args.out) / "regeneration.json"
+        if info.is_file():  # say so beside the regeneration it lays out again
+            doc = json.loads(info.read_text(encoding="utf-8"))
+            doc["relayout"] = {"date": time.strftime("%Y-%m-%d"), "commit": _io.git_commit(),
+                               "command": "robustclip paper --refresh page"}
+            _io.write_json(info, doc)
+        print(f"report: {index}")
+        return 0
     if args.refresh == "sandwich":
         index = experiment().refresh_sandwich(args.out, args.runs, data_dir=args.data_dir)
         print(f"report: {index}")

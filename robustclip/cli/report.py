@@ -15,14 +15,15 @@ def register(sub: Any) -> None:
                     description="Render OUT/index.html (self-contained), OUT/README.md, CSV tables and seaborn PNG "
                     "figures from a sweep folder, or from the --out folders of robustclip evaluate (one call, several "
                     "calls under one parent folder, or several folders): checkpoints from any source, labelled from "
-                    "their metadata (method, λ, seed) or --label, the page led by the paired comparison's answer "
-                    "(see robustclip compare) and its table, then accuracy against ε per model, worst case against "
-                    "λ per method and attacked against certified accuracy.",
+                    "their metadata (method, λ, seed), --label or a CSV file (--labels), the page led by the paired "
+                    "comparison's answer (see robustclip compare) and its table, then accuracy against ε per model, "
+                    "worst case against λ per method and attacked against certified accuracy.",
                     examples="  robustclip report runs/mnist-lambda --out reports/mnist-lambda\n"
                              "  robustclip evaluate a.safetensors b.safetensors --suite ci-quick --out runs/cmp\n"
                              "  robustclip report runs/cmp --out reports/cmp\n"
                              "  robustclip report runs/eval-a runs/eval-b --label mine.pt=clip:0.5:0 "
-                             "--out reports/ab\n")
+                             "--out reports/ab\n"
+                             "  robustclip report runs/evals --labels labels.csv --out reports/evals\n")
     p.add_argument("sweep_dir", nargs="+", metavar="DIR",
                    help="a sweep folder (robustclip sweep --out), or evaluation folders (robustclip evaluate --out) "
                    "or folders of them")
@@ -31,6 +32,11 @@ def register(sub: Any) -> None:
     p.add_argument("--label", action="append", default=[], metavar="CKPT=METHOD:λ[:SEED]",
                    help="evaluation folders: label a checkpoint (its path as given to evaluate, file name or model "
                    "name), overriding its metadata; repeat for each")
+    p.add_argument("--labels", default=None, metavar="FILE",
+                   help="evaluation folders: a CSV file of labels, one row per checkpoint, with the header "
+                   "checkpoint,method,lam,seed (seed may be empty or left out); each row as --label CHECKPOINT="
+                   "METHOD:LAM:SEED, checked the same way (λ a finite number >= 0, no label twice); combines with "
+                   "--label")
     p.add_argument("--group", action="store_true",
                    help="evaluation folders: compare within each suite and dataset (default: refuse a mix)")
     p.add_argument("--force", action="store_true",
@@ -52,9 +58,9 @@ def run(args: argparse.Namespace) -> int:
         if len(dirs) > 1:
             raise RobustclipError(f"{dirs[kinds.index('sweep')]} is a sweep folder; a sweep is reported on its own",
                                   "report the sweep alone, and the evaluation folders together")
-        if args.label or args.group:
-            raise RobustclipError("--label and --group apply to evaluation folders, not to a sweep",
-                                  "a sweep's runs are labelled by its plan; drop --label/--group")
+        if args.label or args.labels or args.group:
+            raise RobustclipError("--label, --labels and --group apply to evaluation folders, not to a sweep",
+                                  "a sweep's runs are labelled by its plan; drop --label/--labels/--group")
         return _sweep(args, dirs[0])
     return _evaluations(args, dirs)
 
@@ -90,14 +96,15 @@ def _evaluations(args: argparse.Namespace, dirs: list[Path]) -> int:
     from ..core.outputs import guard_output_dir
     from ..evaluation.folders import expand
     from ..reports import evalpage
-    from ..reports.labels import parse_label
+    from ..reports.labels import parse_label, read_labels_csv
 
     folders = expand(list(dirs))  # not an evaluation folder (nor a sweep): one-line error, before any work
-    for spec in args.label:
+    labels = list(args.label) + (read_labels_csv(args.labels) if args.labels else [])
+    for spec in labels:
         parse_label(spec)
     out = Path(args.out or Path("reports") / folders[0].name)
     inputs = [f for d in folders for f in sorted(d.iterdir()) if f.is_file()]
     guard_output_dir(out, evalpage.FILES, inputs=inputs, force=args.force, patterns=evalpage.FIGURE_GLOBS)
-    index = evalpage.render_evaluations(folders, out, labels=list(args.label), group=args.group, title=args.title)
+    index = evalpage.render_evaluations(folders, out, labels=labels, group=args.group, title=args.title)
     print(f"report: {index}")
     return 0

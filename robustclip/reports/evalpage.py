@@ -31,6 +31,8 @@ from .figures import Figure, fig_curves, fig_lambda, fig_sandwich
 FILES = ("index.html", "README.md", "results.csv", "table.csv", "comparison.csv")
 """What :func:`render_evaluations` writes besides figures (``FIGURE_GLOBS``)."""
 FIGURE_GLOBS = ("curve_*.png", "lambda_*.png", "sandwich_*.png")
+TABLES_LINE = ("Tables: [table.csv](table.csv) (one row per checkpoint), [comparison.csv](comparison.csv) (every pair "
+               "at every ε), [results.csv](results.csv) (one row per checkpoint × attack × ε).")
 
 
 def results_frame(result: Comparison, labels: dict[str, _labels.Label]) -> pd.DataFrame:
@@ -194,19 +196,7 @@ def render_evaluations(eval_dirs: Sequence[str | os.PathLike[str]], out: str | o
                                                           "Accuracies in %, differences in points:"))
               for c in cells]
     tail = [("Warnings", "\n".join(f"- {k}: {f}" for k, fs in per_run.items() for f in fs))] if per_run else []
-    md = [f"# {title}", ""]
-    if box:
-        md += ["> **Warnings**", ">"] + [f"> - {line}" for line in box] + [""]
-    for h, body in lead:
-        md += [f"## {h}", "", body, ""]
-    md += ["## Figures", ""]
-    for f in figs:
-        md += [f"### {f.title}", "", f"![{f.title}]({f.file})", "", f"*{f.caption}*", ""]
-    md += ["## Full tables", ""] + [x for h, body in tables for x in (f"### {h}", "", body, "")]
-    md += [x for h, body in tail for x in (f"## {h}", "", body, "")]
-    md += ["## Provenance", ""] + [f"- **{k}**: `{v}`" for k, v in prov.items()] + [""]
-    md += ["Tables: [table.csv](table.csv) (one row per checkpoint), [comparison.csv](comparison.csv) (every pair "
-           "at every ε), [results.csv](results.csv) (one row per checkpoint × attack × ε).", ""]
-    _io.write_text(out / "README.md", "\n".join(md))
-    _io.write_text(out / "index.html", pages._html(title, "", lead, figs, tables, tail, prov, out, box=box))
+    lede = figs[0] if figs else None  # accuracy against ε per model, beside the answer
+    pages.write_page(out, pages.Page(title, "", box, lead, lede, [], figs[1:], tables, tail, prov,
+                                     tables_line=TABLES_LINE))
     return out / "index.html"

@@ -94,6 +94,69 @@ def parse_label(spec: str) -> tuple[str, Label]:
     return ckpt.strip(), Label(method, lam, seed)
 
 
+CSV_COLUMNS = ("checkpoint", "method", "lam", "seed")
+"""The columns of a labels file (``--labels FILE``); ``seed`` may be left out, or empty in a row."""
+MAX_CSV_BYTES = 4 * 1024 * 1024
+
+
+def read_labels_csv(path: str | Path) -> list[str]:
+    """The rows of the labels file ``path`` (CSV with a header naming :data:`CSV_COLUMNS`, in any order) as
+    ``CKPT=METHOD:λ[:SEED]`` strings, each checked like ``--label`` (:func:`parse_label`): a one-line
+    :class:`RobustclipError` naming the file and line for a missing column, an empty cell, a λ that is not a finite
+    number >= 0 or a seed that is not a whole number. Duplicate labels are refused where labels are assigned
+    (:func:`assign`).
+
+    >>> import tempfile, os
+    >>> f = os.path.join(tempfile.mkdtemp(), "labels.csv")
+    >>> _ = open(f, "w").write("checkpoint,method,lam,seed\\na.pt,clip,0.5,0\\nb.pt,none,0,\\n")
+    >>> read_labels_csv(f)
+    ['a.pt=clip:0.5:0', 'b.pt=none:0']
+    """
+    import csv
+    import io
+
+    from ..core.validate import read_bytes
+
+    raw = read_bytes(path, "labels file", max_bytes=MAX_CSV_BYTES)
+    fix = f"write a CSV file with the header {','.join(CSV_COLUMNS)} and one row per checkpoint"
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise RobustclipError(f"labels file {path} is not UTF-8 text", fix) from None
+    rows = list(csv.reader(io.StringIO(text)))
+    while rows and not any(c.strip() for c in rows[0]):
+        rows.pop(0)
+    if not rows:
+        raise RobustclipError(f"labels file {path} is empty", fix)
+    header = [c.strip().lower() for c in rows[0]]
+    missing = [c for c in CSV_COLUMNS[:3] if c not in header]
+    if missing:
+        raise RobustclipError(f"labels file {path} has no column {', '.join(missing)} (its header: "
+                              f"{','.join(header)[:120]})", fix)
+    col = {c: header.index(c) for c in CSV_COLUMNS if c in header}
+    specs: list[str] = []
+    for n, row in enumerate(rows[1:], start=2):
+        if not any(c.strip() for c in row):
+            continue
+        cells = {c: (row[i].strip() if i < len(row) else "") for c, i in col.items()}
+        empty = [c for c in CSV_COLUMNS[:3] if not cells[c]]
+        if empty:
+            raise RobustclipError(f"labels file {path} line {n}: no {', '.join(empty)}",
+                                  "give every row a checkpoint, a method and λ (0 for plain training)")
+        spec = f"{cells['checkpoint']}={cells['method']}:{cells['lam']}"
+        if cells.get("seed"):
+            spec += f":{cells['seed']}"
+        try:
+            parse_label(spec)
+        except RobustclipError as exc:
+            problem = exc.problem.split(": ", 1)[1] if ": " in exc.problem else exc.problem
+            raise RobustclipError(f"labels file {path} line {n}: {problem}", exc.fix) from None
+        specs.append(spec)
+    if not specs:
+        raise RobustclipError(f"labels file {path} has a header but no rows", fix)
+    return specs
+
+
 def _names(e: Evaluated) -> set[str]:
     """What ``CKPT`` in ``--label CKPT=...`` may say to name ``e``: its key, model name, or checkpoint path (as
     given to evaluate, its file name, or that without its extension)."""
