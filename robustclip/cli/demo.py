@@ -50,12 +50,13 @@ def run(args: argparse.Namespace) -> int:
                        "mirrors are reachable.")
         print(skipped_msg, file=sys.stderr)
     print("robustclip demo: regression (CLIP and weight regularisation over λ) and MNIST (none, weight, CLIP) "
-          "on a 20k subset; progress below.", flush=True)
+          "on a 10k subset; progress below.", flush=True)
     driver.run_sweep(_io.preset("demo"), args.runs, data_dir=args.data_dir, jobs=1, progress=True, where="<demo>",
                      fresh=args.fresh, skip_datasets=skip)
     intro = ("A small end-to-end run of robustclip: the 1-D regression problem fitted with CLIP and with weight "
-             "regularisation at three λ each, and the paper's MNIST net trained briefly on a 20,000-image subset "
-             "without regularisation, with weight regularisation and with CLIP, then attacked.")
+             "regularisation at three λ each, and the paper's MNIST net trained briefly (8 epochs, cosine learning "
+             "rate) on a 10,000-image subset without regularisation, with weight regularisation and with CLIP, then "
+             "attacked.")
     if skipped_msg:
         intro += "\n\n**" + skipped_msg + "**"
     index = render(args.runs, args.out, title="robustclip demo", intro=intro)
