@@ -125,3 +125,19 @@ def console_table(frame: pd.DataFrame, lips: list[dict[str, Any]] | None = None,
             else:
                 text += f"\n{name:{w}s} {lp['lower']:8.3g} {upper:8.3g} {ratio:12.3g}"
     return text
+
+
+def add_labels(p: argparse.ArgumentParser, scope: str, label_tail: str, group_tail: str) -> None:
+    """``--label``, ``--labels`` and ``--group``, shared by ``compare`` and ``report`` (``scope`` prefixes each help
+    text: what the flags apply to)."""
+    p.add_argument("--label", action="append", default=[], metavar="CKPT=METHOD:λ[:SEED]",
+                   help=f"{scope}label a checkpoint (its path as given to evaluate, file name or model name), "
+                   f"overriding its metadata{label_tail}")
+    p.add_argument("--labels", default=None, metavar="FILE",
+                   help=f"{scope}a CSV file of labels, one row per checkpoint, with the header "
+                   "checkpoint,method,lam,seed (seed may be empty or left out); each row as --label CHECKPOINT="
+                   "METHOD:LAM:SEED, checked the same way (λ a finite number >= 0, no label twice); combines with "
+                   "--label")
+    p.add_argument("--group", action="store_true",
+                   help=f"{scope}compare within each suite and dataset {group_tail}")
+

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .common import add_command
+from .common import add_command, add_labels
 
 
 def register(sub: Any) -> None:
@@ -30,17 +30,8 @@ def register(sub: Any) -> None:
                              "  robustclip compare runs/mnist runs/fashion --group --all-cells\n")
     p.add_argument("eval_dirs", nargs="+", metavar="EVAL_DIR",
                    help="the --out folder of robustclip evaluate, or a folder of such folders")
-    p.add_argument("--label", action="append", default=[], metavar="CKPT=METHOD:λ[:SEED]",
-                   help="label a checkpoint (its path as given to evaluate, file name or model name), overriding its "
-                   "metadata; repeat for each (e.g. --label a.pt=clip:0.5:0)")
-    p.add_argument("--labels", default=None, metavar="FILE",
-                   help="a CSV file of labels, one row per checkpoint, with the header "
-                   "checkpoint,method,lam,seed (seed may be empty or left out); each row as --label CHECKPOINT="
-                   "METHOD:LAM:SEED, checked the same way (λ a finite number >= 0, no label twice); combines with "
-                   "--label")
-    p.add_argument("--group", action="store_true",
-                   help="compare within each suite and dataset (default: refuse evaluations of different suites "
-                   "or datasets)")
+    add_labels(p, "", "; repeat for each (e.g. --label a.pt=clip:0.5:0)",
+               "(default: refuse evaluations of different suites or datasets)")
     p.add_argument("--all-cells", action="store_true",
                    help="print every (norm, ε) cell and clean accuracy, not only the suite's headline")
     p.add_argument("--json", action="store_true",

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .common import add_command
+from .common import add_command, add_labels
 
 
 def register(sub: Any) -> None:
@@ -29,16 +29,7 @@ def register(sub: Any) -> None:
                    "or folders of them")
     p.add_argument("--out", default=None, metavar="DIR", help="default: reports/<sweep or first folder's name>")
     p.add_argument("--title", default=None)
-    p.add_argument("--label", action="append", default=[], metavar="CKPT=METHOD:λ[:SEED]",
-                   help="evaluation folders: label a checkpoint (its path as given to evaluate, file name or model "
-                   "name), overriding its metadata; repeat for each")
-    p.add_argument("--labels", default=None, metavar="FILE",
-                   help="evaluation folders: a CSV file of labels, one row per checkpoint, with the header "
-                   "checkpoint,method,lam,seed (seed may be empty or left out); each row as --label CHECKPOINT="
-                   "METHOD:LAM:SEED, checked the same way (λ a finite number >= 0, no label twice); combines with "
-                   "--label")
-    p.add_argument("--group", action="store_true",
-                   help="evaluation folders: compare within each suite and dataset (default: refuse a mix)")
+    add_labels(p, "evaluation folders: ", "; repeat for each", "(default: refuse a mix)")
     p.add_argument("--force", action="store_true",
                    help="overwrite the report files (index.html, README.md, tables, figures) if DIR holds them")
 
